@@ -1,0 +1,7 @@
+"""TuneDesk: point-and-click fine-tuning of causal language models.
+
+Core modules (config, memory, catalog, data, modeling, train, runs, chat, export, evaluate) never import gradio;
+the Gradio UI lives in app.ui and calls into them.
+"""
+
+__version__ = "0.1.0"

