@@ -1,0 +1,154 @@
+"""The Gradio Blocks app: a header, the tabs, and `python -m app ui`.
+
+Tabs are modules of app.ui, each with `build(ctx: AppContext) -> <its handles dataclass>`; a tab whose module
+does not exist yet says so plainly instead of faking a capability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from app import paths
+from app.config import RunConfig
+from app.ui import i18n
+from app.ui.form import Form
+
+STRINGS = {
+    "app.title": ("TuneDesk", "TuneDesk"),
+    "app.subtitle": (
+        "Point-and-click fine-tuning: Full, Freeze, LoRA and QLoRA on your own machine.",
+        "点点鼠标即可微调：在自己的机器上进行全参数、冻结、LoRA 和 QLoRA 训练。",
+    ),
+    "app.language": ("Language", "语言"),
+    "tab.model": ("Model", "模型"),
+    "tab.data": ("Data", "数据"),
+    "tab.train": ("Train", "训练"),
+    "tab.chat": ("Chat", "对话"),
+    "tab.export": ("Export", "导出"),
+    "tab.evaluate": ("Evaluate", "评估"),
+    "app.not_built": ("This tab is not built yet.", "此标签页尚未实现。"),
+}
+i18n.add(STRINGS)
+
+TABS: tuple[tuple[str, str], ...] = (
+    ("model", "app.ui.model_tab"),
+    ("data", "app.ui.data_tab"),
+    ("train", "app.ui.train_tab"),
+    ("chat", "app.ui.chat_tab"),
+    ("evaluate", "app.ui.evaluate_tab"),
+    ("export", "app.ui.export_tab"),
+)
+
+
+@dataclass
+class AppContext:
+    """What every tab's build() receives: translations, the shared form, and the other tabs' handles."""
+
+    tr: i18n.Translator
+    form: Form
+    defaults: RunConfig
+    handles: dict[str, Any] = field(default_factory=dict)
+    lang_selector: Any = None
+
+
+def default_config(model: str | None = None) -> RunConfig:
+    cfg = RunConfig()
+    return cfg.replace(**{"model.name_or_path": model}) if model else cfg
+
+
+def build_app(lang: str = "en", model: str | None = None) -> gr.Blocks:
+    tr = i18n.Translator(lang)
+    defaults = default_config(model)
+    ctx = AppContext(tr=tr, form=Form(tr, defaults), defaults=defaults)
+    with gr.Blocks(title="TuneDesk") as demo:
+        with gr.Row(elem_id="header"):
+            with gr.Column(scale=5):
+                tr.bind(gr.Markdown(f"## {tr('app.title')}"), value=None)
+                tr.bind(gr.Markdown(tr("app.subtitle"), elem_id="subtitle"), value="app.subtitle")
+            with gr.Column(scale=1, min_width=160):
+                ctx.lang_selector = gr.Radio(
+                    choices=[("English", "en"), ("中文", "zh")], value=lang, label=tr("app.language"), elem_id="lang"
+                )
+                tr.bind(ctx.lang_selector, label="app.language")
+        with gr.Tabs(elem_id="tabs"):
+            for key, module_name in TABS:
+                with gr.Tab(tr(f"tab.{key}"), id=key, elem_id=f"tab-{key}") as tab:
+                    tr.bind(tab, label=f"tab.{key}")
+                    ctx.handles[key] = _build_tab(module_name, ctx)
+        ctx.lang_selector.change(lambda lang: _switch(tr, lang), inputs=ctx.lang_selector, outputs=tr.components())
+    return demo
+
+
+def _build_tab(module_name: str, ctx: AppContext) -> Any:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        ctx.tr.bind(gr.Markdown(ctx.tr("app.not_built")), value="app.not_built")
+        return None
+    return module.build(ctx)
+
+
+def _switch(tr: i18n.Translator, lang: str) -> dict[Any, Any]:
+    tr.lang = lang
+    return tr.updates(lang)
+
+
+def css() -> str:
+    path = paths.assets_dir() / "style.css"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=int(os.environ.get("TUNEDESK_PORT", 7860)))
+    parser.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 (needs --auth)")
+    parser.add_argument("--share", action="store_true", help="create a public Gradio link (needs --auth)")
+    parser.add_argument("--auth", default=os.environ.get("TUNEDESK_AUTH"), help="USER:PASS required to open the app")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    parser.add_argument("--model", default=None, help="preselect this base model (catalog id, hub id, folder, .gguf)")
+    parser.add_argument("--lang", choices=i18n.LANGS, default=os.environ.get("TUNEDESK_LANG", "en"))
+
+
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    if not auth:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth must be USER:PASS with both parts non-empty")
+    return user, password
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        auth = parse_auth(args.auth)
+    except ValueError as exc:
+        print(f"tunedesk: {exc}", file=sys.stderr)
+        return 2
+    if (args.listen or args.share) and auth is None:
+        print("tunedesk: refusing to serve beyond this machine without a password: --listen and --share expose "
+              "training, your files and your models to the network. Add --auth USER:PASS (or set TUNEDESK_AUTH).",
+              file=sys.stderr)
+        return 2
+    demo = build_app(args.lang, args.model)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(
+        server_name="0.0.0.0" if args.listen else "127.0.0.1",
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        inbrowser=not args.no_browser,
+        css=css(),
+        max_file_size="512mb",
+        allowed_paths=[],
+        show_error=False,
+    )
+    return 0
