@@ -20,7 +20,7 @@ from app.ui import i18n
 @dataclass(frozen=True)
 class Field:
     path: str
-    kind: str  # number | int | slider | dropdown | checkbox | text | modules | textlist
+    kind: str  # number | int | slider | dropdown | checkbox | text | combo (dropdown + free text) | modules | textlist
     en: str
     zh: str
     zh_info: str
@@ -33,7 +33,7 @@ class Field:
 
 F = Field
 FIELDS: tuple[Field, ...] = (
-    F("model.name_or_path", "text", "Base model", "基础模型", "目录 ID、Hugging Face 模型 ID、本地文件夹或 .gguf 文件。", moves_memory=True),
+    F("model.name_or_path", "combo", "Base model", "基础模型", "目录 ID、Hugging Face 模型 ID、本地文件夹或 .gguf 文件。", moves_memory=True),
     F("model.attn_implementation", "dropdown", "Attention kernel", "注意力实现", "sdpa：PyTorch 融合内核（默认）；eager：参考实现。",
       C.ATTN_IMPLS, moves_memory=True),
     F("model.trust_remote_code", "checkbox", "Trust remote code", "信任远程代码", "运行模型自带的 Python 代码。默认关闭：仅对信任的模型开启。"),
@@ -127,7 +127,7 @@ def to_widget(f: Field, value: Any) -> Any:
         return "\n".join(value)
     if f.path == "quant.bits":
         return "none" if value is None else str(value)
-    if f.kind == "text" and value is None:
+    if f.kind in ("text", "combo") and value is None:
         return ""
     return value
 
@@ -141,9 +141,12 @@ def from_widget(f: Field, value: Any) -> Any:
         return [line.strip() for line in str(value or "").splitlines() if line.strip()]
     if f.path == "quant.bits":
         return None if value in (None, "none", "") else int(value)
-    if f.kind in ("slider", "int") or (f.kind == "number" and _is_int_field(f.path)):
+    if f.kind == "combo":
+        return str(value or "").strip()
+    # A slider of a float field (dropout, val_size, warmup_ratio) must stay float: only int-typed fields round.
+    if f.kind == "int" or (f.kind in ("slider", "number") and _is_int_field(f.path)):
         return None if value is None or value == "" else int(round(float(value)))
-    if f.kind == "number":
+    if f.kind in ("slider", "number"):
         return None if value is None or value == "" else float(value)
     return value
 
@@ -167,13 +170,16 @@ class Form:
         self.defaults = defaults or RunConfig()
         self.components: dict[str, Any] = {}
 
-    def build(self, paths: list[str], module_choices: list[str] | None = None) -> dict[str, Any]:
-        """Create the widgets for `paths` in the current Blocks context; returns {path: component}."""
-        out = {p: self._widget(BY_PATH[p], module_choices) for p in paths}
+    def build(self, paths: list[str], module_choices: list[str] | None = None,
+              choices: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+        """Create the widgets for `paths` in the current Blocks context; returns {path: component}.
+
+        `choices` gives the suggestions of "combo" fields (e.g. catalog ids for model.name_or_path)."""
+        out = {p: self._widget(BY_PATH[p], module_choices, (choices or {}).get(p)) for p in paths}
         self.components.update(out)
         return out
 
-    def _widget(self, f: Field, module_choices: list[str] | None) -> Any:
+    def _widget(self, f: Field, module_choices: list[str] | None, suggestions: list[Any] | None = None) -> Any:
         label, info = self.tr(f"field.{f.path}"), self.tr(f"field.{f.path}.info")
         value = to_widget(f, get_path(self.defaults, f.path))
         common = {"label": label, "info": info, "value": value, "elem_id": "f-" + f.path.replace(".", "-")}
@@ -190,6 +196,11 @@ class Form:
                 if v not in choices:
                     choices.insert(0, v)
             comp = gr.CheckboxGroup(choices=choices, **common)
+        elif f.kind == "combo":
+            options = list(suggestions or [])
+            if value and value not in options:
+                options.insert(0, value)
+            comp = gr.Dropdown(choices=options, allow_custom_value=True, filterable=True, **common)
         elif f.kind == "textlist":
             comp = gr.Textbox(lines=3, **common)
         elif f.kind == "text":
