@@ -45,7 +45,9 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         self.source = source
         head = f"{source}: " if source else ""
-        super().__init__(head + ("; ".join(self.problems) if len(self.problems) < 2 else "\n  - ".join(["", *self.problems])))
+        super().__init__(
+            head + ("; ".join(self.problems) if len(self.problems) < 2 else "\n  - ".join(["", *self.problems]))
+        )
 
 
 @dataclass
@@ -454,14 +456,25 @@ def _collect_field_docs() -> dict[str, str]:
     import inspect
 
     docs: dict[str, str] = {}
-    sections = {"ModelConfig": "model", "QuantConfig": "quant", "LoraConfig": "lora", "FreezeConfig": "freeze",
-                "DataConfig": "data", "TrainConfig": "train", "RunConfig": None}
+    sections = {
+        "ModelConfig": "model",
+        "QuantConfig": "quant",
+        "LoraConfig": "lora",
+        "FreezeConfig": "freeze",
+        "DataConfig": "data",
+        "TrainConfig": "train",
+        "RunConfig": None,
+    }
     tree = ast.parse(inspect.getsource(inspect.getmodule(RunConfig)))
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name in sections:
             body = node.body
             for stmt, nxt in zip(body, body[1:]):
-                if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                if (
+                    isinstance(stmt, ast.AnnAssign)
+                    and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant)
+                ):
                     prefix = sections[node.name]
                     key = f"{prefix}.{stmt.target.id}" if prefix else stmt.target.id
                     docs[key] = " ".join(str(nxt.value.value).split())

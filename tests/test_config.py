@@ -59,7 +59,13 @@ def test_int_is_accepted_for_float_but_bool_is_not_a_number():
 
 def test_validate_returns_every_problem():
     cfg = RunConfig().replace(
-        **{"method": "qlora", "lora.rank": 0, "data.val_size": 1.0, "train.optimizer": "adamw", "lora.target_modules": []}
+        **{
+            "method": "qlora",
+            "lora.rank": 0,
+            "data.val_size": 1.0,
+            "train.optimizer": "adamw",
+            "lora.target_modules": [],
+        }
     )
     problems = cfg.validate()
     joined = "\n".join(problems)

@@ -26,14 +26,24 @@ def test_default_model_answers_paris_greedy(default_model_dir):
     loaded = modeling.load_model(ModelConfig())
     assert loaded.path == str(default_model_dir)
     assert loaded.device == "cpu" and loaded.dtype == "float32"
-    assert loaded.info["linear_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert loaded.info["linear_modules"] == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     tok, model = loaded.tokenizer, loaded.model
     batch = tok.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, return_tensors="pt", return_dict=True,
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     out = model.generate(**batch, max_new_tokens=24, do_sample=False)
-    answer = tok.decode(out[0][batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0][batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 
@@ -70,8 +80,15 @@ def test_corrupt_gguf_is_refused_with_a_clear_message(tmp_path):
 def test_tiny_model_folder_loads_and_lists_linear_modules(tiny_model_dir):
     loaded = modeling.load_model(ModelConfig(name_or_path=str(tiny_model_dir)))
     assert loaded.info["layers"] == 2
-    assert set(loaded.info["linear_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                  "down_proj"}
+    assert set(loaded.info["linear_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
 
 
 def test_pickle_only_folder_is_refused_by_default(tiny_model_dir, tmp_path):

@@ -19,7 +19,9 @@ def _launch_module():
 
 def test_launch_options_are_split_from_app_options():
     launch = _launch_module()
-    setup_only, extras, rest = launch._split_args(["--setup-only", "--extras", "test", "--port", "7861", "--no-browser"])
+    setup_only, extras, rest = launch._split_args(
+        ["--setup-only", "--extras", "test", "--port", "7861", "--no-browser"]
+    )
     assert setup_only and extras == "test" and rest == ["--port", "7861", "--no-browser"]
 
 
@@ -32,13 +34,24 @@ def test_install_stamp_changes_with_extras_and_pyproject():
 def test_second_launch_reinstalls_nothing_and_listen_without_auth_is_refused():
     """In a prepared environment the second run skips installing; --listen without --auth exits non-zero."""
     env_stamp = Path(sys.prefix) / ".tunedesk-stamp-test"
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--listen", "--no-browser"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env={**_clean_env(), "TUNEDESK_AUTH": ""})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--listen", "--no-browser"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**_clean_env(), "TUNEDESK_AUTH": ""},
+    )
     assert proc.returncode != 0
     assert "--auth" in proc.stderr and "refusing" in proc.stderr
     if env_stamp.exists():  # make test ran launch.py --extras test before us
-        proc2 = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--setup-only", "--extras", "test"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=600)
+        proc2 = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), "--setup-only", "--extras", "test"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc2.returncode == 0 and "environment up to date" in proc2.stdout
         assert "pip install" not in proc2.stdout
 
