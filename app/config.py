@@ -72,7 +72,8 @@ class QuantConfig:
     double_quant: bool = True
     """Quantize the 4-bit block scales too: saves ~0.37 bit/param (about 0.4 GB on a 7B model)."""
     compute_dtype: str = "auto"
-    """Dtype the dequantized weights are multiplied in: auto (fp32 on CPU, bf16/fp16 on CUDA), float32, bfloat16, float16."""
+    """Dtype the dequantized weights are multiplied in: auto (fp32 on CPU, bf16/fp16 on CUDA), float32, bfloat16,
+    float16."""
 
 
 @dataclass
@@ -469,7 +470,7 @@ def _collect_field_docs() -> dict[str, str]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name in sections:
             body = node.body
-            for stmt, nxt in zip(body, body[1:]):
+            for stmt, nxt in zip(body, body[1:], strict=False):
                 if (
                     isinstance(stmt, ast.AnnAssign)
                     and isinstance(nxt, ast.Expr)
