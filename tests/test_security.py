@@ -1,0 +1,80 @@
+"""Network and file-serving guard: localhost by default, a password before listening, no files from outside."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+
+import pytest
+from apprunner import ROOT, running_app
+
+
+def _status(opener, url: str, data: dict | None = None) -> int:
+    body = urllib.parse.urlencode(data).encode() if data else None
+    try:
+        with opener.open(url, data=body, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--share"])
+def test_listen_or_share_without_auth_refuses_to_start(flag):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "ui", flag, "--no-browser"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--auth" in proc.stderr and "TUNEDESK_AUTH" in proc.stderr
+
+
+def test_malformed_auth_is_refused():
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "ui", "--auth", "nopassword", "--no-browser"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "USER:PASS" in proc.stderr
+
+
+@pytest.mark.slow
+def test_auth_rejects_wrong_password_and_files_outside_are_not_served(tmp_path):
+    with running_app("--auth", "alice:s3cret", env={"TUNEDESK_RUNS": str(tmp_path)}) as (url, _proc):
+        anon = urllib.request.build_opener()
+        assert _status(anon, url + "/config") == 401
+        assert _status(anon, url + "/login", {"username": "alice", "password": "wrong"}) in (400, 401)
+        assert _status(anon, url + "/config") == 401
+        jar = CookieJar()
+        user = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        assert _status(user, url + "/login", {"username": "alice", "password": "s3cret"}) == 200
+        assert _status(user, url + "/config") == 200
+        for outside in ("/etc/passwd", str(ROOT / "README.md"), str(ROOT / "app" / "config.py")):
+            assert _status(user, url + "/gradio_api/file=" + outside) in (403, 404), outside
+
+
+@pytest.mark.slow
+def test_default_bind_is_localhost_only(tmp_path):
+    with running_app(env={"TUNEDESK_RUNS": str(tmp_path)}) as (url, proc):
+        assert url.startswith("http://127.0.0.1:")
+        out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if _has_ss() else ""
+        port = url.rsplit(":", 1)[1]
+        listening = [line for line in out.splitlines() if f":{port} " in line]
+        for line in listening:
+            assert "127.0.0.1" in line and "0.0.0.0" not in line
+
+
+def _has_ss() -> bool:
+    import shutil
+
+    return shutil.which("ss") is not None
