@@ -7,6 +7,7 @@ estimate, the presets and Start all go through `Form.to_config` / `Form.updates_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,15 @@ class Field:
     maximum: float | None = None
     step: float | None = None
     moves_memory: bool = False
+
+
+@dataclass
+class Extra:
+    """Widgets that feed config fields FIELDS has no row for (dict fields); see Form.add_extra."""
+
+    components: list[Any]
+    apply: Callable[[dict[str, Any], dict[Any, Any]], None]
+    show: Callable[[RunConfig], dict[Any, Any]] | None = None
 
 
 F = Field
@@ -169,6 +179,14 @@ class Form:
         self.tr = tr
         self.defaults = defaults or RunConfig()
         self.components: dict[str, Any] = {}
+        self.extras: list[Extra] = []
+
+    def add_extra(self, components: list[Any], apply: Callable[[dict[str, Any], dict[Any, Any]], None],
+                  show: Callable[[RunConfig], dict[Any, Any]] | None = None) -> None:
+        """Widgets outside FIELDS that still feed the config (the Data tab's column dropdowns -> data.columns,
+        its placeholder table -> data.placeholders): `apply(config_dict, values)` writes their values into the
+        config dict before strict loading; `show(cfg)` gives their updates for a preset or a reopened run."""
+        self.extras.append(Extra(list(components), apply, show))
 
     def build(self, paths: list[str], module_choices: list[str] | None = None,
               choices: dict[str, list[Any]] | None = None) -> dict[str, Any]:
@@ -214,7 +232,7 @@ class Form:
         return [c for p, c in self.components.items() if BY_PATH[p].moves_memory]
 
     def inputs(self) -> set[Any]:
-        return set(self.components.values())
+        return set(self.components.values()) | {c for extra in self.extras for c in extra.components}
 
     def to_config(self, values: dict[Any, Any], base: RunConfig | None = None) -> RunConfig:
         """Read widget values (a {component: value} dict, as Gradio passes a set of inputs) into a RunConfig.
@@ -228,8 +246,14 @@ class Form:
                 for key in parents:
                     node = node[key]
                 node[leaf] = from_widget(BY_PATH[path], values[comp])
+        for extra in self.extras:
+            if all(c in values for c in extra.components):
+                extra.apply(data, values)
         return RunConfig.from_dict(data, source="form")
 
     def updates_from(self, cfg: RunConfig) -> dict[Any, Any]:
         """gr.update for every built widget, to show `cfg` (applying a preset or reopening a run)."""
-        return {c: gr.update(value=to_widget(BY_PATH[p], get_path(cfg, p))) for p, c in self.components.items()}
+        out = {c: gr.update(value=to_widget(BY_PATH[p], get_path(cfg, p))) for p, c in self.components.items()}
+        for extra in self.extras:
+            out.update(extra.show(cfg) if extra.show else {})
+        return out
