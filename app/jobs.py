@@ -1,0 +1,148 @@
+"""Background training jobs: Start returns at once, training runs in a thread of the app, one job per device.
+
+The UI never waits on a job: it polls runs/<id>/events.jsonl with a timer (see app.runs), which also works after
+a page refresh or an app restart. Chat and export ask `manager.device_busy(device)` before loading a model.
+
+    run_dir = manager.start(config)      # raises JobBusy while this device trains
+    manager.stop()                       # cooperative: takes effect after the current optimizer step
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app import runs
+from app.config import ConfigError, RunConfig
+
+
+class JobBusy(RuntimeError):
+    """A training job already owns the device; the message names the run and says what to do."""
+
+
+@dataclass
+class Job:
+    run_dir: Path
+    device: str
+    thread: threading.Thread
+    started: float
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    status: str | None = None
+    """finished | stopped | failed once the thread ended; None while it runs."""
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def _device_of(config: RunConfig) -> str:
+    """cpu or cuda, without importing torch for an explicit choice."""
+    if config.train.device != "auto":
+        return config.train.device
+    from app.modeling import resolve_device
+
+    return resolve_device("auto")
+
+
+class JobManager:
+    """Owns the training threads of this process. Check-and-start is atomic under one lock, so two quick
+    clicks on Start make one run and one JobBusy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._last: Job | None = None
+
+    def start(self, config: RunConfig, resume_dir: Path | None = None) -> Path:
+        """Create the run folder (or reuse `resume_dir`, whose saved config.yaml is used) and start training in
+        a background thread; returns the run folder at once.
+
+        Raises JobBusy when a job trains on the same device or the run to resume is training elsewhere, and
+        ConfigError (every problem listed) when the config cannot run; neither creates a folder.
+        """
+        from app import train
+
+        resume_dir = Path(resume_dir) if resume_dir is not None else None
+        if resume_dir is not None:
+            config = runs.load_config(resume_dir)
+        problems = train.preflight(config)
+        if problems:
+            raise ConfigError(problems)
+        device = _device_of(config)
+        with self._lock:
+            self._refuse_if_busy(device, resume_dir)
+            run_dir = resume_dir or runs.create_run(config)
+            job = Job(run_dir, device, threading.Thread(), time.time())
+            job.thread = threading.Thread(
+                target=self._work,
+                args=(job, config, resume_dir is not None),
+                name=f"tunedesk-train-{run_dir.name}",
+                daemon=True,
+            )
+            self._jobs[device] = job
+            self._last = job
+            job.thread.start()
+        return run_dir
+
+    def _refuse_if_busy(self, device: str, resume_dir: Path | None) -> None:
+        busy = self._jobs.get(device)
+        if busy is not None and busy.alive():
+            raise JobBusy(
+                f"run {busy.run_dir.name} is already training on {device}; stop it or wait for it to "
+                "finish before starting another"
+            )
+        if resume_dir is not None:
+            status = runs.run_status(resume_dir)
+            if status == "running":
+                pid = (runs.read_lock(resume_dir) or {}).get("pid")
+                raise JobBusy(f"run {resume_dir.name} is already training (process {pid}); follow it instead")
+            if status == "finished":
+                raise JobBusy(f"run {resume_dir.name} already finished; start a new run to train more")
+
+    def _work(self, job: Job, config: RunConfig, resume: bool) -> None:
+        from app import train
+
+        try:
+            job.status = train.run(config, job.run_dir, job.stop_event, resume=resume)
+        except BaseException as exc:  # train.run never raises for training errors; this is the last safety net
+            job.status = "failed"
+            with open(job.run_dir / runs.ERROR_LOG, "a", encoding="utf-8") as fh:
+                fh.write(traceback.format_exc())
+            runs.append_event(job.run_dir, "failed", message=f"{type(exc).__name__}: {exc} (see error.log)")
+
+    def stop(self) -> bool:
+        """Ask every running job to stop after its current optimizer step; False when none runs."""
+        with self._lock:
+            running = [job for job in self._jobs.values() if job.alive()]
+        for job in running:
+            job.stop_event.set()
+        return bool(running)
+
+    def active(self) -> Job | None:
+        """The most recently started job that is still running."""
+        with self._lock:
+            alive = [job for job in self._jobs.values() if job.alive()]
+        return max(alive, key=lambda job: job.started) if alive else None
+
+    def device_busy(self, device: str) -> bool:
+        """Whether a training job of this process holds `device` (auto is resolved to cpu or cuda)."""
+        if device == "auto":
+            from app.modeling import resolve_device
+
+            device = resolve_device("auto")
+        with self._lock:
+            job = self._jobs.get(device)
+        return job is not None and job.alive()
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Wait for the last started job; its final status, or None if it still runs after `timeout` seconds."""
+        job = self._last
+        if job is None:
+            return None
+        job.thread.join(timeout)
+        return None if job.alive() else job.status
+
+
+manager = JobManager()

@@ -1,0 +1,813 @@
+"""The training recipe: setup -> fit -> save, shared by the UI's background thread, the CLI and DDP launches.
+
+    run(config, run_dir, stop)         never raises for training errors; returns finished | stopped | failed
+    python -m app train CONFIG.yaml    the same, headless, with a progress bar
+    torchrun --nproc_per_node 2 -m app train CONFIG.yaml     data-parallel (accelerate launch on GPUs)
+
+It is a Hugging Face `Trainer` (standard resumable checkpoints, gradient accumulation, schedulers, DDP) with
+three changes that make it about 2x faster per useful token than a plain Trainer+PEFT script:
+- batches come from `app.batching`: length-grouped, or packed with per-example position_ids (no padding);
+- logits and loss are computed only where the shifted label is not -100: a forward pre-hook on the output layer
+  gathers those hidden states, so the batch x seq x vocab logits tensor is never made
+  (4 x 256 tokens x 49,152 vocab x 4 B = 201 MB for SmolLM2, ~60% of it prompt positions that carry no loss);
+- a `TrainerCallback` writes events.jsonl (the UI's one channel) and honours Stop at the next optimizer step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import math
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from app import modeling, runs
+from app.batching import IGNORE, Collator, EpochSampler, RowDataset, TokenStore
+from app.config import ConfigError, RunConfig
+
+log = logging.getLogger("tunedesk.train")
+
+OPTIMIZERS = {  # config name -> transformers OptimizerNames
+    "adamw_torch": "adamw_torch",
+    "adamw_8bit": "adamw_bnb_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+    "paged_adamw_32bit": "paged_adamw_32bit",
+}
+SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+SAMPLE_TOKENS = 48
+"""New tokens per sample generation: enough for a sentence, ~1 s on the default model on a CPU."""
+
+
+class TrainError(RuntimeError):
+    """A problem found before or during training; the message says what to change."""
+
+
+# ---- checks before anything is loaded ------------------------------------------------------------------------
+def preflight(cfg: RunConfig) -> list[str]:
+    """Every problem that makes the run impossible, found without loading anything (config, device, optimizer)."""
+    problems = cfg.validate()
+    cuda = torch.cuda.is_available()
+    if cfg.train.device == "cuda" and not cuda:
+        problems.append("train.device: cuda, but PyTorch sees no CUDA GPU; use auto or cpu")
+    on_cpu = cfg.train.device == "cpu" or not cuda
+    if on_cpu and cfg.train.optimizer.startswith("paged_"):
+        problems.append(
+            f"train.optimizer: {cfg.train.optimizer} pages optimizer state through CUDA unified memory and needs "
+            "a CUDA GPU; on the CPU use adamw_torch (or adamw_8bit to save memory)"
+        )
+    if on_cpu and cfg.train.precision == "fp16":
+        problems.append("train.precision: fp16 training needs a CUDA GPU; on the CPU use auto (float32)")
+    return problems
+
+
+def configure_threads(device: str, local_world: int = 1) -> int:
+    """On a CPU, one intra-op thread per physical core shared among local processes (hyper-threads only contend
+    for the same FP units), unless OMP_NUM_THREADS is set. Returns the thread count in use."""
+    if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        try:
+            import psutil
+
+            cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        except ImportError:
+            cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // max(1, local_world)))
+    elif device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: ~8x faster, 10-bit mantissa
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.get_num_threads()
+
+
+# ---- loss only where there are labels ----------------------------------------------------------------------
+class LabelGather:
+    """A forward pre-hook on the output layer that keeps only the rows selected by `mask` (B x T bool).
+
+    The model's own forward then computes logits for those N rows only ([1, N, vocab]); outside `only()` the
+    hook does nothing (generation, plain forwards). Works through PEFT and DDP wrappers, since the forward still
+    goes through them and the hook sits on the module object itself.
+    """
+
+    def __init__(self, model: Any):
+        head = modeling.base_model(model).get_output_embeddings()
+        if head is None:
+            raise TrainError(f"{type(modeling.base_model(model)).__name__} has no output layer to compute a loss on")
+        self.mask: torch.Tensor | None = None
+        self.handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: Any, args: tuple) -> tuple | None:
+        if self.mask is None or not args:
+            return None
+        return (args[0][self.mask].unsqueeze(0), *args[1:])
+
+    @contextlib.contextmanager
+    def only(self, mask: torch.Tensor):
+        self.mask = mask
+        try:
+            yield
+        finally:
+            self.mask = None
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def label_loss(model: Any, batch: dict[str, Any], gather: LabelGather, num_items: Any = None) -> tuple[Any, int]:
+    """(loss, label count): summed cross-entropy over positions whose next-token label is not -100, divided by
+    `num_items` (the label count of the whole accumulated batch, from the Trainer) or by its own label count.
+    Equals the model's own causal-LM loss, without ever making batch x seq x vocab logits."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "num_tokens")}
+    keep = labels[:, 1:] != IGNORE
+    targets = labels[:, 1:][keep]
+    with gather.only(F.pad(keep, (0, 1), value=False)):
+        logits = model(**inputs, use_cache=False).logits
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+    count = targets.numel()
+    return total / (num_items if num_items is not None else max(count, 1)), count
+
+
+class TuneTrainer(Trainer):
+    """Trainer with our batches, label-position loss, counters for tokens/s and atomic checkpoints."""
+
+    loss_is_scaled_for_ga = True  # label_loss divides by the label count of the whole accumulated step
+
+    def __init__(self, *args: Any, sampler: EpochSampler, gather: LabelGather, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.sampler, self.gather = sampler, gather
+        self.model_accepts_loss_kwargs = True  # makes the Trainer count labels per step -> num_items_in_batch
+        self.tokens_seen = 0
+        self.labels_seen = 0
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> EpochSampler:
+        return self.sampler
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
+        return torch.utils.data.SequentialSampler(eval_dataset)  # RowDataset.build(sort=True) already sorted it
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, count = label_loss(model, inputs, self.gather, num_items_in_batch)
+        if model.training:
+            self.tokens_seen += int(inputs.get("num_tokens", 0))
+            self.labels_seen += count
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo for a token mean
+        return (loss, {}) if return_outputs else loss
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write checkpoint-<step> under a staging folder, then rename it into place: a crash mid-save never
+        leaves a half-written checkpoint that resume would pick."""
+        final_root = self.args.output_dir
+        staging = os.path.join(final_root, ".partial")
+        self.args.output_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = final_root
+        self.accelerator.wait_for_everyone()  # every rank has written its rng_state_<rank>.pth
+        if self.args.should_save:
+            name = f"checkpoint-{self.state.global_step}"
+            target = Path(final_root) / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(Path(staging) / name, target)
+            shutil.rmtree(staging, ignore_errors=True)
+            for old in runs.checkpoints(Path(final_root).parent)[: -self.args.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)  # keep the newest save_total_limit, by step
+        self.accelerator.wait_for_everyone()
+
+
+# ---- events ---------------------------------------------------------------------------------------------
+class EventsCallback(TrainerCallback):
+    """Writes events.jsonl (rank 0 only), honours Stop at the next optimizer step, and generates samples."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, stop: threading.Event, started: dict, main: bool):
+        self.run_dir, self.cfg, self.stop, self.started, self.main = run_dir, cfg, stop, started, main
+        self.trainer: TuneTrainer | None = None
+        self.stopped = False
+        self.last_loss: float | None = None
+        self.last_eval: float | None = None
+        self.best_eval: float | None = None
+        self.elapsed_before = float(started.pop("elapsed_before", 0.0))
+        self.t_begin = self.t_step = time.perf_counter()
+        self.train_s = 0.0
+        self.first_step = 0
+        self.mark = (0.0, 0, 0)  # train seconds, tokens, label tokens at the last log
+
+    def event(self, type: str, **fields: Any) -> None:
+        if self.main:
+            runs.append_event(self.run_dir, type, **fields)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+        self.t_begin = time.perf_counter()
+        kind = "resumed" if self.started.get("from_step") is not None else "started"
+        self.event(kind, total_steps=state.max_steps, **self.started)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.t_step = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.train_s += time.perf_counter() - self.t_step
+        every = self.cfg.train.sample_every
+        if every and state.global_step % every == 0 and self.cfg.train.sample_prompts:
+            self.sample(state.global_step, kwargs.get("processing_class"))
+        if self._should_stop(args):
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint at this step, so Resume continues exactly here
+        return control
+
+    def _should_stop(self, args: Any) -> bool:
+        flag = self.stop.is_set()
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)  # every rank stops at the same step
+            flag = bool(t.item())
+        return flag
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "eval_loss" in logs:
+            self.last_eval = logs["eval_loss"]
+            self.best_eval = min(self.best_eval or math.inf, self.last_eval)
+            self.event("eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"])
+        if "loss" in logs:
+            self.last_loss = logs["loss"]
+            self.event("log", **self.log_fields(state, logs, args.world_size))
+
+    def log_fields(self, state: Any, logs: dict, world: int) -> dict:
+        trainer = self.trainer
+        seconds, tokens, labels = self.train_s, trainer.tokens_seen, trainer.labels_seen
+        span = max(seconds - self.mark[0], 1e-9)
+        rate = (tokens - self.mark[1]) * world / span
+        label_rate = (labels - self.mark[2]) * world / span
+        self.mark = (seconds, tokens, labels)
+        elapsed = time.perf_counter() - self.t_begin
+        done = state.global_step - self.first_step
+        eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
+        return {
+            "step": state.global_step,
+            "total_steps": state.max_steps,
+            "epoch": _round(state.epoch, 4),
+            "loss": logs.get("loss"),
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": _round(logs.get("grad_norm"), 6),
+            "tokens_per_s": round(rate, 1),
+            "label_tokens_per_s": round(label_rate, 1),
+            "elapsed_s": round(self.elapsed_before + elapsed, 2),
+            "eta_s": round(eta, 1) if eta is not None else None,
+        }
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.event("checkpoint", step=state.global_step, path=str(path))
+
+    def sample(self, step: int, tokenizer: Any) -> None:
+        if not self.main or self.trainer is None or tokenizer is None:
+            return
+        answers = generate_samples(self.trainer.model, tokenizer, self.cfg, self.cfg.train.sample_prompts[:3])
+        self.event("sample", step=step, samples=answers)
+
+
+def _round(value: Any, digits: int) -> Any:
+    return round(float(value), digits) if isinstance(value, (int, float)) else value
+
+
+def render_prompt(tokenizer: Any, cfg: RunConfig, prompt: str) -> str:
+    """The prompt exactly as training renders it (app.data's template and system prompt), up to where the answer
+    starts, so samples show what the model learned in the format it learned it."""
+    from app import data as data_mod
+
+    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
+    example = data_mod.Example(turns, 0, {"instruction": prompt, "input": ""})
+    segments = data_mod.render_segments(example, tokenizer, cfg.data.template, cfg.data.system_prompt)
+    return segments[0][0]
+
+
+@torch.no_grad()
+def generate_samples(model: Any, tokenizer: Any, cfg: RunConfig, prompts: list[str]) -> list[dict]:
+    """Greedy answers (48 new tokens) to a few prompts, in eval mode; the model is put back in train mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        device = next(model.parameters()).device
+        for prompt in prompts:
+            text = render_prompt(tokenizer, cfg, prompt)
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+            gen = model.generate(
+                **ids,
+                max_new_tokens=SAMPLE_TOKENS,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            answer = tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            out.append({"prompt": prompt, "response": answer.strip()})
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ---- setup ---------------------------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> Dist:
+    """This process's place in a torchrun / accelerate launch (rank 0 of 1 when launched plainly)."""
+    env = os.environ
+    return Dist(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+@dataclass
+class Prepared:
+    train: RowDataset
+    val: RowDataset | None
+    collator: Collator
+    facts: dict
+
+
+def prepare_data(cfg: RunConfig, tokenizer: Any) -> Prepared:
+    """Tokenize with app.data (the same encoding as the Data tab preview) into compact token stores."""
+    from app import data as data_mod
+
+    prepared = data_mod.prepare(cfg.data, tokenizer, seed=cfg.train.seed)
+    if not prepared.train:
+        raise TrainError(
+            f"{cfg.data.path}: no usable training examples after validation; open the Data tab to see "
+            "which records were rejected and why"
+        )
+    train_store = TokenStore.from_examples(prepared.train)
+    val_store = TokenStore.from_examples(prepared.val) if prepared.val else None
+    stats = prepared.stats
+    facts = {
+        "train_examples": len(train_store),
+        "val_examples": len(val_store) if val_store else 0,
+        "skipped_records": stats.skipped,
+        "truncated": stats.truncated,
+        "tokens_per_epoch": stats.tokens_per_epoch,
+        "label_tokens_per_epoch": train_store.label_count(),
+        "template": prepared.template,
+    }
+    del prepared  # the token stores hold everything training needs, in ~1/4 of the memory
+    packing, max_len = cfg.train.packing, cfg.data.max_seq_len
+    train = RowDataset.build(train_store, packing, max_len)
+    val = RowDataset.build(val_store, packing, max_len, sort=True) if val_store and len(val_store) else None
+    facts["train_rows"] = len(train)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Prepared(train, val, Collator(train_store, pad, packing), facts)
+
+
+def load_for_training(cfg: RunConfig, device: str) -> modeling.LoadedModel:
+    """The base model in the dtype training wants. fp16 full/freeze training keeps fp32 master weights (AMP with
+    loss scaling cannot step fp16 parameters); LoRA keeps an fp16 base with fp32 adapters."""
+    precision = cfg.train.precision
+    dtype = modeling.resolve_dtype(precision, device)
+    if dtype == torch.float16 and cfg.method in ("full", "freeze"):
+        precision = "fp32"
+    quant = cfg.quant if cfg.method == "qlora" else None
+    return modeling.load_model(cfg.model, quant, device=device, precision=precision, progress=lambda f, m: None)
+
+
+def training_arguments(cfg: RunConfig, run_dir: Path, device: str, progress: bool) -> TrainingArguments:
+    t = cfg.train
+    dtype = modeling.resolve_dtype(t.precision, device)
+    save_steps = t.save_steps if t.save_steps > 0 else None
+    eval_steps = t.eval_steps or save_steps or 10**9  # 10**9: only the evaluation at the end
+    return TrainingArguments(
+        output_dir=str(run_dir / runs.CHECKPOINTS),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=SCHEDULERS[t.lr_scheduler],
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=OPTIMIZERS[t.optimizer],
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        prediction_loss_only=True,
+        seed=t.seed,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu=device == "cpu",
+        dataloader_pin_memory=device == "cuda",
+        dataloader_num_workers=0,  # collation is a few numpy copies; worker processes would only add memory
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to="none",
+        disable_tqdm=not progress,
+        ddp_find_unused_parameters=False,  # gradient checkpointing is enabled by modeling.prepare_for_method
+    )
+
+
+def memory_estimate(cfg: RunConfig) -> dict | None:
+    """app.memory's estimate as a dict, when that module is importable (it is optional for training)."""
+    try:
+        from app import memory
+    except ImportError:
+        return None
+    try:
+        est = memory.estimate_config(cfg) if hasattr(memory, "estimate_config") else memory.estimate(cfg)
+        return est.to_dict() if hasattr(est, "to_dict") else dict(vars(est))
+    except Exception as exc:  # an estimate is a nicety; never fail a run over it
+        log.debug("memory estimate unavailable: %s", exc)
+        return None
+
+
+# ---- saving ---------------------------------------------------------------------------------------------
+def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str) -> Path:
+    """adapter/ (LoRA/QLoRA: adapter_config.json + adapter_model.safetensors) or model/ (full/freeze, all
+    weights), with the tokenizer. Written to a temp folder and renamed, so it is never half-written."""
+    name = runs.ADAPTER if method in ("lora", "qlora") else runs.MODEL
+    final = run_dir / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=run_dir))
+    try:
+        target = modeling.base_model(model) if name == runs.MODEL else getattr(model, "module", model)
+        if name == runs.MODEL:
+            target.config.use_cache = True  # the saved model is for inference
+        target.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if final.exists():
+            old = run_dir / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.replace(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.replace(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def peak_memory() -> dict:
+    import resource
+
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
+    if torch.cuda.is_available():
+        peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
+# ---- failures -------------------------------------------------------------------------------------------
+def describe_failure(exc: BaseException, cfg: RunConfig, device: str) -> str:
+    """The message a person can act on; the traceback goes to error.log."""
+    text = str(exc).strip() or type(exc).__name__
+    oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text.lower()
+    if oom:
+        where = "GPU memory" if device == "cuda" else "RAM"
+        fixes = _memory_fixes(cfg)
+        hint = (
+            ("Try: " + "; ".join(fixes))
+            if fixes
+            else (
+                "Try: a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter "
+                "data.max_seq_len, train.gradient_checkpointing on, or method qlora"
+            )
+        )
+        return f"Out of {where} during training ({text.splitlines()[0][:200]}). {hint}."
+    if isinstance(exc, (TrainError, ConfigError, modeling.ModelError)) or type(exc).__name__ == "DataError":
+        return text
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]} (full traceback in error.log)"
+
+
+def _memory_fixes(cfg: RunConfig) -> list[str]:
+    try:
+        from app import memory
+
+        fixes = memory.suggest_fixes(cfg)
+    except Exception:  # app.memory missing or unable to estimate this config
+        return []
+    return [getattr(f, "description", None) or getattr(f, "label", None) or str(f) for f in fixes or []]
+
+
+def record_failure(run_dir: Path, exc: BaseException, cfg: RunConfig, device: str, step: int | None) -> str:
+    message = describe_failure(exc, cfg, device)
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.error("training failed: %s\n%s", message, tb)
+    with contextlib.suppress(OSError):
+        with open(run_dir / runs.ERROR_LOG, "a", encoding="utf-8") as fh:
+            fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} step {step}\n{tb}\n")
+    with contextlib.suppress(OSError):
+        runs.append_event(run_dir, "failed", message=message, error=type(exc).__name__, step=step, **peak_memory())
+    return "failed"
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+def resume_point(run_dir: Path) -> tuple[Path | None, dict]:
+    """The checkpoint to continue from and facts for the `resumed` event; refuses finished and running runs."""
+    status = runs.run_status(run_dir)
+    if status == "finished":
+        raise TrainError(f"run {run_dir.name} already finished; start a new run (or train more from its config)")
+    if status == "running":
+        raise TrainError(f"run {run_dir.name} is already training (pid {(runs.read_lock(run_dir) or {}).get('pid')})")
+    ckpt = runs.latest_checkpoint(run_dir)
+    step = runs.checkpoint_step(ckpt) if ckpt else 0
+    events = runs.effective_events(runs.load_events(run_dir))
+    elapsed = [e.get("elapsed_s") or 0 for e in events if e["type"] == "log" and (e.get("step") or 0) <= step]
+    return ckpt, {
+        "from_step": step,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "previous_status": status,
+        "elapsed_before": elapsed[-1] if elapsed else 0.0,
+    }
+
+
+def run(
+    config: RunConfig,
+    run_dir: Path,
+    stop: threading.Event | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> str:
+    """Train `config` into `run_dir`; returns "finished", "stopped" or "failed". Never raises for training
+    errors: they end as a `failed` event with a message, and the traceback in error.log."""
+    run_dir = Path(run_dir)
+    stop = stop or threading.Event()
+    dist = dist_info()
+    device = "cpu"
+    step: int | None = None
+    state: dict[str, Any] = {}
+    try:
+        if dist.main:
+            runs.write_lock(run_dir)
+        problems = preflight(config)
+        if problems:
+            raise TrainError("the config cannot run:\n  - " + "\n  - ".join(problems))
+        device = modeling.resolve_device(config.train.device)
+        status = _fit(config, run_dir, stop, resume, progress, dist, device, state)
+    except Exception as exc:
+        step = state.get("step")
+        if dist.main:
+            status = record_failure(run_dir, exc, config, device, step)
+        else:
+            log.exception("rank %d: training failed", dist.rank)
+            status = "failed"
+    finally:
+        state.clear()
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        if dist.main:
+            runs.clear_lock(run_dir)
+    return status
+
+
+@dataclass
+class Session:
+    """Everything one training session holds; `build()` makes it, `_fit()` trains and saves it."""
+
+    trainer: TuneTrainer
+    callback: EventsCallback
+    loaded: modeling.LoadedModel
+    gather: LabelGather
+    checkpoint: Path | None
+
+
+def build(
+    cfg: RunConfig,
+    run_dir: Path,
+    stop: threading.Event,
+    device: str = "cpu",
+    dist: Dist | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> Session | None:
+    """Tokenize the data, load and prepare the model, and make the Trainer; None when Stop came first."""
+    dist = dist or Dist()
+    ckpt, started = resume_point(run_dir) if resume else (None, {})
+    configure_threads(device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    from transformers import set_seed
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    if not progress:
+        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would go to the app's log
+    set_seed(cfg.train.seed)
+    tokenizer = modeling.load_tokenizer(modeling.resolve_model(cfg.model.name_or_path), cfg.model.trust_remote_code)
+    data = prepare_data(cfg, tokenizer)
+    if stop.is_set():
+        return None
+    loaded = load_for_training(cfg, device)
+    model = modeling.prepare_for_method(loaded, cfg)
+    trainable, total = modeling.count_params(model)
+    started.update(
+        method=cfg.method,
+        model=loaded.path,
+        device=device,
+        dtype=loaded.dtype,
+        trainable_params=trainable,
+        total_params=total,
+        world_size=dist.world,
+        threads=torch.get_num_threads(),
+        memory=memory_estimate(cfg),
+        **data.facts,
+    )
+    gather = LabelGather(model)
+    callback = EventsCallback(run_dir, cfg, stop, started, dist.main)
+    trainer = TuneTrainer(
+        model=model,
+        args=training_arguments(cfg, run_dir, device, progress),
+        train_dataset=data.train,
+        eval_dataset=data.val,
+        data_collator=data.collator,
+        processing_class=loaded.tokenizer,
+        callbacks=[callback],
+        sampler=EpochSampler(data.train.lengths, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
+        gather=gather,
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; events.jsonl has them
+    callback.trainer = trainer
+    return Session(trainer, callback, loaded, gather, ckpt)
+
+
+def _fit(
+    cfg: RunConfig,
+    run_dir: Path,
+    stop: threading.Event,
+    resume: bool,
+    progress: bool,
+    dist: Dist,
+    device: str,
+    state: dict,
+) -> str:
+    """build -> train -> save; `state` lets run() report the step a failure happened at."""
+    if dist.main and not (run_dir / runs.CONFIG).is_file():
+        cfg.save(run_dir / runs.CONFIG)
+    session = build(cfg, run_dir, stop, device, dist, resume, progress)
+    if session is None:
+        return _stopped_early(run_dir, dist)
+    trainer = session.trainer
+    state["trainer"] = trainer
+    try:
+        trainer.train(resume_from_checkpoint=str(session.checkpoint) if session.checkpoint else None)
+        state["step"] = trainer.state.global_step
+        return _finish(trainer, session.callback, session.loaded.tokenizer, cfg, run_dir, dist)
+    finally:
+        state["step"] = trainer.state.global_step
+        session.gather.remove()
+
+
+def _finish(
+    trainer: TuneTrainer, callback: EventsCallback, tokenizer: Any, cfg: RunConfig, run_dir: Path, dist: Dist
+) -> str:
+    status = "stopped" if callback.stopped else "finished"
+    artifact = save_artifact(trainer.model, tokenizer, run_dir, cfg.method) if dist.main else None
+    trainer.accelerator.wait_for_everyone()
+    fields = {
+        "step": trainer.state.global_step,
+        "total_steps": trainer.state.max_steps,
+        "loss": callback.last_loss,
+        "eval_loss": callback.last_eval,
+        "best_eval_loss": callback.best_eval,
+        "adapter": str(artifact) if artifact and artifact.name == runs.ADAPTER else None,
+        "model": str(artifact) if artifact and artifact.name == runs.MODEL else None,
+        "train_s": round(callback.train_s, 2),
+        "label_tokens_per_s": round(trainer.labels_seen * dist.world / max(callback.train_s, 1e-9), 1),
+        **peak_memory(),
+    }
+    callback.event(status, **fields)
+    return status
+
+
+def _stopped_early(run_dir: Path, dist: Dist) -> str:
+    if dist.main:
+        runs.append_event(run_dir, "stopped", step=0, adapter=None, model=None, message="stopped before training")
+    return "stopped"
+
+
+# ---- launching -----------------------------------------------------------------------------------------
+def launch_command(config_path: str, num_processes: int = 2, device: str = "auto") -> str:
+    """The command that trains `config_path` data-parallel on `num_processes` GPUs (or CPU processes).
+
+    GPUs: `accelerate launch --multi_gpu`; CPUs: torchrun with the gloo backend (accelerate's CPU launcher
+    needs mpirun). One process: plain `python -m app train`.
+    """
+    cfg = shlex.quote(str(config_path))
+    if num_processes <= 1:
+        return f"python -m app train {cfg}"
+    cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if cuda:
+        return f"accelerate launch --multi_gpu --num_processes {num_processes} -m app train {cfg}"
+    return f"torchrun --standalone --nproc_per_node {num_processes} -m app train {cfg}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="run config YAML: a preset, or a run's config.yaml")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.max_steps)")
+    parser.add_argument("--run-name", help="name appended to the run folder")
+
+
+def _load_cli_config(args: argparse.Namespace) -> RunConfig:
+    if args.resume:
+        cfg = runs.load_config(args.resume)
+    elif args.config:
+        cfg = RunConfig.from_yaml(args.config)
+    else:
+        raise ConfigError(["give a config YAML, or --resume RUN_DIR"])
+    changes: dict[str, Any] = {}
+    if args.max_steps is not None:
+        changes["train.max_steps"] = args.max_steps
+    if args.run_name:
+        changes["train.run_name"] = args.run_name
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _shared_run_dir(cfg: RunConfig, args: argparse.Namespace, dist: Dist) -> Path:
+    """Rank 0 creates the run folder; under torchrun every rank receives its path."""
+    run_dir = Path(args.resume) if args.resume else None
+    if run_dir is None and dist.main:
+        run_dir = runs.create_run(cfg, args.run_name)
+    if dist.world > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())  # joins the process group (gloo on CPU, nccl on CUDA)
+        box = [str(run_dir) if run_dir else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        run_dir = Path(box[0])
+    return run_dir
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="[tunedesk] %(message)s")
+    try:
+        cfg = _load_cli_config(args)
+        cfg.check(args.config or args.resume)
+    except ConfigError as exc:
+        print(f"python -m app train: {exc}", file=sys.stderr)
+        return 2
+    dist = dist_info()
+    run_dir = _shared_run_dir(cfg, args, dist)
+    if args.resume and args.max_steps is not None and dist.main:
+        cfg.save(run_dir / runs.CONFIG)
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    if dist.main:
+        print(f"[tunedesk] run folder: {run_dir}", file=sys.stderr, flush=True)
+    status = run(cfg, run_dir, stop, resume=bool(args.resume), progress=True)
+    if dist.main:
+        _print_outcome(run_dir, status)
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    """First Ctrl-C / SIGTERM: stop at the next step and save; a second Ctrl-C aborts (the run is resumable)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(
+            "\n[tunedesk] stopping after this step (saving a checkpoint); Ctrl-C again to abort",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _print_outcome(run_dir: Path, status: str) -> None:
+    events = runs.load_events(run_dir)
+    last = events[-1] if events else {}
+    if status == "failed":
+        print(f"[tunedesk] failed: {last.get('message')}", file=sys.stderr)
+    else:
+        what = last.get("adapter") or last.get("model")
+        print(
+            f"[tunedesk] {status} at step {last.get('step')}, loss {last.get('loss')}; saved {what}", file=sys.stderr
+        )
