@@ -1,7 +1,9 @@
 """The Gradio Blocks app: a header, the tabs, and `python -m app ui`.
 
 Tabs are modules of app.ui, each with `build(ctx: AppContext) -> <its handles dataclass>`; a tab whose module
-does not exist yet says so plainly instead of faking a capability.
+does not exist yet says so plainly instead of faking a capability. A tab module may also define
+`wire(ctx: AppContext) -> None`, called once every tab is built: events whose inputs or outputs span tabs (the
+memory estimate reads data and train fields; Start reads every form field) are registered there.
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ class AppContext:
     defaults: RunConfig
     handles: dict[str, Any] = field(default_factory=dict)
     lang_selector: Any = None
+    demo: Any = None
+
+    def lang(self, values: dict[Any, Any] | None = None) -> str:
+        """The session's language: the selector's value when a handler received it, else the app default."""
+        if values is not None and self.lang_selector in values:
+            return values[self.lang_selector] or self.tr.lang
+        return self.tr.lang
 
 
 def default_config(model: str | None = None) -> RunConfig:
@@ -63,38 +72,68 @@ def default_config(model: str | None = None) -> RunConfig:
     return cfg.replace(**{"model.name_or_path": model}) if model else cfg
 
 
-def build_app(lang: str = "en", model: str | None = None) -> gr.Blocks:
+def build_app(lang: str = "en", model: str | None = None, defaults: RunConfig | None = None) -> gr.Blocks:
+    return build_blocks(lang, model, defaults)[0]
+
+
+def build_blocks(
+    lang: str = "en", model: str | None = None, defaults: RunConfig | None = None
+) -> tuple[gr.Blocks, AppContext]:
+    """The Blocks and the context holding every tab's handles (tests call handlers through it)."""
     tr = i18n.Translator(lang)
-    defaults = default_config(model)
+    defaults = defaults or default_config(model)
     ctx = AppContext(tr=tr, form=Form(tr, defaults), defaults=defaults)
     with gr.Blocks(title="TuneDesk") as demo:
-        with gr.Row(elem_id="header"):
-            with gr.Column(scale=5):
-                tr.bind(gr.Markdown(f"## {tr('app.title')}"), value=None)
-                tr.bind(gr.Markdown(tr("app.subtitle"), elem_id="subtitle"), value="app.subtitle")
-            with gr.Column(scale=1, min_width=160):
-                ctx.lang_selector = gr.Radio(
-                    choices=[("English", "en"), ("中文", "zh")], value=lang, label=tr("app.language"), elem_id="lang"
-                )
-                tr.bind(ctx.lang_selector, label="app.language")
+        ctx.demo = demo
+        _header(ctx, lang)
+        modules = {}
         with gr.Tabs(elem_id="tabs"):
             for key, module_name in TABS:
                 with gr.Tab(tr(f"tab.{key}"), id=key, elem_id=f"tab-{key}") as tab:
                     tr.bind(tab, label=f"tab.{key}")
-                    ctx.handles[key] = _build_tab(module_name, ctx)
-        ctx.lang_selector.change(lambda lang: _switch(tr, lang), inputs=ctx.lang_selector, outputs=tr.components())
-    return demo
+                    ctx.handles[key], modules[key] = _build_tab(module_name, ctx)
+        for module in modules.values():
+            if module is not None and hasattr(module, "wire"):
+                module.wire(ctx)
+        ctx.lang_selector.change(
+            lambda lang: _switch(tr, lang),
+            inputs=ctx.lang_selector,
+            outputs=tr.components(),
+            show_progress="hidden",
+            api_visibility="private",
+        )
+    return demo, ctx
 
 
-def _build_tab(module_name: str, ctx: AppContext) -> Any:
+def _header(ctx: AppContext, lang: str) -> None:
+    tr = ctx.tr
+    with gr.Row(elem_id="header", equal_height=True):
+        gr.HTML(logo_svg(), elem_id="logo", min_width=56, scale=0, container=False)
+        with gr.Column(scale=5, min_width=300):
+            tr.bind(gr.Markdown(f"## {tr('app.title')}", elem_id="title"), value=None)
+            tr.bind(gr.Markdown(tr("app.subtitle"), elem_id="subtitle"), value="app.subtitle")
+        with gr.Column(scale=1, min_width=180):
+            ctx.lang_selector = gr.Radio(
+                choices=[("English", "en"), ("中文", "zh")], value=lang, label=tr("app.language"), elem_id="lang"
+            )
+            tr.bind(ctx.lang_selector, label="app.language")
+
+
+def logo_svg() -> str:
+    """The logo inline (no file route needed: the app serves no local paths)."""
+    path = paths.assets_dir() / "logo.svg"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _build_tab(module_name: str, ctx: AppContext) -> tuple[Any, Any]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
         ctx.tr.bind(gr.Markdown(ctx.tr("app.not_built")), value="app.not_built")
-        return None
-    return module.build(ctx)
+        return None, None
+    return module.build(ctx), module
 
 
 def _switch(tr: i18n.Translator, lang: str) -> dict[Any, Any]:
@@ -134,9 +173,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"tunedesk: {exc}", file=sys.stderr)
         return 2
     if (args.listen or args.share) and auth is None:
-        print("tunedesk: refusing to serve beyond this machine without a password: --listen and --share expose "
-              "training, your files and your models to the network. Add --auth USER:PASS (or set TUNEDESK_AUTH).",
-              file=sys.stderr)
+        print(
+            "tunedesk: refusing to serve beyond this machine without a password: --listen and --share expose "
+            "training, your files and your models to the network. Add --auth USER:PASS (or set TUNEDESK_AUTH).",
+            file=sys.stderr,
+        )
         return 2
     demo = build_app(args.lang, args.model)
     demo.queue(default_concurrency_limit=4)

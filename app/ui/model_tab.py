@@ -1,0 +1,589 @@
+"""Model tab: pick a preset or a base model, load or inspect it, choose the method, and watch the memory estimate.
+
+The estimate panel redraws on every change of a control that moves memory, across tabs (data and train fields
+are built later), so its listener is registered in `wire()` once every tab exists. It is also the named API
+endpoint `estimate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app import modeling, paths
+
+try:  # TEMPORARY while app.memory/catalog/hardware land in parallel: the tab then shows "not built yet"
+    from app import catalog, hardware, memory
+except ImportError as _exc:
+    raise ModuleNotFoundError(f"app.ui.model_tab needs {_exc}", name=__name__) from _exc
+from app.config import ConfigError, RunConfig
+from app.ui import i18n, plots
+from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
+
+STRINGS = {
+    "model.preset": ("Preset", "预设"),
+    "model.preset.info": (
+        "A tested starting point for a model size, method and GPU; Apply fills the form.",
+        "针对某个模型规模、方法和显卡的已验证起点；点击“应用”填入表单。",
+    ),
+    "model.apply_preset": ("Apply preset", "应用预设"),
+    "model.load": ("Load", "加载"),
+    "model.inspect": ("Inspect (no weights)", "查看结构（不加载权重）"),
+    "model.section.model": ("Base model", "基础模型"),
+    "model.section.method": ("Method", "微调方法"),
+    "model.section.quant": ("Quantization", "量化"),
+    "model.section.lora": ("LoRA", "LoRA"),
+    "model.section.freeze": ("Freeze", "冻结"),
+    "model.section.memory": ("Memory estimate", "显存估算"),
+    "model.section.compare": ("Methods compared for this model", "该模型各方法对比"),
+    "model.info_empty": (
+        "Load or inspect a model to see its architecture and layers.",
+        "加载或查看模型以显示其结构和层。",
+    ),
+    "model.loading": ("Loading {name}...", "正在加载 {name}..."),
+    "model.loaded": ("Loaded **{name}** in {secs:.1f} s.", "已加载 **{name}**，用时 {secs:.1f} 秒。"),
+    "model.inspected": ("Inspected **{name}** without loading weights.", "已查看 **{name}** 的结构（未加载权重）。"),
+    "model.not_local": (
+        "{name} is not on this machine, so only its structure is shown (no weights loaded).",
+        "{name} 不在本机，只显示其结构（未加载权重）。",
+    ),
+    "model.device_busy": (
+        "A training run is using {device}; showing the structure only (no weights loaded).",
+        "训练任务正在使用 {device}；只显示结构（未加载权重）。",
+    ),
+    "model.error": ("Could not open the model: {msg}", "无法打开模型：{msg}"),
+    "model.config_error": ("Fix these settings first:\n{msg}", "请先修正这些设置：\n{msg}"),
+    "model.row.architecture": ("Architecture", "架构"),
+    "model.row.parameters": ("Parameters", "参数量"),
+    "model.row.layers": ("Layers", "层数"),
+    "model.row.hidden": ("Hidden size", "隐藏维度"),
+    "model.row.vocab": ("Vocabulary", "词表大小"),
+    "model.row.dtype": ("Dtype", "数据类型"),
+    "model.row.device": ("Device", "设备"),
+    "model.row.load_time": ("Load time", "加载时间"),
+    "model.row.chat_template": ("Chat template", "聊天模板"),
+    "model.row.linear": ("Linear modules (LoRA targets)", "线性层（LoRA 目标）"),
+    "model.yes": ("yes", "有"),
+    "model.no": ("no", "无"),
+    "model.verdict.fits": (
+        "Fits: {total:.2f} GiB of {cap:.1f} GiB ({device}).",
+        "可以装下：{total:.2f} GiB / {cap:.1f} GiB（{device}）。",
+    ),
+    "model.verdict.tight": (
+        "Tight: {total:.2f} GiB of {cap:.1f} GiB ({device}); little margin for fragmentation.",
+        "很紧：{total:.2f} GiB / {cap:.1f} GiB（{device}）；几乎没有余量。",
+    ),
+    "model.verdict.no": (
+        "Does not fit: {total:.2f} GiB needed, {cap:.1f} GiB on {device}. Try a fix below.",
+        "装不下：需要 {total:.2f} GiB，{device} 只有 {cap:.1f} GiB。试试下面的修复方案。",
+    ),
+    "model.verdict.unknown": (
+        "Needs {total:.2f} GiB; no {device} device detected to compare with.",
+        "需要 {total:.2f} GiB；未检测到可比较的 {device} 设备。",
+    ),
+    "model.trainable": (
+        "Trainable parameters: **{trainable:,}** of {total:,} ({share:.3f}%)",
+        "可训练参数：**{trainable:,}** / {total:,}（{share:.3f}%）",
+    ),
+    "model.estimate_error": ("Cannot estimate: {msg}", "无法估算：{msg}"),
+    "model.fix": ("{label} → {total:.2f} GiB", "{label} → {total:.2f} GiB"),
+    "model.fix_applied": ("Applied: {label}", "已应用：{label}"),
+    "model.fix_stale": (
+        "That suggestion no longer applies; the estimate has been redrawn.",
+        "该建议已失效，估算已刷新。",
+    ),
+    "model.details": ("Estimate details (JSON)", "估算明细（JSON）"),
+    "model.fixes_title": (
+        "One click applies a fix to the form (best first):",
+        "点击即可把修复方案应用到表单（最优在前）：",
+    ),
+    "model.preset_applied": ("Applied preset {name}.", "已应用预设 {name}。"),
+    "model.preset_error": ("Preset {name} could not be applied: {msg}", "无法应用预设 {name}：{msg}"),
+    "model.no_preset": ("Pick a preset first.", "请先选择一个预设。"),
+    "model.col.method": ("method", "方法"),
+    "model.col.memory": ("memory (GiB)", "显存 (GiB)"),
+    "model.col.trainable": ("trainable params", "可训练参数"),
+    "model.col.fits": ("fits", "能否装下"),
+    "model.col.notes": ("notes", "说明"),
+}
+i18n.add(STRINGS)
+
+MODEL_FIELDS = ["model.name_or_path", "model.attn_implementation", "model.trust_remote_code"]
+METHOD_FIELDS = ["method"]
+QUANT_FIELDS = ["quant.bits", "quant.type", "quant.double_quant", "quant.compute_dtype"]
+LORA_FIELDS = ["lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules", "lora.use_dora", "lora.use_rslora"]
+FREEZE_FIELDS = ["freeze.trainable_layers", "freeze.train_norms"]
+# Llama-family names: the picker's choices before a model is loaded or inspected (then replaced by the real ones).
+DEFAULT_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MAX_FIXES = 4
+TIGHT_SHARE = 0.85
+
+
+@dataclass
+class ModelHandles:
+    fields: dict[str, Any]
+    preset: gr.Dropdown
+    apply_preset: gr.Button
+    load: gr.Button
+    inspect: gr.Button
+    status: gr.Markdown
+    info: gr.Markdown
+    quant_group: gr.Group
+    lora_group: gr.Group
+    freeze_group: gr.Group
+    plot: gr.Plot
+    verdict: gr.Markdown
+    trainable: gr.Markdown
+    fixes_title: gr.Markdown
+    fix_buttons: list[gr.Button]
+    fix_state: gr.State
+    compare: gr.Dataframe
+    details: gr.JSON
+
+
+# ---- the loaded model: one at a time in this process ---------------------------------------------------------
+class ModelHolder:
+    """Keeps the Model tab's loaded model; loading another (or starting training) releases the previous one."""
+
+    def __init__(self) -> None:
+        self.loaded: Any = None
+        self.lock = threading.Lock()
+
+    def load(self, cfg: RunConfig, progress: Any = None) -> Any:
+        with self.lock:
+            self._release()
+            self.loaded = modeling.load_model(
+                cfg.model,
+                cfg.quant if cfg.method == "qlora" else None,
+                cfg.train.device,
+                cfg.train.precision,
+                progress,
+            )
+            return self.loaded
+
+    def release(self) -> None:
+        with self.lock:
+            self._release()
+
+    def _release(self) -> None:
+        if self.loaded is not None:
+            self.loaded = None
+            gc.collect()  # drop the weights now, not at some later collection (a 7B fp16 model is 14 GB)
+
+
+HOLDER = ModelHolder()
+
+
+# ---- build -----------------------------------------------------------------------------------------------------
+def build(ctx: Any) -> ModelHandles:
+    tr = ctx.tr
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            fields, widgets = _build_model_column(ctx)
+            groups = _build_method_column(ctx, fields)
+        with gr.Column(scale=2, min_width=360):
+            panel = _build_memory_panel(tr)
+    h = ModelHandles(fields=fields, **widgets, **groups, **panel)
+    fields["method"].change(
+        lambda m: _method_visibility(h, m),
+        inputs=fields["method"],
+        outputs=[h.quant_group, h.lora_group, h.freeze_group],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    return h
+
+
+def _section(tr: i18n.Translator, key: str) -> None:
+    tr.bind(gr.Markdown(tr(key), elem_classes="td-section-title"), value=key)
+
+
+def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    tr = ctx.tr
+    _section(tr, "model.section.model")
+    with gr.Row():
+        preset = tr.bind(
+            gr.Dropdown(
+                choices=preset_choices(), value=None, label=tr("model.preset"), info=tr("model.preset.info"), scale=4
+            ),
+            label="model.preset",
+            info="model.preset.info",
+        )
+        apply_preset = tr.bind(gr.Button(tr("model.apply_preset"), scale=1, min_width=120), value="model.apply_preset")
+    fields = ctx.form.build(MODEL_FIELDS[:1], choices={"model.name_or_path": catalog.ids()})
+    with gr.Row():
+        load = tr.bind(gr.Button(tr("model.load"), variant="primary", min_width=100), value="model.load")
+        inspect = tr.bind(gr.Button(tr("model.inspect"), min_width=100), value="model.inspect")
+    status = gr.Markdown("", elem_classes="td-status")
+    info = tr.bind(gr.Markdown(tr("model.info_empty"), elem_classes="td-info"), value="model.info_empty")
+    with gr.Accordion(tr("model.section.model") + " ⚙", open=False) as acc:
+        fields.update(ctx.form.build(MODEL_FIELDS[1:]))
+    tr.bind(acc, label="model.section.model")
+    return fields, {
+        "preset": preset,
+        "apply_preset": apply_preset,
+        "load": load,
+        "inspect": inspect,
+        "status": status,
+        "info": info,
+    }
+
+
+def _build_method_column(ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    tr, form, method = ctx.tr, ctx.form, ctx.defaults.method
+    _section(tr, "model.section.method")
+    fields.update(form.build(METHOD_FIELDS))
+    with gr.Group(visible=method == "qlora") as quant_group:
+        _section(tr, "model.section.quant")
+        with gr.Row():
+            fields.update(form.build(QUANT_FIELDS))
+    with gr.Group(visible=method in ("lora", "qlora")) as lora_group:
+        _section(tr, "model.section.lora")
+        with gr.Row():
+            fields.update(form.build(LORA_FIELDS[:3]))
+        fields.update(form.build(LORA_FIELDS[3:4], module_choices=DEFAULT_LINEAR))
+        with gr.Row():
+            fields.update(form.build(LORA_FIELDS[4:]))
+    with gr.Group(visible=method == "freeze") as freeze_group:
+        _section(tr, "model.section.freeze")
+        with gr.Row():
+            fields.update(form.build(FREEZE_FIELDS))
+    return {"quant_group": quant_group, "lora_group": lora_group, "freeze_group": freeze_group}
+
+
+def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Column(elem_classes="td-panel"):
+        _section(tr, "model.section.memory")
+        verdict = gr.Markdown("", elem_classes="td-verdict", elem_id="estimate-verdict")
+        plot = gr.Plot(show_label=False, elem_id="estimate-plot")
+        trainable = gr.Markdown("", elem_id="estimate-trainable")
+        fixes_title = tr.bind(gr.Markdown(tr("model.fixes_title"), visible=False), value="model.fixes_title")
+        fix_buttons = [
+            gr.Button("", visible=False, size="sm", elem_classes="td-fix", elem_id=f"fix-{i}")
+            for i in range(MAX_FIXES)
+        ]
+        fix_state = gr.State([])
+        _section(tr, "model.section.compare")
+        compare = gr.Dataframe(interactive=False, wrap=True, elem_id="method-compare")
+        with gr.Accordion(tr("model.details"), open=False) as acc:
+            details = gr.JSON(show_label=False)
+        tr.bind(acc, label="model.details")
+    return {
+        "plot": plot,
+        "verdict": verdict,
+        "trainable": trainable,
+        "fixes_title": fixes_title,
+        "fix_buttons": fix_buttons,
+        "fix_state": fix_state,
+        "compare": compare,
+        "details": details,
+    }
+
+
+def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
+    return {
+        h.quant_group: gr.update(visible=method == "qlora"),
+        h.lora_group: gr.update(visible=method in ("lora", "qlora")),
+        h.freeze_group: gr.update(visible=method == "freeze"),
+    }
+
+
+# ---- wiring across tabs (called by app.build_blocks once every tab is built) ---------------------------------
+def wire(ctx: Any) -> None:
+    h: ModelHandles = ctx.handles["model"]
+    inputs = ctx.form.inputs() | {ctx.lang_selector}
+    form_outputs = list(ctx.form.components.values())
+    panel = [h.plot, h.verdict, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state, h.compare, h.details]
+    gr.on(
+        [c.change for c in ctx.form.memory_inputs()] + [ctx.demo.load, ctx.lang_selector.change],
+        lambda values: estimate_panel(ctx, values),
+        inputs=inputs,
+        outputs=panel,
+        api_name="estimate",
+        trigger_mode="always_last",
+        show_progress="hidden",
+        concurrency_limit=None,
+        concurrency_id="estimate",
+    )
+    hidden = {"api_visibility": "undocumented"}
+    for i, button in enumerate(h.fix_buttons):
+        button.click(
+            functools.partial(_apply_fix_event, ctx, i),
+            inputs=inputs | {h.fix_state},
+            outputs=form_outputs + [h.status],
+            show_progress="hidden",
+            api_name=f"apply_fix_{i}",
+            **hidden,
+        )
+    h.apply_preset.click(
+        lambda values: apply_preset(ctx, values),
+        inputs=inputs | {h.preset},
+        outputs=form_outputs + [h.status],
+        api_name="apply_preset",
+        **hidden,
+    )
+    load_outputs = [h.status, h.info, ctx.form.components["lora.target_modules"]]
+    once = {"concurrency_limit": 1, "concurrency_id": "model-load", **hidden}
+
+    def _load(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return load_or_inspect(ctx, values, False, progress)
+
+    def _inspect(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return load_or_inspect(ctx, values, True, progress)
+
+    h.load.click(_load, inputs=inputs, outputs=load_outputs, api_name="load_model", **once)
+    h.inspect.click(_inspect, inputs=inputs, outputs=load_outputs, api_name="inspect_model", **once)
+
+
+# ---- presets -----------------------------------------------------------------------------------------------------
+def preset_choices() -> list[tuple[str, str]]:
+    return [(p.stem, str(p)) for p in sorted(paths.presets_dir().glob("*.yaml"))]
+
+
+def apply_preset(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Preset over the defaults, keeping the current data section (a preset for another model should not
+    leave the last preset's quantization behind, but should not lose the user's dataset either)."""
+    h: ModelHandles = ctx.handles["model"]
+    lang, preset = ctx.lang(values), values.get(h.preset)
+    if not preset:
+        return {h.status: i18n.t("model.no_preset", lang)}
+    name = Path(preset).stem
+    try:
+        current = ctx.form.to_config(values)
+        base = ctx.defaults.replace(data=current.to_dict()["data"])
+        cfg = RunConfig.from_preset(preset, base=base)
+    except ConfigError as exc:
+        return {h.status: i18n.t("model.preset_error", lang, name=name, msg=_problems(exc))}
+    return {**changed_updates(ctx.form, current, cfg), h.status: i18n.t("model.preset_applied", lang, name=name)}
+
+
+def changed_updates(form: Any, old: RunConfig, new: RunConfig) -> dict[Any, Any]:
+    """gr.update only for widgets whose value differs, so one click fires one estimate, not forty."""
+    out = {}
+    for path, comp in form.components.items():
+        f = BY_PATH[path]
+        if to_widget(f, get_path(old, path)) != to_widget(f, get_path(new, path)):
+            out[comp] = gr.update(value=to_widget(f, get_path(new, path)))
+    return out
+
+
+def _problems(exc: ConfigError) -> str:
+    return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
+
+
+# ---- load / inspect -------------------------------------------------------------------------------------------
+def load_or_inspect(ctx: Any, values: dict[Any, Any], inspect_only: bool, progress: Any = None) -> dict[Any, Any]:
+    h: ModelHandles = ctx.handles["model"]
+    lang = ctx.lang(values)
+    try:
+        cfg = ctx.form.to_config(values)
+    except ConfigError as exc:
+        return {h.status: i18n.t("model.config_error", lang, msg=_problems(exc))}
+    name = cfg.model.name_or_path
+    report = _gradio_progress(progress)
+    try:
+        note, info = _open_model(cfg, inspect_only, lang, report)
+    except (modeling.ModelError, ConfigError, OSError, ValueError) as exc:
+        return {h.status: "❌ " + i18n.t("model.error", lang, msg=str(exc))}
+    modules = list(info.get("linear_modules") or [])
+    target = ctx.form.components["lora.target_modules"]
+    chosen = [m for m in (values.get(target) or []) if m in modules or m == ALL_LINEAR] or modules[:1]
+    note = note or i18n.t("model.inspected", lang, name=name)
+    return {
+        h.status: note,
+        h.info: info_markdown(info, lang),
+        target: gr.update(choices=[*modules, ALL_LINEAR], value=chosen),
+    }
+
+
+def _open_model(cfg: RunConfig, inspect_only: bool, lang: str, report: Any) -> tuple[str, dict[str, Any]]:
+    """(status line, info dict): weights loaded when asked and possible, else the structure only."""
+    name = cfg.model.name_or_path
+    if not inspect_only:
+        device = _device_kind(cfg.train.device)
+        if _device_busy(device):
+            note = i18n.t("model.device_busy", lang, device=device)
+        elif not _is_local(name):
+            note = i18n.t("model.not_local", lang, name=name)
+        else:
+            loaded = HOLDER.load(cfg, report)
+            return i18n.t("model.loaded", lang, name=name, secs=loaded.load_s), dict(loaded.info)
+        return note, modeling.inspect_model(name, trust_remote_code=cfg.model.trust_remote_code)
+    return "", modeling.inspect_model(name, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _is_local(name: str) -> bool:
+    """Weights on this machine: a folder, a .gguf, the default model, or a hub id already in the HF cache."""
+    try:
+        modeling.resolve_model(name)
+    except modeling.ModelError:
+        return False
+    return True
+
+
+def _device_busy(device: str) -> bool:
+    try:
+        from app import jobs
+    except ImportError:
+        return False
+    return jobs.manager.device_busy(device)
+
+
+def _gradio_progress(progress: Any) -> Any:
+    if progress is None:
+        return None
+    return lambda frac, msg: progress(frac, desc=msg)
+
+
+def info_markdown(info: dict[str, Any], lang: str = "en") -> str:
+    """A two-column table of what matters about the model, then its Linear module names."""
+    t = functools.partial(i18n.t, lang=lang)
+    params = info.get("parameters")
+    rows = [
+        ("architecture", info.get("architecture")),
+        ("parameters", f"{plots.fmt_count(params)} ({params:,})" if params else None),
+        ("layers", info.get("layers")),
+        ("hidden", info.get("hidden_size")),
+        ("vocab", f"{info['vocab_size']:,}" if info.get("vocab_size") else None),
+        ("dtype", info.get("dtype")),
+        ("device", info.get("device")),
+        ("load_time", f"{info['load_s']:.1f} s" if info.get("load_s") is not None else None),
+        ("chat_template", t("model.yes") if info.get("chat_template") else t("model.no")),
+    ]
+    lines = ["| | |", "|---|---|"] + [f"| {t('model.row.' + k)} | {v} |" for k, v in rows if v is not None]
+    modules = ", ".join(f"`{m}`" for m in info.get("linear_modules") or [])
+    return "\n".join(lines) + f"\n\n**{t('model.row.linear')}:** {modules or '-'}"
+
+
+# ---- memory estimate -----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=32)
+def _architecture(name: str) -> Any:
+    """config.json numbers of a model; cached because the estimate redraws on every slider move."""
+    return memory.architecture_from(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _detected() -> Any:
+    return hardware.detect_device()
+
+
+def _device_kind(device: str) -> str:
+    return _detected().kind if device == "auto" else device
+
+
+def target_device(cfg: RunConfig) -> tuple[str, int | None, str]:
+    """(kind, capacity in bytes, label) of the device the run would use; capacity None when none is present."""
+    info = _detected()
+    kind = _device_kind(cfg.train.device)
+    if kind != info.kind:
+        return kind, None, kind.upper()
+    label = "CPU RAM" if info.kind == "cpu" else (info.name or "GPU")
+    return kind, info.total_bytes, label
+
+
+def estimate_panel(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Redraw the memory panel from the form; never raises (a bad value shows as a message in the panel)."""
+    h: ModelHandles = ctx.handles["model"]
+    lang = ctx.lang(values)
+    try:
+        cfg = ctx.form.to_config(values)
+        arch = _architecture(cfg.model.name_or_path.strip())
+        kind, capacity, label = target_device(cfg)
+        est = memory.estimate(arch, cfg, kind, capacity)
+        fixes = memory.suggest_fixes(arch, cfg, kind, capacity) if est.fits is False and capacity else []
+        table = compare_table(memory.compare_methods(arch, cfg, kind), lang)
+    except (ConfigError, memory.EstimateError, ValueError) as exc:
+        msg = _problems(exc) if isinstance(exc, ConfigError) else str(exc)
+        return _empty_panel(h, i18n.t("model.estimate_error", lang, msg=msg))
+    return _panel_updates(h, est, fixes, table, label, lang)
+
+
+def _panel_updates(
+    h: ModelHandles, est: Any, fixes: list[Any], table: pd.DataFrame, label: str, lang: str
+) -> dict[Any, Any]:
+    capacity = est.device_memory_bytes
+    kind = plots.verdict(est.total_bytes, capacity, TIGHT_SHARE)
+    text = i18n.t(
+        f"model.verdict.{kind}", lang, total=est.total_bytes / plots.GIB, cap=(capacity or 0) / plots.GIB, device=label
+    )
+    share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
+    out: dict[Any, Any] = {
+        h.plot: plots.memory_bar(est.breakdown, capacity, label),
+        h.verdict: f'<span class="td-{kind}">{text}</span>',
+        h.trainable: i18n.t(
+            "model.trainable", lang, trainable=est.trainable_params, total=est.total_params, share=share
+        ),
+        h.fixes_title: gr.update(visible=bool(fixes)),
+        h.fix_state: [{"label": f.label, "changes": dict(f.changes)} for f in fixes[:MAX_FIXES]],
+        h.compare: table,
+        h.details: est.to_json(),
+    }
+    for i, button in enumerate(h.fix_buttons):
+        fix = fixes[i] if i < len(fixes) else None
+        label_i = i18n.t("model.fix", lang, label=fix.label, total=fix.estimate.total_gib) if fix else ""
+        out[button] = gr.update(visible=fix is not None, value=label_i)
+    return out
+
+
+def _empty_panel(h: ModelHandles, message: str) -> dict[Any, Any]:
+    out: dict[Any, Any] = {
+        h.verdict: f'<span class="td-unknown">{message}</span>',
+        h.plot: None,
+        h.trainable: "",
+        h.fixes_title: gr.update(visible=False),
+        h.fix_state: [],
+        h.compare: None,
+        h.details: None,
+    }
+    out.update({b: gr.update(visible=False) for b in h.fix_buttons})
+    return out
+
+
+def compare_table(rows: list[dict[str, Any]], lang: str = "en") -> pd.DataFrame:
+    """memory.compare_methods rows as a small table: method, GiB, trainable parameters, fits, notes."""
+    t = functools.partial(i18n.t, lang=lang)
+    records = []
+    for row in rows:
+        est = row.get("estimate")
+        total = getattr(est, "total_bytes", None) if est is not None else row.get("total_bytes")
+        fits = getattr(est, "fits", None) if est is not None else row.get("fits")
+        trainable = row.get("trainable_params", getattr(est, "trainable_params", None))
+        records.append(
+            {
+                t("model.col.method"): row.get("method"),
+                t("model.col.memory"): round(total / plots.GIB, 2) if total is not None else None,
+                t("model.col.trainable"): plots.fmt_count(trainable),
+                t("model.col.fits"): {True: "✅", False: "❌"}.get(fits, "?"),
+                t("model.col.notes"): row.get("notes") or row.get("note") or "",
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def apply_fix(ctx: Any, values: dict[Any, Any], index: int) -> dict[Any, Any]:
+    """Apply suggestion `index` of the last estimate (`cfg.replace(**fix.changes)`) to the form."""
+    h: ModelHandles = ctx.handles["model"]
+    lang = ctx.lang(values)
+    fixes = values.get(h.fix_state) or []
+    if index >= len(fixes):
+        return {h.status: i18n.t("model.fix_stale", lang)}
+    try:
+        current = ctx.form.to_config(values)
+        new = current.replace(**fixes[index]["changes"])
+    except (ConfigError, KeyError) as exc:
+        return {h.status: i18n.t("model.estimate_error", lang, msg=str(exc))}
+    return {
+        **changed_updates(ctx.form, current, new),
+        h.status: i18n.t("model.fix_applied", lang, label=fixes[index]["label"]),
+    }
+
+
+def _apply_fix_event(ctx: Any, index: int, values: dict[Any, Any]) -> dict[Any, Any]:
+    return apply_fix(ctx, values, index)

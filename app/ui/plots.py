@@ -1,0 +1,207 @@
+"""Plotly figure builders for the UI: the memory breakdown bar and the training curves.
+
+Pure plotly: no gradio, no torch, so they can be tested and reused (benchmarks, reports) without the app.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+GIB = 1024**3
+# One colour per breakdown part, stable across redraws so the eye can follow a part when a control moves.
+PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D", "#BAB0AC")
+FIT_COLORS = {"fits": "#2E7D32", "tight": "#E6A700", "no": "#C62828", "unknown": "#607D8B"}
+LAYOUT = {"template": "plotly_white", "font": {"size": 12}, "hovermode": "x unified"}
+
+
+def verdict(total_bytes: int, capacity_bytes: int | None, tight_share: float = 0.85) -> str:
+    """fits | tight | no | unknown: tight when the estimate uses more than 85% of the device (allocator
+    fragmentation and the CUDA context typically take the last 5-15%)."""
+    if not capacity_bytes:
+        return "unknown"
+    if total_bytes > capacity_bytes:
+        return "no"
+    return "tight" if total_bytes > tight_share * capacity_bytes else "fits"
+
+
+def memory_bar(
+    breakdown: dict[str, int], capacity_bytes: int | None = None, device_label: str = "", title: str = ""
+) -> go.Figure:
+    """One horizontal stacked bar of the estimate's parts (GiB), with the device capacity as a vertical line."""
+    fig = go.Figure()
+    for i, (part, size) in enumerate(breakdown.items()):
+        gib = size / GIB
+        fig.add_bar(
+            y=[""],
+            x=[gib],
+            name=part,
+            orientation="h",
+            marker_color=PALETTE[i % len(PALETTE)],
+            hovertemplate=f"{html.escape(part)}: %{{x:.2f}} GiB<extra></extra>",
+        )
+    total = sum(breakdown.values()) / GIB
+    if capacity_bytes:
+        cap = capacity_bytes / GIB
+        colour = FIT_COLORS[verdict(int(total * GIB), capacity_bytes)]
+        fig.add_vline(
+            x=cap,
+            line_width=3,
+            line_dash="dash",
+            line_color=colour,
+            annotation_text=f"{device_label} {cap:.1f} GiB".strip(),
+            annotation_position="top",
+        )
+    upper = max(total, (capacity_bytes or 0) / GIB) * 1.08 or 1.0
+    fig.update_layout(
+        barmode="stack",
+        height=190,
+        margin={"l": 10, "r": 10, "t": 36, "b": 30},
+        title=title or None,
+        legend={"orientation": "h", "y": -0.35},
+        xaxis={"title": "GiB", "range": [0, upper]},
+        template="plotly_white",
+        font={"size": 12},
+    )
+    return fig
+
+
+def ema(values: Sequence[float], smoothing: float = 0.9) -> list[float]:
+    """Debiased exponential moving average (TensorBoard's smoothing): the first points are not pulled to 0.
+
+    >>> [round(v, 3) for v in ema([1.0, 1.0, 4.0], 0.5)]
+    [1.0, 1.0, 2.714]
+    """
+    out, acc = [], 0.0
+    for i, v in enumerate(values, start=1):
+        acc = smoothing * acc + (1 - smoothing) * v
+        out.append(acc / (1 - smoothing**i))
+    return out
+
+
+def training_figure(
+    steps: Sequence[int],
+    losses: Sequence[float],
+    eval_steps: Sequence[int] = (),
+    eval_losses: Sequence[float] = (),
+    lrs: Sequence[float] = (),
+    labels: dict[str, str] | None = None,
+) -> go.Figure:
+    """Loss (raw, smoothed, eval) on top, learning rate in a small panel below, sharing the step axis."""
+    lb = {
+        "loss": "train loss",
+        "smooth": "train loss (EMA)",
+        "eval": "eval loss",
+        "lr": "learning rate",
+        "step": "step",
+        **(labels or {}),
+    }
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.06)
+    fig.add_scatter(
+        x=list(steps),
+        y=list(losses),
+        name=lb["loss"],
+        mode="lines",
+        opacity=0.35,
+        line={"color": PALETTE[0], "width": 1},
+        row=1,
+        col=1,
+    )
+    if len(losses) > 1:
+        fig.add_scatter(
+            x=list(steps),
+            y=ema(losses),
+            name=lb["smooth"],
+            mode="lines",
+            line={"color": PALETTE[0], "width": 2.5},
+            row=1,
+            col=1,
+        )
+    if eval_steps:
+        fig.add_scatter(
+            x=list(eval_steps),
+            y=list(eval_losses),
+            name=lb["eval"],
+            mode="lines+markers",
+            line={"color": PALETTE[1], "width": 2},
+            marker={"size": 7},
+            row=1,
+            col=1,
+        )
+    if lrs:
+        fig.add_scatter(
+            x=list(steps),
+            y=list(lrs),
+            name=lb["lr"],
+            mode="lines",
+            showlegend=False,
+            line={"color": PALETTE[2], "width": 1.5},
+            row=2,
+            col=1,
+        )
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="lr", exponentformat="e", row=2, col=1)
+    fig.update_xaxes(title_text=lb["step"], row=2, col=1)
+    fig.update_layout(
+        height=420,
+        margin={"l": 10, "r": 10, "t": 20, "b": 30},
+        legend={"orientation": "h", "y": 1.06, "x": 0},
+        **LAYOUT,
+    )
+    return fig
+
+
+def progress_html(
+    step: int,
+    total: int | None,
+    elapsed_s: float | None = None,
+    eta_s: float | None = None,
+    tokens_per_s: float | None = None,
+    status: str = "",
+    labels: dict[str, str] | None = None,
+) -> str:
+    """A progress bar with step/total, elapsed, ETA and tokens/s, as a small HTML block (styled in style.css)."""
+    lb = {"elapsed": "elapsed", "eta": "ETA", "tok": "tokens/s", **(labels or {})}
+    share = min(1.0, step / total) if total else 0.0
+    parts = [f"<b>{step}</b> / {total if total else '?'}"]
+    if elapsed_s is not None:
+        parts.append(f"{lb['elapsed']} {fmt_duration(elapsed_s)}")
+    if eta_s is not None and status == "running":
+        parts.append(f"{lb['eta']} {fmt_duration(eta_s)}")
+    if tokens_per_s:
+        parts.append(f"{tokens_per_s:,.0f} {lb['tok']}")
+    text = " · ".join(parts)
+    return (
+        f'<div class="td-progress td-{html.escape(status or "idle")}"><div class="td-bar" '
+        f'style="width:{share * 100:.1f}%"></div><div class="td-progress-text">{text}</div></div>'
+    )
+
+
+def fmt_duration(seconds: float) -> str:
+    """'1:02:03' / '4:05' for a number of seconds.
+
+    >>> fmt_duration(3723), fmt_duration(245.4)
+    ('1:02:03', '4:05')
+    """
+    s = max(0, int(round(seconds)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def fmt_count(n: int | float | None) -> str:
+    """Parameter counts as people say them: 134.5M, 70.55B, 1,024.
+
+    >>> fmt_count(134_515_008), fmt_count(70_553_706_496), fmt_count(1024)
+    ('134.5M', '70.55B', '1,024')
+    """
+    if n is None:
+        return "?"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{int(n):,}"

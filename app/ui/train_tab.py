@@ -1,0 +1,788 @@
+"""Train tab: training settings, Start/Stop, the live loss plot, and the list of runs.
+
+Training runs in a background thread (`app.jobs.manager`); these handlers return at once. A 1 s `gr.Timer` reads
+what is new in `runs/<id>/events.jsonl` (`runs.read_events(run_dir, offset)`) and redraws: the file is the one
+channel, so a page refresh, an app restart or a run started from the CLI all show the same history.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app import paths, runs
+from app.config import ConfigError, RunConfig
+from app.ui import i18n, plots
+
+STRINGS = {
+    "train.section.schedule": ("Schedule", "训练计划"),
+    "train.section.speed": ("Memory and speed", "显存与速度"),
+    "train.section.logging": ("Logging, checkpoints and samples", "日志、检查点与采样"),
+    "train.start": ("Start training", "开始训练"),
+    "train.stop": ("Stop", "停止"),
+    "train.idle": (
+        "No run yet. Set up the model and data, then press Start.",
+        "还没有训练。设置好模型和数据后点击“开始训练”。",
+    ),
+    "train.invalid": ("Cannot start; fix these settings first:\n{msg}", "无法开始，请先修正这些设置：\n{msg}"),
+    "train.busy": (
+        "A run is already active ({run}). Stop it or wait for it to finish before starting another.",
+        "已有训练在进行（{run}）。请先停止或等待其结束，再开始新的训练。",
+    ),
+    "train.started": ("Started run **{run}**.", "已开始训练 **{run}**。"),
+    "train.start_failed": ("Could not start: {msg}", "无法开始：{msg}"),
+    "train.stopping": (
+        "Stopping... the adapter is saved after the current step.",
+        "正在停止……当前步结束后会保存适配器。",
+    ),
+    "train.not_running": ("No run is active.", "没有正在进行的训练。"),
+    "train.status.starting": (
+        "Starting **{run}**: loading the model and data...",
+        "**{run}** 启动中：正在加载模型和数据……",
+    ),
+    "train.status.running": ("Training **{run}**.", "正在训练 **{run}**。"),
+    "train.status.finished": ("Finished **{run}**. Saved to `{artifact}`.", "**{run}** 已完成，保存在 `{artifact}`。"),
+    "train.status.stopped": ("Stopped **{run}**. Saved to `{artifact}`.", "**{run}** 已停止，保存在 `{artifact}`。"),
+    "train.status.failed": ("Run **{run}** failed: {message}", "训练 **{run}** 失败：{message}"),
+    "train.status.interrupted": (
+        "Run **{run}** was interrupted (the process ended without a final event); "
+        "Resume continues from its last checkpoint.",
+        "训练 **{run}** 被中断（进程结束但没有结束事件）；“恢复”会从最后一个检查点继续。",
+    ),
+    "train.status.viewing": ("Viewing **{run}** ({status}).", "正在查看 **{run}**（{status}）。"),
+    "train.plot.loss": ("train loss", "训练损失"),
+    "train.plot.smooth": ("train loss (EMA)", "训练损失（平滑）"),
+    "train.plot.eval": ("eval loss", "验证损失"),
+    "train.plot.lr": ("learning rate", "学习率"),
+    "train.plot.step": ("step", "步数"),
+    "train.elapsed": ("elapsed", "已用时"),
+    "train.eta": ("ETA", "预计剩余"),
+    "train.tokens": ("tokens/s", "tokens/秒"),
+    "train.log": ("Log", "日志"),
+    "train.log.info": (
+        "The newest events of the run, as written to events.jsonl.",
+        "训练的最新事件（来自 events.jsonl）。",
+    ),
+    "train.samples": ("Sample generations", "示例生成"),
+    "train.col.step": ("step", "步数"),
+    "train.col.prompt": ("prompt", "提示"),
+    "train.col.answer": ("answer", "回答"),
+    "train.section.runs": ("Runs", "训练记录"),
+    "train.run_pick": ("Run", "训练记录"),
+    "train.run_pick.info": (
+        "Pick a run (or click a row above) to open, resume or delete it.",
+        "选择一条记录（或点击上方表格中的行）以打开、恢复或删除。",
+    ),
+    "train.refresh": ("Refresh", "刷新"),
+    "train.open": ("Open", "打开"),
+    "train.resume": ("Resume", "恢复训练"),
+    "train.delete": ("Delete", "删除"),
+    "train.confirm_delete": (
+        "Delete run **{run}** with its checkpoints and adapter? This cannot be undone.",
+        "删除训练 **{run}** 及其检查点和适配器？此操作无法撤销。",
+    ),
+    "train.confirm_yes": ("Yes, delete", "确认删除"),
+    "train.confirm_no": ("Cancel", "取消"),
+    "train.deleted": ("Deleted {run}.", "已删除 {run}。"),
+    "train.delete_failed": ("Not deleted: {msg}", "未删除：{msg}"),
+    "train.delete_active": ("{run} is training now; stop it before deleting.", "{run} 正在训练，请先停止再删除。"),
+    "train.pick_first": ("Pick a run first.", "请先选择一条训练记录。"),
+    "train.missing_run": ("Run {run} no longer exists; refresh the list.", "训练 {run} 已不存在，请刷新列表。"),
+    "train.opened": ("Opened **{run}**; its settings are now in the form.", "已打开 **{run}**，其设置已填入表单。"),
+    "train.resumed": ("Resuming **{run}** from its last checkpoint.", "正在从最后一个检查点恢复 **{run}**。"),
+    "train.col.run": ("run", "记录"),
+    "train.col.status": ("status", "状态"),
+    "train.col.method": ("method", "方法"),
+    "train.col.model": ("model", "模型"),
+    "train.col.steps": ("steps", "步数"),
+    "train.col.best_eval": ("best eval loss", "最佳验证损失"),
+    "train.col.started": ("started", "开始时间"),
+    "train.section.commands": ("Run it headless", "命令行运行"),
+    "train.commands.info": (
+        "Save writes the current settings to a YAML file; the commands below train it without the UI "
+        "(the same run folder and events), on one device or on several GPUs with accelerate.",
+        "“保存”把当前设置写入 YAML 文件；下面的命令无需界面即可训练（相同的运行文件夹和事件），"
+        "可在单设备上运行，也可用 accelerate 在多张 GPU 上运行。",
+    ),
+    "train.save_config": ("Save config and show commands", "保存配置并显示命令"),
+    "train.commands": ("Commands", "命令"),
+    "train.saved_config": ("Saved {path}.", "已保存 {path}。"),
+}
+i18n.add(STRINGS)
+
+SCHEDULE_FIELDS = [
+    "train.epochs",
+    "train.max_steps",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.learning_rate",
+    "train.lr_scheduler",
+    "train.warmup_ratio",
+    "train.weight_decay",
+    "train.max_grad_norm",
+]
+SPEED_FIELDS = [
+    "train.optimizer",
+    "train.gradient_checkpointing",
+    "train.precision",
+    "train.device",
+    "train.group_by_length",
+    "train.packing",
+]
+LOGGING_FIELDS = [
+    "train.logging_steps",
+    "train.save_steps",
+    "train.eval_steps",
+    "train.sample_every",
+    "train.seed",
+    "train.run_name",
+    "train.sample_prompts",
+]
+LIVE = ("starting", "running")
+LOG_LINES = 200
+# The timer looks for a run started elsewhere (the CLI, another tab) every 5th tick: list_runs reads every run
+# folder's config, which is cheap but need not happen each second.
+DISCOVER_EVERY = 5
+
+
+# ---- per-session view of one run, folded from its events --------------------------------------------------------
+@dataclass
+class RunView:
+    """What the page shows of one run; kept in gr.State and extended by each timer tick."""
+
+    run_dir: str | None = None
+    offset: int = 0
+    status: str = "idle"
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    samples: list[tuple[int, str, str]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    last: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    artifact: str = ""
+    stopping: bool = False
+    quiet_ticks: int = 0
+
+    @property
+    def name(self) -> str:
+        return Path(self.run_dir).name if self.run_dir else ""
+
+
+def fold(view: RunView, events: list[dict[str, Any]]) -> None:
+    """Apply events in order. A `resumed` event drops points past its checkpoint step (`from_step`): the resumed
+    session logs those steps again (as runs.effective_events does for a whole file)."""
+    for ev in events:
+        kind = ev.get("type")
+        if kind == "log" and ev.get("loss") is not None:
+            view.steps.append(int(ev.get("step", len(view.steps) + 1)))
+            view.losses.append(float(ev["loss"]))
+            view.lrs.append(float(ev.get("learning_rate") or 0.0))
+            view.last = ev
+            view.status = "running"
+        elif kind == "eval" and ev.get("eval_loss") is not None:
+            view.eval_steps.append(int(ev.get("step", 0)))
+            view.eval_losses.append(float(ev["eval_loss"]))
+        elif kind == "sample":
+            view.samples += [
+                (int(ev.get("step", 0)), s.get("prompt", ""), s.get("answer", "")) for s in ev.get("samples", [])
+            ]
+        elif kind == "started":
+            view.status = "running" if view.steps else "starting"
+            view.last = {**view.last, **{k: v for k, v in ev.items() if k in ("total_steps", "step")}}
+        elif kind == "resumed":
+            _truncate(view, int(ev.get("from_step") or 0))
+            view.status = "running"
+        elif kind in ("finished", "stopped", "failed"):
+            view.status, view.stopping = kind, False
+            view.message = str(ev.get("message") or "")
+            view.artifact = str(ev.get("adapter") or ev.get("path") or ev.get("model") or "")
+        view.log = (view.log + [event_line(ev)])[-LOG_LINES:]
+
+
+def _truncate(view: RunView, step: int) -> None:
+    keep = [i for i, s in enumerate(view.steps) if s <= step]
+    view.steps = [view.steps[i] for i in keep]
+    view.losses = [view.losses[i] for i in keep]
+    view.lrs = [view.lrs[i] for i in keep]
+    keep_eval = [i for i, s in enumerate(view.eval_steps) if s <= step]
+    view.eval_steps = [view.eval_steps[i] for i in keep_eval]
+    view.eval_losses = [view.eval_losses[i] for i in keep_eval]
+
+
+def event_line(ev: dict[str, Any]) -> str:
+    """One log line per event: `12:03:04 log step 10/100 loss 1.2345 lr 2.0e-04 812 tok/s`."""
+    import time
+
+    stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", 0)))
+    kind = ev.get("type", "?")
+    parts = [stamp, f"{kind:<10}"]
+    if "step" in ev:
+        parts.append(f"step {ev['step']}" + (f"/{ev['total_steps']}" if ev.get("total_steps") else ""))
+    for key, fmt in (
+        ("loss", "loss {:.4f}"),
+        ("eval_loss", "eval_loss {:.4f}"),
+        ("learning_rate", "lr {:.1e}"),
+        ("grad_norm", "grad_norm {:.3f}"),
+        ("tokens_per_s", "{:,.0f} tok/s"),
+    ):
+        if isinstance(ev.get(key), (int, float)):
+            parts.append(fmt.format(ev[key]))
+    for key in ("message", "adapter", "path"):
+        if ev.get(key):
+            parts.append(f"{key}: {ev[key]}")
+    return "  ".join(parts)
+
+
+def load_history(run_dir: str | Path) -> RunView:
+    """A fresh view of `run_dir` with everything its events file holds so far."""
+    view = RunView(run_dir=str(run_dir))
+    advance(view)
+    if view.status == "idle":
+        view.status = "starting"
+    return view
+
+
+def advance(view: RunView) -> bool:
+    """Read what is new in the events file; True when something changed."""
+    if not view.run_dir:
+        return False
+    events, view.offset = runs.read_events(view.run_dir, view.offset)
+    fold(view, events)
+    if events:
+        view.quiet_ticks = 0
+        return True
+    view.quiet_ticks += 1
+    # No final event and no news for 10 s: ask runs whether the writer is gone (crash, killed CLI run).
+    if view.status in LIVE and view.quiet_ticks % 10 == 0 and runs.run_status(view.run_dir) == "interrupted":
+        view.status = "interrupted"
+        return True
+    return False
+
+
+@dataclass
+class TrainHandles:
+    fields: dict[str, Any]
+    start: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    progress: gr.HTML
+    plot: gr.Plot
+    samples: gr.Dataframe
+    log: gr.Textbox
+    timer: gr.Timer
+    view: gr.State
+    ticks: gr.State
+    run_table: gr.Dataframe
+    run_pick: gr.Dropdown
+    refresh: gr.Button
+    open: gr.Button
+    resume: gr.Button
+    delete: gr.Button
+    confirm_box: gr.Group
+    confirm_text: gr.Markdown
+    confirm_yes: gr.Button
+    confirm_no: gr.Button
+    save_config: gr.Button
+    commands: gr.Code
+
+
+# ---- build ------------------------------------------------------------------------------------------------------
+def build(ctx: Any) -> TrainHandles:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=380):
+            fields = _build_fields(ctx)
+        with gr.Column(scale=3, min_width=480):
+            live = _build_live(ctx.tr)
+    runs_part = _build_runs(ctx.tr)
+    commands = _build_commands(ctx.tr)
+    return TrainHandles(fields=fields, **live, **runs_part, **commands)
+
+
+def _accordion(tr: i18n.Translator, key: str, open_: bool = True) -> gr.Accordion:
+    acc = gr.Accordion(tr(key), open=open_)
+    tr.bind(acc, label=key)
+    return acc
+
+
+def _build_fields(ctx: Any) -> dict[str, Any]:
+    tr, form = ctx.tr, ctx.form
+    fields: dict[str, Any] = {}
+    with _accordion(tr, "train.section.schedule"):
+        with gr.Row():
+            fields.update(form.build(SCHEDULE_FIELDS[:2]))
+        with gr.Row():
+            fields.update(form.build(SCHEDULE_FIELDS[2:4]))
+        with gr.Row():
+            fields.update(form.build(SCHEDULE_FIELDS[4:6]))
+        fields.update(form.build(SCHEDULE_FIELDS[6:7]))
+        with gr.Row():
+            fields.update(form.build(SCHEDULE_FIELDS[7:]))
+    with _accordion(tr, "train.section.speed"):
+        with gr.Row():
+            fields.update(form.build(SPEED_FIELDS[:1] + SPEED_FIELDS[2:4]))
+        with gr.Row():
+            fields.update(form.build(SPEED_FIELDS[1:2] + SPEED_FIELDS[4:]))
+    with _accordion(tr, "train.section.logging", open_=False):
+        with gr.Row():
+            fields.update(form.build(LOGGING_FIELDS[:3]))
+        with gr.Row():
+            fields.update(form.build(LOGGING_FIELDS[3:6]))
+        fields.update(form.build(LOGGING_FIELDS[6:]))
+    return fields
+
+
+def _build_live(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Row():
+        start = tr.bind(gr.Button(tr("train.start"), variant="primary", elem_id="train-start"), value="train.start")
+        stop = tr.bind(gr.Button(tr("train.stop"), variant="stop", elem_id="train-stop"), value="train.stop")
+    status = tr.bind(
+        gr.Markdown(tr("train.idle"), elem_classes="td-status", elem_id="train-status"), value="train.idle"
+    )
+    progress = gr.HTML(plots.progress_html(0, None), elem_id="train-progress")
+    plot = gr.Plot(show_label=False, elem_id="train-plot")
+    samples = gr.Dataframe(
+        headers=[tr("train.col.step"), tr("train.col.prompt"), tr("train.col.answer")],
+        label=tr("train.samples"),
+        interactive=False,
+        wrap=True,
+        max_height=260,
+        elem_id="train-samples",
+    )
+    tr.bind(samples, label="train.samples")
+    log = gr.Textbox(
+        label=tr("train.log"),
+        info=tr("train.log.info"),
+        lines=8,
+        max_lines=8,
+        interactive=False,
+        autoscroll=True,
+        elem_classes="td-mono",
+        elem_id="train-log",
+    )
+    tr.bind(log, label="train.log", info="train.log.info")
+    return {
+        "start": start,
+        "stop": stop,
+        "status": status,
+        "progress": progress,
+        "plot": plot,
+        "samples": samples,
+        "log": log,
+        "timer": gr.Timer(1.0),
+        "view": gr.State(RunView()),
+        "ticks": gr.State(0),
+    }
+
+
+def _build_runs(tr: i18n.Translator) -> dict[str, Any]:
+    with _accordion(tr, "train.section.runs"):
+        run_table = gr.Dataframe(interactive=False, wrap=True, max_height=300, elem_id="run-table")
+        with gr.Row(equal_height=True):
+            run_pick = tr.bind(
+                gr.Dropdown(
+                    choices=[], label=tr("train.run_pick"), info=tr("train.run_pick.info"), scale=4, elem_id="run-pick"
+                ),
+                label="train.run_pick",
+                info="train.run_pick.info",
+            )
+            refresh = tr.bind(gr.Button(tr("train.refresh"), size="sm", scale=1), value="train.refresh")
+            open_ = tr.bind(gr.Button(tr("train.open"), size="sm", scale=1), value="train.open")
+            resume = tr.bind(gr.Button(tr("train.resume"), size="sm", scale=1), value="train.resume")
+            delete = tr.bind(
+                gr.Button(tr("train.delete"), size="sm", scale=1, elem_classes="td-danger"), value="train.delete"
+            )
+        with gr.Group(visible=False, elem_classes="td-confirm") as confirm_box:
+            confirm_text = gr.Markdown("")
+            with gr.Row():
+                confirm_yes = tr.bind(
+                    gr.Button(tr("train.confirm_yes"), variant="stop", size="sm"), value="train.confirm_yes"
+                )
+                confirm_no = tr.bind(gr.Button(tr("train.confirm_no"), size="sm"), value="train.confirm_no")
+    return {
+        "run_table": run_table,
+        "run_pick": run_pick,
+        "refresh": refresh,
+        "open": open_,
+        "resume": resume,
+        "delete": delete,
+        "confirm_box": confirm_box,
+        "confirm_text": confirm_text,
+        "confirm_yes": confirm_yes,
+        "confirm_no": confirm_no,
+    }
+
+
+def _build_commands(tr: i18n.Translator) -> dict[str, Any]:
+    with _accordion(tr, "train.section.commands", open_=False):
+        tr.bind(gr.Markdown(tr("train.commands.info")), value="train.commands.info")
+        save_config = tr.bind(gr.Button(tr("train.save_config"), size="sm"), value="train.save_config")
+        commands = gr.Code(language="shell", label=tr("train.commands"), interactive=False, elem_id="train-commands")
+        tr.bind(commands, label="train.commands")
+    return {"save_config": save_config, "commands": commands}
+
+
+# ---- wiring (after every tab is built: Start reads every form field) --------------------------------------------
+def wire(ctx: Any) -> None:
+    h: TrainHandles = ctx.handles["train"]
+    lang = ctx.lang_selector
+    form_in = ctx.form.inputs() | {lang, h.view}
+    live = [h.view, h.status, h.progress, h.plot, h.samples, h.log]
+    listing = [h.run_table, h.run_pick]
+    api = {"api_visibility": "undocumented"}
+    h.start.click(
+        lambda v: start_run(ctx, v), inputs=form_in, outputs=live + listing, api_name="start_training", **api
+    )
+    h.stop.click(lambda v: stop_run(ctx, v), inputs={lang, h.view}, outputs=live, api_name="stop_training", **api)
+    h.timer.tick(
+        lambda v: tick(ctx, v),
+        inputs={lang, h.view, h.ticks},
+        outputs=live + [h.ticks] + listing,
+        show_progress="hidden",
+        concurrency_limit=None,
+        concurrency_id="train-tick",
+        api_visibility="private",
+    )
+    ctx.demo.load(lambda v: attach(ctx, v), inputs={lang, h.view}, outputs=live + listing, api_visibility="private")
+    h.refresh.click(
+        lambda v: refresh_runs(ctx, v), inputs={lang, h.run_pick}, outputs=listing, api_name="list_runs", **api
+    )
+    h.run_table.select(pick_from_table, inputs=None, outputs=h.run_pick, api_visibility="private")
+    form_out = list(ctx.form.components.values())
+    h.open.click(
+        lambda v: open_run(ctx, v),
+        inputs={lang, h.run_pick, h.view},
+        outputs=live + form_out + [h.commands],
+        api_name="open_run",
+        **api,
+    )
+    h.resume.click(
+        lambda v: resume_run(ctx, v),
+        inputs={lang, h.run_pick, h.view},
+        outputs=live + listing,
+        api_name="resume_run",
+        **api,
+    )
+    h.delete.click(
+        lambda v: ask_delete(ctx, v),
+        inputs={lang, h.run_pick},
+        outputs=[h.confirm_box, h.confirm_text, h.status],
+        api_visibility="private",
+    )
+    h.confirm_no.click(lambda: gr.update(visible=False), outputs=h.confirm_box, api_visibility="private")
+    h.confirm_yes.click(
+        lambda v: delete_run(ctx, v),
+        inputs={lang, h.run_pick, h.view},
+        outputs=live + listing + [h.confirm_box],
+        api_name="delete_run",
+        **api,
+    )
+    h.save_config.click(
+        lambda v: save_config(ctx, v),
+        inputs=ctx.form.inputs() | {lang},
+        outputs=[h.commands, h.status],
+        api_name="save_config",
+        **api,
+    )
+
+
+def _lang(ctx: Any, values: dict[Any, Any]) -> str:
+    return ctx.lang(values)
+
+
+# ---- rendering --------------------------------------------------------------------------------------------------
+def render(ctx: Any, view: RunView, lang: str, status_text: str | None = None) -> dict[Any, Any]:
+    """Every live output for `view`: status line, progress bar, plot, samples and log tail."""
+    h: TrainHandles = ctx.handles["train"]
+    t = functools.partial(i18n.t, lang=lang)
+    last = view.last
+    labels = {
+        "loss": t("train.plot.loss"),
+        "smooth": t("train.plot.smooth"),
+        "eval": t("train.plot.eval"),
+        "lr": t("train.plot.lr"),
+        "step": t("train.plot.step"),
+    }
+    step = int(last.get("step") or (view.steps[-1] if view.steps else 0))
+    bar = plots.progress_html(
+        step,
+        last.get("total_steps"),
+        last.get("elapsed_s"),
+        last.get("eta_s"),
+        last.get("tokens_per_s"),
+        view.status,
+        {"elapsed": t("train.elapsed"), "eta": t("train.eta"), "tok": t("train.tokens")},
+    )
+    samples = pd.DataFrame(
+        [s for s in reversed(view.samples)],
+        columns=[t("train.col.step"), t("train.col.prompt"), t("train.col.answer")],
+    )
+    figure = (
+        plots.training_figure(view.steps, view.losses, view.eval_steps, view.eval_losses, view.lrs, labels)
+        if view.steps or view.eval_steps
+        else None
+    )
+    return {
+        h.view: view,
+        h.status: status_text or status_line(view, lang),
+        h.progress: bar,
+        h.plot: figure,
+        h.samples: samples,
+        h.log: "\n".join(view.log),
+    }
+
+
+def status_line(view: RunView, lang: str) -> str:
+    if not view.run_dir:
+        return i18n.t("train.idle", lang)
+    if view.stopping and view.status in LIVE:
+        return i18n.t("train.stopping", lang)
+    key = f"train.status.{view.status}"
+    if key not in i18n.STRINGS:
+        return i18n.t("train.status.viewing", lang, run=view.name, status=view.status)
+    return i18n.t(key, lang, run=view.name, artifact=view.artifact or view.run_dir, message=view.message)
+
+
+def run_table(lang: str) -> tuple[pd.DataFrame, list[str]]:
+    """runs.list_runs() as a table (newest first) and the ids for the picker."""
+    t = functools.partial(i18n.t, lang=lang)
+    rows = runs.list_runs()
+    records = [
+        {
+            t("train.col.run"): r.id,
+            t("train.col.status"): r.status,
+            t("train.col.method"): r.method,
+            t("train.col.model"): r.model,
+            t("train.col.steps"): f"{r.step or 0}/{r.total_steps or '?'}",
+            t("train.col.best_eval"): round(r.best_eval_loss, 4) if r.best_eval_loss is not None else None,
+            t("train.col.started"): _when(r.started),
+        }
+        for r in rows
+    ]
+    columns = [t(f"train.col.{c}") for c in ("run", "status", "method", "model", "steps", "best_eval", "started")]
+    return pd.DataFrame.from_records(records, columns=columns), [r.id for r in rows]
+
+
+def _when(started: Any) -> str:
+    import time
+
+    if isinstance(started, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+    return str(started or "")
+
+
+def _listing(ctx: Any, lang: str, pick: str | None = None) -> dict[Any, Any]:
+    h: TrainHandles = ctx.handles["train"]
+    table, ids = run_table(lang)
+    return {h.run_table: table, h.run_pick: gr.update(choices=ids, value=pick if pick in ids else None)}
+
+
+def _run_path(run_id: str | None) -> Path | None:
+    if not run_id:
+        return None
+    for r in runs.list_runs():
+        if r.id == run_id:
+            return Path(r.path)
+    return None
+
+
+# ---- handlers -----------------------------------------------------------------------------------------------------
+def start_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Validate the whole config (every problem listed), refuse when a run is active, else start in background."""
+    from app import jobs
+    from app.ui import model_tab
+
+    h: TrainHandles = ctx.handles["train"]
+    lang, view = _lang(ctx, values), values[h.view]
+    try:
+        cfg = ctx.form.to_config(values).check(source="form")
+    except ConfigError as exc:
+        return {h.status: i18n.t("train.invalid", lang, msg="\n".join(f"- {p}" for p in exc.problems))}
+    active = jobs.manager.active()
+    if active is not None:
+        return {h.status: i18n.t("train.busy", lang, run=Path(active.run_dir).name)}
+    model_tab.HOLDER.release()  # the Model tab's copy would only compete with training for memory
+    try:
+        run_dir = jobs.manager.start(cfg)
+    except jobs.JobBusy as exc:
+        return {h.status: i18n.t("train.busy", lang, run=str(exc))}
+    except (ConfigError, OSError, ValueError, RuntimeError) as exc:
+        return {h.status: i18n.t("train.start_failed", lang, msg=str(exc))}
+    view = load_history(run_dir)
+    return {**render(ctx, view, lang), **_listing(ctx, lang, view.name)}
+
+
+def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    from app import jobs
+
+    h: TrainHandles = ctx.handles["train"]
+    lang, view = _lang(ctx, values), values[h.view]
+    if not jobs.manager.stop():
+        return {h.status: i18n.t("train.not_running", lang)}
+    active = jobs.manager.active()
+    if active is not None and str(Path(active.run_dir)) != view.run_dir:
+        view = load_history(active.run_dir)
+    view.stopping = True
+    return render(ctx, view, lang)
+
+
+def tick(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Timer: redraw only when the events file grew; every 5th tick, look for a run started elsewhere."""
+    h: TrainHandles = ctx.handles["train"]
+    lang, view, ticks = _lang(ctx, values), values[h.view], (values.get(h.ticks) or 0) + 1
+    out: dict[Any, Any] = {h.ticks: ticks, h.view: view}  # the view's byte offset moves even when nothing is drawn
+    if view.status not in LIVE and ticks % DISCOVER_EVERY == 0:
+        found = find_live_run()
+        if found and str(found) != view.run_dir:
+            return {**out, **render(ctx, load_history(found), lang), **_listing(ctx, lang, Path(found).name)}
+    before = view.status
+    if advance(view):
+        out.update(render(ctx, view, lang))
+        if view.status != before and view.status not in LIVE:
+            out.update(_listing(ctx, lang, view.name))  # the finished run's row changes status and best loss
+    return out
+
+
+def find_live_run() -> Path | None:
+    """The job of this app, else the newest run whose events say it is running (a CLI-started run)."""
+    try:
+        from app import jobs
+
+        active = jobs.manager.active()
+    except ImportError:
+        active = None
+    if active is not None:
+        return Path(active.run_dir)
+    for r in runs.list_runs():
+        if r.status == "running":
+            return Path(r.path)
+    return None
+
+
+def attach(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Page load: reattach to the active or latest running run and draw its full history; fill the run list."""
+    h: TrainHandles = ctx.handles["train"]
+    lang, view = _lang(ctx, values), values[h.view]
+    found = find_live_run()
+    if found is not None:
+        view = load_history(found)
+    elif view.run_dir:
+        view = load_history(view.run_dir)
+    return {**render(ctx, view, lang), **_listing(ctx, lang, view.name or None)}
+
+
+def refresh_runs(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    h: TrainHandles = ctx.handles["train"]
+    return _listing(ctx, _lang(ctx, values), values.get(h.run_pick))
+
+
+def pick_from_table(evt: gr.SelectData) -> Any:
+    row = evt.row_value or []
+    return gr.update(value=row[0]) if row else gr.skip()
+
+
+def open_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Redraw the run's history and load its config.yaml into the form."""
+    h: TrainHandles = ctx.handles["train"]
+    lang, run_id = _lang(ctx, values), values.get(h.run_pick)
+    path = _run_path(run_id)
+    if path is None:
+        return {h.status: i18n.t("train.pick_first" if not run_id else "train.missing_run", lang, run=run_id)}
+    view = load_history(path)
+    out = render(ctx, view, lang, i18n.t("train.opened", lang, run=view.name))
+    config_path = path / "config.yaml"
+    try:
+        cfg = RunConfig.from_yaml(config_path)
+    except ConfigError as exc:
+        out[h.status] = i18n.t("train.start_failed", lang, msg=str(exc))
+        return out
+    out.update(ctx.form.updates_from(cfg))
+    out[h.commands] = commands_text(config_path)
+    return out
+
+
+def resume_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Continue a stopped, failed or interrupted run from its last checkpoint, with its own config.yaml."""
+    from app import jobs
+
+    h: TrainHandles = ctx.handles["train"]
+    lang, run_id = _lang(ctx, values), values.get(h.run_pick)
+    path = _run_path(run_id)
+    if path is None:
+        return {h.status: i18n.t("train.pick_first" if not run_id else "train.missing_run", lang, run=run_id)}
+    active = jobs.manager.active()
+    if active is not None:
+        return {h.status: i18n.t("train.busy", lang, run=Path(active.run_dir).name)}
+    try:
+        cfg = RunConfig.from_yaml(path / "config.yaml").check(source=str(path / "config.yaml"))
+        run_dir = jobs.manager.start(cfg, resume_dir=path)
+    except jobs.JobBusy as exc:
+        return {h.status: i18n.t("train.busy", lang, run=str(exc))}
+    except (ConfigError, OSError, ValueError, RuntimeError) as exc:
+        return {h.status: i18n.t("train.start_failed", lang, msg=str(exc))}
+    view = load_history(run_dir)
+    return {**render(ctx, view, lang, i18n.t("train.resumed", lang, run=view.name)), **_listing(ctx, lang, view.name)}
+
+
+def ask_delete(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    h: TrainHandles = ctx.handles["train"]
+    lang, run_id = _lang(ctx, values), values.get(h.run_pick)
+    if not run_id:
+        return {h.status: i18n.t("train.pick_first", lang), h.confirm_box: gr.update(visible=False)}
+    return {h.confirm_box: gr.update(visible=True), h.confirm_text: i18n.t("train.confirm_delete", lang, run=run_id)}
+
+
+def delete_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    from app import jobs
+
+    h: TrainHandles = ctx.handles["train"]
+    lang, run_id, view = _lang(ctx, values), values.get(h.run_pick), values[h.view]
+    hide = {h.confirm_box: gr.update(visible=False)}
+    path = _run_path(run_id)
+    if path is None:
+        return {**hide, h.status: i18n.t("train.pick_first" if not run_id else "train.missing_run", lang, run=run_id)}
+    active = jobs.manager.active()
+    if (active is not None and Path(active.run_dir).resolve() == path.resolve()) or runs.run_status(path) == "running":
+        return {**hide, h.status: i18n.t("train.delete_active", lang, run=run_id)}
+    try:
+        runs.delete_run(path)
+    except (runs.RunError, OSError) as exc:
+        return {**hide, h.status: i18n.t("train.delete_failed", lang, msg=str(exc))}
+    if view.run_dir and Path(view.run_dir).resolve() == path.resolve():
+        view = RunView()
+    return {**render(ctx, view, lang, i18n.t("train.deleted", lang, run=run_id)), **_listing(ctx, lang), **hide}
+
+
+# ---- headless commands --------------------------------------------------------------------------------------------
+def config_file_for(cfg: RunConfig) -> Path:
+    """Where Save puts the current settings: $TUNEDESK_HOME/configs/<run name or method-model>.yaml."""
+    stem = cfg.train.run_name or f"{cfg.method}-{Path(cfg.model.name_or_path).name}"
+    return paths.home() / "configs" / (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") + ".yaml")
+
+
+def commands_text(config_path: Path) -> str:
+    """The headless command and the multi-GPU accelerate command for one config file."""
+    from app import train
+
+    return f"python -m app train {config_path}\n{train.launch_command(config_path)}"
+
+
+def save_config(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    h: TrainHandles = ctx.handles["train"]
+    lang = _lang(ctx, values)
+    try:
+        cfg = ctx.form.to_config(values).check(source="form")
+    except ConfigError as exc:
+        return {h.status: i18n.t("train.invalid", lang, msg="\n".join(f"- {p}" for p in exc.problems))}
+    path = config_file_for(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.save(path)
+    return {h.commands: commands_text(path), h.status: i18n.t("train.saved_config", lang, path=path)}
