@@ -1,0 +1,499 @@
+"""Chat tab: a base model and up to 4 adapters/checkpoints side by side, one prompt box for all of them.
+
+"Load" builds one `chat.ChatSession` for the whole app (a module-level holder: one at a time, the previous one is
+closed first so two models never sit in memory together). Each column is a Gradio 6 messages-format Chatbot;
+answers stream token by token (`ChatSession.stream_all`, one token per column per round) with each column's own
+tokens/s. The sampling settings are shared. A prompt set (a file or pasted lines) runs across every column into a
+table that downloads as CSV.
+
+Device guard: while a training run holds the device, Load says so and offers the CPU instead; it never touches
+the run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app import chat
+from app.ui import i18n, pickers
+
+STRINGS = {
+    "chat.load": ("Load", "加载"),
+    "chat.unload": ("Unload", "卸载"),
+    "chat.idle": (
+        "Pick a base model (and adapters to compare), then press **Load**.",
+        "选择基础模型（以及要对比的适配器），然后点击“**加载**”。",
+    ),
+    "chat.loading": ("Loading...", "正在加载……"),
+    "chat.loaded": ("Loaded on {device}: {columns}.", "已加载到 {device}：{columns}。"),
+    "chat.unloaded": ("Unloaded; the memory is free.", "已卸载，内存已释放。"),
+    "chat.error": ("Could not load: {msg}", "无法加载：{msg}"),
+    "chat.too_many": (
+        "{n} adapters chosen; compare at most {max} at once.",
+        "选择了 {n} 个适配器；一次最多对比 {max} 个。",
+    ),
+    "chat.not_loaded": ("Load a model first.", "请先加载模型。"),
+    "chat.empty_prompt": ("Type a message first.", "请先输入消息。"),
+    "chat.gen_error": ("Generation stopped: {msg}", "生成中断：{msg}"),
+    "chat.bad_settings": ("Fix the sampling settings: {msg}", "请修正采样设置：{msg}"),
+    "chat.prompt": ("Message", "消息"),
+    "chat.prompt.info": (
+        "Sent to every column at once; Enter sends, Shift+Enter adds a line.",
+        "同时发送给每一列；回车发送，Shift+回车换行。",
+    ),
+    "chat.send": ("Send", "发送"),
+    "chat.clear": ("Clear", "清空"),
+    "chat.section.sampling": ("Sampling (shared by all columns)", "采样设置（所有列共用）"),
+    "chat.max_new_tokens": ("Max new tokens", "最大生成 token 数"),
+    "chat.max_new_tokens.info": ("Longest answer, in tokens.", "回答的最大长度（token）。"),
+    "chat.temperature": ("Temperature", "温度"),
+    "chat.temperature.info": (
+        "0 = greedy (the same answer every time); 0.7 is a common sampling value.",
+        "0 = 贪心解码（每次回答相同）；采样时常用 0.7。",
+    ),
+    "chat.top_p": ("Top-p", "Top-p"),
+    "chat.top_p.info": (
+        "Sample from the smallest set of tokens whose probability adds up to p.",
+        "只从累计概率达到 p 的最小 token 集合中采样。",
+    ),
+    "chat.top_k": ("Top-k", "Top-k"),
+    "chat.top_k.info": (
+        "Sample from the k most likely tokens (0 = off).",
+        "只从最可能的 k 个 token 中采样（0 = 关闭）。",
+    ),
+    "chat.repetition_penalty": ("Repetition penalty", "重复惩罚"),
+    "chat.repetition_penalty.info": (
+        "Above 1 discourages repeating tokens already in the text (1 = off).",
+        "大于 1 时抑制重复已出现的 token（1 = 关闭）。",
+    ),
+    "chat.seed": ("Seed", "随机种子"),
+    "chat.seed.info": (
+        "Same seed and settings give the same sampled answers.",
+        "相同的种子和设置给出相同的采样结果。",
+    ),
+    "chat.system_prompt": ("System prompt", "系统提示词"),
+    "chat.system_prompt.info": ("Put before every conversation; empty for none.", "放在每段对话之前；留空则无。"),
+    "chat.section.prompt_set": ("Prompt set: every prompt through every column", "提示集：每个提示发给每一列"),
+    "chat.prompt_file": ("Prompt file", "提示文件"),
+    "chat.prompt_file.info": (
+        ".txt (one prompt per line), .json list or .jsonl; Alpaca records keep their output as the reference.",
+        ".txt（每行一个提示）、.json 列表或 .jsonl；Alpaca 记录的 output 作为参考答案。",
+    ),
+    "chat.prompt_lines": ("Or paste prompts", "或粘贴提示"),
+    "chat.prompt_lines.info": (
+        "One prompt per line (used when no file is given).",
+        "每行一个提示（未上传文件时使用）。",
+    ),
+    "chat.run_set": ("Run prompt set", "运行提示集"),
+    "chat.no_prompts": ("Give a prompt file or paste at least one prompt.", "请上传提示文件或粘贴至少一个提示。"),
+    "chat.set_done": (
+        "{n} prompts answered. Mean tokens/s: {speeds}.",
+        "已回答 {n} 个提示。平均 tokens/秒：{speeds}。",
+    ),
+    "chat.csv": ("Answers as CSV", "答案 CSV"),
+    "chat.tok_s": ("{tps:.1f} tokens/s", "{tps:.1f} tokens/秒"),
+}
+i18n.add(STRINGS)
+
+MAX_COLUMNS = 1 + pickers.MAX_ADAPTERS
+THROTTLE_S = 0.05  # at most ~20 redraws a second: per-token yields of 5 columns would flood the websocket
+
+
+@dataclass
+class ChatHandles:
+    picker: pickers.ModelPicker
+    load: gr.Button
+    unload: gr.Button
+    status: gr.Markdown
+    panes: list[gr.Column]
+    chatbots: list[gr.Chatbot]
+    speeds: list[gr.Markdown]
+    histories: gr.State
+    prompt: gr.Textbox
+    send: gr.Button
+    clear: gr.Button
+    settings: dict[str, Any]
+    prompt_file: gr.File
+    prompt_lines: gr.Textbox
+    run_set: gr.Button
+    set_status: gr.Markdown
+    set_table: gr.Dataframe
+    set_csv: gr.File
+
+
+# ---- the loaded session: one per app ---------------------------------------------------------------------------
+class SessionHolder:
+    """The app's one ChatSession; loading another closes the previous first (its memory is freed before the next
+    model loads, so peak memory is one session, not two)."""
+
+    def __init__(self) -> None:
+        self.session: chat.ChatSession | None = None
+        self.lock = threading.Lock()
+
+    def load(self, base: str | None, adapters: list[str], device: str, progress: Any = None) -> chat.ChatSession:
+        with self.lock:
+            self._close()
+            self.session = chat.ChatSession(base, adapters, device=device, progress=progress)
+            return self.session
+
+    def close(self) -> None:
+        with self.lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+HOLDER = SessionHolder()
+
+
+# ---- build -------------------------------------------------------------------------------------------------------
+def build(ctx: Any) -> ChatHandles:
+    tr = ctx.tr
+    picker = pickers.build(tr, ctx.defaults.model.name_or_path, "chat")
+    with gr.Row():
+        load = tr.bind(gr.Button(tr("chat.load"), variant="primary", elem_id="chat-load"), value="chat.load")
+        unload = tr.bind(gr.Button(tr("chat.unload"), elem_id="chat-unload"), value="chat.unload")
+    status = tr.bind(gr.Markdown(tr("chat.idle"), elem_classes="td-status", elem_id="chat-status"), value="chat.idle")
+    columns = _build_columns()
+    talk = _build_prompt(tr)
+    settings = _build_settings(tr)
+    prompt_set = _build_prompt_set(tr)
+    h = ChatHandles(
+        picker=picker, load=load, unload=unload, status=status, **columns, **talk, settings=settings, **prompt_set
+    )
+    _wire(ctx, h)
+    return h
+
+
+def _build_columns() -> dict[str, Any]:
+    panes, chatbots, speeds = [], [], []
+    with gr.Row(equal_height=True):
+        for i in range(MAX_COLUMNS):
+            with gr.Column(min_width=220, visible=i == 0) as pane:
+                chatbots.append(
+                    gr.Chatbot(
+                        value=[],
+                        label="base" if i == 0 else f"#{i}",
+                        height=420,
+                        buttons=["copy"],
+                        elem_id=f"chat-col-{i}",
+                    )
+                )
+                speeds.append(gr.Markdown("", elem_id=f"chat-speed-{i}"))
+            panes.append(pane)
+    return {"panes": panes, "chatbots": chatbots, "speeds": speeds, "histories": gr.State({})}
+
+
+def _build_prompt(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Row(equal_height=True):
+        prompt = gr.Textbox(
+            lines=2, max_lines=8, label=tr("chat.prompt"), info=tr("chat.prompt.info"), scale=6, elem_id="chat-prompt"
+        )
+        tr.bind(prompt, label="chat.prompt", info="chat.prompt.info")
+        with gr.Column(scale=1, min_width=110):
+            send = tr.bind(gr.Button(tr("chat.send"), variant="primary", elem_id="chat-send"), value="chat.send")
+            clear = tr.bind(gr.Button(tr("chat.clear"), elem_id="chat-clear"), value="chat.clear")
+    return {"prompt": prompt, "send": send, "clear": clear}
+
+
+def _slider(tr: i18n.Translator, key: str, lo: float, hi: float, step: float, value: float) -> gr.Slider:
+    widget = gr.Slider(
+        minimum=lo,
+        maximum=hi,
+        step=step,
+        value=value,
+        label=tr(f"chat.{key}"),
+        info=tr(f"chat.{key}.info"),
+        elem_id=f"chat-{key}",
+    )
+    return tr.bind(widget, label=f"chat.{key}", info=f"chat.{key}.info")
+
+
+def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
+    d = chat.GenSettings()
+    with gr.Accordion(tr("chat.section.sampling"), open=False) as acc:
+        with gr.Row():
+            s = {
+                "max_new_tokens": _slider(tr, "max_new_tokens", 1, 2048, 1, d.max_new_tokens),
+                "temperature": _slider(tr, "temperature", 0.0, 2.0, 0.05, d.temperature),
+                "top_p": _slider(tr, "top_p", 0.05, 1.0, 0.05, d.top_p),
+            }
+        with gr.Row():
+            s["top_k"] = _slider(tr, "top_k", 0, 200, 1, d.top_k)
+            s["repetition_penalty"] = _slider(tr, "repetition_penalty", 0.8, 2.0, 0.05, d.repetition_penalty)
+            s["seed"] = tr.bind(
+                gr.Number(
+                    value=d.seed,
+                    precision=0,
+                    minimum=0,
+                    label=tr("chat.seed"),
+                    info=tr("chat.seed.info"),
+                    elem_id="chat-seed",
+                ),
+                label="chat.seed",
+                info="chat.seed.info",
+            )
+        s["system_prompt"] = tr.bind(
+            gr.Textbox(
+                value=d.system_prompt,
+                label=tr("chat.system_prompt"),
+                info=tr("chat.system_prompt.info"),
+                elem_id="chat-system",
+            ),
+            label="chat.system_prompt",
+            info="chat.system_prompt.info",
+        )
+    tr.bind(acc, label="chat.section.sampling")
+    return s
+
+
+def _build_prompt_set(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Accordion(tr("chat.section.prompt_set"), open=False) as acc:
+        with gr.Row(equal_height=False):
+            prompt_file = tr.bind(
+                gr.File(
+                    file_types=[".txt", ".json", ".jsonl"], label=tr("chat.prompt_file"), elem_id="chat-prompt-file"
+                ),
+                label="chat.prompt_file",
+            )
+            prompt_lines = tr.bind(
+                gr.Textbox(
+                    lines=5,
+                    label=tr("chat.prompt_lines"),
+                    info=tr("chat.prompt_lines.info"),
+                    elem_id="chat-prompt-lines",
+                ),
+                label="chat.prompt_lines",
+                info="chat.prompt_lines.info",
+            )
+        tr.bind(gr.Markdown(tr("chat.prompt_file.info"), elem_classes="td-info"), value="chat.prompt_file.info")
+        run_set = tr.bind(gr.Button(tr("chat.run_set"), elem_id="chat-run-set"), value="chat.run_set")
+        set_status = gr.Markdown("", elem_classes="td-status", elem_id="chat-set-status")
+        set_table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="chat-set-table")
+        set_csv = tr.bind(gr.File(label=tr("chat.csv"), interactive=False, elem_id="chat-set-csv"), label="chat.csv")
+    tr.bind(acc, label="chat.section.prompt_set")
+    return {
+        "prompt_file": prompt_file,
+        "prompt_lines": prompt_lines,
+        "run_set": run_set,
+        "set_status": set_status,
+        "set_table": set_table,
+        "set_csv": set_csv,
+    }
+
+
+def _wire(ctx: Any, h: ChatHandles) -> None:
+    p = h.picker
+    lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
+    views = [h.status, *h.panes, *h.chatbots, *h.speeds, h.histories]
+
+    def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return load_models(ctx, values, progress)
+
+    def set_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return run_prompt_set(ctx, values, progress)
+
+    h.load.click(
+        load_event,
+        inputs={p.base, p.adapters, p.device, *lang},
+        outputs=views,
+        concurrency_id="chat-model",
+        concurrency_limit=1,
+    )
+    h.unload.click(lambda values: unload(ctx, values), inputs=lang or None, outputs=views)
+
+    def send_event(values: dict[Any, Any]) -> Any:
+        yield from send(ctx, values)
+
+    talk_inputs = {h.prompt, h.histories, *h.settings.values(), *lang}
+    gr.on(
+        [h.send.click, h.prompt.submit],
+        send_event,
+        inputs=talk_inputs,
+        outputs=[*views, h.prompt],
+        concurrency_id="chat-model",
+        concurrency_limit=1,
+        show_progress="hidden",
+    )
+    h.clear.click(lambda: clear(ctx), outputs=[*h.chatbots, *h.speeds, h.histories])
+    h.run_set.click(
+        set_event,
+        inputs={h.prompt_file, h.prompt_lines, *h.settings.values(), *lang},
+        outputs=[h.set_status, h.set_table, h.set_csv],
+        concurrency_id="chat-model",
+        concurrency_limit=1,
+    )
+
+
+# ---- handlers -------------------------------------------------------------------------------------------------------
+def _lang(ctx: Any, values: dict[Any, Any] | None) -> str:
+    return ctx.lang(values) if values is not None else ctx.tr.lang
+
+
+def _progress(progress: Any) -> Any:
+    return (lambda frac, msg: progress(frac, desc=msg)) if progress is not None else None
+
+
+def load_models(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+    """Load: the base and chosen adapters into one ChatSession; shows a column per model. Never raises."""
+    h: ChatHandles = ctx.handles["chat"]
+    lang = _lang(ctx, values)
+    base = str(values.get(h.picker.base) or "").strip() or None
+    adapters = pickers.selected(values.get(h.picker.adapters))
+    device = values.get(h.picker.device) or "auto"
+    if len(adapters) > pickers.MAX_ADAPTERS:
+        return {h.status: "❌ " + i18n.t("chat.too_many", lang, n=len(adapters), max=pickers.MAX_ADAPTERS)}
+    blocked, note = pickers.busy_note(device, lang)
+    if blocked:
+        return {h.status: "⏳ " + note}
+    try:
+        session = HOLDER.load(base, adapters, device, _progress(progress))
+    except (RuntimeError, OSError, ValueError) as exc:  # ChatError, DeviceBusy, ModelError, torch OOM
+        return {h.status: "❌ " + i18n.t("chat.error", lang, msg=_one_line(exc)), **_column_views(h, [])}
+    lines = [i18n.t("chat.loaded", lang, device=session.device, columns=", ".join(session.columns))]
+    lines += [f"⚠️ {w}" for w in session.warnings] + ([note] if note else [])
+    return {h.status: "✅ " + "\n\n".join(lines), **_column_views(h, session.columns), h.histories: {}}
+
+
+def unload(ctx: Any, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    h: ChatHandles = ctx.handles["chat"]
+    HOLDER.close()
+    return {h.status: i18n.t("chat.unloaded", _lang(ctx, values)), **_column_views(h, []), h.histories: {}}
+
+
+def _column_views(h: ChatHandles, columns: list[str]) -> dict[Any, Any]:
+    """One visible Chatbot per loaded column (the first stays visible, empty, when none is loaded)."""
+    out: dict[Any, Any] = {}
+    for i, (pane, bot, speed) in enumerate(zip(h.panes, h.chatbots, h.speeds, strict=True)):
+        label = columns[i] if i < len(columns) else ("base" if i == 0 else f"#{i}")
+        out[pane] = gr.update(visible=i < len(columns) or i == 0)
+        out[bot] = gr.update(value=[], label=label)
+        out[speed] = ""
+    return out
+
+
+def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> chat.GenSettings:
+    """The shared sampling widgets as GenSettings (numbers arrive as float from sliders)."""
+    s, d = h.settings, chat.GenSettings()
+
+    def num(key: str, kind: type) -> Any:
+        value = values.get(s[key])
+        value = getattr(d, key) if value is None or value == "" else value
+        return int(round(float(value))) if kind is int else float(value)
+
+    return chat.GenSettings(
+        max_new_tokens=num("max_new_tokens", int),
+        temperature=num("temperature", float),
+        top_p=num("top_p", float),
+        top_k=num("top_k", int),
+        repetition_penalty=num("repetition_penalty", float),
+        seed=num("seed", int),
+        system_prompt=str(values.get(s["system_prompt"]) or ""),
+    )
+
+
+def send(ctx: Any, values: dict[Any, Any]) -> Any:
+    """Send the prompt to every column; yields updates as the answers stream in, then the new histories."""
+    h: ChatHandles = ctx.handles["chat"]
+    lang = _lang(ctx, values)
+    session = HOLDER.session
+    prompt = str(values.get(h.prompt) or "").strip()
+    settings = gen_settings(h, values)
+    problem = (
+        i18n.t("chat.not_loaded", lang)
+        if session is None
+        else i18n.t("chat.empty_prompt", lang)
+        if not prompt
+        else i18n.t("chat.bad_settings", lang, msg="; ".join(settings.problems()))
+        if settings.problems()
+        else None
+    )
+    if problem:
+        yield {h.status: "❌ " + problem}
+        return
+    columns = session.columns
+    old = values.get(h.histories) or {}
+    histories = {c: list(old.get(c, [])) for c in columns}
+    state = {c: ("", 0.0) for c in columns}
+    yield {h.prompt: "", **_chat_views(h, columns, histories, prompt, state, lang)}
+    last = time.monotonic()
+    try:
+        for state in session.stream_all(histories, prompt, settings):
+            if time.monotonic() - last >= THROTTLE_S:
+                last = time.monotonic()
+                yield _chat_views(h, columns, histories, prompt, state, lang)
+    except (RuntimeError, ValueError) as exc:  # ChatError (a closed session), torch errors (OOM)
+        yield {h.status: "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))}
+        return
+    for c in columns:
+        histories[c] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": state[c][0]}]
+    yield {**_chat_views(h, columns, histories, None, state, lang), h.histories: histories}
+
+
+def _chat_views(
+    h: ChatHandles,
+    columns: list[str],
+    histories: dict[str, list[dict]],
+    prompt: str | None,
+    state: dict[str, tuple[str, float]],
+    lang: str,
+) -> dict[Any, Any]:
+    """Each column's Chatbot: its history, then (while streaming) the prompt and the answer so far."""
+    out: dict[Any, Any] = {}
+    for i, column in enumerate(columns[:MAX_COLUMNS]):
+        text, tps = state.get(column, ("", 0.0))
+        turn = [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}] if prompt else []
+        out[h.chatbots[i]] = histories.get(column, []) + turn
+        out[h.speeds[i]] = i18n.t("chat.tok_s", lang, tps=tps) if tps else ""
+    return out
+
+
+def clear(ctx: Any) -> dict[Any, Any]:
+    h: ChatHandles = ctx.handles["chat"]
+    return {**{bot: [] for bot in h.chatbots}, **{s: "" for s in h.speeds}, h.histories: {}}
+
+
+# ---- prompt sets ---------------------------------------------------------------------------------------------------
+def prompts_from(h: ChatHandles, values: dict[Any, Any]) -> list[Any]:
+    """The uploaded prompt file's prompts, else the pasted lines. Raises ChatError for a bad file."""
+    path = values.get(h.prompt_file)
+    if path:
+        return chat.load_prompt_set(path)
+    return [line.strip() for line in str(values.get(h.prompt_lines) or "").splitlines() if line.strip()]
+
+
+def run_prompt_set(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+    """Every prompt through every column: a table (prompt, reference, one answer column each) and its CSV."""
+    h: ChatHandles = ctx.handles["chat"]
+    lang = _lang(ctx, values)
+    session = HOLDER.session
+    settings = gen_settings(h, values)
+    try:
+        prompts = prompts_from(h, values)
+        if session is None or not prompts or settings.problems():
+            msg = "chat.not_loaded" if session is None else "chat.no_prompts" if not prompts else None
+            text = i18n.t(msg, lang) if msg else i18n.t("chat.bad_settings", lang, msg="; ".join(settings.problems()))
+            return {h.set_status: "❌ " + text}
+        table = session.run_prompt_set(prompts, settings, _progress(progress))
+        csv = chat.save_table(table, pickers.fresh_dir() / f"prompt-set-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    except (RuntimeError, OSError, ValueError) as exc:
+        return {h.set_status: "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))}
+    speeds = ", ".join(f"{c} {v}" for c, v in table.attrs.get("tokens_per_s", {}).items())
+    return {
+        h.set_status: "✅ " + i18n.t("chat.set_done", lang, n=len(table), speeds=speeds),
+        h.set_table: pd.DataFrame(table),
+        h.set_csv: str(csv),
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,706 @@
+"""Data tab: pick or upload a dataset, validate it, and see exactly what trains.
+
+Shows a paged table of the raw records (lazy `data.preview`), the validation summary with every problem by record,
+line, field and reason, one record rendered as trained (`render_segments`) with its label mask (`mask_view`:
+trained tokens highlighted, prompt greyed, tokens beyond max_seq_len marked cut), the token statistics and the
+length histogram with the max_seq_len line. Tokens are counted with the selected base model's tokenizer (the Model
+tab's `model.name_or_path`), loaded without weights and cached.
+
+The column mapping and the placeholders are dict fields of DataConfig that FIELDS has no widget for: a dropdown per
+canonical field (instruction, input, output, system, conversation), filled with the file's columns, and a small
+key/text table; `Form.add_extra` writes them into `data.columns` / `data.placeholders` whenever the form is read,
+so Start trains with the same mapping the preview shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app import data, modeling, paths
+from app.config import ConfigError, RunConfig
+from app.ui import i18n, pickers
+
+STRINGS = {
+    "data.section.source": ("Dataset", "数据集"),
+    "data.section.render": ("Prompt and settings", "提示与设置"),
+    "data.upload": ("Upload a file", "上传文件"),
+    "data.load": ("Load / validate", "加载并校验"),
+    "data.load.info": (
+        "Reads every record, checks it and counts tokens with the base model's tokenizer.",
+        "读取并检查每条记录，用基础模型的分词器统计 token 数。",
+    ),
+    "data.columns": ("Column mapping", "列映射"),
+    "data.columns.help": (
+        "Which column of the file holds each part; auto finds common names (question, answer, conversations...).",
+        "文件中每个部分对应哪一列；auto 会识别常见列名（question、answer、conversations 等）。",
+    ),
+    "data.col.instruction": ("Instruction column", "指令列"),
+    "data.col.instruction.info": ("The task or question.", "任务或问题。"),
+    "data.col.input": ("Input column", "输入列"),
+    "data.col.input.info": ("Optional context appended to the instruction.", "可选，附加在指令后的上下文。"),
+    "data.col.output": ("Output column", "输出列"),
+    "data.col.output.info": ("The answer the model learns to give.", "模型要学会给出的回答。"),
+    "data.col.system": ("System column", "系统提示列"),
+    "data.col.system.info": ("Optional per-record system message.", "可选，每条记录自己的系统消息。"),
+    "data.col.messages": ("Conversation column", "对话列"),
+    "data.col.messages.info": (
+        "A list of turns (sharegpt or messages records).",
+        "轮次列表（sharegpt 或 messages 格式）。",
+    ),
+    "data.placeholders": ("Placeholders", "占位符"),
+    "data.placeholders.info": (
+        "Text put in place of {{key}} in every record, e.g. name and author for identity data.",
+        "替换每条记录中 {{key}} 的文本，例如身份数据里的 name 和 author。",
+    ),
+    "data.ph.key": ("placeholder", "占位符"),
+    "data.ph.text": ("text", "文本"),
+    "data.status.empty": ("Press **Load / validate** to read the dataset.", "点击“**加载并校验**”读取数据集。"),
+    "data.summary": (
+        "**{path}**: {format}, {records} records, **{valid} valid**, {skipped} skipped, {warnings} warnings.",
+        "**{path}**：{format} 格式，{records} 条记录，**{valid} 条有效**，跳过 {skipped} 条，{warnings} 条警告。",
+    ),
+    "data.error": ("Cannot read the dataset: {msg}", "无法读取数据集：{msg}"),
+    "data.config_error": ("Fix these settings first:\n{msg}", "请先修正这些设置：\n{msg}"),
+    "data.no_tokenizer": ("Records checked, but tokens were not counted: {msg}", "记录已检查，但未统计 token：{msg}"),
+    "data.uploaded": ("Copied the upload to `{path}`.", "上传的文件已复制到 `{path}`。"),
+    "data.tab.records": ("Records", "记录"),
+    "data.tab.problems": ("Problems", "问题"),
+    "data.tab.example": ("Example as trained", "训练样本预览"),
+    "data.tab.stats": ("Statistics", "统计"),
+    "data.page": ("Page", "页码"),
+    "data.page.info": ("Pages of 20 raw records, as stored in the file.", "每页 20 条原始记录（文件中的原样）。"),
+    "data.prev": ("◀ Previous", "◀ 上一页"),
+    "data.next": ("Next ▶", "下一页 ▶"),
+    "data.page_of": ("Page {page} of {pages} ({total} rows).", "第 {page} 页，共 {pages} 页（{total} 行）。"),
+    "data.page_open": ("Page {page} (total not counted).", "第 {page} 页（总数未统计）。"),
+    "data.no_problems": ("No problems: every record is valid.", "没有问题：所有记录都有效。"),
+    "data.pcol.index": ("record", "记录"),
+    "data.pcol.line": ("line", "行"),
+    "data.pcol.field": ("field", "字段"),
+    "data.pcol.severity": ("severity", "级别"),
+    "data.pcol.reason": ("reason", "原因"),
+    "data.record": ("Record #", "记录编号"),
+    "data.record.info": (
+        "The # of a record in the table (or click a row there).",
+        "表格中记录的编号（或直接点击表格中的行）。",
+    ),
+    "data.rendered": ("Rendered prompt", "渲染后的提示"),
+    "data.mask": ("Label mask (tokens)", "标签掩码（按 token）"),
+    "data.mask.help": (
+        "Green: trained (loss counted). Grey: prompt (no loss). Red: cut off by max_seq_len.",
+        "绿色：参与训练（计算损失）。灰色：提示（不计损失）。红色：超出最大序列长度被截断。",
+    ),
+    "data.record_head": (
+        "Record **{index}**: {tokens} tokens ({trained} trained){cut}; template {template}.",
+        "记录 **{index}**：{tokens} 个 token（{trained} 个参与训练）{cut}；模板 {template}。",
+    ),
+    "data.record_cut": (", {cut} cut", "，截断 {cut} 个"),
+    "data.record_skipped": ("Record {index} is skipped:\n{problems}", "记录 {index} 被跳过：\n{problems}"),
+    "data.record_missing": (
+        "No record {index}: the file has records 0 to {last}.",
+        "没有记录 {index}：文件中的记录编号为 0 到 {last}。",
+    ),
+    "data.record_none": ("Load a dataset to see a record.", "加载数据集后可查看记录。"),
+    "data.stats_table": (
+        "| | |\n|---|---|\n| Records (valid / skipped) | {valid} / {skipped} |\n"
+        "| Tokens total | {total:,} |\n| Tokens mean / max | {mean:.1f} / {max:,} |\n"
+        "| Cut by max_seq_len {msl} | {cut} ({share:.1%}) |\n| Train / validation | {train} / {val} |\n"
+        "| Tokens per epoch | {epoch:,} |",
+        "| | |\n|---|---|\n| 记录（有效 / 跳过） | {valid} / {skipped} |\n| token 总数 | {total:,} |\n"
+        "| 平均 / 最长 token 数 | {mean:.1f} / {max:,} |\n| 超过最大长度 {msl} 被截断 | {cut}（{share:.1%}） |\n"
+        "| 训练 / 验证 | {train} / {val} |\n| 每轮 token 数 | {epoch:,} |",
+    ),
+    "data.seg.response": ("response (trained)", "回答（训练）"),
+    "data.state.trained": ("trained", "训练"),
+    "data.state.prompt": ("prompt", "提示"),
+    "data.state.cut": ("cut", "截断"),
+}
+i18n.add(STRINGS)
+
+DATA_FIELDS = [
+    "data.path",
+    "data.format",
+    "data.template",
+    "data.system_prompt",
+    "data.max_seq_len",
+    "data.val_size",
+    "data.max_samples",
+    "data.train_on_prompt",
+]
+COLUMN_KEYS = ("instruction", "input", "output", "system", "messages")
+AUTO = "auto"
+PAGE_SIZE = 20
+UPLOAD_TYPES = [".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".parquet"]
+STATE_COLORS = {"trained": "#54A24B", "prompt": "#BAB0AC", "cut": "#E45756"}
+MAX_MASK_TOKENS = 4096  # a 32k-token record as 32k highlighted spans freezes the browser; the rest is summarised
+
+
+@dataclass
+class DataHandles:
+    fields: dict[str, Any]
+    upload: gr.UploadButton
+    load: gr.Button
+    columns: dict[str, gr.Dropdown]
+    placeholders: gr.Dataframe
+    status: gr.Markdown
+    table: gr.Dataframe
+    page: gr.Number
+    prev: gr.Button
+    next: gr.Button
+    page_info: gr.Markdown
+    problems: gr.Dataframe
+    record: gr.Number
+    record_info: gr.Markdown
+    rendered: gr.HighlightedText
+    mask: gr.HighlightedText
+    stats: gr.Markdown
+    histogram: gr.Plot
+
+
+# ---- build -----------------------------------------------------------------------------------------------------
+def build(ctx: Any) -> DataHandles:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=380):
+            left = _build_source(ctx)
+        with gr.Column(scale=3, min_width=480):
+            right = _build_views(ctx.tr)
+    h = DataHandles(**left, **right)
+    ctx.form.add_extra([*h.columns.values(), h.placeholders], _apply_extras(h), _show_extras(h))
+    _wire(ctx, h)
+    return h
+
+
+def _section(tr: i18n.Translator, key: str) -> None:
+    tr.bind(gr.Markdown(tr(key), elem_classes="td-section-title"), value=key)
+
+
+def _build_source(ctx: Any) -> dict[str, Any]:
+    tr, form = ctx.tr, ctx.form
+    _section(tr, "data.section.source")
+    fields = form.build(DATA_FIELDS[:1])
+    with gr.Row():
+        upload = tr.bind(
+            gr.UploadButton(tr("data.upload"), file_types=UPLOAD_TYPES, size="sm", elem_id="data-upload"),
+            value="data.upload",
+        )
+        load = tr.bind(
+            gr.Button(tr("data.load"), variant="primary", size="sm", elem_id="data-load"), value="data.load"
+        )
+    tr.bind(gr.Markdown(tr("data.load.info"), elem_classes="td-info"), value="data.load.info")
+    fields.update(form.build(DATA_FIELDS[1:2]))
+    columns, placeholders = _build_mapping(ctx)
+    _section(tr, "data.section.render")
+    fields.update(form.build(DATA_FIELDS[2:4]))
+    with gr.Row():
+        fields.update(form.build(DATA_FIELDS[4:6]))
+    with gr.Row():
+        fields.update(form.build(DATA_FIELDS[6:]))
+    return {"fields": fields, "upload": upload, "load": load, "columns": columns, "placeholders": placeholders}
+
+
+def _build_mapping(ctx: Any) -> tuple[dict[str, gr.Dropdown], gr.Dataframe]:
+    tr, d = ctx.tr, ctx.defaults.data
+    with gr.Accordion(tr("data.columns"), open=bool(d.columns)) as acc:
+        tr.bind(gr.Markdown(tr("data.columns.help"), elem_classes="td-info"), value="data.columns.help")
+        columns = {}
+        with gr.Row():
+            for key in COLUMN_KEYS:
+                value = d.columns.get(key) or AUTO
+                columns[key] = gr.Dropdown(
+                    choices=_unique([AUTO, value]),
+                    value=value,
+                    allow_custom_value=True,
+                    label=tr(f"data.col.{key}"),
+                    info=tr(f"data.col.{key}.info"),
+                    min_width=140,
+                    elem_id=f"data-col-{key}",
+                )
+                tr.bind(columns[key], label=f"data.col.{key}", info=f"data.col.{key}.info")
+    tr.bind(acc, label="data.columns")
+    with gr.Accordion(tr("data.placeholders"), open=bool(d.placeholders)) as acc2:
+        tr.bind(gr.Markdown(tr("data.placeholders.info"), elem_classes="td-info"), value="data.placeholders.info")
+        placeholders = gr.Dataframe(
+            value=_placeholder_rows(d.placeholders),
+            headers=["placeholder", "text"],
+            column_count=2,
+            interactive=True,
+            show_label=False,
+            elem_id="data-placeholders",
+        )
+    tr.bind(acc2, label="data.placeholders")
+    return columns, placeholders
+
+
+def _build_views(tr: i18n.Translator) -> dict[str, Any]:
+    status = tr.bind(
+        gr.Markdown(tr("data.status.empty"), elem_classes="td-status", elem_id="data-status"),
+        value="data.status.empty",
+    )
+    with gr.Tabs():
+        with gr.Tab(tr("data.tab.records"), id="data-records") as t1:
+            table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-table")
+            with gr.Row(equal_height=True):
+                prev = tr.bind(gr.Button(tr("data.prev"), size="sm", min_width=90), value="data.prev")
+                page = gr.Number(
+                    value=1,
+                    minimum=1,
+                    precision=0,
+                    label=tr("data.page"),
+                    info=tr("data.page.info"),
+                    min_width=120,
+                    elem_id="data-page",
+                )
+                tr.bind(page, label="data.page", info="data.page.info")
+                nxt = tr.bind(gr.Button(tr("data.next"), size="sm", min_width=90), value="data.next")
+            page_info = gr.Markdown("", elem_id="data-page-info")
+        with gr.Tab(tr("data.tab.problems"), id="data-problems") as t2:
+            problems = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-problem-table")
+        with gr.Tab(tr("data.tab.example"), id="data-example") as t3:
+            example = _build_example(tr)
+        with gr.Tab(tr("data.tab.stats"), id="data-stats") as t4:
+            stats = gr.Markdown("", elem_classes="td-info", elem_id="data-stats-table")
+            histogram = gr.Plot(show_label=False, elem_id="data-histogram")
+    for tab, key in ((t1, "records"), (t2, "problems"), (t3, "example"), (t4, "stats")):
+        tr.bind(tab, label=f"data.tab.{key}")
+    return {
+        "status": status,
+        "table": table,
+        "page": page,
+        "prev": prev,
+        "next": nxt,
+        "page_info": page_info,
+        "problems": problems,
+        "stats": stats,
+        "histogram": histogram,
+        **example,
+    }
+
+
+def _build_example(tr: i18n.Translator) -> dict[str, Any]:
+    record = gr.Number(
+        value=0, minimum=0, precision=0, label=tr("data.record"), info=tr("data.record.info"), elem_id="data-record"
+    )
+    tr.bind(record, label="data.record", info="data.record.info")
+    record_info = gr.Markdown("", elem_id="data-record-info")
+    colors = {i18n.t("data.seg.response", lang): STATE_COLORS["trained"] for lang in i18n.LANGS}
+    rendered = gr.HighlightedText(
+        label=tr("data.rendered"),
+        color_map=colors,
+        show_legend=True,
+        show_inline_category=False,
+        elem_id="data-rendered",
+    )
+    tr.bind(rendered, label="data.rendered")
+    tr.bind(gr.Markdown(tr("data.mask.help"), elem_classes="td-info"), value="data.mask.help")
+    state_colors = {i18n.t(f"data.state.{s}", lang): c for s, c in STATE_COLORS.items() for lang in i18n.LANGS}
+    mask = gr.HighlightedText(
+        label=tr("data.mask"),
+        color_map=state_colors,
+        show_legend=True,
+        show_inline_category=False,
+        elem_id="data-mask",
+    )
+    tr.bind(mask, label="data.mask")
+    return {"record": record, "record_info": record_info, "rendered": rendered, "mask": mask}
+
+
+def _wire(ctx: Any, h: DataHandles) -> None:
+    model_fields = {c for p, c in ctx.form.components.items() if p.startswith("model.")}
+    inputs = {*h.fields.values(), *h.columns.values(), h.placeholders, *model_fields}
+    if ctx.lang_selector is not None:
+        inputs.add(ctx.lang_selector)
+    views = [
+        h.status,
+        h.table,
+        h.page,
+        h.page_info,
+        h.problems,
+        h.stats,
+        h.histogram,
+        h.record,
+        h.record_info,
+        h.rendered,
+        h.mask,
+        *h.columns.values(),
+        h.placeholders,
+    ]
+
+    def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return load_data(ctx, values, progress)
+
+    h.load.click(load_event, inputs=inputs, outputs=views, concurrency_id="data-load", concurrency_limit=2)
+    h.upload.upload(
+        functools.partial(upload, ctx), inputs={h.upload, *inputs}, outputs=[h.fields["data.path"], h.status]
+    ).success(load_event, inputs=inputs, outputs=views, concurrency_id="data-load")
+    page_views = [h.table, h.page, h.page_info]
+    h.page.submit(lambda v: show_page(ctx, v), inputs=inputs | {h.page}, outputs=page_views)
+    h.prev.click(lambda v: show_page(ctx, v, -1), inputs=inputs | {h.page}, outputs=page_views)
+    h.next.click(lambda v: show_page(ctx, v, +1), inputs=inputs | {h.page}, outputs=page_views)
+    record_views = [h.record_info, h.rendered, h.mask]
+    h.record.submit(lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views)
+    h.table.select(pick_row, inputs=h.table, outputs=h.record).then(
+        lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views
+    )
+    if ctx.demo is not None:  # the default dataset shows on first open
+        ctx.demo.load(load_event, inputs=inputs, outputs=views, concurrency_id="data-load", show_progress="hidden")
+
+
+# ---- config extras: column mapping and placeholders -----------------------------------------------------------
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def _placeholder_rows(mapping: dict[str, str], keys: list[str] | None = None) -> list[list[str]]:
+    """Rows of the placeholder table: the configured ones, then `keys` found in the data, else name/author."""
+    rows = [[k, v] for k, v in mapping.items()]
+    for key in keys or ([] if rows else ["name", "author"]):
+        if key not in mapping:
+            rows.append([key, ""])
+    return rows
+
+
+def table_pairs(value: Any) -> dict[str, str]:
+    """{key: text} from the placeholder table (a DataFrame from the browser, a list of rows from a test); rows
+    without a key or without text are left out (an unset placeholder trains as written, with a warning)."""
+    if isinstance(value, pd.DataFrame):
+        rows = value.values.tolist()
+    else:
+        rows = list((value.get("data") if isinstance(value, dict) else value) or [])
+    out = {}
+    for row in rows:
+        key, text = (list(row) + ["", ""])[:2]
+        key, text = str(key or "").strip().strip("{}").strip(), "" if text is None else str(text)
+        if key and text.strip() and text.lower() != "nan":
+            out[key] = text
+    return out
+
+
+def column_mapping(h: DataHandles, values: dict[Any, Any]) -> dict[str, str]:
+    return {k: str(values[c]).strip() for k, c in h.columns.items() if values.get(c) and values[c] != AUTO}
+
+
+def _apply_extras(h: DataHandles) -> Any:
+    def apply(cfg: dict[str, Any], values: dict[Any, Any]) -> None:
+        cfg["data"]["columns"] = column_mapping(h, values)
+        cfg["data"]["placeholders"] = table_pairs(values.get(h.placeholders))
+
+    return apply
+
+
+def _show_extras(h: DataHandles) -> Any:
+    def show(cfg: RunConfig) -> dict[Any, Any]:
+        out = {c: gr.update(value=cfg.data.columns.get(k) or AUTO) for k, c in h.columns.items()}
+        out[h.placeholders] = gr.update(value=_placeholder_rows(cfg.data.placeholders))
+        return out
+
+    return show
+
+
+# ---- tokenizer and prepared data, cached ----------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def tokenizer_for(name: str, trust_remote_code: bool = False) -> Any:
+    """The base model's tokenizer only (no weights): ~0.3 s for SmolLM2 the first time, then cached."""
+    return modeling.load_tokenizer(modeling.resolve_model(name), trust_remote_code)
+
+
+class _Prepared:
+    """The last two prepared datasets, keyed by data config, model and file time, so picking a record after
+    Load re-tokenizes one record instead of the whole file."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.items: OrderedDict[tuple, Any] = OrderedDict()
+        self.size = size
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(cfg: RunConfig) -> tuple:
+        path = paths.resolve_data_path(cfg.data.path)
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        return repr(cfg.data), cfg.model.name_or_path, cfg.model.trust_remote_code, stamp
+
+    def get(self, cfg: RunConfig) -> Any:
+        with self.lock:
+            return self.items.get(self.key(cfg))
+
+    def put(self, cfg: RunConfig, prepared: Any) -> None:
+        with self.lock:
+            self.items[self.key(cfg)] = prepared
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+PREPARED = _Prepared()
+
+
+def _prepare(cfg: RunConfig, progress: Any = None) -> tuple[Any, Any, str | None]:
+    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable."""
+    try:
+        tok = tokenizer_for(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code)
+    except (modeling.ModelError, OSError, ValueError) as exc:
+        return data.load_from_config(cfg.data), None, _one_line(exc)
+    report = (lambda f, m: progress(f, desc=m)) if progress is not None else None
+    try:
+        prepared = data.prepare(cfg.data, tok, report)
+    except data.RenderError as exc:
+        return data.load_from_config(cfg.data), None, _one_line(exc)
+    PREPARED.put(cfg, prepared)
+    return prepared.load, prepared, None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+# ---- handlers ---------------------------------------------------------------------------------------------------
+def _read_config(ctx: Any, values: dict[Any, Any]) -> RunConfig:
+    return ctx.form.to_config(values)
+
+
+def load_data(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+    """Load / validate: table page 1, problems, summary, statistics, histogram and the first valid record.
+
+    Never raises: an unreadable file or a bad setting shows as the status line."""
+    h: DataHandles = ctx.handles["data"]
+    lang = ctx.lang(values)
+    try:
+        cfg = _read_config(ctx, values)
+        load, prepared, no_tokens = _prepare(cfg, progress)
+        frame, total = data.preview(cfg.data.path, 0, PAGE_SIZE, cfg.data.format, cfg.data.columns)
+    except ConfigError as exc:
+        return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc))}
+    except (data.DataError, OSError, ValueError) as exc:
+        return {h.status: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc)), **_cleared(h)}
+    out = {
+        h.status: _summary(load, lang, no_tokens),
+        h.problems: problem_table(load.problems, lang),
+        **_page_updates(h, frame, total, 1, lang),
+        **_column_updates(h, frame, load, values),
+        h.placeholders: gr.update(value=_placeholder_rows(cfg.data.placeholders, unfilled_keys(load))),
+    }
+    out.update(_stats_updates(h, prepared, lang))
+    first = load.examples[0].index if load.examples else 0
+    out[h.record] = first
+    out.update(_record_updates(h, cfg, load, prepared, first, lang))
+    return out
+
+
+def _problems(exc: ConfigError) -> str:
+    return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
+
+
+def _cleared(h: DataHandles) -> dict[Any, Any]:
+    return {
+        h.table: None,
+        h.page_info: "",
+        h.problems: None,
+        h.stats: "",
+        h.histogram: None,
+        h.record_info: "",
+        h.rendered: None,
+        h.mask: None,
+    }
+
+
+def _summary(load: Any, lang: str, no_tokens: str | None) -> str:
+    warnings = len(load.problems) - len(load.errors)
+    text = i18n.t(
+        "data.summary",
+        lang,
+        path=Path(load.path).name,
+        format=load.format,
+        records=load.records,
+        valid=load.records - load.skipped,
+        skipped=load.skipped,
+        warnings=warnings,
+    )
+    if no_tokens:
+        text += "\n\n⚠️ " + i18n.t("data.no_tokenizer", lang, msg=no_tokens)
+    return ("✅ " if not load.errors and load.examples else "⚠️ ") + text
+
+
+def problem_table(problems: list[Any], lang: str = "en") -> pd.DataFrame:
+    """One row per problem: record index, line, field, severity, reason (a note about the whole file has no index)."""
+    t = functools.partial(i18n.t, lang=lang)
+    cols = [
+        t("data.pcol.index"),
+        t("data.pcol.line"),
+        t("data.pcol.field"),
+        t("data.pcol.severity"),
+        t("data.pcol.reason"),
+    ]
+    if not problems:
+        return pd.DataFrame({cols[-1]: [t("data.no_problems")]})
+    rows = [
+        ["" if p.index is None else p.index, "" if p.line is None else p.line, p.field or "", p.severity, p.message]
+        for p in problems
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def unfilled_keys(load: Any) -> list[str]:
+    """Placeholder names the data uses without a value (from the loader's warnings), for the placeholder table."""
+    found = []
+    for p in load.problems:
+        if "placeholder" in p.message:
+            found += re.findall(r"\{\{(\w+)\}\}", p.message)
+    return list(dict.fromkeys(found))
+
+
+def _column_updates(h: DataHandles, frame: pd.DataFrame, load: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Offer the file's columns in every mapping dropdown (the current choice stays, auto stays first)."""
+    names = [str(c) for c in frame.columns if c not in ("#", "_error")] + list(load.columns.values())
+    return {c: gr.update(choices=_unique([AUTO, *names, str(values.get(c) or AUTO)])) for c in h.columns.values()}
+
+
+def _page_updates(h: DataHandles, frame: pd.DataFrame, total: int | None, page: int, lang: str) -> dict[Any, Any]:
+    if total is None:
+        info = i18n.t("data.page_open", lang, page=page)
+    else:
+        info = i18n.t("data.page_of", lang, page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total)
+    return {h.table: frame, h.page: page, h.page_info: info}
+
+
+def show_page(ctx: Any, values: dict[Any, Any], step: int = 0) -> dict[Any, Any]:
+    """The table page in the page box (+ step for Previous / Next), clamped to the pages there are."""
+    h: DataHandles = ctx.handles["data"]
+    lang = ctx.lang(values)
+    try:
+        cfg = _read_config(ctx, values)
+        page = max(1, int(values.get(h.page) or 1) + step)
+        frame, total = data.preview(cfg.data.path, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns)
+        if total is not None and page > 1 and (page - 1) * PAGE_SIZE >= total:
+            page = max(1, -(-total // PAGE_SIZE))
+            frame, total = data.preview(cfg.data.path, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns)
+    except (ConfigError, data.DataError, OSError, ValueError) as exc:
+        return {h.page_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
+    return _page_updates(h, frame, total, page, lang)
+
+
+def pick_row(table: Any, evt: gr.SelectData) -> Any:
+    """Clicking a table row picks its record (the '#' column) for the example view."""
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    try:
+        return int(table.iloc[row]["#"]) if isinstance(table, pd.DataFrame) else int(table[row][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return gr.update()
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------
+def _stats_updates(h: DataHandles, prepared: Any, lang: str) -> dict[Any, Any]:
+    if prepared is None:
+        return {h.stats: "", h.histogram: None}
+    s = prepared.stats
+    text = i18n.t(
+        "data.stats_table",
+        lang,
+        valid=s.valid,
+        skipped=s.skipped,
+        total=s.total_tokens,
+        mean=s.mean_tokens,
+        max=s.max_tokens,
+        msl=s.max_seq_len,
+        cut=s.truncated,
+        share=s.truncated_share,
+        train=s.train_count,
+        val=s.val_count,
+        epoch=s.tokens_per_epoch,
+    )
+    return {h.stats: text, h.histogram: data.length_histogram(s.lengths, s.max_seq_len)}
+
+
+# ---- one record as trained ------------------------------------------------------------------------------------
+def show_record(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """The record in the record box, rendered and masked exactly as the trainer sees it."""
+    h: DataHandles = ctx.handles["data"]
+    lang = ctx.lang(values)
+    try:
+        cfg = _read_config(ctx, values)
+        prepared = PREPARED.get(cfg)
+        load = prepared.load if prepared is not None else None
+        if load is None:
+            load, prepared, _ = _prepare(cfg)
+    except (ConfigError, data.DataError, OSError, ValueError) as exc:
+        return {h.record_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
+    index = int(values.get(h.record) or 0)
+    return _record_updates(h, cfg, load, prepared, index, lang)
+
+
+def _record_updates(h: DataHandles, cfg: RunConfig, load: Any, prepared: Any, index: int, lang: str) -> dict[Any, Any]:
+    example = next((e for e in load.examples if e.index == index), None)
+    if example is None:
+        return {h.record_info: _why_missing(load, index, lang), h.rendered: None, h.mask: None}
+    if prepared is None:  # no tokenizer: the record is valid but cannot be rendered
+        return {h.record_info: "", h.rendered: None, h.mask: None}
+    tok = tokenizer_for(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code)
+    try:
+        return _render(h, cfg, example, tok, prepared.template, lang)
+    except data.RenderError as exc:
+        return {h.record_info: "❌ " + _one_line(exc), h.rendered: None, h.mask: None}
+
+
+def _why_missing(load: Any, index: int, lang: str) -> str:
+    found = [p for p in load.problems if p.index == index and p.severity == "error"]
+    if found:
+        return i18n.t(
+            "data.record_skipped",
+            lang,
+            index=index,
+            problems="\n".join(f"- {p.field or '-'}: {p.message}" for p in found),
+        )
+    if load.records == 0:
+        return i18n.t("data.record_none", lang)
+    return i18n.t("data.record_missing", lang, index=index, last=load.records - 1)
+
+
+def _render(h: DataHandles, cfg: RunConfig, example: Any, tok: Any, template: str, lang: str) -> dict[Any, Any]:
+    dcfg = replace(cfg.data, template=template)
+    segments = data.render_segments(example, tok, template, dcfg.system_prompt)
+    response = i18n.t("data.seg.response", lang)
+    rendered = [(text, response if is_response else None) for text, is_response in segments]
+    encoded = data.encode_example(example, tok, dcfg)
+    full = data.encode_example(example, tok, replace(dcfg, max_seq_len=10**9)) if encoded.truncated else None
+    view = data.mask_view(encoded, tok, full.input_ids[:MAX_MASK_TOKENS] if full else None)
+    names = {s: i18n.t(f"data.state.{s}", lang) for s in STATE_COLORS}
+    mask = [(text, names[state]) for text, state in view[:MAX_MASK_TOKENS]]
+    trained = sum(label != data.IGNORE for label in encoded.labels)
+    cut = encoded.full_length - len(encoded.input_ids)
+    info = i18n.t(
+        "data.record_head",
+        lang,
+        index=example.index,
+        tokens=encoded.full_length,
+        trained=trained,
+        cut=i18n.t("data.record_cut", lang, cut=cut) if cut else "",
+        template=template,
+    )
+    return {h.record_info: info, h.rendered: rendered, h.mask: mask}
+
+
+# ---- upload -------------------------------------------------------------------------------------------------------
+def upload(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Copy the browser upload into a private folder (temp name, then rename) and point data.path at it: Gradio's
+    upload cache is shared and cleaned on its own schedule, and a training run must find the file hours later."""
+    h: DataHandles = ctx.handles["data"]
+    lang = ctx.lang(values)
+    src = values.get(h.upload)
+    src = src[0] if isinstance(src, list) else src
+    if not src:
+        return {h.status: i18n.t("data.status.empty", lang)}
+    target = pickers.fresh_dir() / Path(str(src)).name
+    tmp = target.with_name(target.name + ".part")
+    try:
+        shutil.copyfile(str(src), tmp)
+        tmp.replace(target)
+    except OSError as exc:
+        return {h.status: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
+    return {h.fields["data.path"]: str(target), h.status: i18n.t("data.uploaded", lang, path=target)}

@@ -1,0 +1,229 @@
+"""Shared pickers of the Chat, Evaluate and Export tabs: a base model, up to N adapters/checkpoints, a device.
+
+Adapters come from the run list (`runs.list_runs()`: each finished or stopped run's adapter/ or model/ folder and
+its checkpoints) or from any folder path typed into the same dropdown. The base is preselected from the app
+defaults and follows the adapters when they name one (the run's config.yaml, else adapter_config.json).
+
+The device guard: one owner of the accelerator at a time. When a training run holds the device a model would load
+on, the tab says so and offers the choice: wait for the run, or load on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import yaml
+
+from app import runs
+from app.ui import i18n
+
+STRINGS = {
+    "pick.base": ("Base model", "基础模型"),
+    "pick.base.info": (
+        "Catalog id, hub id in the local cache, or a model folder; adapters fill it in when they name their base.",
+        "目录 ID、本地缓存中的 Hub ID 或模型文件夹；所选适配器记录了底座时会自动填入。",
+    ),
+    "pick.adapters": ("Adapters and checkpoints", "适配器与检查点"),
+    "pick.adapters.info": (
+        "Pick from finished or stopped runs, or type a folder path and press Enter (at most 4).",
+        "从已完成或已停止的训练中选择，或输入文件夹路径后回车（最多 4 个）。",
+    ),
+    "pick.adapter": ("Adapter or model folder", "适配器或模型文件夹"),
+    "pick.adapter.info": (
+        "A run's adapter/checkpoint, or type any adapter folder path and press Enter.",
+        "选择训练得到的适配器或检查点，或输入任意适配器文件夹路径后回车。",
+    ),
+    "pick.refresh": ("Refresh runs", "刷新训练列表"),
+    "pick.device": ("Device", "设备"),
+    "pick.device.info": (
+        "auto: the GPU when there is one. cpu: slower, but usable while a training run holds the GPU.",
+        "auto：有 GPU 就用 GPU。cpu：较慢，但在训练占用 GPU 时也能用。",
+    ),
+    "pick.device_busy": (
+        "A training run is using {device} ({run}). Wait for it to finish, or choose device **cpu** and load again.",
+        "训练任务正在使用 {device}（{run}）。请等待训练结束，或把设备改为 **cpu** 后重新加载。",
+    ),
+    "pick.cpu_shared": (
+        "Note: a training run is also using the CPU; both will run slower.",
+        "注意：训练任务也在使用 CPU，两者都会变慢。",
+    ),
+    "pick.final": ("final", "最终"),
+}
+i18n.add(STRINGS)
+
+MAX_ADAPTERS = 4
+DEVICE_CHOICES = ("auto", "cpu")
+USABLE = ("finished", "stopped")
+
+
+@dataclass
+class ModelPicker:
+    """Base + adapters + device widgets; `adapters` is a multiselect dropdown (or single for `single=True`)."""
+
+    base: gr.Dropdown
+    adapters: gr.Dropdown
+    refresh: gr.Button
+    device: gr.Radio
+
+
+# ---- choices from the run list ------------------------------------------------------------------------------
+def adapter_choices(output_dir: str | Path | None = None) -> list[tuple[str, str]]:
+    """(label, folder) for each finished/stopped run's final adapter (or model) and its checkpoints, newest first.
+
+    >>> adapter_choices("/nonexistent")
+    []
+    """
+    out: list[tuple[str, str]] = []
+    for run in runs.list_runs(output_dir):
+        if run.status not in USABLE:
+            continue
+        if run.adapter is not None:
+            out.append((f"{run.id} · {run.adapter.name}", str(run.adapter)))
+        for ckpt in reversed(runs.checkpoints(run.path)):
+            out.append((f"{run.id} · {ckpt.name}", str(ckpt)))
+    return out
+
+
+def run_dir_of(folder: str | Path) -> Path | None:
+    """The run folder an adapter or checkpoint lives in (runs/X/adapter, runs/X/checkpoints/checkpoint-N)."""
+    folder = Path(folder)
+    for candidate in (folder.parent, folder.parent.parent):
+        if runs.is_run_dir(candidate):
+            return candidate
+    return None
+
+
+def base_of(folder: str | Path) -> str | None:
+    """The base model an adapter was trained on: its run's config.yaml (the name the user chose, e.g. a catalog
+    id), else adapter_config.json's base_model_name_or_path; None for a full model or an unknown folder."""
+    run_dir = run_dir_of(folder)
+    if run_dir is not None:
+        try:
+            data = yaml.safe_load((run_dir / runs.CONFIG).read_text(encoding="utf-8")) or {}
+            name = (data.get("model") or {}).get("name_or_path")
+            if name:
+                return str(name)
+        except (OSError, yaml.YAMLError, AttributeError):
+            pass
+    cfg = Path(folder) / "adapter_config.json"
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def base_choices(default: str) -> list[str]:
+    try:
+        from app import catalog
+
+        ids = list(catalog.ids())
+    except ImportError:
+        ids = []
+    return ids if default in ids else [default, *ids]
+
+
+# ---- widgets ---------------------------------------------------------------------------------------------------
+def build(
+    tr: i18n.Translator, default_base: str, prefix: str, single: bool = False, max_adapters: int = MAX_ADAPTERS
+) -> ModelPicker:
+    """The picker in the current Blocks context; `prefix` makes elem ids unique per tab."""
+    with gr.Row(equal_height=False):
+        base = gr.Dropdown(
+            choices=base_choices(default_base),
+            value=default_base,
+            allow_custom_value=True,
+            filterable=True,
+            label=tr("pick.base"),
+            info=tr("pick.base.info"),
+            scale=2,
+            elem_id=f"{prefix}-base",
+        )
+        tr.bind(base, label="pick.base", info="pick.base.info")
+        key = "pick.adapter" if single else "pick.adapters"
+        adapters = gr.Dropdown(
+            choices=adapter_choices(),
+            value=None if single else [],
+            multiselect=not single,
+            max_choices=None if single else max_adapters,
+            allow_custom_value=True,
+            filterable=True,
+            label=tr(key),
+            info=tr(f"{key}.info"),
+            scale=3,
+            elem_id=f"{prefix}-adapters",
+        )
+        tr.bind(adapters, label=key, info=f"{key}.info")
+        with gr.Column(scale=1, min_width=160):
+            device = gr.Radio(
+                choices=list(DEVICE_CHOICES),
+                value="auto",
+                label=tr("pick.device"),
+                info=tr("pick.device.info"),
+                elem_id=f"{prefix}-device",
+            )
+            tr.bind(device, label="pick.device", info="pick.device.info")
+            refresh = tr.bind(
+                gr.Button(tr("pick.refresh"), size="sm", elem_id=f"{prefix}-refresh"), value="pick.refresh"
+            )
+    picker = ModelPicker(base=base, adapters=adapters, refresh=refresh, device=device)
+    refresh.click(lambda: gr.update(choices=adapter_choices()), outputs=adapters, show_progress="hidden")
+    adapters.change(follow_base, inputs=[adapters, base], outputs=base, show_progress="hidden")
+    return picker
+
+
+def selected(value: Any) -> list[str]:
+    """The dropdown's value as a list of non-empty folder paths (single or multiselect)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
+
+
+def follow_base(adapters: Any, base: str) -> Any:
+    """Set the base to the first adapter's recorded base, when it records one (else keep the user's choice)."""
+    for folder in selected(adapters):
+        found = base_of(folder)
+        if found:
+            return gr.update(value=found)
+    return gr.update(value=base)
+
+
+# ---- the device guard --------------------------------------------------------------------------------------------
+def busy_note(choice: str, lang: str) -> tuple[bool, str]:
+    """(blocked, message): blocked when a training run of this app holds the device `choice` resolves to, unless
+    the user chose cpu explicitly: then loading goes ahead (sharing the CPU, both run slower) with a note."""
+    try:
+        from app import jobs
+    except ImportError:
+        return False, ""
+    if not jobs.manager.device_busy(choice):
+        return False, ""
+    if choice == "cpu":
+        return False, i18n.t("pick.cpu_shared", lang)
+    active = jobs.manager.active()
+    device = getattr(active, "device", None) or choice
+    run = Path(active.run_dir).name if active is not None else "?"
+    return True, i18n.t("pick.device_busy", lang, device=device, run=run)
+
+
+# ---- files the app hands to the browser or keeps for later --------------------------------------------------------
+_PRIVATE: Path | None = None
+
+
+def private_dir() -> Path:
+    """A folder of this app process, mode 700, for uploads (Gradio's own upload cache is shared and cleaned on its
+    own schedule, and a training run must still find the file hours later) and for CSV downloads."""
+    global _PRIVATE
+    if _PRIVATE is None or not _PRIVATE.is_dir():
+        _PRIVATE = Path(tempfile.mkdtemp(prefix="tunedesk-"))
+        os.chmod(_PRIVATE, 0o700)
+    return _PRIVATE
+
+
+def fresh_dir() -> Path:
+    """A new subfolder of private_dir(): files of the same name (two uploads of train.json) never clash."""
+    return Path(tempfile.mkdtemp(dir=private_dir()))
