@@ -215,7 +215,7 @@ def _guess_format(sample: list[dict], keys: Counter, columns: dict, where: str) 
     for fmt, names in CONVERSATION_KEYS.items():
         if any(keys[n] * 2 >= len(sample) for n in names):
             return fmt
-    cols = _alpaca_columns(keys, columns)
+    cols = _alpaca_columns(keys, columns, fill=False)
     if "instruction" in cols and "output" in cols:
         return "alpaca"
     found = ", ".join(list(keys)[:12]) or "none"
@@ -226,19 +226,16 @@ def _guess_format(sample: list[dict], keys: Counter, columns: dict, where: str) 
     )
 
 
-def _alpaca_columns(keys: Counter, columns: dict) -> dict[str, str]:
+def _alpaca_columns(keys: Counter, columns: dict, fill: bool = True) -> dict[str, str]:
+    """Given names first, then the first alias present; `fill` names instruction/output even when absent."""
     out = {}
     for name, aliases in ALIASES.items():
-        if name in columns:
-            out[name] = columns[name]
-        else:
-            found = next((a for a in aliases if a in keys), None)
-            if found is not None:
-                out[name] = found
-    if "instruction" not in out:
-        out["instruction"] = "instruction"
-    if "output" not in out:
-        out["output"] = "output"
+        found = columns.get(name) or next((a for a in aliases if a in keys), None)
+        if found is not None:
+            out[name] = found
+    if fill:
+        out.setdefault("instruction", "instruction")
+        out.setdefault("output", "output")
     return out
 
 
@@ -294,7 +291,7 @@ def _text(value: dict, column: str | None, required: bool, report: _Report) -> s
 
 
 def _kind(raw: Any) -> str:
-    names = {bool: "true/false", list: "a list", dict: "an object", int: "a number", float: "a number"}
+    names = {bool: "true/false", list: "a list", dict: "an object", int: "a number", float: "a number", str: "text"}
     return names.get(type(raw), type(raw).__name__) + (f" {raw!r}" if isinstance(raw, bool) else "")
 
 

@@ -10,10 +10,13 @@ Used by app.data; no torch, no transformers, no gradio.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import socket
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,10 +168,7 @@ def decode_text(path: Path, data: bytes) -> tuple[str, list[tuple[int | None, st
     if len(bad) == non_ascii:
         note = f"{path.name} is not UTF-8; read it as GB18030/GBK. Re-save it as UTF-8 if the text looks wrong"
         return "\n".join(out), [(None, note)]
-    notes = [
-        (n, f"line {n} is not UTF-8 (the rest of the file is); read it as GB18030/GBK. Re-save the file as UTF-8")
-        for n in bad
-    ]
+    notes = [(n, "not UTF-8 (the rest of the file is); read as GB18030/GBK. Re-save the file as UTF-8") for n in bad]
     return "\n".join(out), notes
 
 
@@ -203,6 +203,9 @@ def read_json(path: Path, max_records: int | None = None) -> RawSource:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
             return _jsonl_from_text(text, notes, max_records)
+        if text.lstrip()[:1] not in ("[", "{"):
+            start = " ".join(text.split())[:40]
+            raise DataError(f"{path} is not JSON: it starts with {start!r}. {FORMAT_HINT}.") from None
         raise DataError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Fix it there, "
             "or save one record per line as .jsonl so that a bad line skips only that record"
@@ -327,10 +330,8 @@ def _csv_record(index: int, line: int, header: list[str], row: list[str]) -> Raw
             error=f"{len(row)} cells but the header names {len(header)} columns "
             "(an unquoted comma in a cell? quote cells that contain commas)",
         )
-    value = dict(zip(header[: len(row)], row, strict=True))
-    for name in header[len(row) :]:
-        value[name] = None  # too few cells: the missing ones read as absent, reported per field by validation
-    return RawRecord(index, line, value)
+    # Too few cells: the missing columns are absent, and validation reports each one it needs.
+    return RawRecord(index, line, dict(zip(header[: len(row)], row, strict=True)))
 
 
 def _delimiter(path: Path, text: str) -> str:
@@ -389,12 +390,14 @@ def read_disk(path: Path, max_records: int | None = None) -> RawSource:
 
 
 def read_hub(name: str, max_records: int | None = None) -> RawSource:
-    """A hub dataset id: works only from the local datasets cache when the machine is offline."""
+    """A hub dataset id. When the hub cannot be reached (checked in <= 3 s), only the local datasets cache is
+    tried: without that check `datasets` retries for ~25 s before failing."""
     try:
         from datasets import load_dataset
 
         split = "train" if max_records is None else f"train[:{max_records}]"
-        ds = load_dataset(name, split=split)
+        with _offline_unless_reachable():
+            ds = load_dataset(name, split=split)
     except Exception as exc:  # offline: ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError, ...
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DataError(
@@ -403,6 +406,31 @@ def read_hub(name: str, max_records: int | None = None) -> RawSource:
             ".to_json('data.jsonl')`, copy data.jsonl here and give its path (or a save_to_disk folder)."
         ) from None
     return _from_rows("hub", ds.to_list())
+
+
+@contextlib.contextmanager
+def _offline_unless_reachable(timeout: float = 3.0) -> Iterator[None]:
+    import datasets.config
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or _reachable(constants.ENDPOINT, timeout):
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+
+
+def _reachable(url: str, timeout: float) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "huggingface.co", parts.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def count_lines(path: Path, limit: int = 2 << 30) -> int | None:
