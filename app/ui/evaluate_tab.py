@@ -1,0 +1,401 @@
+"""Evaluate tab: is the adapter better than the base model, by how much, and at what cost?
+
+Pick a base and up to 4 adapters (the same picker as Chat) and a dataset: empty = the validation split of the
+chosen adapter's run (the trainer's own seeded split), or any data file. Run (`evaluate.evaluate`, with progress;
+Cancel sets a threading.Event the core checks between batches and returns the examples finished so far) shows:
+the metrics table (loss, perplexity, ROUGE-1/2/L, BLEU, exact match per model and the difference from the base),
+a bar chart of them, and the per-example table (prompt, reference, each model's answer and score), sortable, with
+CSV downloads. The efficiency report of a run (time, tokens/s, peak memory vs estimate, trainable share, sizes)
+comes from `evaluate.efficiency_report`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app import evaluate, runs
+from app.ui import i18n, pickers
+
+STRINGS = {
+    "eval.section.data": ("Data", "数据"),
+    "eval.data": ("Data file", "数据文件"),
+    "eval.data.info": (
+        "Empty = the validation split of the chosen adapter's run (what training held out).",
+        "留空 = 所选适配器所属训练的验证集（训练时留出的部分）。",
+    ),
+    "eval.use_data_tab": ("Use the Data tab's file", "使用“数据”页的文件"),
+    "eval.max_examples": ("Max examples", "最多样本数"),
+    "eval.max_examples.info": (
+        "Evaluate the first N examples (0 = all). Each needs a generated answer per model.",
+        "只评估前 N 个样本（0 = 全部）。每个模型要为每个样本生成一次回答。",
+    ),
+    "eval.max_new_tokens": ("Max new tokens", "最大生成 token 数"),
+    "eval.max_new_tokens.info": (
+        "Longest generated answer compared with the reference.",
+        "与参考答案比较的生成回答的最大长度。",
+    ),
+    "eval.run": ("Run evaluation", "开始评估"),
+    "eval.cancel": ("Cancel", "取消"),
+    "eval.idle": ("Pick the models and data, then press **Run evaluation**.", "选择模型和数据后点击“**开始评估**”。"),
+    "eval.busy": ("An evaluation is already running; cancel it or wait.", "已有评估在进行；请取消或等待。"),
+    "eval.cancelling": ("Cancelling after the current batch...", "当前批次完成后取消……"),
+    "eval.not_running": ("No evaluation is running.", "没有正在进行的评估。"),
+    "eval.error": ("Cannot evaluate: {msg}", "无法评估：{msg}"),
+    "eval.done": (
+        "Evaluated **{n}** examples in {secs:.0f} s on {device} ({split}).",
+        "已在 {device} 上评估 **{n}** 个样本，用时 {secs:.0f} 秒（{split}）。",
+    ),
+    "eval.cancelled": (
+        "Cancelled: the table holds the {n} examples finished before Cancel.",
+        "已取消：表格只包含取消前完成的 {n} 个样本。",
+    ),
+    "eval.saved": ("Saved in `{path}`.", "已保存到 `{path}`。"),
+    "eval.metrics": ("Metrics (Δ = model − base)", "指标（Δ = 模型 − 基础模型）"),
+    "eval.metrics.help": (
+        "Loss and perplexity: lower is better. ROUGE, BLEU and exact match: 0-100, higher is better.",
+        "损失和困惑度越低越好；ROUGE、BLEU 和精确匹配为 0-100，越高越好。",
+    ),
+    "eval.examples": ("Per example (click a column header to sort)", "逐样本结果（点击列标题排序）"),
+    "eval.files": ("CSV downloads", "CSV 下载"),
+    "eval.section.efficiency": ("Efficiency of a run", "训练效率"),
+    "eval.run_pick": ("Run", "训练记录"),
+    "eval.run_pick.info": (
+        "A training run: its time, speed, memory and size.",
+        "一次训练：其用时、速度、显存和大小。",
+    ),
+    "eval.show_efficiency": ("Show efficiency", "显示效率"),
+    "eval.no_run": ("Pick a run first.", "请先选择一条训练记录。"),
+    "eval.eff.training_s": ("Training time", "训练用时"),
+    "eval.eff.wall_s": ("Wall time", "总耗时"),
+    "eval.eff.steps": ("Optimizer steps", "优化步数"),
+    "eval.eff.tokens_per_s": ("Tokens/s (median)", "tokens/秒（中位数）"),
+    "eval.eff.label_tokens_per_s": ("Trained tokens/s", "训练 token/秒"),
+    "eval.eff.peak_memory_bytes": ("Peak memory (measured)", "峰值内存（实测）"),
+    "eval.eff.estimated_memory_bytes": ("Memory estimate", "内存估算"),
+    "eval.eff.memory_vs_estimate": ("Measured / estimate", "实测 / 估算"),
+    "eval.eff.trainable_params": ("Trainable parameters", "可训练参数"),
+    "eval.eff.trainable_share": ("Trainable share", "可训练比例"),
+    "eval.eff.artifact_bytes": ("Adapter/model files", "适配器/模型文件"),
+    "eval.eff.model_bytes": ("Base model files", "基础模型文件"),
+    "eval.eff.size_share": ("Size vs base", "相对基础模型大小"),
+}
+i18n.add(STRINGS)
+
+ROUND = {"loss": 4, "perplexity": 3}  # text metrics (0-100) keep 2 decimals
+BYTES = ("peak_memory_bytes", "estimated_memory_bytes", "artifact_bytes", "model_bytes")
+
+
+@dataclass
+class EvaluateHandles:
+    picker: pickers.ModelPicker
+    data_path: gr.Textbox
+    use_data_tab: gr.Button
+    max_examples: gr.Number
+    max_new_tokens: gr.Slider
+    run: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+    metrics: gr.Dataframe
+    plot: gr.Plot
+    examples: gr.Dataframe
+    files: gr.File
+    run_pick: gr.Dropdown
+    show_efficiency: gr.Button
+    efficiency: gr.Markdown
+
+
+class _Running:
+    """One evaluation at a time in this app (it loads models); Cancel sets the event the core checks."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+
+
+RUNNING = _Running()
+
+
+# ---- build ------------------------------------------------------------------------------------------------------
+def build(ctx: Any) -> EvaluateHandles:
+    tr = ctx.tr
+    picker = pickers.build(tr, ctx.defaults.model.name_or_path, "eval")
+    settings = _build_settings(tr)
+    with gr.Row():
+        run = tr.bind(gr.Button(tr("eval.run"), variant="primary", elem_id="eval-run"), value="eval.run")
+        cancel = tr.bind(gr.Button(tr("eval.cancel"), variant="stop", elem_id="eval-cancel"), value="eval.cancel")
+    status = tr.bind(gr.Markdown(tr("eval.idle"), elem_classes="td-status", elem_id="eval-status"), value="eval.idle")
+    results = _build_results(tr)
+    efficiency = _build_efficiency(tr)
+    h = EvaluateHandles(picker=picker, **settings, run=run, cancel=cancel, status=status, **results, **efficiency)
+    _wire(ctx, h)
+    return h
+
+
+def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            data_path = gr.Textbox(value="", label=tr("eval.data"), info=tr("eval.data.info"), elem_id="eval-data")
+            tr.bind(data_path, label="eval.data", info="eval.data.info")
+            use = tr.bind(
+                gr.Button(tr("eval.use_data_tab"), size="sm", elem_id="eval-use-data"), value="eval.use_data_tab"
+            )
+        max_examples = gr.Number(
+            value=50,
+            minimum=0,
+            precision=0,
+            label=tr("eval.max_examples"),
+            scale=1,
+            info=tr("eval.max_examples.info"),
+            elem_id="eval-max-examples",
+        )
+        tr.bind(max_examples, label="eval.max_examples", info="eval.max_examples.info")
+        max_new = gr.Slider(
+            minimum=1,
+            maximum=1024,
+            step=1,
+            value=128,
+            label=tr("eval.max_new_tokens"),
+            scale=1,
+            info=tr("eval.max_new_tokens.info"),
+            elem_id="eval-max-new-tokens",
+        )
+        tr.bind(max_new, label="eval.max_new_tokens", info="eval.max_new_tokens.info")
+    return {"data_path": data_path, "use_data_tab": use, "max_examples": max_examples, "max_new_tokens": max_new}
+
+
+def _build_results(tr: i18n.Translator) -> dict[str, Any]:
+    tr.bind(gr.Markdown(tr("eval.metrics"), elem_classes="td-section-title"), value="eval.metrics")
+    tr.bind(gr.Markdown(tr("eval.metrics.help"), elem_classes="td-info"), value="eval.metrics.help")
+    metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-metrics")
+    plot = gr.Plot(show_label=False, elem_id="eval-plot")
+    examples = tr.bind(
+        gr.Dataframe(interactive=False, wrap=True, max_height=480, label=tr("eval.examples"), elem_id="eval-examples"),
+        label="eval.examples",
+    )
+    files = tr.bind(
+        gr.File(label=tr("eval.files"), file_count="multiple", interactive=False, elem_id="eval-files"),
+        label="eval.files",
+    )
+    return {"metrics": metrics, "plot": plot, "examples": examples, "files": files}
+
+
+def _build_efficiency(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Accordion(tr("eval.section.efficiency"), open=False) as acc:
+        with gr.Row(equal_height=True):
+            run_pick = gr.Dropdown(
+                choices=run_choices(),
+                value=None,
+                label=tr("eval.run_pick"),
+                info=tr("eval.run_pick.info"),
+                scale=3,
+                elem_id="eval-run-pick",
+            )
+            tr.bind(run_pick, label="eval.run_pick", info="eval.run_pick.info")
+            show = tr.bind(
+                gr.Button(tr("eval.show_efficiency"), scale=1, elem_id="eval-show-efficiency"),
+                value="eval.show_efficiency",
+            )
+        efficiency = gr.Markdown("", elem_classes="td-info", elem_id="eval-efficiency")
+    tr.bind(acc, label="eval.section.efficiency")
+    return {"run_pick": run_pick, "show_efficiency": show, "efficiency": efficiency}
+
+
+def _wire(ctx: Any, h: EvaluateHandles) -> None:
+    p = h.picker
+    lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
+
+    def run_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return run_evaluation(ctx, values, progress)
+
+    inputs = {p.base, p.adapters, p.device, h.data_path, h.max_examples, h.max_new_tokens, *lang}
+    h.run.click(
+        run_event,
+        inputs=inputs,
+        outputs=[h.status, h.metrics, h.plot, h.examples, h.files, h.run_pick],
+        concurrency_id="eval",
+        concurrency_limit=1,
+    )
+    # Cancel must not wait in the queue behind the run it cancels.
+    h.cancel.click(lambda values: cancel(ctx, values), inputs=lang or None, outputs=h.status, concurrency_limit=None)
+    h.show_efficiency.click(lambda values: efficiency(ctx, values), inputs={h.run_pick, *lang}, outputs=h.efficiency)
+    p.refresh.click(lambda: gr.update(choices=run_choices()), outputs=h.run_pick, show_progress="hidden")
+    p.adapters.change(follow_run, inputs=p.adapters, outputs=h.run_pick, show_progress="hidden")
+    data_h = ctx.handles.get("data")
+    if data_h is not None:
+        h.use_data_tab.click(lambda path: path, inputs=data_h.fields["data.path"], outputs=h.data_path)
+    else:
+        h.use_data_tab.click(lambda: ctx.defaults.data.path, outputs=h.data_path)
+
+
+# ---- handlers -------------------------------------------------------------------------------------------------------
+def run_choices() -> list[tuple[str, str]]:
+    """(label, run folder) of every run, newest first."""
+    return [(f"{r.id} ({r.status})", str(r.path)) for r in runs.list_runs()]
+
+
+def run_evaluation(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+    """Run: the base and each adapter on the same examples. Never raises: problems show in the status line."""
+    h: EvaluateHandles = ctx.handles["evaluate"]
+    lang = ctx.lang(values)
+    device = values.get(h.picker.device) or "auto"
+    blocked, note = pickers.busy_note(device, lang)
+    if blocked:
+        return {h.status: "⏳ " + note}
+    if not RUNNING.lock.acquire(blocking=False):
+        return {h.status: "⏳ " + i18n.t("eval.busy", lang)}
+    try:
+        RUNNING.cancel.clear()
+        report = _evaluate(h, values, device, progress)
+    except (RuntimeError, OSError, ValueError) as exc:  # EvalError, ModelError, torch OOM
+        return {h.status: "❌ " + i18n.t("eval.error", lang, msg=_one_line(exc))}
+    finally:
+        RUNNING.lock.release()
+    return _report_views(h, report, lang, note)
+
+
+def _evaluate(h: EvaluateHandles, values: dict[Any, Any], device: str, progress: Any) -> evaluate.EvalReport:
+    base = str(values.get(h.picker.base) or "").strip() or None
+    data_path = str(values.get(h.data_path) or "").strip() or None
+    max_examples = values.get(h.max_examples)
+    report = (lambda frac, msg: progress(frac, desc=msg)) if progress is not None else None
+    return evaluate.evaluate(
+        base,
+        pickers.selected(values.get(h.picker.adapters)),
+        data=data_path,
+        max_examples=int(max_examples) if max_examples else None,
+        max_new_tokens=int(values.get(h.max_new_tokens) or 128),
+        device=device,
+        progress=report,
+        cancel=RUNNING.cancel,
+    )
+
+
+def cancel(ctx: Any, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    h: EvaluateHandles = ctx.handles["evaluate"]
+    lang = ctx.lang(values) if values is not None else ctx.tr.lang
+    if not RUNNING.lock.locked():
+        return {h.status: i18n.t("eval.not_running", lang)}
+    RUNNING.cancel.set()
+    return {h.status: "⏳ " + i18n.t("eval.cancelling", lang)}
+
+
+def _report_views(h: EvaluateHandles, report: evaluate.EvalReport, lang: str, note: str = "") -> dict[Any, Any]:
+    info = report.info
+    lines = [
+        i18n.t(
+            "eval.done",
+            lang,
+            n=report.n_examples,
+            secs=info.get("elapsed_s") or 0,
+            device=info.get("device", "?"),
+            split=info.get("split", ""),
+        )
+    ]
+    if report.cancelled:
+        lines.append("⚠️ " + i18n.t("eval.cancelled", lang, n=report.n_examples))
+    lines += [f"⚠️ {w}" for w in info.get("warnings") or []] + ([note] if note else [])
+    if report.saved_to:
+        lines.append(i18n.t("eval.saved", lang, path=report.saved_to))
+    return {
+        h.status: ("⚠️ " if report.cancelled else "✅ ") + "\n\n".join(lines),
+        h.metrics: metrics_table(report),
+        h.plot: report.figure(),
+        h.examples: report.examples,
+        h.files: _csv_files(report),
+        h.run_pick: gr.update(choices=run_choices()),
+    }
+
+
+def metrics_table(report: evaluate.EvalReport) -> pd.DataFrame:
+    """The report's table for reading: no path column, loss 4 decimals, perplexity 3, text metrics 2."""
+    table = report.table.drop(columns=["path"], errors="ignore").copy()
+    for col in table.columns:
+        if col in ("model", "n_examples"):
+            continue
+        metric = col.removeprefix("delta_")
+        table[col] = pd.to_numeric(table[col], errors="coerce").round(ROUND.get(metric, 2))
+    return table.rename(columns={c: "Δ " + c.removeprefix("delta_") for c in table.columns if c.startswith("delta_")})
+
+
+def _csv_files(report: evaluate.EvalReport) -> list[str]:
+    """summary.csv and examples.csv (UTF-8 with BOM: spreadsheet apps then read Chinese correctly)."""
+    folder = pickers.fresh_dir()
+    out = []
+    for name, frame in (("summary.csv", report.table), ("examples.csv", report.examples)):
+        tmp = folder / (name + ".tmp")
+        frame.to_csv(tmp, index=False, encoding="utf-8-sig")
+        tmp.replace(folder / name)
+        out.append(str(folder / name))
+    return out
+
+
+# ---- efficiency ---------------------------------------------------------------------------------------------------
+def efficiency(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    h: EvaluateHandles = ctx.handles["evaluate"]
+    lang = ctx.lang(values)
+    run = values.get(h.run_pick)
+    if not run:
+        return {h.efficiency: i18n.t("eval.no_run", lang)}
+    try:
+        facts = evaluate.efficiency_report(run)
+    except (RuntimeError, OSError, ValueError) as exc:
+        return {h.efficiency: "❌ " + i18n.t("eval.error", lang, msg=_one_line(exc))}
+    return {h.efficiency: efficiency_markdown(facts, lang)}
+
+
+def efficiency_markdown(facts: dict[str, Any], lang: str = "en") -> str:
+    """Two columns: what the run cost; facts the run did not record are left out."""
+    head = (
+        f"**{facts.get('run')}** · {facts.get('status')} · {facts.get('method') or '?'} · {facts.get('device') or '?'}"
+    )
+    rows = ["| | |", "|---|---|"]
+    for key in (
+        "training_s",
+        "wall_s",
+        "steps",
+        "tokens_per_s",
+        "label_tokens_per_s",
+        "peak_memory_bytes",
+        "estimated_memory_bytes",
+        "memory_vs_estimate",
+        "trainable_params",
+        "trainable_share",
+        "artifact_bytes",
+        "model_bytes",
+        "size_share",
+    ):
+        value = facts.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            rows.append(f"| {i18n.t(f'eval.eff.{key}', lang)} | {_fmt(key, value)} |")
+    return head + "\n\n" + "\n".join(rows)
+
+
+def _fmt(key: str, value: Any) -> str:
+    if key in BYTES:
+        return f"{value / 2**20:,.1f} MiB" if value < 2**30 else f"{value / 2**30:,.2f} GiB"
+    if key.endswith("_s") and key != "tokens_per_s" and not key.endswith("tokens_per_s"):
+        return f"{value:,.1f} s" if value < 120 else f"{value / 60:,.1f} min"
+    if key in ("trainable_share", "size_share"):
+        return f"{value:.3%}"
+    if key == "memory_vs_estimate":
+        return f"{value:.2f}×"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def follow_run(adapters: Any) -> Any:
+    """The efficiency picker follows the first chosen adapter's run."""
+    for folder in pickers.selected(adapters):
+        run = pickers.run_dir_of(folder)
+        if run is not None:
+            return gr.update(choices=run_choices(), value=str(run))
+    return gr.update()
