@@ -69,7 +69,7 @@ class ModelPicker:
     base: gr.Dropdown
     adapters: gr.Dropdown
     refresh: gr.Button
-    device: gr.Radio
+    device: gr.Radio | None
 
 
 # ---- choices from the run list ------------------------------------------------------------------------------
@@ -125,14 +125,20 @@ def base_choices(default: str) -> list[str]:
         ids = list(catalog.ids())
     except ImportError:
         ids = []
-    return ids if default in ids else [default, *ids]
+    return ids if not default or default in ids else [default, *ids]
 
 
 # ---- widgets ---------------------------------------------------------------------------------------------------
 def build(
-    tr: i18n.Translator, default_base: str, prefix: str, single: bool = False, max_adapters: int = MAX_ADAPTERS
+    tr: i18n.Translator,
+    default_base: str,
+    prefix: str,
+    single: bool = False,
+    max_adapters: int = MAX_ADAPTERS,
+    with_device: bool = True,
 ) -> ModelPicker:
-    """The picker in the current Blocks context; `prefix` makes elem ids unique per tab."""
+    """The picker in the current Blocks context; `prefix` makes elem ids unique per tab. Without a device choice
+    (Export: merging always runs on the CPU) `device` is None."""
     with gr.Row(equal_height=False):
         base = gr.Dropdown(
             choices=base_choices(default_base),
@@ -160,14 +166,16 @@ def build(
         )
         tr.bind(adapters, label=key, info=f"{key}.info")
         with gr.Column(scale=1, min_width=160):
-            device = gr.Radio(
-                choices=list(DEVICE_CHOICES),
-                value="auto",
-                label=tr("pick.device"),
-                info=tr("pick.device.info"),
-                elem_id=f"{prefix}-device",
-            )
-            tr.bind(device, label="pick.device", info="pick.device.info")
+            device = None
+            if with_device:
+                device = gr.Radio(
+                    choices=list(DEVICE_CHOICES),
+                    value="auto",
+                    label=tr("pick.device"),
+                    info=tr("pick.device.info"),
+                    elem_id=f"{prefix}-device",
+                )
+                tr.bind(device, label="pick.device", info="pick.device.info")
             refresh = tr.bind(
                 gr.Button(tr("pick.refresh"), size="sm", elem_id=f"{prefix}-refresh"), value="pick.refresh"
             )
