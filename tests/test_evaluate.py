@@ -1,0 +1,392 @@
+"""Evaluation end to end on the tiny model: a real PEFT adapter (LoRA B weights perturbed so it differs from the
+base), the run's validation split, the table with deltas, the per-example frame, the figure, the saved files,
+cancellation, the CLI, and the efficiency report. The slow test trains a real adapter on identity data."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from app import evaluate, runs
+from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_sums(path: Path, n: int = 12) -> Path:
+    records = [
+        {"instruction": f"What is {i} plus {i}?", "input": "", "output": f"The answer is {2 * i}."} for i in range(n)
+    ]
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def make_adapter(base_dir: Path, out_dir: Path, seed: int = 1, std: float = 1.0) -> Path:
+    """A LoRA adapter saved with save_pretrained; B is random (PEFT starts it at 0, which would equal the base)."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir), PeftLoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    )
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data = torch.randn(param.shape, generator=gen) * std
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """A run folder (config.yaml: tiny model, 12 sums, val_size 0.25 -> 3 held out) with an adapter/."""
+    root = tmp_path_factory.mktemp("eval")
+    cfg = RunConfig(
+        model=ModelConfig(name_or_path=str(tiny_model_dir)),
+        data=DataConfig(path=str(write_sums(root / "sums.json")), val_size=0.25),
+        train=TrainConfig(output_dir=str(root / "runs")),
+    )
+    run = runs.create_run(cfg, "eval-test")
+    make_adapter(tiny_model_dir, run / runs.ADAPTER)
+    return run
+
+
+def test_before_and_after_on_the_validation_split(tiny_run, tiny_model_dir):
+    from app import data, modeling
+
+    report = evaluate.evaluate(None, [str(tiny_run / "adapter")], max_new_tokens=8)
+    table = report.table
+    assert list(table["model"]) == ["base", tiny_run.name]
+    assert not report.cancelled and report.n_examples == 3 and list(table["n_examples"]) == [3, 3]
+    # the same 3 records the trainer holds out: app.data.prepare's seeded split
+    tok = modeling.load_tokenizer(str(tiny_model_dir))
+    val = data.prepare(runs.load_config(tiny_run).data, tok).val
+    assert list(report.examples["index"]) == [v.index for v in val]
+    assert list(report.examples["reference"]) == [f"The answer is {2 * v.index}." for v in val]
+    # deltas: 0 for the base, row - base for the adapter; the perturbed adapter really changes the model
+    for m in evaluate.METRICS:
+        assert table.loc[0, f"delta_{m}"] == 0
+        assert table.loc[1, f"delta_{m}"] == pytest.approx(table.loc[1, m] - table.loc[0, m])
+    assert abs(table.loc[1, "delta_loss"]) > 0.01
+    assert table["perplexity"].tolist() == pytest.approx([math.exp(v) for v in table["loss"]])
+    for m in ("rouge1", "rouge2", "rougeL", "bleu", "exact_match"):
+        assert ((table[m] >= 0) & (table[m] <= 100)).all()
+    ex = report.examples
+    for col in ("base answer", "base rougeL", "base loss", f"{tiny_run.name} answer", f"{tiny_run.name} rougeL"):
+        assert col in ex.columns and len(ex[col]) == 3
+    assert list(ex["base answer"]) != list(ex[f"{tiny_run.name} answer"])
+    # the table's loss is the token-weighted mean of the per-example losses, not their plain mean
+    assert ex["base loss"].mean() != table.loc[0, "loss"] or len(set(ex["base loss"])) == 1
+
+    fig = report.figure()
+    assert [t.name for t in fig.data] == ["base", "base", tiny_run.name, tiny_run.name]
+    assert list(fig.data[0].x) == ["ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU", "Exact match"]
+
+    saved = report.saved_to
+    assert saved is not None and saved.parent == tiny_run / "eval"
+    assert sorted(p.name for p in saved.iterdir()) == ["examples.csv", "metrics.json", "summary.csv"]
+    meta = json.loads((saved / "metrics.json").read_text(encoding="utf-8"))
+    assert meta["n_examples"] == 3 and meta["cancelled"] is False and meta["split"].startswith("validation")
+    assert len(pd.read_csv(saved / "summary.csv", encoding="utf-8-sig")) == 2
+    assert len(pd.read_csv(saved / "examples.csv", encoding="utf-8-sig")) == 3
+    assert not list((tiny_run / "eval").glob(".tmp-*")), "the temp folder must be renamed away"
+
+    listed = evaluate.list_evaluations(tiny_run)
+    assert listed[0]["path"] == saved and listed[0]["models"] == ["base", tiny_run.name]
+    again = evaluate.load_evaluation(saved)
+    assert again.table["loss"].tolist() == pytest.approx(table["loss"].tolist())
+    assert list(again.examples["base answer"].astype(str)) == [str(a) for a in ex["base answer"]]
+
+
+def test_base_row_is_the_plain_base_model(tiny_run, tiny_model_dir):
+    """The base row runs with the adapters disabled: it must equal evaluating the base alone."""
+    with_adapter = evaluate.evaluate(None, [str(tiny_run / "adapter")], max_new_tokens=6, save=False)
+    alone = evaluate.evaluate(str(tiny_model_dir), [], run_dir=tiny_run, max_new_tokens=6, save=False)
+    assert list(alone.table["model"]) == ["base"]
+    assert alone.table.loc[0, "loss"] == pytest.approx(with_adapter.table.loc[0, "loss"], rel=1e-5)
+    assert list(alone.examples["base answer"]) == list(with_adapter.examples["base answer"])
+
+
+def test_cancel_midway_returns_partial_results(tiny_run):
+    cancel = threading.Event()
+
+    def progress(frac, msg):
+        if msg.startswith(f"{tiny_run.name}: 1/3"):  # the adapter finished the first example: stop
+            cancel.set()
+
+    report = evaluate.evaluate(
+        None, [str(tiny_run / "adapter")], max_new_tokens=6, batch_size=1, progress=progress, cancel=cancel
+    )
+    assert report.cancelled
+    assert report.n_examples == 1 and list(report.table["n_examples"]) == [1, 1]
+    assert len(report.examples) == 1
+    assert json.loads((report.saved_to / "metrics.json").read_text())["cancelled"] is True
+
+
+def test_cancel_before_start_gives_empty_report_and_saves_nothing(tiny_run):
+    cancel = threading.Event()
+    cancel.set()
+    before = len(evaluate.list_evaluations(tiny_run))
+    report = evaluate.evaluate(None, [str(tiny_run / "adapter")], max_new_tokens=4, cancel=cancel)
+    assert report.cancelled and report.n_examples == 0 and len(report.examples) == 0
+    assert report.saved_to is None and len(evaluate.list_evaluations(tiny_run)) == before
+
+
+def test_loss_matches_the_models_own_loss_on_response_tokens(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from app.data import Example
+    from app.modeling import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ex = Example(
+        [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am TuneBot."}],
+        0,
+        {"instruction": "Who are you?", "input": ""},
+    )
+    prompt, ids, labels = evaluate.encode_for_eval(ex, tok, DataConfig())
+    # prompt tokens unlabelled, the answer + <|im_end|> labelled, the newline after it not (as in training)
+    assert labels[: len(prompt)] == [-100] * len(prompt) and labels[len(prompt)] != -100
+    assert tok.decode([t for t in labels if t != -100]) == "I am TuneBot.<|im_end|>"
+    nll, count = evaluate.response_nll(model, ids, labels)
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+    assert count == sum(t != -100 for t in labels)
+    assert nll / count == pytest.approx(ref, rel=1e-5)
+
+
+def test_generation_prompt_is_everything_before_the_last_answer(tiny_model_dir):
+    from app.data import Example
+    from app.modeling import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Who are you?"},
+        {"role": "assistant", "content": "I am TuneBot."},
+    ]
+    cfg = DataConfig(system_prompt="Be brief.", max_seq_len=16)  # 16 cuts the training ids, never the prompt
+    prompt, ids, _ = evaluate.encode_for_eval(Example(msgs, 0), tok, cfg)
+    want = tok.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, *msgs[:-1]], tokenize=False, add_generation_prompt=True
+    )
+    assert tok.decode(prompt) == want
+    assert len(ids) == 16 < len(prompt)
+
+
+def test_batched_generation_matches_one_at_a_time(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from app.modeling import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    texts = ["What is the capital of France?", "hi", "Give three tips for staying healthy please."]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True) for t in texts]
+    prompts = [list(p["input_ids"] if isinstance(p, dict) or hasattr(p, "keys") else p) for p in prompts]
+    batched = evaluate.generate_answers(model, tok, prompts, 10)
+    single = [evaluate.generate_answers(model, tok, [p], 10)[0] for p in prompts]
+    assert batched == single
+    assert len({len(p) for p in prompts}) == 3, "prompts of different lengths exercise the left padding"
+
+
+def test_file_with_placeholders_and_max_examples(tmp_path, tiny_model_dir):
+    path = tmp_path / "identity.json"
+    path.write_text(
+        json.dumps([{"instruction": f"q{i}", "input": "", "output": "I am {{name}}."} for i in range(5)]),
+        encoding="utf-8",
+    )
+    cfg = DataConfig(path=str(path), placeholders={"name": "TuneBot"})
+    report = evaluate.evaluate(str(tiny_model_dir), [], data=cfg, max_examples=2, max_new_tokens=4)
+    assert report.n_examples == 2 and report.info["available"] == 5
+    assert set(report.examples["reference"]) == {"I am TuneBot."}
+    assert report.saved_to is None  # no adapter from a run: nothing to save next to
+
+
+def test_clear_errors(tmp_path, tiny_model_dir, tiny_run):
+    with pytest.raises(evaluate.EvalError, match="no data to evaluate on"):
+        evaluate.evaluate(str(tiny_model_dir), [])
+    with pytest.raises(evaluate.EvalError, match="max_new_tokens: 0"):
+        evaluate.evaluate(str(tiny_model_dir), [], data="x.json", max_new_tokens=0)
+    with pytest.raises(evaluate.EvalError, match="not found"):
+        evaluate.evaluate(str(tiny_model_dir), [str(tmp_path / "nope")], data="x.json")
+    # a run that held nothing out
+    cfg = runs.load_config(tiny_run).replace(**{"data.val_size": 0.0, "train.output_dir": str(tmp_path)})
+    run = runs.create_run(cfg, "noval")
+    shutil.copytree(tiny_run / "adapter", run / "adapter")
+    with pytest.raises(evaluate.EvalError, match="held out no validation examples"):
+        evaluate.evaluate(None, [str(run / "adapter")])
+    # an adapter made for another architecture (hidden 32) does not fit the hidden-64 base
+    from tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", hidden=32)
+    adapter = make_adapter(other, tmp_path / "other-adapter")
+    with pytest.raises(evaluate.EvalError, match="does not fit the base model"):
+        evaluate.evaluate(str(tiny_model_dir), [str(adapter)], data=str(runs.load_config(tiny_run).data.path))
+
+
+def test_cli_prints_the_table_as_json(tiny_run, capsys):
+    from app.__main__ import main
+
+    code = main(
+        [
+            "evaluate",
+            "--run",
+            str(tiny_run),
+            "--adapter",
+            str(tiny_run / "adapter"),
+            "--max-examples",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "--no-save",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [row["model"] for row in out["table"]] == ["base", tiny_run.name]
+    assert out["n_examples"] == 2 and out["saved_to"] is None
+    assert {"loss", "perplexity", "rougeL", "bleu", "exact_match", "delta_rougeL"} <= set(out["table"][1])
+
+
+def test_cli_table_text(tiny_run, capsys):
+    from app.__main__ import main
+
+    code = main(
+        [
+            "evaluate",
+            "--adapter",
+            str(tiny_run / "adapter"),
+            "--max-examples",
+            "1",
+            "--max-new-tokens",
+            "2",
+            "--no-save",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0 and "change vs base" in text and tiny_run.name in text and "rougeL" in text
+
+
+def test_candidates_list_adapters_and_checkpoints(tiny_run):
+    ckpt = tiny_run / "checkpoints" / "checkpoint-3"
+    shutil.copytree(tiny_run / "adapter", ckpt)
+    (ckpt / "trainer_state.json").write_text("{}")
+    found = dict(evaluate.candidates(tiny_run.parent))
+    assert found[f"{tiny_run.name} (adapter)"] == str(tiny_run / "adapter")
+    assert found[f"{tiny_run.name}/checkpoint-3"] == str(ckpt)
+    assert evaluate.model_label(ckpt) == f"{tiny_run.name}/checkpoint-3"
+
+
+def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_model_dir):
+    """Events with the exact keys app.train writes (started: trainable/total params, model, memory estimate;
+    log: tokens_per_s; finished/stopped: train_s, peak_rss_mb); every figure below is worked out by hand."""
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig(model=ModelConfig(name_or_path=str(tiny_model_dir))).save(run / "config.yaml")
+    est = {"total_bytes": 400 * 2**20, "device": "cpu"}
+    runs.append_event(
+        run,
+        "started",
+        method="lora",
+        model=str(tiny_model_dir),
+        device="cpu",
+        trainable_params=1000,
+        total_params=50_000,
+        memory=est,
+    )
+    for step, rate in ((1, 10.0), (2, 40.0), (3, 50.0)):
+        runs.append_event(run, "log", step=step, loss=1.0, tokens_per_s=rate)
+    runs.append_event(run, "stopped", step=3, train_s=12.5, peak_rss_mb=300.0)
+    runs.append_event(run, "resumed", from_step=3, method="lora", model=str(tiny_model_dir), device="cpu")
+    runs.append_event(run, "finished", step=5, train_s=7.5, peak_rss_mb=500.0, label_tokens_per_s=20.0)
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"x" * 1000)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "adapter" / "tokenizer.json").write_bytes(b"x" * 50_000)  # not weights: not counted
+
+    rep = evaluate.efficiency_report(run)
+    model_bytes = sum(f.stat().st_size for f in Path(tiny_model_dir).glob("*.safetensors"))
+    assert rep["training_s"] == 20.0  # 12.5 + 7.5: both sessions
+    assert rep["tokens_per_s"] == 40.0  # median of 10, 40, 50
+    assert rep["label_tokens_per_s"] == 20.0 and rep["steps"] == 5 and rep["status"] == "finished"
+    assert rep["peak_memory_bytes"] == 500 * 2**20 and rep["peak_memory_kind"] == "rss"
+    assert rep["estimated_memory_bytes"] == 400 * 2**20 and rep["memory_vs_estimate"] == 1.25
+    assert rep["trainable_params"] == 1000 and rep["trainable_share"] == pytest.approx(0.02)
+    assert rep["artifact_bytes"] == 1000 and rep["model_bytes"] == model_bytes
+    assert rep["size_share"] == pytest.approx(1000 / model_bytes)
+
+
+def test_efficiency_report_of_an_empty_run_has_nones(tmp_path):
+    (tmp_path / "config.yaml").write_text("method: lora\n")
+    rep = evaluate.efficiency_report(tmp_path)
+    assert rep["status"] == "created" and rep["training_s"] is None and rep["peak_memory_bytes"] is None
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, app.evaluate; print('torch' in sys.modules, 'gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], "the Evaluate tab imports this module: keep torch lazy"
+
+
+# ---- slow: a real trained adapter ------------------------------------------------------------------------------
+IDENTITY_HOLDOUT = 10
+
+
+@pytest.mark.slow
+def test_trained_identity_adapter_beats_the_base(shared_data, default_model_dir, tmp_path):
+    """Train LoRA (r16, all-linear) on 81 identity records with app.train, evaluate on the 10 held out: the
+    adapter answers as TuneBot, so its ROUGE-L against the held-out answers is clearly higher than the base's."""
+    from app import train
+
+    records = json.loads((shared_data / "identity.json").read_text(encoding="utf-8"))
+    train_file, held_file = tmp_path / "train.json", tmp_path / "held.json"
+    # every 9th record held out: an even mix of English and Chinese questions
+    held = [r for i, r in enumerate(records) if i % 9 == 4][:IDENTITY_HOLDOUT]
+    train_file.write_text(json.dumps([r for r in records if r not in held], ensure_ascii=False), encoding="utf-8")
+    held_file.write_text(json.dumps(held, ensure_ascii=False), encoding="utf-8")
+    names = {"name": "TuneBot", "author": "the TuneDesk team"}
+    cfg = RunConfig(
+        model=ModelConfig(name_or_path=str(default_model_dir)),
+        lora=LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules="all-linear"),
+        data=DataConfig(path=str(train_file), placeholders=names, max_seq_len=256, val_size=0.0),
+        train=TrainConfig(
+            max_steps=80,
+            batch_size=8,
+            grad_accum=1,
+            learning_rate=2.0e-3,
+            warmup_ratio=0.05,
+            save_steps=0,
+            precision="fp32",
+            gradient_checkpointing=False,
+            output_dir=str(tmp_path),
+        ),
+    )
+    run = runs.create_run(cfg, "identity")
+    assert train.run(cfg, run) == "finished", runs.load_events(run)[-1]
+
+    data = DataConfig(path=str(held_file), placeholders=names)
+    report = evaluate.evaluate(None, [str(run / "adapter")], data=data, max_new_tokens=64)
+    base, tuned = report.table.loc[0], report.table.loc[1]
+    print(evaluate.format_table(report))
+    print(f"ROUGE-L base {base['rougeL']:.1f} -> adapter {tuned['rougeL']:.1f} on {report.n_examples} held out")
+    assert report.n_examples == IDENTITY_HOLDOUT
+    assert tuned["rougeL"] > base["rougeL"] + 20
+    assert tuned["loss"] < base["loss"] - 0.5
+    assert report.examples[f"{run.name} answer"].str.contains("TuneBot").sum() >= IDENTITY_HOLDOUT // 2
+    eff = evaluate.efficiency_report(run)
+    assert eff["training_s"] > 0 and eff["trainable_share"] < 0.1 and eff["size_share"] < 0.2
