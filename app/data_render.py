@@ -237,7 +237,8 @@ def mask_view(encoded: Encoded, tokenizer: Any, full_ids: list[int] | None = Non
     """(token text, state) per token; state is trained | prompt | cut (beyond max_seq_len, from `full_ids`).
 
     For `full_ids`, encode the example again with a large max_seq_len. A character split over several byte
-    tokens (common in Chinese) is shown once, on its first token, instead of as broken bytes.
+    tokens (common in Chinese) is shown once, in one entry with the state of its first token, instead of as
+    broken bytes; so "".join(texts) == tokenizer.decode(ids).
 
     >>> mask_view(Encoded([1, 2], [-100, 2], 3, True, 0), tok, [1, 2, 3])  # doctest: +SKIP
     [('Hi', 'prompt'), ('!', 'trained'), ('<eos>', 'cut')]
@@ -252,8 +253,8 @@ def mask_view(encoded: Encoded, tokenizer: Any, full_ids: list[int] | None = Non
     for k, token in enumerate(ids):
         pending.append(token)
         text = tokenizer.decode(pending)
-        if text.endswith("\ufffd") and len(pending) < 4 and k + 1 < len(ids) and states[k + 1] == states[k]:
-            continue  # an incomplete UTF-8 character: wait for its next byte token
-        out.append((text, states[k]))
+        if text.endswith("\ufffd") and len(pending) < 16 and k + 1 < len(ids):
+            continue  # an incomplete UTF-8 character: wait for the byte tokens that complete it
+        out.append((text, states[k - len(pending) + 1]))
         pending = []
     return out
