@@ -33,3 +33,34 @@ def values_of(ctx: Any, *components: Any, **overrides: Any) -> dict[Any, Any]:
     out.update({c: c.value for c in components})
     out[ctx.lang_selector] = ctx.lang_selector.value
     return out
+
+
+def make_adapter(model_dir: Any, folder: Any, seed: int = 1, scale: float = 0.5) -> Any:
+    """A LoRA adapter (q_proj, v_proj, rank 4) on `model_dir` with random B weights (PEFT initialises B to zero, so
+    an untouched adapter would change nothing), saved with save_pretrained like training saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    peft_model.save_pretrained(str(folder))
+    return folder
+
+
+def make_run(model_dir: Any, model_name: str | None = None, status: str = "finished") -> Any:
+    """A run folder under $TUNEDESK_RUNS (use the runs_tmp fixture) with config.yaml, a started and a final event,
+    and an adapter trained on `model_dir`; returns the run folder."""
+    from app import runs
+
+    cfg = app.default_config(model_name or str(model_dir))
+    run_dir = runs.create_run(cfg, name="ui-test")
+    make_adapter(model_dir, run_dir / runs.ADAPTER)
+    runs.append_event(run_dir, "started", step=0, total_steps=2, method="lora", device="cpu")
+    runs.append_event(run_dir, status, step=2, adapter=str(run_dir / runs.ADAPTER))
+    return run_dir

@@ -525,7 +525,7 @@ def _summary(load: Any, lang: str, no_tokens: str | None) -> str:
     )
     if no_tokens:
         text += "\n\n⚠️ " + i18n.t("data.no_tokenizer", lang, msg=no_tokens)
-    return ("✅ " if not load.errors and load.examples else "⚠️ ") + text
+    return ("✅ " if not load.problems and load.examples else "⚠️ ") + text
 
 
 def problem_table(problems: list[Any], lang: str = "en") -> pd.DataFrame:

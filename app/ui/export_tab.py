@@ -251,12 +251,18 @@ def _wire(ctx: Any, h: ExportHandles) -> None:
 
 # ---- handlers -------------------------------------------------------------------------------------------------------
 def suggest_out(adapter: Any, dtype: str) -> tuple[Any, Any]:
-    """exports/<run>-<dtype> and exports/<run>-gguf under the TuneDesk folder, from the adapter's display name."""
+    """Output folders for an adapter: inside its run (`<run>/export/merged-<dtype>`, `<run>/export/gguf`: runs/ is
+    not versioned and deleting the run removes them too), else under the TuneDesk home (~/.cache/tunedesk/exports)."""
     chosen = pickers.selected(adapter)
     if not chosen:
         return gr.update(), gr.update()
-    name = chat.column_name(Path(chosen[0])).replace("/", "-")
-    root = paths.ROOT / "exports"
+    folder = Path(chosen[0])
+    run = pickers.run_dir_of(folder)
+    step = f"-{folder.name}" if folder.name.startswith("checkpoint-") else ""
+    if run is not None:
+        return str(run / "export" / f"merged{step}-{dtype}"), str(run / "export" / f"gguf{step}")
+    name = chat.column_name(folder).replace("/", "-")
+    root = paths.home() / "exports"
     return str(root / f"{name}-{dtype}"), str(root / f"{name}-gguf")
 
 

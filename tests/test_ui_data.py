@@ -1,0 +1,192 @@
+"""Data tab handlers called directly on real Gradio components (no browser): the default dataset through the tiny
+model's tokenizer, broken files, truncation, column mapping and placeholders into the config, upload, paging."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from ui_ctx import tab_context, values_of
+
+from app import paths
+from app.ui import data_tab, i18n
+
+SAMPLE = "assets/sample_data.json"
+
+
+@pytest.fixture(scope="module")
+def data_ctx(tiny_model_dir):
+    demo, ctx = tab_context(["data"], str(tiny_model_dir))
+    return ctx
+
+
+def _values(ctx, **by_path):
+    h = ctx.handles["data"]
+    values = values_of(ctx, h.page, h.record, h.upload)
+    for path, value in by_path.items():
+        values[ctx.form.components[path.replace("__", ".")]] = value
+    return values
+
+
+def _states(mask) -> set[str]:
+    return {state for _, state in mask}
+
+
+def test_default_dataset_shows_table_prompt_mask_and_histogram(data_ctx):
+    h = data_ctx.handles["data"]
+    assert data_ctx.form.components["data.path"].value == SAMPLE
+    out = data_tab.load_data(data_ctx, _values(data_ctx))
+    assert out[h.status].startswith("✅"), out[h.status]
+    records = json.loads((paths.ROOT / SAMPLE).read_text(encoding="utf-8"))
+    assert f"{len(records)} records" in out[h.status]
+    table = out[h.table]
+    assert isinstance(table, pd.DataFrame) and len(table) == data_tab.PAGE_SIZE
+    assert list(table["#"]) == list(range(data_tab.PAGE_SIZE))
+    assert table.columns[1] == "instruction"  # mapped columns first
+    # The rendered prompt is the exact training text: prompt part unhighlighted, the answer highlighted.
+    rendered = out[h.rendered]
+    response = [text for text, cat in rendered if cat is not None]
+    assert response and response[0].startswith(records[0]["output"][:20])
+    assert "<|im_start|>user" in rendered[0][0]  # the tiny model's ChatML template (template auto -> chat)
+    assert _states(out[h.mask]) == {"trained", "prompt"}
+    trained = "".join(text for text, state in out[h.mask] if state == "trained")
+    assert trained.startswith(records[0]["output"][:10]) and trained.endswith("<|im_end|>")
+    assert isinstance(out[h.histogram], go.Figure)
+    assert out[h.histogram].data[0].x and len(out[h.histogram].data[0].x) == len(records)
+    stats = out[h.stats]
+    assert "Tokens total" in stats and "Train / validation" in stats
+    assert "page 1 of" in out[h.page_info].lower()
+
+
+def test_record_picker_and_skipped_record(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps([{"instruction": "Hi", "output": "Hello there."}, {"instruction": "", "output": "x"}]))
+    values = _values(data_ctx, data__path=str(path))
+    data_tab.load_data(data_ctx, values)
+    values[h.record] = 1
+    out = data_tab.show_record(data_ctx, values)
+    assert "skipped" in out[h.record_info] and "instruction" in out[h.record_info] and "empty" in out[h.record_info]
+    assert out[h.rendered] is None
+    values[h.record] = 7
+    assert "0 to 1" in data_tab.show_record(data_ctx, values)[h.record_info]
+    values[h.record] = 0
+    out = data_tab.show_record(data_ctx, values)
+    assert out[h.record_info].startswith("Record **0**") and _states(out[h.mask]) == {"trained", "prompt"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'[{"instruction": "a", "output": "b"},', b"\x89PNG\r\n\x1a\n" + b"\0" * 64, b""],
+    ids=["truncated-json", "png-renamed", "empty"],
+)
+def test_broken_file_gives_a_message_not_an_exception(data_ctx, tmp_path, content):
+    h = data_ctx.handles["data"]
+    path = tmp_path / "broken.json"
+    path.write_bytes(content)
+    out = data_tab.load_data(data_ctx, _values(data_ctx, data__path=str(path)))
+    status = out[h.status]
+    assert status.startswith(("❌", "⚠️")), status
+    assert "broken.json" in status
+    assert "Traceback" not in status
+
+
+def test_missing_file_names_it(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    out = data_tab.load_data(data_ctx, _values(data_ctx, data__path=str(tmp_path / "nope.json")))
+    assert out[h.status].startswith("❌") and "nope.json" in out[h.status]
+
+
+def test_long_record_shows_cut_tokens_and_truncated_share(data_ctx):
+    h = data_ctx.handles["data"]
+    values = _values(data_ctx, data__max_seq_len=48)
+    out = data_tab.load_data(data_ctx, values)
+    share = re.search(r"Cut by max_seq_len 48 \| (\d+) \((\d+\.\d)%\)", out[h.stats])
+    assert share and int(share.group(1)) > 0
+    assert "cut" in out[h.histogram].layout.annotations[0].text
+    prepared = data_tab.PREPARED.get(data_ctx.form.to_config(values))
+    long = next(e for e in prepared.train + prepared.val if e.truncated)
+    values[h.record] = long.index
+    shown = data_tab.show_record(data_ctx, values)
+    assert _states(shown[h.mask]) == {"prompt", "trained", "cut"} or _states(shown[h.mask]) == {"prompt", "cut"}
+    cut = [text for text, state in shown[h.mask] if state == "cut"]
+    assert len(cut) >= long.full_length - 48 - 3  # byte tokens of one character are shown together
+    assert f"{long.full_length - 48} cut" in shown[h.record_info]
+
+
+def test_column_mapping_and_placeholders_reach_the_config(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    path = tmp_path / "qa.csv"
+    path.write_text("q,a\nWho are you?,I am {{name}} by {{author}}.\nWhat is 2+2?,4\n", encoding="utf-8")
+    values = _values(data_ctx, data__path=str(path))
+    unmapped = data_tab.load_data(data_ctx, values)
+    assert unmapped[h.status].startswith("❌") and "cannot tell the record format" in unmapped[h.status]
+    values[h.columns["instruction"]] = "q"
+    values[h.columns["output"]] = "a"
+    values[h.placeholders] = pd.DataFrame([["name", "TuneBot"], ["author", ""]], columns=["placeholder", "text"])
+    cfg = data_ctx.form.to_config(values)
+    assert cfg.data.columns == {"instruction": "q", "output": "a"}
+    assert cfg.data.placeholders == {"name": "TuneBot"}  # a row without text is left out
+    out = data_tab.load_data(data_ctx, values)
+    assert out[h.status].startswith("⚠️") and "2 valid" in out[h.status]  # warning: {{author}} has no value
+    assert "I am TuneBot by {{author}}." in "".join(text for text, _ in out[h.rendered])
+    assert "q" in out[h.columns["instruction"]]["choices"]
+    rows = out[h.placeholders]["value"]
+    assert ["name", "TuneBot"] in rows and ["author", ""] in rows
+
+
+def test_extras_show_a_config(data_ctx):
+    h = data_ctx.handles["data"]
+    cfg = data_ctx.defaults.replace(**{"data.columns": {"output": "answer"}, "data.placeholders": {"name": "X"}})
+    updates = data_ctx.form.updates_from(cfg)
+    assert updates[h.columns["output"]]["value"] == "answer"
+    assert updates[h.columns["input"]]["value"] == data_tab.AUTO
+    assert updates[h.placeholders]["value"][0] == ["name", "X"]
+
+
+def test_upload_copies_into_a_private_folder(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    src = tmp_path / "mine.jsonl"
+    src.write_text('{"instruction": "Hi", "output": "Hello."}\n', encoding="utf-8")
+    values = _values(data_ctx)
+    values[h.upload] = str(src)
+    out = data_tab.upload(data_ctx, values)
+    target = out[data_ctx.form.components["data.path"]]
+    assert target != str(src) and target.endswith("mine.jsonl")
+    assert open(target, encoding="utf-8").read() == src.read_text(encoding="utf-8")
+    src.unlink()  # the copy outlives Gradio's upload cache
+    loaded = data_tab.load_data(data_ctx, _values(data_ctx, data__path=target))
+    assert loaded[h.status].startswith("✅") and "1 valid" in loaded[h.status]
+
+
+def test_paging_moves_and_clamps(data_ctx):
+    h = data_ctx.handles["data"]
+    values = _values(data_ctx)
+    values[h.page] = 1
+    out = data_tab.show_page(data_ctx, values, +1)
+    assert out[h.page] == 2 and out[h.table]["#"].iloc[0] == data_tab.PAGE_SIZE
+    values[h.page] = 10_000
+    last = data_tab.show_page(data_ctx, values)
+    assert 2 < last[h.page] < 10_000 and len(last[h.table]) >= 1
+
+
+def test_chinese_messages(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    values = _values(data_ctx, data__path=str(tmp_path / "nope.json"))
+    values[data_ctx.lang_selector] = "zh"
+    assert "无法读取数据集" in data_tab.load_data(data_ctx, values)[h.status]
+
+
+def test_strings_have_the_same_fields_in_both_languages():
+    """A {field} missing from one translation would raise KeyError when that language formats it."""
+    from app.ui import chat_tab, evaluate_tab, export_tab, pickers
+
+    for module in (data_tab, chat_tab, evaluate_tab, export_tab, pickers):
+        for key, (en, zh) in module.STRINGS.items():
+            assert en.strip() and zh.strip(), key
+            fields = [set(re.findall(r"\{(\w+)[^}]*\}", text)) - {"key", "name", "author"} for text in (en, zh)]
+            assert fields[0] == fields[1], key
+    assert not [k for k in i18n.missing_keys() if k.split(".")[0] in ("data", "chat", "eval", "export", "pick")]
