@@ -414,7 +414,9 @@ def _unfilled(value: Any, report: _Report) -> None:
     if not isinstance(value, dict):
         return
     for key, item in value.items():
-        names = sorted(set(PLACEHOLDER.findall(json.dumps(item, ensure_ascii=False))))
+        if isinstance(item, str) and "{{" not in item:
+            continue
+        names = sorted(set(_placeholders_in(item)))
         if names:
             shown = ", ".join("{{" + n + "}}" for n in names)
             report.warn(
@@ -424,12 +426,22 @@ def _unfilled(value: Any, report: _Report) -> None:
             )
 
 
+def _placeholders_in(item: Any) -> list[str]:
+    if isinstance(item, str):
+        return PLACEHOLDER.findall(item) if "{{" in item else []  # the `in` test skips the regex on 99% of text
+    if isinstance(item, dict):
+        item = list(item.values())
+    if isinstance(item, list):
+        return [name for sub in item for name in _placeholders_in(sub)]
+    return []
+
+
 def _mark_duplicates(examples: list[Example], problems: list[Problem], lines: Callable[[int], int | None]) -> None:
     """Warn on each repeat of an earlier record. Kept: repeats may be deliberate weighting, and the train/val
     split keeps copies together so a repeat never leaks into the eval set."""
-    first: dict[str, int] = {}
+    first: dict[tuple, int] = {}
     for ex in examples:
-        key = json.dumps(ex.messages, ensure_ascii=False, sort_keys=True)
+        key = tuple((m["role"], m["content"]) for m in ex.messages)
         if key in first:
             problems.append(
                 Problem(
