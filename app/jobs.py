@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app import runs
+from app import runs, train
 from app.config import ConfigError, RunConfig
 
 
@@ -38,12 +38,8 @@ class Job:
 
 
 def _device_of(config: RunConfig) -> str:
-    """cpu or cuda, without importing torch for an explicit choice."""
-    if config.train.device != "auto":
-        return config.train.device
-    from app.modeling import resolve_device
-
-    return resolve_device("auto")
+    """cpu or cuda ("auto" resolved)."""
+    return train.modeling.resolve_device(config.train.device)
 
 
 class JobManager:
@@ -62,8 +58,6 @@ class JobManager:
         Raises JobBusy when a job trains on the same device or the run to resume is training elsewhere, and
         ConfigError (every problem listed) when the config cannot run; neither creates a folder.
         """
-        from app import train
-
         resume_dir = Path(resume_dir) if resume_dir is not None else None
         if resume_dir is not None:
             config = runs.load_config(resume_dir)
@@ -102,8 +96,6 @@ class JobManager:
                 raise JobBusy(f"run {resume_dir.name} already finished; start a new run to train more")
 
     def _work(self, job: Job, config: RunConfig, resume: bool) -> None:
-        from app import train
-
         try:
             job.status = train.run(config, job.run_dir, job.stop_event, resume=resume)
         except BaseException as exc:  # train.run never raises for training errors; this is the last safety net
@@ -129,9 +121,7 @@ class JobManager:
     def device_busy(self, device: str) -> bool:
         """Whether a training job of this process holds `device` (auto is resolved to cpu or cuda)."""
         if device == "auto":
-            from app.modeling import resolve_device
-
-            device = resolve_device("auto")
+            device = train.modeling.resolve_device("auto")
         with self._lock:
             job = self._jobs.get(device)
         return job is not None and job.alive()

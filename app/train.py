@@ -562,13 +562,14 @@ def run(
     step: int | None = None
     state: dict[str, Any] = {}
     try:
+        resume_from = resume_point(run_dir) if resume else None  # before our own lock makes it look "running"
         if dist.main:
             runs.write_lock(run_dir)
         problems = preflight(config)
         if problems:
             raise TrainError("the config cannot run:\n  - " + "\n  - ".join(problems))
         device = modeling.resolve_device(config.train.device)
-        status = _fit(config, run_dir, stop, resume, progress, dist, device, state)
+        status = _fit(config, run_dir, stop, resume_from, progress, dist, device, state)
     except Exception as exc:
         step = state.get("step")
         if dist.main:
@@ -603,12 +604,13 @@ def build(
     stop: threading.Event,
     device: str = "cpu",
     dist: Dist | None = None,
-    resume: bool = False,
+    resume_from: tuple[Path | None, dict] | None = None,
     progress: bool = False,
 ) -> Session | None:
-    """Tokenize the data, load and prepare the model, and make the Trainer; None when Stop came first."""
+    """Tokenize the data, load and prepare the model, and make the Trainer; None when Stop came first.
+    `resume_from` is resume_point()'s (checkpoint, facts) when continuing a run."""
     dist = dist or Dist()
-    ckpt, started = resume_point(run_dir) if resume else (None, {})
+    ckpt, started = resume_from or (None, {})
     configure_threads(device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
@@ -658,7 +660,7 @@ def _fit(
     cfg: RunConfig,
     run_dir: Path,
     stop: threading.Event,
-    resume: bool,
+    resume_from: tuple | None,
     progress: bool,
     dist: Dist,
     device: str,
@@ -667,7 +669,7 @@ def _fit(
     """build -> train -> save; `state` lets run() report the step a failure happened at."""
     if dist.main and not (run_dir / runs.CONFIG).is_file():
         cfg.save(run_dir / runs.CONFIG)
-    session = build(cfg, run_dir, stop, device, dist, resume, progress)
+    session = build(cfg, run_dir, stop, device, dist, resume_from, progress)
     if session is None:
         return _stopped_early(run_dir, dist)
     trainer = session.trainer

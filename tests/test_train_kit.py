@@ -7,6 +7,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from app import runs
 from app.config import RunConfig
 
@@ -55,3 +57,16 @@ def tiny_config(model_dir: Path, data_path: Path, method: str = "lora", **change
 def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
     events = runs.load_events(run_dir)
     return [e for e in events if kind is None or e["type"] == kind]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """Tiny-model steps are microseconds of math; on a shared 2-core box, two OpenMP threads spin-waiting on each
+    other made them ~5x slower. Tests import this fixture; train.configure_threads leaves OMP_NUM_THREADS alone."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
