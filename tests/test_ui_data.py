@@ -190,3 +190,36 @@ def test_strings_have_the_same_fields_in_both_languages():
             fields = [set(re.findall(r"\{(\w+)[^}]*\}", text)) - {"key", "name", "author"} for text in (en, zh)]
             assert fields[0] == fields[1], key
     assert not [k for k in i18n.missing_keys() if k.split(".")[0] in ("data", "chat", "eval", "export", "pick")]
+
+
+def test_tabs_build_inside_the_app(tiny_model_dir):
+    """The shell imports the four tabs by name; every input control they add carries a one-line info text, and the
+    language switch reaches their labels."""
+    import gradio as gr
+
+    from app.ui import app, chat_tab, evaluate_tab, export_tab
+
+    demo, ctx = app.build_blocks(model=str(tiny_model_dir))
+    kinds = {"data": data_tab.DataHandles, "chat": chat_tab.ChatHandles, "evaluate": evaluate_tab.EvaluateHandles,
+             "export": export_tab.ExportHandles}  # fmt: skip
+    for key, cls in kinds.items():
+        handles = ctx.handles[key]
+        assert isinstance(handles, cls), key
+        for comp in _components(vars(handles)):
+            if isinstance(comp, (gr.Dropdown, gr.Slider, gr.Number, gr.Textbox, gr.Checkbox, gr.Radio)):
+                assert comp.info, f"{key}: {comp.label} has no info text"
+    assert demo.get_config_file()["components"]
+    h = ctx.handles["data"]
+    zh = ctx.tr.updates("zh")
+    assert zh[h.load]["value"] == "加载并校验" and zh[ctx.handles["chat"].send]["value"] == "发送"
+    assert zh[h.columns["instruction"]]["label"] == "指令列"
+
+
+def _components(tree):
+    for value in tree.values() if isinstance(tree, dict) else tree:
+        if isinstance(value, (dict, list, tuple)):
+            yield from _components(value)
+        elif hasattr(value, "_id"):
+            yield value
+        elif hasattr(value, "__dataclass_fields__"):
+            yield from _components(vars(value))

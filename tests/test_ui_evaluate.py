@@ -1,0 +1,120 @@
+"""Evaluate tab handlers on real Gradio components: the tiny model and a perturbed adapter on 3 examples (metrics
+table with deltas, chart, per-example table, CSV files), a run's validation split by default, Cancel, the
+efficiency report, and messages instead of exceptions."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from ui_ctx import make_adapter, make_run, tab_context, values_of
+
+from app import runs
+from app.ui import evaluate_tab
+
+RECORDS = [
+    {"instruction": "What is the capital of France?", "output": "Paris."},
+    {"instruction": "Give three tips for staying healthy.", "output": "Eat well, sleep, and exercise."},
+    {"instruction": "Who are you?", "output": "I am a helpful assistant."},
+    {"instruction": "Say hi.", "output": "Hi!"},
+]
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    return make_adapter(tiny_model_dir, tmp_path_factory.mktemp("eval") / "adapter-e")
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval-data") / "qa.json"
+    path.write_text(json.dumps(RECORDS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def eval_ctx(tiny_model_dir):
+    demo, ctx = tab_context(["data", "evaluate"], str(tiny_model_dir))
+    return ctx
+
+
+def _values(ctx, **changes):
+    h = ctx.handles["evaluate"]
+    values = values_of(ctx, h.picker.base, h.picker.adapters, h.picker.device, h.data_path, h.max_examples,
+                       h.max_new_tokens, h.run_pick)  # fmt: skip
+    values[h.max_new_tokens] = 4
+    for key, value in changes.items():
+        values[getattr(h.picker, key, None) or getattr(h, key)] = value
+    return values
+
+
+def test_three_examples_give_metrics_chart_examples_and_csv(eval_ctx, adapter_dir, data_file):
+    h = eval_ctx.handles["evaluate"]
+    values = _values(eval_ctx, adapters=[str(adapter_dir)], data_path=str(data_file), max_examples=3)
+    out = evaluate_tab.run_evaluation(eval_ctx, values)
+    assert out[h.status].startswith("✅") and "**3** examples" in out[h.status], out[h.status]
+    table = out[h.metrics]
+    assert list(table["model"]) == ["base", "adapter-e"]  # base first, then the adapter
+    for col in ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "exact_match", "Δ loss", "Δ rougeL"):
+        assert col in table.columns, col
+    assert table["Δ loss"].iloc[0] == 0 and table["loss"].iloc[1] != table["loss"].iloc[0]  # the adapter counts
+    assert "path" not in table.columns
+    assert isinstance(out[h.plot], go.Figure) and len(out[h.plot].data) == 4  # 2 models x (text metrics, loss)
+    examples = out[h.examples]
+    assert len(examples) == 3 and {"prompt", "reference"} <= set(examples.columns)
+    assert list(examples["reference"]) == [r["output"] for r in RECORDS[:3]]
+    summary, per_example = out[h.files]
+    assert pd.read_csv(per_example, encoding="utf-8-sig").shape[0] == 3
+    assert pd.read_csv(summary, encoding="utf-8-sig").shape[0] == 2
+
+
+def test_a_runs_validation_split_is_the_default(eval_ctx, runs_tmp, tiny_model_dir):
+    h = eval_ctx.handles["evaluate"]
+    run = make_run(tiny_model_dir)  # trained on the default dataset, val_size 0.05
+    values = _values(eval_ctx, adapters=[str(run / "adapter")], data_path="", max_examples=2)
+    out = evaluate_tab.run_evaluation(eval_ctx, values)
+    assert out[h.status].startswith("✅"), out[h.status]
+    assert f"validation split of run {run.name}" in out[h.status]
+    assert "Saved in" in out[h.status] and (run / "eval").is_dir()
+    assert evaluate_tab.follow_run([str(run / "adapter")])["value"] == str(run)
+
+
+def test_cancel_returns_partial_results(eval_ctx, adapter_dir, data_file):
+    h = eval_ctx.handles["evaluate"]
+    assert "No evaluation is running" in evaluate_tab.cancel(eval_ctx)[h.status]
+
+    def progress(frac, desc=""):
+        if frac > 0.1:  # the models are loaded and the first batch is under way: press Cancel
+            evaluate_tab.RUNNING.cancel.set()
+
+    values = _values(eval_ctx, adapters=[str(adapter_dir)], data_path=str(data_file), max_examples=3)
+    out = evaluate_tab.run_evaluation(eval_ctx, values, progress)
+    assert out[h.status].startswith("⚠️") and "Cancelled" in out[h.status], out[h.status]
+    assert not evaluate_tab.RUNNING.lock.locked()
+
+
+def test_problems_are_messages(eval_ctx, tmp_path, data_file):
+    h = eval_ctx.handles["evaluate"]
+    no_data = evaluate_tab.run_evaluation(eval_ctx, _values(eval_ctx, adapters=[], data_path=""))
+    assert no_data[h.status].startswith("❌") and "no data to evaluate on" in no_data[h.status]
+    bad_file = tmp_path / "bad.json"
+    bad_file.write_text("[{", encoding="utf-8")
+    bad = evaluate_tab.run_evaluation(eval_ctx, _values(eval_ctx, data_path=str(bad_file)))
+    assert bad[h.status].startswith("❌") and "bad.json" in bad[h.status]
+    missing = evaluate_tab.run_evaluation(
+        eval_ctx, _values(eval_ctx, adapters=[str(tmp_path / "nope")], data_path=str(data_file))
+    )
+    assert missing[h.status].startswith("❌") and "nope" in missing[h.status]
+
+
+def test_efficiency_report_of_a_run(eval_ctx, runs_tmp, tiny_model_dir):
+    h = eval_ctx.handles["evaluate"]
+    run = make_run(tiny_model_dir)
+    runs.append_event(run, "log", step=1, loss=2.0, tokens_per_s=1234.5)
+    assert "Pick a run first" in evaluate_tab.efficiency(eval_ctx, _values(eval_ctx, run_pick=None))[h.efficiency]
+    text = evaluate_tab.efficiency(eval_ctx, _values(eval_ctx, run_pick=str(run)))[h.efficiency]
+    assert run.name in text and "Tokens/s (median)" in text and "1,234.5" in text
+    assert "Adapter/model files" in text
+    assert any(str(run) == path for _, path in evaluate_tab.run_choices())
