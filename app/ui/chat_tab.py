@@ -306,10 +306,11 @@ def _wire(ctx: Any, h: ChatHandles) -> None:
         load_event,
         inputs={p.base, p.adapters, p.device, *lang},
         outputs=views,
+        api_name="chat_load",
         concurrency_id="chat-model",
         concurrency_limit=1,
     )
-    h.unload.click(lambda values: unload(ctx, values), inputs=lang or None, outputs=views)
+    h.unload.click(lambda values=None: unload(ctx, values), inputs=lang or None, outputs=views, api_name="chat_unload")
 
     def send_event(values: dict[Any, Any]) -> Any:
         yield from send(ctx, values)
@@ -320,15 +321,17 @@ def _wire(ctx: Any, h: ChatHandles) -> None:
         send_event,
         inputs=talk_inputs,
         outputs=[*views, h.prompt],
+        api_name="chat_send",
         concurrency_id="chat-model",
         concurrency_limit=1,
         show_progress="hidden",
     )
-    h.clear.click(lambda: clear(ctx), outputs=[*h.chatbots, *h.speeds, h.histories])
+    h.clear.click(lambda: clear(ctx), outputs=[*h.chatbots, *h.speeds, h.histories], api_name="chat_clear")
     h.run_set.click(
         set_event,
         inputs={h.prompt_file, h.prompt_lines, *h.settings.values(), *lang},
         outputs=[h.set_status, h.set_table, h.set_csv],
+        api_name="chat_prompt_set",
         concurrency_id="chat-model",
         concurrency_limit=1,
     )

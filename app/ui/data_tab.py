@@ -338,21 +338,32 @@ def _wire(ctx: Any, h: DataHandles) -> None:
     def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
         return load_data(ctx, values, progress)
 
-    h.load.click(load_event, inputs=inputs, outputs=views, concurrency_id="data-load", concurrency_limit=2)
+    h.load.click(
+        load_event, inputs=inputs, outputs=views, api_name="data_load", concurrency_id="data-load", concurrency_limit=2
+    )
     h.upload.upload(
         functools.partial(upload, ctx), inputs={h.upload, *inputs}, outputs=[h.fields["data.path"], h.status]
     ).success(load_event, inputs=inputs, outputs=views, concurrency_id="data-load")
     page_views = [h.table, h.page, h.page_info]
-    h.page.submit(lambda v: show_page(ctx, v), inputs=inputs | {h.page}, outputs=page_views)
+    h.page.submit(lambda v: show_page(ctx, v), inputs=inputs | {h.page}, outputs=page_views, api_name="data_page")
     h.prev.click(lambda v: show_page(ctx, v, -1), inputs=inputs | {h.page}, outputs=page_views)
     h.next.click(lambda v: show_page(ctx, v, +1), inputs=inputs | {h.page}, outputs=page_views)
     record_views = [h.record_info, h.rendered, h.mask]
-    h.record.submit(lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views)
+    h.record.submit(
+        lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views, api_name="data_record"
+    )
     h.table.select(pick_row, inputs=h.table, outputs=h.record).then(
         lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views
     )
     if ctx.demo is not None:  # the default dataset shows on first open
-        ctx.demo.load(load_event, inputs=inputs, outputs=views, concurrency_id="data-load", show_progress="hidden")
+        ctx.demo.load(
+            load_event,
+            inputs=inputs,
+            outputs=views,
+            concurrency_id="data-load",
+            show_progress="hidden",
+            api_visibility="undocumented",
+        )
 
 
 # ---- config extras: column mapping and placeholders -----------------------------------------------------------

@@ -218,12 +218,24 @@ def _wire(ctx: Any, h: EvaluateHandles) -> None:
         run_event,
         inputs=inputs,
         outputs=[h.status, h.metrics, h.plot, h.examples, h.files, h.run_pick],
+        api_name="evaluate_run",
         concurrency_id="eval",
         concurrency_limit=1,
     )
     # Cancel must not wait in the queue behind the run it cancels.
-    h.cancel.click(lambda values: cancel(ctx, values), inputs=lang or None, outputs=h.status, concurrency_limit=None)
-    h.show_efficiency.click(lambda values: efficiency(ctx, values), inputs={h.run_pick, *lang}, outputs=h.efficiency)
+    h.cancel.click(
+        lambda values=None: cancel(ctx, values),
+        inputs=lang or None,
+        outputs=h.status,
+        concurrency_limit=None,
+        api_name="evaluate_cancel",
+    )
+    h.show_efficiency.click(
+        lambda values: efficiency(ctx, values),
+        inputs={h.run_pick, *lang},
+        outputs=h.efficiency,
+        api_name="evaluate_efficiency",
+    )
     p.refresh.click(lambda: gr.update(choices=run_choices()), outputs=h.run_pick, show_progress="hidden")
     p.adapters.change(follow_run, inputs=p.adapters, outputs=h.run_pick, show_progress="hidden")
     data_h = ctx.handles.get("data")

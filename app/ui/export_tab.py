@@ -237,6 +237,7 @@ def _wire(ctx: Any, h: ExportHandles) -> None:
         merge_event,
         inputs={p.base, p.adapters, h.dtype, h.out_dir, h.overwrite, h.share_cpu, *lang},
         outputs=[h.status, h.files, h.gguf_src, h.gguf_out],
+        api_name="export_merge",
         concurrency_id="export",
         concurrency_limit=1,
     )
@@ -244,6 +245,7 @@ def _wire(ctx: Any, h: ExportHandles) -> None:
         gguf_event,
         inputs={p.base, p.adapters, h.gguf_src, h.quant, h.gguf_out, h.share_cpu, *lang},
         outputs=[h.gguf_status, h.modelfile],
+        api_name="export_gguf",
         concurrency_id="export",
         concurrency_limit=1,
     )
