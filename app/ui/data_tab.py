@@ -357,7 +357,7 @@ def _wire(ctx: Any, h: DataHandles) -> None:
     )
     if ctx.demo is not None:  # the default dataset shows on first open
         ctx.demo.load(
-            load_event,
+            lambda values: load_data(ctx, values, fetch=False),
             inputs=inputs,
             outputs=views,
             concurrency_id="data-load",
@@ -453,10 +453,15 @@ class _Prepared:
 PREPARED = _Prepared()
 
 
-def _prepare(cfg: RunConfig, progress: Any = None) -> tuple[Any, Any, str | None]:
-    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable."""
+def _prepare(cfg: RunConfig, progress: Any = None, fetch: bool = True) -> tuple[Any, Any, str | None]:
+    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable.
+
+    fetch=False (opening the page) never starts the one-time download of the default model (93 MB)."""
+    name = cfg.model.name_or_path.strip()
+    if not fetch and name in modeling.DEFAULT_ALIASES and not (modeling.default_model_dir() / "config.json").is_file():
+        return data.load_from_config(cfg.data), None, f"the default model {name} is not in the cache yet"
     try:
-        tok = tokenizer_for(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code)
+        tok = tokenizer_for(name, cfg.model.trust_remote_code)
     except (modeling.ModelError, OSError, ValueError) as exc:
         return data.load_from_config(cfg.data), None, _one_line(exc)
     report = (lambda f, m: progress(f, desc=m)) if progress is not None else None
@@ -477,7 +482,7 @@ def _read_config(ctx: Any, values: dict[Any, Any]) -> RunConfig:
     return ctx.form.to_config(values)
 
 
-def load_data(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+def load_data(ctx: Any, values: dict[Any, Any], progress: Any = None, fetch: bool = True) -> dict[Any, Any]:
     """Load / validate: table page 1, problems, summary, statistics, histogram and the first valid record.
 
     Never raises: an unreadable file or a bad setting shows as the status line."""
@@ -485,7 +490,7 @@ def load_data(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[An
     lang = ctx.lang(values)
     try:
         cfg = _read_config(ctx, values)
-        load, prepared, no_tokens = _prepare(cfg, progress)
+        load, prepared, no_tokens = _prepare(cfg, progress, fetch)
         frame, total = data.preview(cfg.data.path, 0, PAGE_SIZE, cfg.data.format, cfg.data.columns)
     except ConfigError as exc:
         return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc))}
