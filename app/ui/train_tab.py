@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import paths, runs
+from app import jobs, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
 
@@ -37,6 +38,7 @@ STRINGS = {
     ),
     "train.started": ("Started run **{run}**.", "已开始训练 **{run}**。"),
     "train.start_failed": ("Could not start: {msg}", "无法开始：{msg}"),
+    "train.refused": ("Not started: {msg}", "未开始：{msg}"),
     "train.stopping": (
         "Stopping... the adapter is saved after the current step.",
         "正在停止……当前步结束后会保存适配器。",
@@ -242,12 +244,15 @@ def event_line(ev: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def load_history(run_dir: str | Path) -> RunView:
+def load_history(run_dir: str | Path, just_started: bool = False) -> RunView:
     """A fresh view of `run_dir` with everything its events file holds so far."""
     view = RunView(run_dir=str(run_dir))
     advance(view)
-    if view.status == "idle":
-        view.status = "starting"
+    actual = "running" if just_started else runs.run_status(run_dir)
+    if actual == "running" and view.status not in LIVE:
+        view.status = "starting"  # a resumed run's file ends with the last session's `stopped` until `resumed`
+    elif actual in ("interrupted", "created") or view.status == "idle":
+        view.status = actual  # events alone look "running" when the writer died without a final event
     return view
 
 
@@ -597,32 +602,42 @@ def _run_path(run_id: str | None) -> Path | None:
 # ---- handlers -----------------------------------------------------------------------------------------------------
 def start_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     """Validate the whole config (every problem listed), refuse when a run is active, else start in background."""
-    from app import jobs
-    from app.ui import model_tab
-
     h: TrainHandles = ctx.handles["train"]
-    lang, view = _lang(ctx, values), values[h.view]
+    lang = _lang(ctx, values)
     try:
         cfg = ctx.form.to_config(values).check(source="form")
     except ConfigError as exc:
-        return {h.status: i18n.t("train.invalid", lang, msg="\n".join(f"- {p}" for p in exc.problems))}
-    active = jobs.manager.active()
-    if active is not None:
-        return {h.status: i18n.t("train.busy", lang, run=Path(active.run_dir).name)}
-    model_tab.HOLDER.release()  # the Model tab's copy would only compete with training for memory
-    try:
-        run_dir = jobs.manager.start(cfg)
-    except jobs.JobBusy as exc:
-        return {h.status: i18n.t("train.busy", lang, run=str(exc))}
-    except (ConfigError, OSError, ValueError, RuntimeError) as exc:
-        return {h.status: i18n.t("train.start_failed", lang, msg=str(exc))}
-    view = load_history(run_dir)
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
+    view, refusal = _launch(cfg, lang)
+    if view is None:
+        return {h.status: refusal}
     return {**render(ctx, view, lang), **_listing(ctx, lang, view.name)}
 
 
-def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    from app import jobs
+def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[RunView | None, str]:
+    """(view of the new run, "") or (None, why not): one run at a time, and every problem named."""
+    active = jobs.manager.active()
+    if active is not None:
+        return None, i18n.t("train.busy", lang, run=Path(active.run_dir).name)
+    model_tab = sys.modules.get("app.ui.model_tab")
+    if model_tab is not None:
+        model_tab.HOLDER.release()  # the Model tab's loaded copy would only compete with training for memory
+    try:
+        run_dir = jobs.manager.start(cfg, resume_dir=resume_dir)
+    except jobs.JobBusy as exc:
+        return None, i18n.t("train.refused", lang, msg=str(exc))
+    except ConfigError as exc:
+        return None, i18n.t("train.invalid", lang, msg=_bullets(exc))
+    except (OSError, ValueError, RuntimeError) as exc:
+        return None, i18n.t("train.start_failed", lang, msg=str(exc))
+    return load_history(run_dir, just_started=True), ""
 
+
+def _bullets(exc: ConfigError) -> str:
+    return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
+
+
+def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     h: TrainHandles = ctx.handles["train"]
     lang, view = _lang(ctx, values), values[h.view]
     if not jobs.manager.stop():
@@ -653,12 +668,7 @@ def tick(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
 
 def find_live_run() -> Path | None:
     """The job of this app, else the newest run whose events say it is running (a CLI-started run)."""
-    try:
-        from app import jobs
-
-        active = jobs.manager.active()
-    except ImportError:
-        active = None
+    active = jobs.manager.active()
     if active is not None:
         return Path(active.run_dir)
     for r in runs.list_runs():
@@ -711,24 +721,18 @@ def open_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
 
 def resume_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     """Continue a stopped, failed or interrupted run from its last checkpoint, with its own config.yaml."""
-    from app import jobs
-
     h: TrainHandles = ctx.handles["train"]
     lang, run_id = _lang(ctx, values), values.get(h.run_pick)
     path = _run_path(run_id)
     if path is None:
         return {h.status: i18n.t("train.pick_first" if not run_id else "train.missing_run", lang, run=run_id)}
-    active = jobs.manager.active()
-    if active is not None:
-        return {h.status: i18n.t("train.busy", lang, run=Path(active.run_dir).name)}
     try:
-        cfg = RunConfig.from_yaml(path / "config.yaml").check(source=str(path / "config.yaml"))
-        run_dir = jobs.manager.start(cfg, resume_dir=path)
-    except jobs.JobBusy as exc:
-        return {h.status: i18n.t("train.busy", lang, run=str(exc))}
-    except (ConfigError, OSError, ValueError, RuntimeError) as exc:
-        return {h.status: i18n.t("train.start_failed", lang, msg=str(exc))}
-    view = load_history(run_dir)
+        cfg = runs.load_config(path)
+    except ConfigError as exc:
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
+    view, refusal = _launch(cfg, lang, resume_dir=path)
+    if view is None:
+        return {h.status: refusal}
     return {**render(ctx, view, lang, i18n.t("train.resumed", lang, run=view.name)), **_listing(ctx, lang, view.name)}
 
 
@@ -741,8 +745,6 @@ def ask_delete(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def delete_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    from app import jobs
-
     h: TrainHandles = ctx.handles["train"]
     lang, run_id, view = _lang(ctx, values), values.get(h.run_pick), values[h.view]
     hide = {h.confirm_box: gr.update(visible=False)}
@@ -769,10 +771,19 @@ def config_file_for(cfg: RunConfig) -> Path:
 
 
 def commands_text(config_path: Path) -> str:
-    """The headless command and the multi-GPU accelerate command for one config file."""
-    from app import train
+    """Shell lines that train `config_path` without the UI: one device, several GPUs, several CPU processes."""
+    from app import train  # torch: imported on first use, not at app start
 
-    return f"python -m app train {config_path}\n{train.launch_command(config_path)}"
+    return "\n".join(
+        [
+            "# one device (the same run folder and events as the UI)",
+            f"python -m app train {config_path}",
+            "# two GPUs, data parallel",
+            train.launch_command(str(config_path), 2, "cuda"),
+            "# two CPU processes",
+            train.launch_command(str(config_path), 2, "cpu"),
+        ]
+    )
 
 
 def save_config(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
@@ -781,7 +792,7 @@ def save_config(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     try:
         cfg = ctx.form.to_config(values).check(source="form")
     except ConfigError as exc:
-        return {h.status: i18n.t("train.invalid", lang, msg="\n".join(f"- {p}" for p in exc.problems))}
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
     path = config_file_for(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg.save(path)

@@ -1,0 +1,56 @@
+"""The app shell: every tab builds, tab modules are wired after all tabs exist, and `python -m app ui` serves its
+page with the tab names (a real server in a subprocess; no browser)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import gradio as gr
+import pytest
+from apprunner import running_app
+
+from app.ui import app as ui_app
+
+TAB_LABELS = ["Model", "Data", "Train", "Chat", "Evaluate", "Export"]
+
+
+def _tab_labels(demo: gr.Blocks) -> list[str]:
+    return [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id in dict(ui_app.TABS)]
+
+
+def test_build_app_has_every_tab_in_order():
+    demo, ctx = ui_app.build_blocks("en")
+    assert _tab_labels(demo) == TAB_LABELS
+    assert set(ctx.handles) == {key for key, _ in ui_app.TABS}
+    assert ctx.handles["train"] is not None and ctx.demo is demo
+    assert ui_app.css() and ui_app.logo_svg().lstrip().startswith("<svg")
+
+
+def test_build_app_in_chinese_and_with_a_preselected_model(tmp_path):
+    demo, ctx = ui_app.build_blocks("zh", model=str(tmp_path))
+    assert _tab_labels(demo) == ["模型", "数据", "训练", "对话", "评估", "导出"]
+    assert ctx.defaults.model.name_or_path == str(tmp_path)
+    assert ctx.form.components["model.name_or_path"].value == str(tmp_path) if ctx.handles["model"] else True
+
+
+def test_context_language_follows_the_selector_value():
+    _, ctx = ui_app.build_blocks("en")
+    assert ctx.lang({ctx.lang_selector: "zh"}) == "zh"
+    assert ctx.lang({}) == "en"
+
+
+@pytest.mark.slow
+def test_the_app_serves_its_page_with_the_tabs(tmp_path):
+    env = {"TUNEDESK_RUNS": str(tmp_path / "runs")}
+    with running_app(env=env, log_path=tmp_path / "app.log", timeout=120) as (url, _proc):
+        with urllib.request.urlopen(url + "/", timeout=30) as resp:
+            assert resp.status == 200
+            assert "TuneDesk" in resp.read().decode("utf-8", "replace")
+        with urllib.request.urlopen(url + "/config", timeout=30) as resp:
+            config = json.load(resp)
+    labels = [c["props"].get("label") for c in config["components"] if c["type"] in ("tab", "tabitem")]
+    assert [label for label in labels if label in TAB_LABELS] == TAB_LABELS
+    api_names = {d.get("api_name") for d in config["dependencies"]}
+    assert "start_training" in api_names
+    assert "td-progress" in (config.get("css") or ""), "assets/style.css was not passed to launch()"

@@ -1,0 +1,173 @@
+"""Train tab: folding events into the page's view, and a real 3-step run on the tiny model driven through the tab's
+handler functions (Start, the timer tick, the run list, Open, Delete with its confirm step)."""
+
+from __future__ import annotations
+
+import time
+
+import plotly.graph_objects as go
+import pytest
+from test_train_kit import tiny_config, write_alpaca
+
+from app import jobs, runs
+from app.ui import app as ui_app
+from app.ui import plots, train_tab
+from app.ui.train_tab import RunView, fold
+
+
+def _log(step, loss, lr=1e-3, **extra):
+    return {"type": "log", "time": 1.0, "step": step, "total_steps": 10, "loss": loss, "learning_rate": lr, **extra}
+
+
+def test_fold_collects_points_samples_and_the_final_status():
+    view = RunView(run_dir="/tmp/r")
+    events = [
+        {"type": "started", "time": 1.0, "total_steps": 10},
+        _log(1, 2.0),
+        _log(2, 1.5, tokens_per_s=900.0, elapsed_s=3.0, eta_s=12.0),
+        {"type": "eval", "time": 2.0, "step": 2, "eval_loss": 1.7},
+        {"type": "sample", "time": 2.0, "step": 2, "samples": [{"prompt": "Hi?", "answer": "Hello."}]},
+        {"type": "finished", "time": 3.0, "step": 2, "adapter": "/tmp/r/adapter"},
+    ]
+    fold(view, events)
+    assert (view.steps, view.losses, view.eval_steps, view.eval_losses) == ([1, 2], [2.0, 1.5], [2], [1.7])
+    assert view.samples == [(2, "Hi?", "Hello.")]
+    assert view.status == "finished" and view.artifact == "/tmp/r/adapter"
+    assert view.last["tokens_per_s"] == 900.0
+    assert len(view.log) == len(events) and "loss 1.5000" in view.log[2]
+
+
+def test_resumed_event_drops_the_steps_the_resumed_session_logs_again():
+    view = RunView(run_dir="/tmp/r")
+    fold(view, [_log(s, 3.0 - s / 10) for s in range(1, 8)] + [{"type": "eval", "time": 1, "step": 6, "eval_loss": 2}])
+    fold(view, [{"type": "resumed", "time": 2.0, "from_step": 5, "total_steps": 10}, _log(6, 0.5)])
+    assert view.steps == [1, 2, 3, 4, 5, 6] and view.losses[-1] == 0.5
+    assert view.eval_steps == []
+
+
+def test_failed_event_shows_its_message():
+    view = RunView(run_dir="/tmp/20250101-lora-x")
+    fold(view, [{"type": "failed", "time": 1.0, "message": "CUDA out of memory: lower train.batch_size"}])
+    line = train_tab.status_line(view, "en")
+    assert "failed" in line and "lower train.batch_size" in line
+
+
+def test_progress_and_ema_helpers():
+    html = plots.progress_html(5, 10, 65.0, 65.0, 1234.0, "running")
+    assert "width:50.0%" in html and "1:05" in html and "1,234" in html
+    smooth = plots.ema([4.0, 2.0, 2.0, 2.0], 0.5)
+    assert smooth[0] == 4.0 and smooth[-1] < smooth[1] < 4.0
+
+
+# ---- a real run through the handlers ------------------------------------------------------------------------------
+@pytest.fixture()
+def train_app(tiny_model_dir, runs_tmp, tmp_path):
+    data = write_alpaca(tmp_path / "alpaca.json", n=16)
+    cfg = tiny_config(tiny_model_dir, data, "lora", **{"train.save_steps": 0, "train.eval_steps": 2})
+    demo, ctx = ui_app.build_blocks("en", defaults=cfg)
+    yield ctx, cfg
+    jobs.manager.stop()
+    jobs.manager.wait(60)
+
+
+def _values(ctx, view=None, extra=None):
+    """{component: value} as Gradio passes a set of inputs: the form at its defaults, plus `extra`."""
+    h = ctx.handles["train"]
+    values = {c: c.value for c in ctx.form.inputs()}
+    values.update({ctx.lang_selector: "en", h.view: view or RunView(), h.ticks: 0, h.run_pick: None})
+    values.update(extra or {})
+    return values
+
+
+def _follow(ctx, view, timeout=180.0):
+    """Tick like the 1 s timer until the run ends; returns (last full render, view)."""
+    h = ctx.handles["train"]
+    rendered, ticks = {}, 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ticks += 1
+        out = train_tab.tick(ctx, _values(ctx, view, {h.ticks: ticks}))
+        view = out[h.view]
+        if h.plot in out:
+            rendered = out
+        if view.status in ("finished", "stopped", "failed", "interrupted"):
+            return rendered, view
+        time.sleep(0.5)
+    raise AssertionError(f"run did not end within {timeout} s; last status {view.status}")
+
+
+@pytest.mark.slow
+def test_start_train_follow_open_and_delete_on_the_tiny_model(train_app):
+    ctx, cfg = train_app
+    h = ctx.handles["train"]
+    started = train_tab.start_run(ctx, _values(ctx))
+    view = started[h.view]
+    assert view.run_dir and ("Training" in started[h.status] or "Starting" in started[h.status])
+
+    again = train_tab.start_run(ctx, _values(ctx))  # a second Start while the first trains is refused
+    assert h.view not in again and "already" in again[h.status]
+
+    rendered, view = _follow(ctx, view)
+    assert view.status == "finished", view.message
+    assert view.steps == [1, 2, 3] and len(view.eval_steps) >= 1
+    figure = rendered[h.plot]
+    assert isinstance(figure, go.Figure) and list(figure.data[0].y) == view.losses
+    assert "Finished" in rendered[h.status] and "adapter" in rendered[h.status]
+
+    table, ids = train_tab.run_table("en")
+    assert ids == [view.name] and table.iloc[0]["status"] == "finished" and table.iloc[0]["steps"] == "3/3"
+
+    opened = train_tab.open_run(ctx, _values(ctx, extra={h.run_pick: view.name}))
+    assert opened[h.view].steps == [1, 2, 3]
+    batch = ctx.form.components["train.batch_size"]
+    assert opened[batch]["value"] == cfg.train.batch_size == 2 and "python -m app train" in opened[h.commands]
+
+    asked = train_tab.ask_delete(ctx, _values(ctx, extra={h.run_pick: view.name}))
+    assert asked[h.confirm_box]["visible"] is True and view.name in asked[h.confirm_text]
+    assert runs.list_runs()  # asking deletes nothing
+    deleted = train_tab.delete_run(ctx, _values(ctx, view, {h.run_pick: view.name}))
+    assert runs.list_runs() == [] and deleted[h.view].run_dir is None
+
+
+@pytest.mark.slow
+def test_stop_shows_stopping_then_stopped_and_resume_finishes_the_run(train_app):
+    ctx, _ = train_app
+    h = ctx.handles["train"]
+    f = ctx.form.components
+    # 16 steps (0.1-2 s each on 2 shared cores), eval only at the end: time to stop part-way, short to resume.
+    view = train_tab.start_run(ctx, _values(ctx, extra={f["train.max_steps"]: 16, f["train.eval_steps"]: 1000}))[
+        h.view
+    ]
+    deadline = time.monotonic() + 120
+    while not view.steps and view.status not in ("failed", "finished") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        view = train_tab.tick(ctx, _values(ctx, view))[h.view]
+    stopping = train_tab.stop_run(ctx, _values(ctx, view))
+    assert "Stopping" in stopping[h.status]
+    rendered, view = _follow(ctx, stopping[h.view])
+    assert view.status == "stopped" and "Stopped" in rendered[h.status], view.message
+    stopped_at = view.steps[-1]
+    assert 0 < stopped_at < 16
+
+    resumed = train_tab.resume_run(ctx, _values(ctx, extra={h.run_pick: view.name}))
+    assert "Resuming" in resumed[h.status]
+    _, view = _follow(ctx, resumed[h.view])
+    assert view.status == "finished" and view.steps[-1] == 16
+    assert view.steps == sorted(set(view.steps)), "a resumed run must draw one continuous curve"
+
+
+def test_start_lists_every_problem_of_the_form(train_app):
+    ctx, _ = train_app
+    h = ctx.handles["train"]
+    f = ctx.form.components
+    values = _values(ctx, extra={f["train.learning_rate"]: 0.0, f["data.max_seq_len"]: 8, f["train.batch_size"]: 0})
+    out = train_tab.start_run(ctx, values)
+    for key in ("train.learning_rate", "data.max_seq_len", "train.batch_size"):
+        assert key in out[h.status]
+    assert runs.list_runs() == [] and jobs.manager.active() is None
+
+
+def test_stop_without_a_run_says_so(train_app):
+    ctx, _ = train_app
+    out = train_tab.stop_run(ctx, _values(ctx))
+    assert "No run is active" in out[ctx.handles["train"].status]
