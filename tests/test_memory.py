@@ -1,0 +1,339 @@
+"""The memory estimator: exact trainable counts against PEFT, reading architectures from folders and GGUF files,
+monotonic behaviour, fixes, the method comparison and the CLI on every preset."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from app import __main__ as cli
+from app import hardware, memory
+from app.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
+DEFAULT_GGUF = Path.home() / ".cache" / "tunedesk" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GIB = memory.GIB
+
+
+def _cfg(name: str, **changes) -> RunConfig:
+    return RunConfig().replace(**{"model.name_or_path": name, **changes})
+
+
+# ---- exact trainable parameters (real PEFT on real models) ---------------------------------------------------
+def _peft_trainable(folder: Path, targets, rank: int, dora: bool) -> int:
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=rank, target_modules=targets, use_dora=dora))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+LORA_CASES = [
+    (["q_proj", "v_proj"], 8, False),
+    (["q_proj", "v_proj"], 4, True),
+    ("all-linear", 8, False),
+    ("all-linear", 16, True),
+    (["o_proj", "gate_proj", "down_proj"], 2, False),
+]
+
+
+@pytest.mark.parametrize(("targets", "rank", "dora"), LORA_CASES)
+def test_lora_trainable_params_equal_peft_on_the_tiny_model(tiny_model_dir, targets, rank, dora):
+    cfg = _cfg(str(tiny_model_dir), **{"lora.target_modules": targets, "lora.rank": rank, "lora.use_dora": dora})
+    est = memory.estimate(memory.architecture_from(str(tiny_model_dir)), cfg)
+    assert est.trainable_params == _peft_trainable(tiny_model_dir, targets, rank, dora)
+
+
+@pytest.mark.parametrize(("layers", "norms"), [(1, False), (1, True), (2, False)])
+def test_freeze_trainable_params_equal_freeze_all_but_last(tiny_model_dir, layers, norms):
+    from transformers import AutoModelForCausalLM
+
+    from app.modeling import freeze_all_but_last
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    freeze_all_but_last(model, layers, norms)
+    expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    cfg = _cfg(
+        str(tiny_model_dir), method="freeze", **{"freeze.trainable_layers": layers, "freeze.train_norms": norms}
+    )
+    assert memory.estimate(memory.architecture_from(str(tiny_model_dir)), cfg).trainable_params == expected
+
+
+def test_full_counts_every_param_of_the_tiny_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    est = memory.estimate(memory.architecture_from(str(tiny_model_dir)), _cfg(str(tiny_model_dir), method="full"))
+    assert est.trainable_params == est.total_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("targets", "rank", "dora"), [(["q_proj", "v_proj"], 8, False), ("all-linear", 16, True)])
+def test_lora_trainable_params_equal_peft_on_the_default_model(default_model_dir, targets, rank, dora):
+    arch = memory.architecture_from(str(default_model_dir))
+    cfg = _cfg(str(default_model_dir), **{"lora.target_modules": targets, "lora.rank": rank, "lora.use_dora": dora})
+    assert memory.estimate(arch, cfg).trainable_params == _peft_trainable(default_model_dir, targets, rank, dora)
+
+
+@pytest.mark.slow
+def test_default_model_folder_matches_the_loaded_model_and_the_catalog(default_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    arch = memory.architecture_from(str(default_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(default_model_dir)
+    assert arch.total_params == sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert (arch.layers, arch.hidden, arch.vocab, arch.tied) == (30, 576, 49152, True)
+    assert arch.total_params == memory.architecture_from("smollm2-135m-instruct").total_params
+
+
+def test_gguf_metadata_gives_the_same_architecture_as_the_catalog():
+    if not DEFAULT_GGUF.is_file():
+        pytest.skip(f"{DEFAULT_GGUF} is absent")
+    arch = memory.architecture_from(str(DEFAULT_GGUF))
+    known = memory.architecture_from("smollm2-135m-instruct")
+    assert (arch.linears, arch.total_params, arch.tied, arch.layers) == (
+        known.linears,
+        known.total_params,
+        True,
+        30,
+    )
+
+
+# ---- reading architectures and the errors people meet ----------------------------------------------------------
+def test_folder_with_only_config_json_is_enough(tmp_path):
+    cfg = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24}
+    cfg |= {"num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert memory.architecture_from(str(tmp_path)).total_params == 494_032_768  # Qwen2.5-0.5B
+
+
+def test_unknown_names_and_bad_folders_say_what_to_do(tmp_path):
+    with pytest.raises(memory.EstimateError, match="catalog id"):
+        memory.architecture_from("no-such/model-anywhere")
+    with pytest.raises(memory.EstimateError, match="no config.json"):
+        memory.architecture_from(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(memory.EstimateError, match="not readable JSON"):
+        memory.architecture_from(str(tmp_path))
+    with pytest.raises(memory.EstimateError, match="GGUF file not found"):
+        memory.architecture_from(str(tmp_path / "missing.gguf"))
+
+
+def test_bad_targets_and_too_many_frozen_layers_are_explained():
+    arch = memory.architecture_from("smollm2-135m-instruct")
+    with pytest.raises(memory.EstimateError, match="q_proj, k_proj"):
+        memory.estimate(arch, _cfg("smollm2-135m-instruct", **{"lora.target_modules": ["query"]}))
+    with pytest.raises(memory.EstimateError, match="only 30 decoder layers"):
+        memory.estimate(arch, _cfg("smollm2-135m-instruct", method="freeze", **{"freeze.trainable_layers": 31}))
+
+
+# ---- the physics: monotonic, ordered, the right terms move ---------------------------------------------------------
+MODELS = ["smollm2-135m-instruct", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "gemma-2-2b", "phi-3-mini"]
+SETTINGS = list(
+    itertools.product(MODELS, ["full", "freeze", "lora", "qlora"], [True, False], ["sdpa", "eager"], ["cuda", "cpu"])
+)
+
+
+def _setting(model: str, method: str, ckpt: bool, attn: str) -> RunConfig:
+    return _cfg(
+        model,
+        method=method,
+        **{
+            "quant.bits": 4 if method == "qlora" else None,
+            "train.gradient_checkpointing": ckpt,
+            "model.attn_implementation": attn,
+            "lora.target_modules": "all-linear" if model == "phi-3-mini" else ["q_proj", "v_proj"],
+        },
+    )
+
+
+@pytest.mark.parametrize(("model", "method", "ckpt", "attn", "device"), SETTINGS)
+def test_raising_rank_batch_or_seq_never_lowers_the_estimate(model, method, ckpt, attn, device):
+    arch = memory.architecture_from(model)
+    cfg = _setting(model, method, ckpt, attn)
+    for key, values in (
+        ("lora.rank", [1, 4, 16, 64]),
+        ("train.batch_size", [1, 2, 3, 8]),
+        ("data.max_seq_len", [64, 256, 1000, 4096]),
+    ):
+        totals = [memory.estimate(arch, cfg.replace(**{key: v}), device).total_bytes for v in values]
+        assert totals == sorted(totals), f"{key}: {totals}"
+        if method in ("lora", "qlora"):  # (full fine-tuning of 8B can be bound by the optimizer step instead)
+            assert totals[-1] > totals[0], f"{key} should matter for {method}"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_weights_shrink_from_16_to_8_to_4_bits(model):
+    arch = memory.architecture_from(model)
+    cfg = _cfg(model, method="qlora", **{"lora.target_modules": "all-linear"})
+    by_bits = {b: memory.estimate(arch, cfg.replace(**{"quant.bits": b})) for b in (4, 8)}
+    lora = memory.estimate(arch, cfg.replace(method="lora"))
+    assert by_bits[4].breakdown["weights"] < by_bits[8].breakdown["weights"] < lora.breakdown["weights"]
+    assert by_bits[4].total_bytes < by_bits[8].total_bytes < lora.total_bytes
+    double = memory.estimate(arch, cfg.replace(**{"quant.bits": 4, "quant.double_quant": False}))
+    assert by_bits[4].breakdown["weights"] < double.breakdown["weights"]
+
+
+@pytest.mark.parametrize(("model", "method", "ckpt", "attn", "device"), [s for s in SETTINGS if s[2]])
+def test_gradient_checkpointing_lowers_activations(model, method, ckpt, attn, device):
+    arch = memory.architecture_from(model)
+    on = memory.estimate(arch, _setting(model, method, True, attn), device)
+    off = memory.estimate(arch, _setting(model, method, False, attn), device)
+    assert on.breakdown["activations"] < off.breakdown["activations"]
+    assert on.total_bytes < off.total_bytes
+
+
+def test_eager_attention_grows_quadratically_and_sdpa_does_not():
+    arch = memory.architecture_from("llama-3.1-8b-instruct")
+    cfg = _cfg("llama-3.1-8b-instruct", **{"train.gradient_checkpointing": False, "train.batch_size": 1})
+
+    def acts(attn: str, seq: int) -> int:
+        c = cfg.replace(**{"model.attn_implementation": attn, "data.max_seq_len": seq})
+        return memory.estimate(arch, c).breakdown["activations"]
+
+    assert acts("sdpa", 4096) == pytest.approx(2 * acts("sdpa", 2048), rel=0.01)
+    assert acts("eager", 4096) > 2.5 * acts("eager", 2048)
+
+
+def test_bf16_weights_cost_2_bytes_and_cpu_fp32_costs_4():
+    arch = memory.architecture_from("llama-3.1-8b-instruct")
+    cfg = _cfg("llama-3.1-8b-instruct")
+    assert memory.estimate(arch, cfg, "cuda").breakdown["weights"] == 2 * arch.total_params
+    cpu = memory.estimate(arch, cfg, "cpu")
+    assert cpu.breakdown["weights"] == 4 * arch.total_params
+    assert cpu.breakdown["runtime"] == memory.Stack().process_baseline
+
+
+def test_nf4_weights_are_half_a_byte_plus_scales_on_linear_layers_only():
+    arch = memory.architecture_from("llama-3.1-8b-instruct")
+    cfg = _cfg("llama-3.1-8b-instruct", method="qlora", **{"quant.bits": 4})
+    linear = arch.linear_weight_params
+    rest = arch.total_params - linear  # embeddings, lm_head, norms: fp32 after prepare_model_for_kbit_training
+    weights = memory.estimate(arch, cfg).breakdown["weights"]
+    assert weights == pytest.approx(linear * (0.5 + 0.127 / 8) + rest * 4, rel=1e-6)
+
+
+def test_adamw_states_cost_2_per_param_width_and_8bit_about_2_bytes():
+    arch = memory.architecture_from("llama-3.2-1b-instruct")
+    cfg = _cfg("llama-3.2-1b-instruct", method="full")
+    torch_adam = memory.estimate(arch, cfg).breakdown["optimizer"]
+    assert torch_adam == 4 * arch.total_params  # two bf16 states
+    bnb = memory.estimate(arch, cfg.replace(**{"train.optimizer": "adamw_8bit"})).breakdown["optimizer"]
+    # 2 B/param, 8 B for the embedding (32-bit states by the Trainer) and for small tensors
+    assert 2 * arch.total_params < bnb < 2 * arch.total_params + 6.1 * arch.embed_params
+
+
+def test_logits_grow_with_vocab_times_tokens():
+    small = memory.architecture_from("smollm2-135m-instruct")
+    cfg = _cfg("smollm2-135m-instruct", **{"train.batch_size": 4, "data.max_seq_len": 256})
+    est = memory.estimate(small, cfg, "cpu")
+    # 4 x 256 tokens x 49,152 vocab x 12 B = 604 MB at the loss peak, the largest term for a 135M model
+    assert est.breakdown["logits"] == 4 * 256 * 49152 * 12
+    assert est.breakdown["logits"] > est.breakdown["weights"]
+
+
+# ---- presets, fixes, comparison -------------------------------------------------------------------------------
+def test_70b_qlora_preset_needs_more_than_24_gib_and_fits_48():
+    cfg = RunConfig.from_preset(ROOT / "presets" / "llama-3.1-70b-qlora-48gb.yaml")
+    est = memory.estimate(memory.architecture_from(cfg.model.name_or_path), cfg, "cuda", 48 * GIB)
+    assert est.total_gib > 24
+    assert est.fits is True
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_cli_prints_a_valid_json_object_for_every_preset(preset, capsys):
+    assert cli.main(["estimate", str(preset), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {
+        "total_gib",
+        "breakdown_gib",
+        "trainable_params",
+        "total_params",
+        "device",
+        "device_memory_gib",
+        "fits",
+    }
+    assert out["total_gib"] == pytest.approx(sum(out["breakdown_gib"].values()), abs=0.01)
+    assert 0 < out["trainable_params"] <= out["total_params"]
+    assert out["device"] == "cuda" and out["fits"] is None
+
+
+def test_cli_table_and_capacity_verdict(capsys):
+    preset = ROOT / "presets" / "llama-3.1-8b-qlora-24gb.yaml"
+    assert cli.main(["estimate", str(preset), "--device-memory-gib", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fits"] is False and out["device_memory_gib"] == 8
+    assert cli.main(["estimate", str(preset), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "process baseline" in text and "total" in text and "| cpu" in text
+
+
+def test_cli_bad_model_name_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {name_or_path: not-a-model}\n")
+    assert cli.main(["estimate", str(path)]) == 2
+    assert "not-a-model" in capsys.readouterr().err
+
+
+def test_fixes_keep_the_effective_batch_and_each_lowers_memory():
+    arch = memory.architecture_from("llama-3.1-8b-instruct")
+    cfg = _cfg(
+        "llama-3.1-8b-instruct",
+        **{"train.gradient_checkpointing": False, "train.batch_size": 4, "train.grad_accum": 2},
+    )
+    base = memory.estimate(arch, cfg, "cuda", 24 * GIB)
+    fixes = memory.suggest_fixes(arch, cfg, "cuda", 24 * GIB)
+    keys = [f.key for f in fixes]
+    assert keys[:5] == ["gradient_checkpointing", "micro_batch", "optimizer_8bit", "quantize_4bit", "shorter_seq"]
+    for fix in fixes:
+        assert fix.estimate.total_bytes < base.total_bytes
+        assert (
+            memory.estimate(arch, cfg.replace(**fix.changes), "cuda", 24 * GIB).total_bytes == fix.estimate.total_bytes
+        )
+    batch = fixes[1].changes
+    assert batch["train.batch_size"] * batch["train.grad_accum"] == 8
+
+
+def test_combined_fix_when_no_single_change_fits():
+    arch = memory.architecture_from("llama-3.1-70b-instruct")
+    cfg = _cfg("llama-3.1-70b-instruct", **{"train.gradient_checkpointing": False, "data.max_seq_len": 2048})
+    fixes = memory.suggest_fixes(arch, cfg, "cuda", 48 * GIB)
+    assert not any(f.estimate.fits for f in fixes[:-1])
+    assert fixes[-1].key == "combined" and fixes[-1].estimate.fits
+    assert fixes[-1].changes["method"] == "qlora"
+
+
+def test_no_fixes_for_what_already_applies_and_the_single_argument_form():
+    cfg = RunConfig.from_preset(ROOT / "presets" / "llama-3.1-70b-qlora-48gb.yaml")
+    keys = [f.key for f in memory.suggest_fixes(cfg)]
+    assert "gradient_checkpointing" not in keys and "quantize_4bit" not in keys and "micro_batch" not in keys
+
+
+def test_compare_methods_orders_memory_as_expected():
+    arch = memory.architecture_from("llama-3.1-8b-instruct")
+    rows = {r["method"]: r for r in memory.compare_methods(arch, _cfg("llama-3.1-8b-instruct"), "cuda", 24 * GIB)}
+    assert list(rows) == ["full", "freeze", "lora", "qlora"]
+    assert rows["qlora"]["total_bytes"] < rows["lora"]["total_bytes"] < rows["full"]["total_bytes"]
+    assert rows["full"]["trainable_params"] == arch.total_params
+    assert rows["full"]["fits"] is False and rows["qlora"]["fits"] is True
+    assert all(r["notes"] and r["speed"] > 0 for r in rows.values())
+
+
+def test_estimate_json_shape_and_ordered_breakdown():
+    est = memory.estimate_config(_cfg("qwen2.5-0.5b-instruct"))
+    assert list(est.breakdown) == list(memory.BREAKDOWN_KEYS)
+    assert all(v >= 0 for v in est.breakdown.values())
+    assert est.total_bytes == sum(est.breakdown.values())
+    assert est.to_json()["total_gib"] == pytest.approx(est.total_gib, abs=1e-3)
+    assert est.allocated_bytes < est.reserved_bytes < est.total_bytes
+
+
+def test_detect_device_reports_this_machine():
+    info = hardware.detect_device()
+    assert info.kind in ("cuda", "cpu")
+    assert info.total_bytes > 1 * GIB and info.name
