@@ -8,10 +8,11 @@ one" includes what a user waits for after pressing Load in a new session, minus 
 reported on its own. The OS file cache is warm (the file was just written), as it is after an upload.
 
 Measured per file type (JSONL, JSON list, CSV, Parquet):
-- import: `import app.data` (no torch, no transformers);
+- import: `import pandas` + `import app.data` (no torch, no transformers; the UI has pandas loaded already);
 - page 1 / last page: `app.data.preview(path, page, 20)`, the raw rows shown in the Records table plus the total;
 - load all: `app.data.load_examples(path)`, every record validated (what Load / validate does before tokenizing).
-Then `app.data.prepare` on 1000 records with the default model's tokenizer (render + tokenize + labels + split).
+Then `app.data.prepare` of a 1000-record file with the default model's tokenizer (load + validate + render +
+tokenize + labels + split; the tokenizer load is not counted).
 
 Prints markdown tables; writes every run to bench/results/data_preview-<UTC time>.json (gitignored).
 """
@@ -70,6 +71,8 @@ def write_files(records: list[dict], folder: Path) -> dict[str, Path]:
 # ---- child: one measurement in a fresh interpreter ----------------------------------------------------------
 def child(what: str, path: str, page: int) -> dict:
     t0 = time.perf_counter()
+    import pandas  # noqa: F401 - the UI process has it loaded already (gradio imports it)
+
     from app import data
 
     imported = time.perf_counter() - t0
@@ -80,13 +83,13 @@ def child(what: str, path: str, page: int) -> dict:
     elif what == "load":
         res = data.load_examples(path)
         result = {"rows": len(res.examples), "total": res.records}
-    else:  # prepare: render + tokenize + labels + split of the first 1000 records
+    else:  # prepare: load + render + tokenize + labels + split of a 1000-record file
         from app.config import DataConfig
         from app.modeling import load_tokenizer, resolve_model
 
         tok = load_tokenizer(resolve_model("smollm2-135m-instruct"))
         t0 = time.perf_counter()
-        prepared = data.prepare(DataConfig(path=path, max_samples=1000), tok)
+        prepared = data.prepare(DataConfig(path=path), tok)
         s = prepared.stats
         result = {"rows": s.train_count + s.val_count, "total": s.total_tokens, "template": prepared.template}
     return {"import_s": imported, "s": time.perf_counter() - t0, **result}
@@ -120,15 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     n, repeats = (5000, 1) if args.quick else (args.records, args.repeats)
     runs: dict[str, list] = {}
     with tempfile.TemporaryDirectory(prefix="tunedesk-bench-") as tmp:
-        paths = write_files(make_records(n), Path(tmp))
+        records = make_records(n)
+        paths = write_files(records, Path(tmp))
         sizes = {k: p.stat().st_size for k, p in paths.items()}
+        small = Path(tmp) / "first1000.jsonl"
+        small.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[:1000]), encoding="utf-8")
         last = (n - 1) // 20
         for _ in range(repeats):  # interleaved, so a burst of load on the machine hits every row alike
             for kind, path in paths.items():
                 runs.setdefault(f"{kind}/page1", []).append(measure("preview", path, 0))
                 runs.setdefault(f"{kind}/last", []).append(measure("preview", path, last))
                 runs.setdefault(f"{kind}/load", []).append(measure("load", path))
-            runs.setdefault("prepare", []).append(measure("prepare", paths["jsonl"]))
+            runs.setdefault("prepare", []).append(measure("prepare", small))
     print_tables(runs, sizes, n)
     save(runs, sizes, n, repeats)
     return 0
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_tables(runs: dict[str, list], sizes: dict[str, int], n: int) -> None:
     print(f"\nPreview and validation of {n:,} generated Alpaca records (median seconds, fresh interpreter each)\n")
-    print("| file | size | import app.data | page 1 | last page | load + validate all |")
+    print("| file | size | import app.data + pandas | page 1 | last page | load + validate all |")
     print("|---|---|---|---|---|---|")
     for kind, size in sizes.items():
         imp = median_of(runs[f"{kind}/page1"], "import_s")

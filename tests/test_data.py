@@ -236,6 +236,21 @@ def test_preview_shows_broken_rows_and_pages_json_lists():
     assert json.loads(frame["conversations"].iloc[0])[0] == {"from": "human", "value": "Q"}  # nested as JSON text
 
 
+def test_preview_pages_parquet_and_save_to_disk_by_slicing(tmp_path):
+    import pandas as pd
+    from datasets import Dataset
+
+    rows = [{"instruction": f"Q{i}", "input": "", "output": f"A{i}"} for i in range(45)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "disk"))
+    for path in (tmp_path / "d.parquet", tmp_path / "disk"):
+        frame, total = preview(str(path), page=2, page_size=20)
+        assert total == 45 and frame["#"].tolist() == list(range(40, 45))
+        assert frame["output"].tolist() == [f"A{i}" for i in range(40, 45)]
+        frame, _ = preview(str(path), page=3, page_size=20)
+        assert frame.empty
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """The real command line in a fresh interpreter (slow to start: imports transformers)."""
     return subprocess.run(
