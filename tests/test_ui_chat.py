@@ -58,7 +58,8 @@ def test_answers_stream_into_two_columns(chat_ctx, loaded, monkeypatch):
     values = _values(chat_ctx, prompt="What is the capital of France?")
     updates = list(chat_tab.send(chat_ctx, values))
     assert updates[0][h.prompt] == ""  # the box clears at once
-    growing = [len(u[h.chatbots[1]][-1]["content"]) for u in updates if h.chatbots[1] in u]
+    assert updates[0][h.panes[1]]["visible"] and updates[0][h.chatbots[1]]["label"] == "my-adapter"
+    growing = [len(u[h.chatbots[1]][-1]["content"]) for u in updates if isinstance(u.get(h.chatbots[1]), list)]
     assert len(growing) >= 3 and growing == sorted(growing) and growing[-1] > 0  # token by token
     final = updates[-1]
     base, adapted = final[h.chatbots[0]], final[h.chatbots[1]]

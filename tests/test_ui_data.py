@@ -223,3 +223,24 @@ def _components(tree):
             yield value
         elif hasattr(value, "__dataclass_fields__"):
             yield from _components(vars(value))
+
+
+def test_opening_the_page_never_downloads_the_default_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "empty-home"))  # no converted default model here
+    _, ctx = tab_context(["data"], "smollm2-135m-instruct")
+    h = ctx.handles["data"]
+    out = data_tab.load_data(ctx, _values(ctx), fetch=False)
+    assert "not in the cache yet" in out[h.status] and len(out[h.table]) == data_tab.PAGE_SIZE
+    assert out[h.histogram] is None and not (tmp_path / "empty-home").exists()
+
+
+def test_importing_the_tabs_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.ui.data_tab, app.ui.chat_tab, app.ui.export_tab, app.ui.evaluate_tab, app.ui.pickers; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=paths.ROOT, check=True)
+    assert result.stdout.strip() == "False"

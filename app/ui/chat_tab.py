@@ -427,7 +427,11 @@ def send(ctx: Any, values: dict[Any, Any]) -> Any:
     old = values.get(h.histories) or {}
     histories = {c: list(old.get(c, [])) for c in columns}
     state = {c: ("", 0.0) for c in columns}
-    yield {h.prompt: "", **_chat_views(h, columns, histories, prompt, state, lang)}
+    # Panes and labels follow the loaded session: another browser tab may have loaded a different one.
+    panes = {pane: gr.update(visible=i < len(columns) or i == 0) for i, pane in enumerate(h.panes)}
+    labels = {bot: gr.update(label=c) for bot, c in zip(h.chatbots, columns, strict=False)}
+    yield {h.prompt: "", **panes, **labels}
+    yield _chat_views(h, columns, histories, prompt, state, lang)
     last = time.monotonic()
     try:
         for state in session.stream_all(histories, prompt, settings):

@@ -26,7 +26,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import data, modeling, paths
+from app import data, paths
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, pickers
 
@@ -421,7 +421,22 @@ def _show_extras(h: DataHandles) -> Any:
 @functools.lru_cache(maxsize=4)
 def tokenizer_for(name: str, trust_remote_code: bool = False) -> Any:
     """The base model's tokenizer only (no weights): ~0.3 s for SmolLM2 the first time, then cached."""
+    from app import modeling  # brings torch: imported when tokens are first counted, not with the UI
+
     return modeling.load_tokenizer(modeling.resolve_model(name), trust_remote_code)
+
+
+def _tokenizer(name: str, trust_remote_code: bool, fetch: bool) -> tuple[Any, str | None]:
+    """(tokenizer, None) or (None, why not). fetch=False (opening the page) never starts the one-time download
+    of the default model (93 MB)."""
+    from app import modeling
+
+    if not fetch and name in modeling.DEFAULT_ALIASES and not (modeling.default_model_dir() / "config.json").is_file():
+        return None, f"the default model {name} is not in the cache yet"
+    try:
+        return tokenizer_for(name, trust_remote_code), None
+    except (modeling.ModelError, OSError, ValueError) as exc:
+        return None, _one_line(exc)
 
 
 class _Prepared:
@@ -454,16 +469,10 @@ PREPARED = _Prepared()
 
 
 def _prepare(cfg: RunConfig, progress: Any = None, fetch: bool = True) -> tuple[Any, Any, str | None]:
-    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable.
-
-    fetch=False (opening the page) never starts the one-time download of the default model (93 MB)."""
-    name = cfg.model.name_or_path.strip()
-    if not fetch and name in modeling.DEFAULT_ALIASES and not (modeling.default_model_dir() / "config.json").is_file():
-        return data.load_from_config(cfg.data), None, f"the default model {name} is not in the cache yet"
-    try:
-        tok = tokenizer_for(name, cfg.model.trust_remote_code)
-    except (modeling.ModelError, OSError, ValueError) as exc:
-        return data.load_from_config(cfg.data), None, _one_line(exc)
+    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable."""
+    tok, why = _tokenizer(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code, fetch)
+    if tok is None:
+        return data.load_from_config(cfg.data), None, why
     report = (lambda f, m: progress(f, desc=m)) if progress is not None else None
     try:
         prepared = data.prepare(cfg.data, tok, report)
