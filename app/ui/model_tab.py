@@ -17,12 +17,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import modeling, paths
-
-try:  # TEMPORARY while app.memory/catalog/hardware land in parallel: the tab then shows "not built yet"
-    from app import catalog, hardware, memory
-except ImportError as _exc:
-    raise ModuleNotFoundError(f"app.ui.model_tab needs {_exc}", name=__name__) from _exc
+from app import catalog, hardware, memory, modeling, paths
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
@@ -111,6 +106,7 @@ STRINGS = {
     "model.col.memory": ("memory (GiB)", "显存 (GiB)"),
     "model.col.trainable": ("trainable params", "可训练参数"),
     "model.col.fits": ("fits", "能否装下"),
+    "model.col.speed": ("speed vs LoRA", "相对 LoRA 速度"),
     "model.col.notes": ("notes", "说明"),
 }
 i18n.add(STRINGS)
@@ -298,6 +294,7 @@ def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
 # ---- wiring across tabs (called by app.build_blocks once every tab is built) ---------------------------------
 def wire(ctx: Any) -> None:
     h: ModelHandles = ctx.handles["model"]
+    _detected()  # at start, not on the first estimate: finding the GPU imports torch (~3 s)
     inputs = ctx.form.inputs() | {ctx.lang_selector}
     form_outputs = list(ctx.form.components.values())
     panel = [h.plot, h.verdict, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state, h.compare, h.details]
@@ -415,8 +412,28 @@ def _open_model(cfg: RunConfig, inspect_only: bool, lang: str, report: Any) -> t
         else:
             loaded = HOLDER.load(cfg, report)
             return i18n.t("model.loaded", lang, name=name, secs=loaded.load_s), dict(loaded.info)
-        return note, modeling.inspect_model(name, trust_remote_code=cfg.model.trust_remote_code)
-    return "", modeling.inspect_model(name, trust_remote_code=cfg.model.trust_remote_code)
+        return note, structure(name, cfg.model.trust_remote_code)
+    return "", structure(name, cfg.model.trust_remote_code)
+
+
+def structure(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The model built on the meta device (no weights) when its config is here; else the catalog's numbers, so a
+    70B that was never downloaded can still be looked at."""
+    try:
+        return modeling.inspect_model(name, trust_remote_code=trust_remote_code)
+    except modeling.ModelError as exc:
+        try:
+            arch = memory.architecture_from(name)
+        except memory.EstimateError:
+            raise exc from None
+    return {
+        "architecture": f"{arch.model_type} ({arch.source})",
+        "parameters": arch.total_params,
+        "layers": arch.layers,
+        "hidden_size": arch.hidden,
+        "vocab_size": arch.vocab,
+        "linear_modules": arch.linear_names(),
+    }
 
 
 def _is_local(name: str) -> bool:
@@ -455,7 +472,10 @@ def info_markdown(info: dict[str, Any], lang: str = "en") -> str:
         ("dtype", info.get("dtype")),
         ("device", info.get("device")),
         ("load_time", f"{info['load_s']:.1f} s" if info.get("load_s") is not None else None),
-        ("chat_template", t("model.yes") if info.get("chat_template") else t("model.no")),
+        (
+            "chat_template",
+            None if "chat_template" not in info else t("model.yes" if info["chat_template"] else "model.no"),
+        ),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {t('model.row.' + k)} | {v} |" for k, v in rows if v is not None]
     modules = ", ".join(f"`{m}`" for m in info.get("linear_modules") or [])
@@ -498,7 +518,7 @@ def estimate_panel(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
         kind, capacity, label = target_device(cfg)
         est = memory.estimate(arch, cfg, kind, capacity)
         fixes = memory.suggest_fixes(arch, cfg, kind, capacity) if est.fits is False and capacity else []
-        table = compare_table(memory.compare_methods(arch, cfg, kind), lang)
+        table = compare_table(memory.compare_methods(arch, cfg, kind, capacity), lang)
     except (ConfigError, memory.EstimateError, ValueError) as exc:
         msg = _problems(exc) if isinstance(exc, ConfigError) else str(exc)
         return _empty_panel(h, i18n.t("model.estimate_error", lang, msg=msg))
@@ -514,8 +534,9 @@ def _panel_updates(
         f"model.verdict.{kind}", lang, total=est.total_bytes / plots.GIB, cap=(capacity or 0) / plots.GIB, device=label
     )
     share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
+    parts = {memory.LABELS.get(k, k): v for k, v in est.breakdown.items() if v > 0}
     out: dict[Any, Any] = {
-        h.plot: plots.memory_bar(est.breakdown, capacity, label),
+        h.plot: plots.memory_bar(parts, capacity, label),
         h.verdict: f'<span class="td-{kind}">{text}</span>',
         h.trainable: i18n.t(
             "model.trainable", lang, trainable=est.trainable_params, total=est.total_params, share=share
@@ -547,23 +568,20 @@ def _empty_panel(h: ModelHandles, message: str) -> dict[Any, Any]:
 
 
 def compare_table(rows: list[dict[str, Any]], lang: str = "en") -> pd.DataFrame:
-    """memory.compare_methods rows as a small table: method, GiB, trainable parameters, fits, notes."""
+    """memory.compare_methods rows as a small table: method, GiB, trainable parameters, fits, relative speed,
+    notes."""
     t = functools.partial(i18n.t, lang=lang)
-    records = []
-    for row in rows:
-        est = row.get("estimate")
-        total = getattr(est, "total_bytes", None) if est is not None else row.get("total_bytes")
-        fits = getattr(est, "fits", None) if est is not None else row.get("fits")
-        trainable = row.get("trainable_params", getattr(est, "trainable_params", None))
-        records.append(
-            {
-                t("model.col.method"): row.get("method"),
-                t("model.col.memory"): round(total / plots.GIB, 2) if total is not None else None,
-                t("model.col.trainable"): plots.fmt_count(trainable),
-                t("model.col.fits"): {True: "✅", False: "❌"}.get(fits, "?"),
-                t("model.col.notes"): row.get("notes") or row.get("note") or "",
-            }
-        )
+    records = [
+        {
+            t("model.col.method"): row["method"],
+            t("model.col.memory"): round(row["total_bytes"] / plots.GIB, 2),
+            t("model.col.trainable"): plots.fmt_count(row["trainable_params"]),
+            t("model.col.fits"): {True: "✅", False: "❌"}.get(row.get("fits"), "–"),
+            t("model.col.speed"): f"{row['speed']:.1f}x" if row.get("speed") else "",
+            t("model.col.notes"): row.get("notes") or "",
+        }
+        for row in rows
+    ]
     return pd.DataFrame.from_records(records)
 
 
