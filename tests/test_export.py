@@ -1,0 +1,268 @@
+"""Merge and GGUF export on the tiny Llama (and, marked slow, the default model): merged logits equal
+base+adapter logits, the merged folder reloads with plain transformers, GGUF files reload with transformers'
+GGUF loader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from app.config import RunConfig
+from app.export import (
+    SUPPORTED_GGUF_ARCHITECTURES,
+    ExportError,
+    export_gguf,
+    merge,
+    ollama_template,
+    write_modelfile,
+)
+
+IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 1, 2, 64]])
+TEXTS = [
+    "What is the capital of France?",
+    "你好，我是一个有用的助手。",
+    "<|im_start|>user\nhi<|im_end|>\n",
+    " 12345 ab!!",
+]
+
+
+def make_adapter(base_dir: Path, out: Path, seed: int, targets, r: int = 4, scale: float = 0.5,
+                 safe: bool = True) -> Path:  # fmt: skip
+    """A LoRA adapter with random A and B (B is zero at init, which would change nothing), saved with PEFT."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, lora_dropout=0.0))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    peft_model.save_pretrained(out, safe_serialization=safe)
+    return out
+
+
+def logits(model, ids=IDS) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(ids).logits.float()
+
+
+def peft_logits(base_dir: Path, adapter: Path, ids=IDS) -> torch.Tensor:
+    return logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter), ids)
+
+
+def gguf_model(path: Path):
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    return make_adapter(tiny_model_dir, tmp_path_factory.mktemp("a") / "all-linear", seed=2, targets="all-linear", r=8)
+
+
+@pytest.fixture(scope="module")
+def merged(adapter, tmp_path_factory) -> Path:
+    return merge(adapter, tmp_path_factory.mktemp("m") / "merged", progress=lambda f, m: None)
+
+
+def test_merged_logits_equal_base_plus_adapter(merged, adapter, tiny_model_dir):
+    reloaded = AutoModelForCausalLM.from_pretrained(merged)  # plain transformers, no PEFT
+    assert "lora" not in " ".join(n for n, _ in reloaded.named_parameters())
+    expected = peft_logits(tiny_model_dir, adapter)
+    assert (logits(reloaded) - expected).abs().max() < 1e-4
+    assert (logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir)) - expected).abs().max() > 1e-2
+
+
+def test_merged_folder_is_complete(merged, tiny_model_dir):
+    names = {p.name for p in merged.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+    card = (merged / "README.md").read_text(encoding="utf-8")
+    assert f"| Base model | `{tiny_model_dir}` |" in card and "r=8" in card and "q_proj" in card
+    assert not [p for p in merged.parent.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_model_card_reads_the_run_folder(tmp_path, adapter, tiny_model_dir):
+    run = tmp_path / "20250101-120000-lora-tiny"
+    shutil.copytree(adapter, run / "adapter")
+    shutil.copytree(adapter, run / "checkpoint-2")
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(tiny_model_dir)}, "data": {"path": "data/my.json"}})
+    (run / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    events = [{"type": "started"}] + [{"type": "log", "step": s, "loss": 2.0 / s} for s in (1, 2, 3, 4)]
+    events += [{"type": "eval", "step": 2, "eval_loss": 1.25}, {"type": "eval", "step": 4, "eval_loss": 0.75}]
+    lines = [json.dumps(e) for e in events] + ['{"type": "log", "step": 5, "lo']  # cut by a crash mid-write
+    (run / "events.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    card = (merge(run, tmp_path / "out") / "README.md").read_text(encoding="utf-8")
+    assert (
+        "| Steps | 4 |" in card and "| Final train loss | 0.5000 |" in card and "| Final eval loss | 0.7500 |" in card
+    )
+    assert "`data/my.json`" in card and cfg.to_yaml().strip() in card and "# 20250101-120000-lora-tiny" in card
+    card = (merge(run / "checkpoint-2", tmp_path / "out-2") / "README.md").read_text(encoding="utf-8")
+    assert (
+        "| Steps | 2 |" in card and "| Final train loss | 1.0000 |" in card and "| Final eval loss | 1.2500 |" in card
+    )
+
+
+def test_merge_refuses_what_it_cannot_do(tmp_path, merged, adapter, tiny_model_dir):
+    with pytest.raises(ExportError, match="full model folder.*export gguf"):
+        merge(merged, tmp_path / "x")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        merge(adapter, tmp_path / "busy")
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    pickled = make_adapter(tiny_model_dir, tmp_path / "pickled", seed=1, targets=["q_proj"], safe=False)
+    with pytest.raises(ExportError, match="allow_pickle"):
+        merge(pickled, tmp_path / "p")
+    assert merge(pickled, tmp_path / "busy", allow_pickle=True, overwrite=True) == tmp_path / "busy"
+    assert not (tmp_path / "busy" / "keep.txt").exists() and (tmp_path / "busy" / "config.json").is_file()
+    with pytest.raises(ExportError, match="dtype"):
+        merge(adapter, tmp_path / "d", dtype="int4")
+
+
+def test_merge_to_bfloat16(tmp_path, adapter, merged):
+    out = merge(adapter, tmp_path / "bf16", dtype="bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa: logits within a few % of the fp32 merge
+    assert (logits(model) - logits(AutoModelForCausalLM.from_pretrained(merged))).abs().max() < 0.05
+
+
+@pytest.mark.parametrize(("quant", "tolerance"), [("f32", 1e-6), ("f16", 1e-2), ("q8_0", 1e-1)])
+def test_gguf_round_trip_tiny(tmp_path, merged, quant, tolerance):
+    path = export_gguf(merged, tmp_path, quant)
+    assert path.name == f"model-{quant}.gguf"
+    # relative to the largest logit; f32 at 1e-6 shows the q/k permutation is exactly what transformers undoes
+    expected = logits(AutoModelForCausalLM.from_pretrained(merged))
+    diff = (logits(gguf_model(path)) - expected).abs().max() / expected.abs().max()
+    print(f"{quant}: max logit difference {diff:.2e} of the largest logit")
+    assert diff < tolerance
+    ours, theirs = AutoTokenizer.from_pretrained(merged), AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    assert [theirs(t).input_ids for t in TEXTS] == [ours(t).input_ids for t in TEXTS]
+    assert theirs.chat_template == ours.chat_template and theirs.eos_token == ours.eos_token == "<|im_end|>"
+    modelfile = (tmp_path / "Modelfile").read_text(encoding="utf-8")
+    assert f"FROM ./model-{quant}.gguf" in modelfile and "<|im_start|>{{ .Role }}" in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+
+
+def test_gguf_from_an_adapter_merges_first(tmp_path, adapter, tiny_model_dir):
+    path = export_gguf(adapter, tmp_path / "gguf", "f32")
+    assert (logits(gguf_model(path)) - peft_logits(tiny_model_dir, adapter)).abs().max() < 1e-4
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "model-f32.gguf"]
+
+
+def test_gguf_refuses_other_architectures(tmp_path, tiny_model_dir):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path / "qwen")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "qwen")
+    with pytest.raises(ExportError, match="Qwen2ForCausalLM cannot be exported.*LlamaForCausalLM"):
+        export_gguf(tmp_path / "qwen", tmp_path / "out")
+    assert "LlamaForCausalLM" in SUPPORTED_GGUF_ARCHITECTURES
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_ollama_templates(tmp_path, default_chat_template):
+    template, stops, system = ollama_template(default_chat_template)
+    assert "{{ .Content }}<|im_end|>" in template and stops == ["<|im_start|>", "<|im_end|>"]
+    assert system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    llama3 = "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}{{ '<|eot_id|>' }}"
+    assert "<|eot_id|>" in ollama_template(llama3)[1]
+    path = write_modelfile(tmp_path / "model-f16.gguf", "{{ messages }}", tmp_path)
+    text = path.read_text(encoding="utf-8")
+    assert "FROM ./model-f16.gguf" in text and not [x for x in text.splitlines() if x.startswith("TEMPLATE")]
+    assert "not ChatML or Llama 3" in text and "PARAMETER stop" not in text
+
+
+@pytest.fixture()
+def default_chat_template() -> str:
+    """SmolLM2's template as shipped (a default system prompt when the conversation has none)."""
+    return (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+        "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+def test_cli_merge_and_export(tmp_path, adapter, capsys):
+    from app.__main__ import main
+
+    assert main(["merge", str(adapter), "--out", str(tmp_path / "m"), "--dtype", "float32"]) == 0
+    assert main(["export", "gguf", str(tmp_path / "m"), "--out", str(tmp_path / "g"), "--quant", "q8_0"]) == 0
+    assert (tmp_path / "g" / "model-q8_0.gguf").is_file() and (tmp_path / "g" / "Modelfile").is_file()
+    assert main(["merge", str(tmp_path / "m"), "--out", str(tmp_path / "m2")]) == 1
+    assert "full model folder" in capsys.readouterr().err
+
+
+# ---- the default model (slow) -------------------------------------------------------------------------------
+PROMPTS = [
+    "What is the capital of France?",
+    "Give three tips for staying healthy.",
+    "Write a haiku about the sea.",
+    "What is 12 times 7?",
+    "Name a famous painter.",
+]
+
+
+def greedy_batch(model, tokenizer, prompts: list[str], n: int = 16) -> tuple[list[list[int]], torch.Tensor]:
+    """Greedy token ids per prompt and the first-step logits, all prompts in one left-padded batch (16 forward
+    passes instead of 80: this runs three times on a shared 2-core CPU)."""
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                           tokenize=False) for p in prompts]  # fmt: skip
+    tokenizer.padding_side = "left"
+    batch = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.eval().generate(**batch, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                    output_logits=True, return_dict_in_generate=True)  # fmt: skip
+    new = out.sequences[:, batch.input_ids.shape[1] :].tolist()
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return [ids[: next((i for i, t in enumerate(ids) if t in stop), len(ids))] for ids in new], out.logits[0].float()
+
+
+@pytest.fixture(scope="module")
+def smol_merged(default_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("smol")
+    adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8, scale=0.01)
+    return adapter, merge(adapter, root / "merged")
+
+
+@pytest.mark.slow
+def test_default_model_merge_matches_adapter(default_model_dir, smol_merged):
+    adapter, merged = smol_merged
+    ids = torch.tensor([list(range(100, 140))])
+    expected = peft_logits(default_model_dir, adapter, ids)
+    assert (logits(AutoModelForCausalLM.from_pretrained(merged), ids) - expected).abs().max() < 1e-4
+    assert (logits(AutoModelForCausalLM.from_pretrained(default_model_dir), ids) - expected).abs().max() > 1e-3
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in (merged / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_default_model_gguf_f16_and_q8_0(smol_merged, tmp_path):
+    from gguf import GGUFReader
+
+    _, merged = smol_merged
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    ref_ids, ref_logits = greedy_batch(AutoModelForCausalLM.from_pretrained(merged), tokenizer, PROMPTS)
+    assert "Paris" in tokenizer.decode(ref_ids[0])
+    f16 = export_gguf(merged, tmp_path, "f16")
+    assert str(GGUFReader(f16).fields["tokenizer.ggml.pre"].contents()) == "smollm"  # from the original GGUF
+    f16_ids, f16_logits = greedy_batch(gguf_model(f16), tokenizer, PROMPTS)
+    assert f16_ids == ref_ids
+    q8 = export_gguf(merged, tmp_path, "q8_0")
+    q8_ids, q8_logits = greedy_batch(gguf_model(q8), tokenizer, PROMPTS)
+    first4 = sum(a[:4] == r[:4] for a, r in zip(q8_ids, ref_ids, strict=True))
+    same = sum(a == r for a, r in zip(q8_ids, ref_ids, strict=True))
+    f16_diff, q8_diff = (f16_logits - ref_logits).abs().max().item(), (q8_logits - ref_logits).abs().max().item()
+    print(f"f16: max first-step logit diff {f16_diff:.3f}; q8_0: {q8_diff:.3f}, first 4 tokens equal {first4}/5, "
+          f"whole answers equal {same}/5; sizes f16 {f16.stat().st_size / 1e6:.0f} MB, "
+          f"q8_0 {q8.stat().st_size / 1e6:.0f} MB")  # fmt: skip
+    assert first4 >= 4 and q8_diff < 1.0
