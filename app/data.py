@@ -469,9 +469,9 @@ def load_examples(
 ) -> LoadResult:
     """Read and validate every record (the first `max_records` when given); nothing is dropped silently.
 
-    >>> res = load_examples("assets/sample_data.json")  # doctest: +SKIP
+    >>> res = load_examples("assets/sample_data.json")
     >>> res.format, res.records, len(res.examples), res.skipped
-    ('alpaca', 240, 240, 0)
+    ('alpaca', 300, 300, 0)
     """
     source_path = Path(path).expanduser()
     kind = sniff(source_path)

@@ -236,6 +236,12 @@ def test_preview_shows_broken_rows_and_pages_json_lists():
     assert json.loads(frame["conversations"].iloc[0])[0] == {"from": "human", "value": "Q"}  # nested as JSON text
 
 
+def test_preview_streams_a_csv_page_with_the_same_indices_as_loading():
+    frame, total = preview(str(FIX / "data.csv"), page=1, page_size=2)
+    assert total == 6 and frame["#"].tolist() == [2, 3]
+    assert frame["output"].iloc[0] == "Line one.\nLine two." and frame["_error"].iloc[1].startswith("line 6: 4 cells")
+
+
 def test_preview_pages_parquet_and_save_to_disk_by_slicing(tmp_path):
     import pandas as pd
     from datasets import Dataset
