@@ -523,6 +523,8 @@ def load_from_config(data_cfg: DataConfig) -> LoadResult:
 
 
 def _source(path: str) -> str:
+    if not path.strip():
+        raise DataError("data.path is empty: choose a dataset file (e.g. assets/sample_data.json)")
     resolved = paths.resolve_data_path(path)
     return path if not resolved.exists() and looks_like_hub_id(path) else str(resolved)
 
