@@ -152,3 +152,15 @@ def test_memory_bar_marks_the_capacity_line_in_the_verdict_colour():
     line = fig.layout.shapes[0]
     assert line.x0 == 8 and line.line.color == plots.FIT_COLORS["no"]
     assert plots.verdict(7 * plots.GIB, 8 * plots.GIB) == "tight" and plots.verdict(1, None) == "unknown"
+
+
+def test_an_empty_number_box_sent_as_0_means_not_set(built):
+    """The browser shows and sends gr.Number(None) as 0; for optional counts that must read back as None, or
+    Start would refuse the defaults with 'train.max_steps: 0 must be >= 1'."""
+    _, ctx = built
+    f = ctx.form.components
+    zeros = {f["train.max_steps"]: 0, f["train.eval_steps"]: 0, f["data.max_samples"]: 0}
+    cfg = ctx.form.to_config(_values(ctx, extra=zeros))
+    assert (cfg.train.max_steps, cfg.train.eval_steps, cfg.data.max_samples) == (None, None, None)
+    assert cfg.validate() == [] and f["train.max_steps"].minimum == 0
+    assert ctx.form.to_config(_values(ctx, extra={f["train.save_steps"]: 0})).train.save_steps == 0

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,9 +109,10 @@ def build_blocks(
 def _header(ctx: AppContext, lang: str) -> None:
     tr = ctx.tr
     with gr.Row(elem_id="header", equal_height=True):
-        gr.HTML(logo_svg(), elem_id="logo", min_width=56, scale=0, container=False)
+        with gr.Column(scale=0, min_width=60, elem_id="logo-col"):
+            gr.HTML(logo_svg(), elem_id="logo", container=False)
         with gr.Column(scale=5, min_width=300):
-            tr.bind(gr.Markdown(f"## {tr('app.title')}", elem_id="title"), value=None)
+            gr.Markdown(f"## {tr('app.title')}", elem_id="title")  # the name: the same in every language
             tr.bind(gr.Markdown(tr("app.subtitle"), elem_id="subtitle"), value="app.subtitle")
         with gr.Column(scale=1, min_width=180):
             ctx.lang_selector = gr.Radio(
@@ -191,5 +193,21 @@ def main(args: argparse.Namespace) -> int:
         max_file_size="512mb",
         allowed_paths=[],
         show_error=False,
+        prevent_thread_lock=True,
     )
+    threading.Thread(target=warm_up, name="tunedesk-warm-up", daemon=True).start()
+    demo.block_thread()
     return 0
+
+
+def warm_up() -> None:
+    """Once the page is served: import the trainer (torch, transformers: 5-30 s on a busy 2-core machine) and
+    look for the GPU, so the first Start and the first estimate do not wait for them. The tabs import these
+    lazily, which keeps the page's first appearance fast."""
+    try:
+        importlib.import_module("app.jobs")
+        model_tab = sys.modules.get("app.ui.model_tab")
+        if model_tab is not None:
+            model_tab._detected()
+    except Exception as exc:  # a broken torch install must not kill the app; the tabs report it when used
+        print(f"tunedesk: warm-up failed: {exc}", file=sys.stderr)

@@ -43,63 +43,302 @@ class Extra:
 
 F = Field
 FIELDS: tuple[Field, ...] = (
-    F("model.name_or_path", "combo", "Base model", "基础模型", "目录 ID、Hugging Face 模型 ID、本地文件夹或 .gguf 文件。", moves_memory=True),
-    F("model.attn_implementation", "dropdown", "Attention kernel", "注意力实现", "sdpa：PyTorch 融合内核（默认）；eager：参考实现。",
-      C.ATTN_IMPLS, moves_memory=True),
-    F("model.trust_remote_code", "checkbox", "Trust remote code", "信任远程代码", "运行模型自带的 Python 代码。默认关闭：仅对信任的模型开启。"),
-    F("method", "dropdown", "Method", "微调方法", "full：全参数；freeze：只训练最后 N 层；lora：低秩适配器；qlora：在 4/8 位量化底座上训练适配器。",
-      C.METHODS, moves_memory=True),
-    F("quant.bits", "dropdown", "Quantization bits", "量化位数", "底座权重的存储位宽：无（16/32 位）、8（LLM.int8）或 4（NF4/FP4）。QLoRA 需要 4 或 8。",
-      (None, 8, 4), moves_memory=True),
+    F(
+        "model.name_or_path",
+        "combo",
+        "Base model",
+        "基础模型",
+        "目录 ID、Hugging Face 模型 ID、本地文件夹或 .gguf 文件。",
+        moves_memory=True,
+    ),
+    F(
+        "model.attn_implementation",
+        "dropdown",
+        "Attention kernel",
+        "注意力实现",
+        "sdpa：PyTorch 融合内核（默认）；eager：参考实现。",
+        C.ATTN_IMPLS,
+        moves_memory=True,
+    ),
+    F(
+        "model.trust_remote_code",
+        "checkbox",
+        "Trust remote code",
+        "信任远程代码",
+        "运行模型自带的 Python 代码。默认关闭：仅对信任的模型开启。",
+    ),
+    F(
+        "method",
+        "dropdown",
+        "Method",
+        "微调方法",
+        "full：全参数；freeze：只训练最后 N 层；lora：低秩适配器；qlora：在 4/8 位量化底座上训练适配器。",
+        C.METHODS,
+        moves_memory=True,
+    ),
+    F(
+        "quant.bits",
+        "dropdown",
+        "Quantization bits",
+        "量化位数",
+        "底座权重的存储位宽：无（16/32 位）、8（LLM.int8）或 4（NF4/FP4）。QLoRA 需要 4 或 8。",
+        (None, 8, 4),
+        moves_memory=True,
+    ),
     F("quant.type", "dropdown", "4-bit type", "4 位类型", "nf4（正态浮点，更适合权重）或 fp4。", ("nf4", "fp4")),
-    F("quant.double_quant", "checkbox", "Double quantization", "双重量化", "对 4 位的块缩放因子再量化：每参数省约 0.37 位（7B 模型约 0.4 GB）。",
-      moves_memory=True),
-    F("quant.compute_dtype", "dropdown", "Compute dtype", "计算精度", "反量化后权重的计算精度：auto（CPU 上 fp32，CUDA 上 bf16/fp16）。", C.COMPUTE_DTYPES),
-    F("lora.rank", "slider", "LoRA rank", "LoRA 秩", "越高 = 容量和显存越大；8-16 是不错的起点。", minimum=1, maximum=256, step=1,
-      moves_memory=True),
-    F("lora.alpha", "number", "LoRA alpha", "LoRA alpha", "缩放分子：更新按 alpha/r 缩放（rsLoRA 为 alpha/sqrt(r)）。通常取 2 倍秩。", minimum=0.1),
-    F("lora.dropout", "slider", "LoRA dropout", "LoRA dropout", "训练时 LoRA 输入的 dropout；0-0.1。", minimum=0.0, maximum=0.5, step=0.01),
-    F("lora.target_modules", "modules", "LoRA target modules", "LoRA 目标模块", "挂适配器的线性层；越多 = 可训练参数和显存越多，效果通常更好。",
-      moves_memory=True),
-    F("lora.use_dora", "checkbox", "DoRA", "DoRA", "额外学习每个输出通道的幅度；质量略好，约慢 1.3 倍。", moves_memory=True),
+    F(
+        "quant.double_quant",
+        "checkbox",
+        "Double quantization",
+        "双重量化",
+        "对 4 位的块缩放因子再量化：每参数省约 0.37 位（7B 模型约 0.4 GB）。",
+        moves_memory=True,
+    ),
+    F(
+        "quant.compute_dtype",
+        "dropdown",
+        "Compute dtype",
+        "计算精度",
+        "反量化后权重的计算精度：auto（CPU 上 fp32，CUDA 上 bf16/fp16）。",
+        C.COMPUTE_DTYPES,
+    ),
+    F(
+        "lora.rank",
+        "slider",
+        "LoRA rank",
+        "LoRA 秩",
+        "越高 = 容量和显存越大；8-16 是不错的起点。",
+        minimum=1,
+        maximum=256,
+        step=1,
+        moves_memory=True,
+    ),
+    F(
+        "lora.alpha",
+        "number",
+        "LoRA alpha",
+        "LoRA alpha",
+        "缩放分子：更新按 alpha/r 缩放（rsLoRA 为 alpha/sqrt(r)）。通常取 2 倍秩。",
+        minimum=0.1,
+    ),
+    F(
+        "lora.dropout",
+        "slider",
+        "LoRA dropout",
+        "LoRA dropout",
+        "训练时 LoRA 输入的 dropout；0-0.1。",
+        minimum=0.0,
+        maximum=0.5,
+        step=0.01,
+    ),
+    F(
+        "lora.target_modules",
+        "modules",
+        "LoRA target modules",
+        "LoRA 目标模块",
+        "挂适配器的线性层；越多 = 可训练参数和显存越多，效果通常更好。",
+        moves_memory=True,
+    ),
+    F(
+        "lora.use_dora",
+        "checkbox",
+        "DoRA",
+        "DoRA",
+        "额外学习每个输出通道的幅度；质量略好，约慢 1.3 倍。",
+        moves_memory=True,
+    ),
     F("lora.use_rslora", "checkbox", "rsLoRA", "rsLoRA", "秩稳定缩放 alpha/sqrt(r)：高秩时学习速度保持一致。"),
-    F("freeze.trainable_layers", "slider", "Trainable layers", "可训练层数", "freeze 方法：只训练最后 N 个解码层。", minimum=1, maximum=128,
-      step=1, moves_memory=True),
+    F(
+        "freeze.trainable_layers",
+        "slider",
+        "Trainable layers",
+        "可训练层数",
+        "freeze 方法：只训练最后 N 个解码层。",
+        minimum=1,
+        maximum=128,
+        step=1,
+        moves_memory=True,
+    ),
     F("freeze.train_norms", "checkbox", "Train norms", "训练归一化层", "同时训练所有归一化层（几千个参数）。"),
-    F("data.path", "text", "Dataset", "数据集", "训练数据：JSON/JSONL/CSV/Parquet 文件、save_to_disk 文件夹或 Hub 数据集 ID。"),
-    F("data.format", "dropdown", "Format", "格式", "记录格式：auto（自动检测）、alpaca、sharegpt、messages。", C.DATA_FORMATS),
-    F("data.template", "dropdown", "Prompt template", "提示模板", "auto（模型自带聊天模板优先，否则 alpaca）、alpaca、chat。", C.TEMPLATES),
-    F("data.system_prompt", "text", "System prompt", "系统提示词", "放在每个样本前的系统消息（仅聊天模板）；留空则无。"),
-    F("data.max_seq_len", "slider", "Max sequence length", "最大序列长度", "每个样本的 token 数；更长的会被截断。激活和 logits 显存随之线性增长。",
-      minimum=16, maximum=8192, step=16, moves_memory=True),
+    F(
+        "data.path",
+        "text",
+        "Dataset",
+        "数据集",
+        "训练数据：JSON/JSONL/CSV/Parquet 文件、save_to_disk 文件夹或 Hub 数据集 ID。",
+    ),
+    F(
+        "data.format",
+        "dropdown",
+        "Format",
+        "格式",
+        "记录格式：auto（自动检测）、alpaca、sharegpt、messages。",
+        C.DATA_FORMATS,
+    ),
+    F(
+        "data.template",
+        "dropdown",
+        "Prompt template",
+        "提示模板",
+        "auto（模型自带聊天模板优先，否则 alpaca）、alpaca、chat。",
+        C.TEMPLATES,
+    ),
+    F(
+        "data.system_prompt",
+        "text",
+        "System prompt",
+        "系统提示词",
+        "放在每个样本前的系统消息（仅聊天模板）；留空则无。",
+    ),
+    F(
+        "data.max_seq_len",
+        "slider",
+        "Max sequence length",
+        "最大序列长度",
+        "每个样本的 token 数；更长的会被截断。激活和 logits 显存随之线性增长。",
+        minimum=16,
+        maximum=8192,
+        step=16,
+        moves_memory=True,
+    ),
     F("data.max_samples", "number", "Max samples", "最大样本数", "只使用前 N 条有效记录（留空 = 全部）。", minimum=1),
-    F("data.val_size", "slider", "Validation share", "验证集比例", "留作评估损失的记录比例，范围 [0, 1)。", minimum=0.0, maximum=0.5, step=0.01),
-    F("data.train_on_prompt", "checkbox", "Train on prompt", "在提示上计算损失", "提示部分也计算损失（默认只在回答上计算）。"),
+    F(
+        "data.val_size",
+        "slider",
+        "Validation share",
+        "验证集比例",
+        "留作评估损失的记录比例，范围 [0, 1)。",
+        minimum=0.0,
+        maximum=0.5,
+        step=0.01,
+    ),
+    F(
+        "data.train_on_prompt",
+        "checkbox",
+        "Train on prompt",
+        "在提示上计算损失",
+        "提示部分也计算损失（默认只在回答上计算）。",
+    ),
     F("train.epochs", "number", "Epochs", "训练轮数", "遍历训练数据的次数（设置了最大步数时忽略）。", minimum=0.01),
     F("train.max_steps", "number", "Max steps", "最大步数", "训练这么多个优化步后停止（留空 = 按轮数）。", minimum=1),
-    F("train.batch_size", "slider", "Micro-batch size", "微批大小", "每个微批的样本数：激活显存随之线性增长。", minimum=1, maximum=128, step=1,
-      moves_memory=True),
-    F("train.grad_accum", "slider", "Gradient accumulation", "梯度累积", "每个优化步的微批数：有效批量 = 微批 × 累积，不增加显存。", minimum=1,
-      maximum=128, step=1),
-    F("train.learning_rate", "number", "Learning rate", "学习率", "峰值学习率：LoRA 用 1e-4 到 3e-4，全参数用 1e-5 到 5e-5。", minimum=1e-7,
-      maximum=0.99),
-    F("train.lr_scheduler", "dropdown", "LR schedule", "学习率调度", "预热后的学习率曲线：cosine、linear 或 constant。", C.SCHEDULERS),
-    F("train.warmup_ratio", "slider", "Warm-up share", "预热比例", "学习率从 0 爬升所占的步数比例。", minimum=0.0, maximum=0.5, step=0.01),
+    F(
+        "train.batch_size",
+        "slider",
+        "Micro-batch size",
+        "微批大小",
+        "每个微批的样本数：激活显存随之线性增长。",
+        minimum=1,
+        maximum=128,
+        step=1,
+        moves_memory=True,
+    ),
+    F(
+        "train.grad_accum",
+        "slider",
+        "Gradient accumulation",
+        "梯度累积",
+        "每个优化步的微批数：有效批量 = 微批 × 累积，不增加显存。",
+        minimum=1,
+        maximum=128,
+        step=1,
+    ),
+    F(
+        "train.learning_rate",
+        "number",
+        "Learning rate",
+        "学习率",
+        "峰值学习率：LoRA 用 1e-4 到 3e-4，全参数用 1e-5 到 5e-5。",
+        minimum=1e-7,
+        maximum=0.99,
+    ),
+    F(
+        "train.lr_scheduler",
+        "dropdown",
+        "LR schedule",
+        "学习率调度",
+        "预热后的学习率曲线：cosine、linear 或 constant。",
+        C.SCHEDULERS,
+    ),
+    F(
+        "train.warmup_ratio",
+        "slider",
+        "Warm-up share",
+        "预热比例",
+        "学习率从 0 爬升所占的步数比例。",
+        minimum=0.0,
+        maximum=0.5,
+        step=0.01,
+    ),
     F("train.weight_decay", "number", "Weight decay", "权重衰减", "AdamW 权重衰减。", minimum=0.0),
     F("train.max_grad_norm", "number", "Max grad norm", "梯度裁剪", "把梯度范数裁剪到此值（0 = 关闭）。", minimum=0.0),
-    F("train.optimizer", "dropdown", "Optimizer", "优化器", "adamw_torch（每参数 8 B 状态）、adamw_8bit（约 2 B）、paged_*（仅 CUDA）。",
-      C.OPTIMIZERS, moves_memory=True),
-    F("train.gradient_checkpointing", "checkbox", "Gradient checkpointing", "梯度检查点", "反向传播时重算激活：显存大幅减少，约慢 30%。",
-      moves_memory=True),
-    F("train.precision", "dropdown", "Precision", "精度", "auto（CPU 上 fp32，CUDA 上支持则 bf16 否则 fp16）、fp32、bf16、fp16。", C.PRECISIONS,
-      moves_memory=True),
-    F("train.device", "dropdown", "Device", "设备", "auto（有 CUDA 就用）、cpu 或 cuda。", C.DEVICES, moves_memory=True),
-    F("train.group_by_length", "checkbox", "Group by length", "按长度分组", "把长度相近的样本放进同一批：填充更少，步更快。"),
+    F(
+        "train.optimizer",
+        "dropdown",
+        "Optimizer",
+        "优化器",
+        "adamw_torch（每参数 8 B 状态）、adamw_8bit（约 2 B）、paged_*（仅 CUDA）。",
+        C.OPTIMIZERS,
+        moves_memory=True,
+    ),
+    F(
+        "train.gradient_checkpointing",
+        "checkbox",
+        "Gradient checkpointing",
+        "梯度检查点",
+        "反向传播时重算激活：显存大幅减少，约慢 30%。",
+        moves_memory=True,
+    ),
+    F(
+        "train.precision",
+        "dropdown",
+        "Precision",
+        "精度",
+        "auto（CPU 上 fp32，CUDA 上支持则 bf16 否则 fp16）、fp32、bf16、fp16。",
+        C.PRECISIONS,
+        moves_memory=True,
+    ),
+    F(
+        "train.device",
+        "dropdown",
+        "Device",
+        "设备",
+        "auto（有 CUDA 就用）、cpu 或 cuda。",
+        C.DEVICES,
+        moves_memory=True,
+    ),
+    F(
+        "train.group_by_length",
+        "checkbox",
+        "Group by length",
+        "按长度分组",
+        "把长度相近的样本放进同一批：填充更少，步更快。",
+    ),
     F("train.packing", "checkbox", "Packing", "样本打包", "把多个样本拼进一条序列（各样本注意力保持隔离）。"),
     F("train.logging_steps", "number", "Logging steps", "日志间隔", "每 N 个优化步记录一个损失点。", minimum=1),
-    F("train.save_steps", "number", "Save steps", "保存间隔", "每 N 个优化步保存一个可恢复的检查点（0 = 只在结束时）。", minimum=0),
-    F("train.eval_steps", "number", "Eval steps", "评估间隔", "每 N 步计算验证损失（留空 = 在保存时和结束时）。", minimum=1),
-    F("train.sample_every", "number", "Sample every", "采样间隔", "每 N 步对示例提示生成回答并记录（0 = 关闭）。", minimum=0),
+    F(
+        "train.save_steps",
+        "number",
+        "Save steps",
+        "保存间隔",
+        "每 N 个优化步保存一个可恢复的检查点（0 = 只在结束时）。",
+        minimum=0,
+    ),
+    F(
+        "train.eval_steps",
+        "number",
+        "Eval steps",
+        "评估间隔",
+        "每 N 步计算验证损失（留空 = 在保存时和结束时）。",
+        minimum=1,
+    ),
+    F(
+        "train.sample_every",
+        "number",
+        "Sample every",
+        "采样间隔",
+        "每 N 步对示例提示生成回答并记录（0 = 关闭）。",
+        minimum=0,
+    ),
     F("train.sample_prompts", "textlist", "Sample prompts", "示例提示", "训练中回答的提示，每行一个，最多 3 个。"),
     F("train.seed", "number", "Seed", "随机种子", "数据顺序和适配器初始化的随机种子。", minimum=0),
     F("train.run_name", "text", "Run name", "运行名称", "附加在运行文件夹名后；留空 = 方法和模型。"),
@@ -108,12 +347,28 @@ BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}
 ALL_LINEAR = "all-linear"
 
 
+def _unset_by_zero(f: Field) -> bool:
+    """Optional counts whose smallest valid value is 1 (train.max_steps, train.eval_steps, data.max_samples):
+    the browser shows and sends an empty gr.Number as 0, so 0 reads back as None ("not set"), never as an
+    invalid 0 that would block Start."""
+    import typing
+
+    section, _, name = f.path.rpartition(".")
+    cls = {"train": C.TrainConfig, "data": C.DataConfig}.get(section)
+    if cls is None or f.kind != "number" or not (f.minimum or 0) >= 1:
+        return False
+    return type(None) in typing.get_args(typing.get_type_hints(cls)[name])
+
+
 def _register_strings() -> None:
     strings: dict[str, tuple[str, str]] = {}
     for f in FIELDS:
         section, _, name = f.path.rpartition(".")
         strings[f"field.{f.path}"] = (f.en, f.zh)
-        strings[f"field.{f.path}.info"] = (field_doc(section or None, name) or f.en, f.zh_info)
+        en_info, zh_info = field_doc(section or None, name) or f.en, f.zh_info
+        if _unset_by_zero(f):
+            en_info, zh_info = en_info + " 0 means not set.", zh_info + "（0 等同留空。）"
+        strings[f"field.{f.path}.info"] = (en_info, zh_info)
     strings["form.all_linear"] = ("all linear layers", "所有线性层")
     strings["form.none"] = ("none", "无")
     i18n.add(strings)
@@ -154,6 +409,8 @@ def from_widget(f: Field, value: Any) -> Any:
     if f.kind == "combo":
         return str(value or "").strip()
     # A slider of a float field (dropout, val_size, warmup_ratio) must stay float: only int-typed fields round.
+    if _unset_by_zero(f) and value in (None, "", 0):
+        return None
     if f.kind == "int" or (f.kind in ("slider", "number") and _is_int_field(f.path)):
         return None if value is None or value == "" else int(round(float(value)))
     if f.kind in ("slider", "number"):
@@ -181,15 +438,20 @@ class Form:
         self.components: dict[str, Any] = {}
         self.extras: list[Extra] = []
 
-    def add_extra(self, components: list[Any], apply: Callable[[dict[str, Any], dict[Any, Any]], None],
-                  show: Callable[[RunConfig], dict[Any, Any]] | None = None) -> None:
+    def add_extra(
+        self,
+        components: list[Any],
+        apply: Callable[[dict[str, Any], dict[Any, Any]], None],
+        show: Callable[[RunConfig], dict[Any, Any]] | None = None,
+    ) -> None:
         """Widgets outside FIELDS that still feed the config (the Data tab's column dropdowns -> data.columns,
         its placeholder table -> data.placeholders): `apply(config_dict, values)` writes their values into the
         config dict before strict loading; `show(cfg)` gives their updates for a preset or a reopened run."""
         self.extras.append(Extra(list(components), apply, show))
 
-    def build(self, paths: list[str], module_choices: list[str] | None = None,
-              choices: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    def build(
+        self, paths: list[str], module_choices: list[str] | None = None, choices: dict[str, list[Any]] | None = None
+    ) -> dict[str, Any]:
         """Create the widgets for `paths` in the current Blocks context; returns {path: component}.
 
         `choices` gives the suggestions of "combo" fields (e.g. catalog ids for model.name_or_path)."""
@@ -224,7 +486,9 @@ class Form:
         elif f.kind == "text":
             comp = gr.Textbox(**common)
         else:
-            comp = gr.Number(minimum=f.minimum, maximum=f.maximum, **common)
+            # 0 is how the browser shows "not set" for the optional counts: let it through as a valid value
+            minimum = 0 if _unset_by_zero(f) else f.minimum
+            comp = gr.Number(minimum=minimum, maximum=f.maximum, **common)
         return self.tr.bind(comp, label=f"field.{f.path}", info=f"field.{f.path}.info")
 
     def memory_inputs(self) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import catalog, hardware, memory, modeling, paths
-from app.config import ConfigError, RunConfig
+from app import catalog, hardware, memory, paths
+from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
 
@@ -38,6 +39,9 @@ STRINGS = {
     "model.section.freeze": ("Freeze", "冻结"),
     "model.section.memory": ("Memory estimate", "显存估算"),
     "model.section.compare": ("Methods compared for this model", "该模型各方法对比"),
+    "model.section.advanced": ("Advanced model options", "高级模型选项"),
+    "model.fits_yes": ("yes", "能"),
+    "model.fits_no": ("no", "不能"),
     "model.info_empty": (
         "Load or inspect a model to see its architecture and layers.",
         "加载或查看模型以显示其结构和层。",
@@ -153,6 +157,8 @@ class ModelHolder:
         self.lock = threading.Lock()
 
     def load(self, cfg: RunConfig, progress: Any = None) -> Any:
+        from app import modeling
+
         with self.lock:
             self._release()
             self.loaded = modeling.load_model(
@@ -186,7 +192,7 @@ def build(ctx: Any) -> ModelHandles:
             groups = _build_method_column(ctx, fields)
         with gr.Column(scale=2, min_width=360):
             panel = _build_memory_panel(tr)
-    h = ModelHandles(fields=fields, **widgets, **groups, **panel)
+    h = ModelHandles(fields=fields, **widgets, **groups, **panel, compare=_build_compare(tr))
     fields["method"].change(
         lambda m: _method_visibility(h, m),
         inputs=fields["method"],
@@ -219,9 +225,9 @@ def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         inspect = tr.bind(gr.Button(tr("model.inspect"), min_width=100), value="model.inspect")
     status = gr.Markdown("", elem_classes="td-status")
     info = tr.bind(gr.Markdown(tr("model.info_empty"), elem_classes="td-info"), value="model.info_empty")
-    with gr.Accordion(tr("model.section.model") + " ⚙", open=False) as acc:
+    with gr.Accordion(tr("model.section.advanced"), open=False) as acc:
         fields.update(ctx.form.build(MODEL_FIELDS[1:]))
-    tr.bind(acc, label="model.section.model")
+    tr.bind(acc, label="model.section.advanced")
     return fields, {
         "preset": preset,
         "apply_preset": apply_preset,
@@ -266,8 +272,6 @@ def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
             for i in range(MAX_FIXES)
         ]
         fix_state = gr.State([])
-        _section(tr, "model.section.compare")
-        compare = gr.Dataframe(interactive=False, wrap=True, elem_id="method-compare")
         with gr.Accordion(tr("model.details"), open=False) as acc:
             details = gr.JSON(show_label=False)
         tr.bind(acc, label="model.details")
@@ -278,9 +282,21 @@ def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
         "fixes_title": fixes_title,
         "fix_buttons": fix_buttons,
         "fix_state": fix_state,
-        "compare": compare,
         "details": details,
     }
+
+
+def _build_compare(tr: i18n.Translator) -> gr.Dataframe:
+    """Full width under both columns: the notes column needs the room."""
+    with gr.Accordion(tr("model.section.compare"), open=True) as acc:
+        compare = gr.Dataframe(
+            interactive=False,
+            wrap=True,
+            column_widths=["9%", "11%", "12%", "8%", "10%", "50%"],
+            elem_id="method-compare",
+        )
+    tr.bind(acc, label="model.section.compare")
+    return compare
 
 
 def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
@@ -294,7 +310,6 @@ def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
 # ---- wiring across tabs (called by app.build_blocks once every tab is built) ---------------------------------
 def wire(ctx: Any) -> None:
     h: ModelHandles = ctx.handles["model"]
-    _detected()  # at start, not on the first estimate: finding the GPU imports torch (~3 s)
     inputs = ctx.form.inputs() | {ctx.lang_selector}
     form_outputs = list(ctx.form.components.values())
     panel = [h.plot, h.verdict, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state, h.compare, h.details]
@@ -303,12 +318,20 @@ def wire(ctx: Any) -> None:
         lambda values: estimate_panel(ctx, values),
         inputs=inputs,
         outputs=panel,
-        api_name="estimate",
+        api_name="estimate_panel",
+        api_visibility="undocumented",
         trigger_mode="always_last",
         show_progress="hidden",
         concurrency_limit=None,
         concurrency_id="estimate",
     )
+
+    def estimate(config: dict | None = None) -> dict:
+        """Peak-memory estimate of a partial run config (as in a preset) over the app's defaults, on the device
+        this machine would train on: total and breakdown, verdict, trainable parameters, fixes, methods."""
+        return estimate_api(ctx, config)
+
+    gr.api(estimate, api_name="estimate", concurrency_limit=None, concurrency_id="estimate")
     hidden = {"api_visibility": "undocumented"}
     for i, button in enumerate(h.fix_buttons):
         button.click(
@@ -377,6 +400,8 @@ def _problems(exc: ConfigError) -> str:
 
 # ---- load / inspect -------------------------------------------------------------------------------------------
 def load_or_inspect(ctx: Any, values: dict[Any, Any], inspect_only: bool, progress: Any = None) -> dict[Any, Any]:
+    from app import modeling  # torch and transformers: imported on first use, not at app start
+
     h: ModelHandles = ctx.handles["model"]
     lang = ctx.lang(values)
     try:
@@ -419,6 +444,8 @@ def _open_model(cfg: RunConfig, inspect_only: bool, lang: str, report: Any) -> t
 def structure(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
     """The model built on the meta device (no weights) when its config is here; else the catalog's numbers, so a
     70B that was never downloaded can still be looked at."""
+    from app import modeling
+
     try:
         return modeling.inspect_model(name, trust_remote_code=trust_remote_code)
     except modeling.ModelError as exc:
@@ -438,6 +465,8 @@ def structure(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
 
 def _is_local(name: str) -> bool:
     """Weights on this machine: a folder, a .gguf, the default model, or a hub id already in the HF cache."""
+    from app import modeling
+
     try:
         modeling.resolve_model(name)
     except modeling.ModelError:
@@ -446,11 +475,8 @@ def _is_local(name: str) -> bool:
 
 
 def _device_busy(device: str) -> bool:
-    try:
-        from app import jobs
-    except ImportError:
-        return False
-    return jobs.manager.device_busy(device)
+    jobs = sys.modules.get("app.jobs")  # not imported yet: no run was started in this process
+    return jobs is not None and jobs.manager.device_busy(device)
 
 
 def _gradio_progress(progress: Any) -> Any:
@@ -491,6 +517,8 @@ def _architecture(name: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _detected() -> Any:
+    """The training device; cached (its total memory does not change). Looking for CUDA imports torch (3-10 s),
+    which app.main warms up right after the page is served."""
     return hardware.detect_device()
 
 
@@ -508,42 +536,82 @@ def target_device(cfg: RunConfig) -> tuple[str, int | None, str]:
     return kind, info.total_bytes, label
 
 
+@dataclass
+class Estimate:
+    """Everything the memory panel shows, computed once per redraw (and by the `estimate` API)."""
+
+    estimate: Any
+    verdict: str
+    """fits | tight | no | unknown"""
+    label: str
+    fixes: list[Any]
+    methods: list[dict[str, Any]]
+
+
+def compute_estimate(cfg: RunConfig) -> Estimate:
+    """Estimate `cfg` on the device it would train on; fixes only when it does not fit. Raises EstimateError."""
+    arch = _architecture(cfg.model.name_or_path.strip())
+    kind, capacity, label = target_device(cfg)
+    est = memory.estimate(arch, cfg, kind, capacity)
+    fixes = memory.suggest_fixes(arch, cfg, kind, capacity) if est.fits is False and capacity else []
+    methods = memory.compare_methods(arch, cfg, kind, capacity)
+    return Estimate(est, plots.verdict(est.total_bytes, capacity, TIGHT_SHARE), label, fixes, methods)
+
+
 def estimate_panel(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     """Redraw the memory panel from the form; never raises (a bad value shows as a message in the panel)."""
     h: ModelHandles = ctx.handles["model"]
     lang = ctx.lang(values)
     try:
-        cfg = ctx.form.to_config(values)
-        arch = _architecture(cfg.model.name_or_path.strip())
-        kind, capacity, label = target_device(cfg)
-        est = memory.estimate(arch, cfg, kind, capacity)
-        fixes = memory.suggest_fixes(arch, cfg, kind, capacity) if est.fits is False and capacity else []
-        table = compare_table(memory.compare_methods(arch, cfg, kind, capacity), lang)
+        result = compute_estimate(ctx.form.to_config(values))
     except (ConfigError, memory.EstimateError, ValueError) as exc:
         msg = _problems(exc) if isinstance(exc, ConfigError) else str(exc)
         return _empty_panel(h, i18n.t("model.estimate_error", lang, msg=msg))
-    return _panel_updates(h, est, fixes, table, label, lang)
+    return _panel_updates(h, result, lang)
 
 
-def _panel_updates(
-    h: ModelHandles, est: Any, fixes: list[Any], table: pd.DataFrame, label: str, lang: str
-) -> dict[Any, Any]:
+def estimate_api(ctx: Any, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `estimate` endpoint: `config` is a partial RunConfig (as in a preset) over the app's defaults.
+
+    Returns the estimate as JSON with the verdict, the fixes and the method comparison, or {"error": message}.
+    Same code path as the panel, so its latency is the panel's (measured while training runs)."""
+    try:
+        cfg = RunConfig.from_dict(deep_merge(ctx.defaults.to_dict(), config or {}), source="estimate request")
+        result = compute_estimate(cfg)
+    except (ConfigError, memory.EstimateError, ValueError) as exc:
+        return {"error": _problems(exc) if isinstance(exc, ConfigError) else str(exc)}
+    return {
+        **result.estimate.to_json(),
+        "verdict": result.verdict,
+        "device_label": result.label,
+        "fixes": [
+            {"label": f.label, "changes": f.changes, "total_gib": round(f.estimate.total_gib, 3)} for f in result.fixes
+        ],
+        "methods": [{k: v for k, v in row.items() if k != "estimate"} for row in result.methods],
+    }
+
+
+def _panel_updates(h: ModelHandles, result: Estimate, lang: str) -> dict[Any, Any]:
+    est, fixes, label = result.estimate, result.fixes, result.label
     capacity = est.device_memory_bytes
-    kind = plots.verdict(est.total_bytes, capacity, TIGHT_SHARE)
     text = i18n.t(
-        f"model.verdict.{kind}", lang, total=est.total_bytes / plots.GIB, cap=(capacity or 0) / plots.GIB, device=label
+        f"model.verdict.{result.verdict}",
+        lang,
+        total=est.total_bytes / plots.GIB,
+        cap=(capacity or 0) / plots.GIB,
+        device=label,
     )
     share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
     parts = {memory.LABELS.get(k, k): v for k, v in est.breakdown.items() if v > 0}
     out: dict[Any, Any] = {
         h.plot: plots.memory_bar(parts, capacity, label),
-        h.verdict: f'<span class="td-{kind}">{text}</span>',
+        h.verdict: f'<span class="td-{result.verdict}">{text}</span>',
         h.trainable: i18n.t(
             "model.trainable", lang, trainable=est.trainable_params, total=est.total_params, share=share
         ),
         h.fixes_title: gr.update(visible=bool(fixes)),
         h.fix_state: [{"label": f.label, "changes": dict(f.changes)} for f in fixes[:MAX_FIXES]],
-        h.compare: table,
+        h.compare: compare_table(result.methods, lang),
         h.details: est.to_json(),
     }
     for i, button in enumerate(h.fix_buttons):
@@ -576,7 +644,7 @@ def compare_table(rows: list[dict[str, Any]], lang: str = "en") -> pd.DataFrame:
             t("model.col.method"): row["method"],
             t("model.col.memory"): round(row["total_bytes"] / plots.GIB, 2),
             t("model.col.trainable"): plots.fmt_count(row["trainable_params"]),
-            t("model.col.fits"): {True: "✅", False: "❌"}.get(row.get("fits"), "–"),
+            t("model.col.fits"): {True: t("model.fits_yes"), False: t("model.fits_no")}.get(row.get("fits"), "?"),
             t("model.col.speed"): f"{row['speed']:.1f}x" if row.get("speed") else "",
             t("model.col.notes"): row.get("notes") or "",
         }

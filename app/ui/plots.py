@@ -68,6 +68,7 @@ def memory_bar(
                 "y": 1,
                 "yref": "paper",
                 "yanchor": "bottom",
+                "xanchor": "right",
                 "showarrow": False,
                 "text": f"{device_label} {cap:.1f} GiB".strip(),
             }
@@ -76,12 +77,20 @@ def memory_bar(
     layout = {
         **_PLAIN,
         "barmode": "stack",
-        "height": 190,
-        "margin": {"l": 10, "r": 10, "t": 36, "b": 30},
-        "legend": {"orientation": "h", "y": -0.35},
+        # ~100 px of bar above a two-column legend (nine parts do not fit in one row of a 350 px panel)
+        "height": 270,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 130},
+        "legend": {
+            "orientation": "h",
+            "y": -0.25,
+            "yanchor": "top",
+            "entrywidth": 0.5,
+            "entrywidthmode": "fraction",
+            "traceorder": "normal",
+        },
         "shapes": shapes,
         "annotations": notes,
-        "xaxis": {**_AXIS, "title": {"text": "GiB"}, "range": [0, upper]},
+        "xaxis": {**_AXIS, "ticksuffix": " GiB", "range": [0, upper]},
         "yaxis": _AXIS,
     }
     if title:

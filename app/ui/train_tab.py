@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import jobs, paths, runs
+from app import paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
 
@@ -390,11 +390,16 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
 
 def _build_runs(tr: i18n.Translator) -> dict[str, Any]:
     with _accordion(tr, "train.section.runs"):
-        run_table = gr.Dataframe(interactive=False, wrap=True, max_height=300, elem_id="run-table")
-        with gr.Row(equal_height=True):
+        table, ids = run_table(tr.lang)  # filled at build too: the page-load refresh may queue behind others
+        run_table_ = gr.Dataframe(table, interactive=False, wrap=True, max_height=300, elem_id="run-table")
+        with gr.Row(equal_height=False, elem_classes="td-run-actions"):
             run_pick = tr.bind(
                 gr.Dropdown(
-                    choices=[], label=tr("train.run_pick"), info=tr("train.run_pick.info"), scale=4, elem_id="run-pick"
+                    choices=ids,
+                    label=tr("train.run_pick"),
+                    info=tr("train.run_pick.info"),
+                    scale=4,
+                    elem_id="run-pick",
                 ),
                 label="train.run_pick",
                 info="train.run_pick.info",
@@ -413,7 +418,7 @@ def _build_runs(tr: i18n.Translator) -> dict[str, Any]:
                 )
                 confirm_no = tr.bind(gr.Button(tr("train.confirm_no"), size="sm"), value="train.confirm_no")
     return {
-        "run_table": run_table,
+        "run_table": run_table_,
         "run_pick": run_pick,
         "refresh": refresh,
         "open": open_,
@@ -616,6 +621,8 @@ def start_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
 
 def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[RunView | None, str]:
     """(view of the new run, "") or (None, why not): one run at a time, and every problem named."""
+    from app import jobs  # imports the trainer (torch, transformers): on first use, not at app start
+
     active = jobs.manager.active()
     if active is not None:
         return None, i18n.t("train.busy", lang, run=Path(active.run_dir).name)
@@ -640,7 +647,8 @@ def _bullets(exc: ConfigError) -> str:
 def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     h: TrainHandles = ctx.handles["train"]
     lang, view = _lang(ctx, values), values[h.view]
-    if not jobs.manager.stop():
+    jobs = sys.modules.get("app.jobs")
+    if jobs is None or not jobs.manager.stop():
         return {h.status: i18n.t("train.not_running", lang)}
     active = jobs.manager.active()
     if active is not None and str(Path(active.run_dir)) != view.run_dir:
@@ -666,9 +674,15 @@ def tick(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     return out
 
 
+def active_job() -> Any:
+    """This process's running job; None when app.jobs was never imported (then no run was started here)."""
+    jobs = sys.modules.get("app.jobs")
+    return jobs.manager.active() if jobs is not None else None
+
+
 def find_live_run() -> Path | None:
     """The job of this app, else the newest run whose events say it is running (a CLI-started run)."""
-    active = jobs.manager.active()
+    active = active_job()
     if active is not None:
         return Path(active.run_dir)
     for r in runs.list_runs():
@@ -751,7 +765,7 @@ def delete_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     path = _run_path(run_id)
     if path is None:
         return {**hide, h.status: i18n.t("train.pick_first" if not run_id else "train.missing_run", lang, run=run_id)}
-    active = jobs.manager.active()
+    active = active_job()
     if (active is not None and Path(active.run_dir).resolve() == path.resolve()) or runs.run_status(path) == "running":
         return {**hide, h.status: i18n.t("train.delete_active", lang, run=run_id)}
     try:
