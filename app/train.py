@@ -77,17 +77,29 @@ def preflight(cfg: RunConfig) -> list[str]:
     return problems
 
 
-def configure_threads(device: str, local_world: int = 1) -> int:
-    """On a CPU, one intra-op thread per physical core shared among local processes (hyper-threads only contend
-    for the same FP units), unless OMP_NUM_THREADS is set. Returns the thread count in use."""
-    if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        try:
-            import psutil
+def cpu_threads(local_world: int = 1) -> int:
+    """Intra-op threads for training on the CPU: one per physical core (hyper-threads share the same FP units),
+    split among local processes, and fewer when other programs already keep the cores busy: OpenMP threads wait
+    for each other at every op, so on an oversubscribed CPU each extra thread costs more than it brings
+    (measured here at load 9 on 2 cores: tiny-model steps 5x slower with 2 threads than with 1)."""
+    try:
+        import psutil
 
-            cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        except ImportError:
-            cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // max(1, local_world)))
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        cores = os.cpu_count() or 1
+    share = max(1, cores // max(1, local_world))
+    try:
+        spare = (os.cpu_count() or cores) - os.getloadavg()[0]
+    except OSError:  # no load average on this OS
+        spare = share
+    return max(1, min(share, round(spare)))
+
+
+def configure_threads(device: str, local_world: int = 1) -> int:
+    """Set torch's CPU threads (unless OMP_NUM_THREADS says otherwise) or enable TF32 on CUDA; returns threads."""
+    if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cpu_threads(local_world))
     elif device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: ~8x faster, 10-bit mantissa
         torch.backends.cudnn.allow_tf32 = True
@@ -393,7 +405,9 @@ def load_for_training(cfg: RunConfig, device: str) -> modeling.LoadedModel:
     return modeling.load_model(cfg.model, quant, device=device, precision=precision, progress=lambda f, m: None)
 
 
-def training_arguments(cfg: RunConfig, run_dir: Path, device: str, progress: bool) -> TrainingArguments:
+def training_arguments(
+    cfg: RunConfig, run_dir: Path, device: str, progress: bool, evaluate: bool
+) -> TrainingArguments:
     t = cfg.train
     dtype = modeling.resolve_dtype(t.precision, device)
     save_steps = t.save_steps if t.save_steps > 0 else None
@@ -416,7 +430,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, progress: boo
         save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500,
         save_total_limit=t.save_total_limit,
-        eval_strategy="steps",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=eval_steps,
         prediction_loss_only=True,
         seed=t.seed,
@@ -433,16 +447,13 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, progress: boo
     )
 
 
-def memory_estimate(cfg: RunConfig) -> dict | None:
-    """app.memory's estimate as a dict, when that module is importable (it is optional for training)."""
+def memory_estimate(cfg: RunConfig, device: str) -> dict | None:
+    """app.memory's estimate for this run as a dict (None when it cannot estimate this model)."""
     try:
         from app import memory
-    except ImportError:
-        return None
-    try:
-        est = memory.estimate_config(cfg) if hasattr(memory, "estimate_config") else memory.estimate(cfg)
-        return est.to_dict() if hasattr(est, "to_dict") else dict(vars(est))
-    except Exception as exc:  # an estimate is a nicety; never fail a run over it
+
+        return memory.estimate_config(cfg, device).to_dict()
+    except Exception as exc:  # an estimate is a nicety (e.g. an architecture it does not know); never fail a run
         log.debug("memory estimate unavailable: %s", exc)
         return None
 
@@ -489,29 +500,29 @@ def describe_failure(exc: BaseException, cfg: RunConfig, device: str) -> str:
     oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text.lower()
     if oom:
         where = "GPU memory" if device == "cuda" else "RAM"
-        fixes = _memory_fixes(cfg)
-        hint = (
-            ("Try: " + "; ".join(fixes))
-            if fixes
-            else (
-                "Try: a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter "
-                "data.max_seq_len, train.gradient_checkpointing on, or method qlora"
-            )
-        )
-        return f"Out of {where} during training ({text.splitlines()[0][:200]}). {hint}."
+        return f"Out of {where} during training ({text.splitlines()[0][:200]}). {_memory_advice(cfg, device)}"
     if isinstance(exc, (TrainError, ConfigError, modeling.ModelError)) or type(exc).__name__ == "DataError":
         return text
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]} (full traceback in error.log)"
 
 
-def _memory_fixes(cfg: RunConfig) -> list[str]:
+def _memory_advice(cfg: RunConfig, device: str) -> str:
+    """app.memory's estimate and suggested fixes in words; generic advice when it cannot estimate this model."""
     try:
         from app import memory
 
-        fixes = memory.suggest_fixes(cfg)
-    except Exception:  # app.memory missing or unable to estimate this config
-        return []
-    return [getattr(f, "description", None) or getattr(f, "label", None) or str(f) for f in fixes or []]
+        est = memory.estimate_config(cfg, device)
+        fixes = memory.suggest_fixes(memory.architecture_from(cfg.model.name_or_path), cfg, device)
+        return (
+            f"The estimate for this run is {est.total_gib:.1f} GiB. Try: "
+            + "; ".join(f.description for f in fixes)
+            + "."
+        )
+    except Exception:  # an architecture app.memory does not know
+        return (
+            "Try: a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter "
+            "data.max_seq_len, train.gradient_checkpointing on, or method qlora."
+        )
 
 
 def record_failure(run_dir: Path, exc: BaseException, cfg: RunConfig, device: str, step: int | None) -> str:
@@ -635,14 +646,14 @@ def build(
         total_params=total,
         world_size=dist.world,
         threads=torch.get_num_threads(),
-        memory=memory_estimate(cfg),
+        memory=memory_estimate(cfg, device),
         **data.facts,
     )
     gather = LabelGather(model)
     callback = EventsCallback(run_dir, cfg, stop, started, dist.main)
     trainer = TuneTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, device, progress),
+        args=training_arguments(cfg, run_dir, device, progress, evaluate=data.val is not None),
         train_dataset=data.train,
         eval_dataset=data.val,
         data_collator=data.collator,

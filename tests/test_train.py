@@ -109,7 +109,12 @@ def test_samples_are_generated_during_training(tiny_model_dir, data_file, runs_t
         tiny_model_dir,
         data_file,
         "lora",
-        **{"train.max_steps": 4, "train.sample_every": 2, "train.sample_prompts": ["Who are you?", "abc"]},
+        **{
+            "train.max_steps": 4,
+            "train.sample_every": 2,
+            "train.sample_prompts": ["Who are you?", "abc"],
+            "data.val_size": 0.0,
+        },
     )
     run_dir = runs.create_run(cfg)
     assert train.run(cfg, run_dir) == "finished"
@@ -117,6 +122,7 @@ def test_samples_are_generated_during_training(tiny_model_dir, data_file, runs_t
     assert [e["step"] for e in samples] == [2, 4]
     assert [s["prompt"] for s in samples[0]["samples"]] == ["Who are you?", "abc"]
     assert all(isinstance(s["response"], str) for s in samples[0]["samples"])
+    assert not events_of(run_dir, "eval")  # val_size 0: no held-out data, no eval
 
 
 def _stop_when(run_dir, stop: threading.Event, step: int) -> threading.Thread:
@@ -197,3 +203,16 @@ def test_launch_command_names_the_config():
         "accelerate launch --multi_gpu --num_processes 4 -m app train 'my cfg.yaml'"
     )
     assert train.launch_command("c.yaml", 2, device="cpu").startswith("torchrun ")
+
+
+def test_out_of_memory_message_gives_the_estimate_and_fixes():
+    from app.config import RunConfig
+
+    cfg = RunConfig().replace(**{"model.name_or_path": "llama-3.1-8b", "method": "full"})
+    message = train.describe_failure(
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg, "cuda"
+    )
+    assert message.startswith("Out of GPU memory") and "Tried to allocate 2.00 GiB" in message
+    assert "The estimate for this run is" in message and "QLoRA" in message
+    generic = train.describe_failure(MemoryError(), cfg.replace(**{"model.name_or_path": "/no/such"}), "cpu")
+    assert generic.startswith("Out of RAM") and "batch_size" in generic
