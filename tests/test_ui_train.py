@@ -104,7 +104,8 @@ def test_start_train_follow_open_and_delete_on_the_tiny_model(train_app):
     view = started[h.view]
     assert view.run_dir and ("Training" in started[h.status] or "Starting" in started[h.status])
 
-    again = train_tab.start_run(ctx, _values(ctx))  # a second Start while the first trains is refused
+    with pytest.warns(UserWarning, match="already"):  # gr.Warning outside a request is a Python warning
+        again = train_tab.start_run(ctx, _values(ctx))  # a second Start while the first trains is refused
     assert h.view not in again and "already" in again[h.status]
 
     rendered, view = _follow(ctx, view)
@@ -116,6 +117,10 @@ def test_start_train_follow_open_and_delete_on_the_tiny_model(train_app):
 
     table, ids = train_tab.run_table("en")
     assert ids == [view.name] and table.iloc[0]["status"] == "finished" and table.iloc[0]["steps"] == "3/3"
+
+    reloaded = train_tab.attach(ctx, _values(ctx))  # a page refresh (fresh session state) redraws the history
+    assert reloaded[h.view].run_dir == view.run_dir and reloaded[h.view].steps == [1, 2, 3]
+    assert isinstance(reloaded[h.plot], go.Figure) and "Finished" in reloaded[h.status]
 
     opened = train_tab.open_run(ctx, _values(ctx, extra={h.run_pick: view.name}))
     assert opened[h.view].steps == [1, 2, 3]

@@ -6,6 +6,7 @@ Pure plotly: no gradio, no torch, so they can be tested and reused (benchmarks, 
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -168,6 +169,7 @@ def training_figure(
                 yaxis="y2",
             )
         )
+    last = max([*steps, *eval_steps], default=1)
     # Two stacked y axes on one shared x axis: loss on the top 75%, learning rate on the bottom 20%.
     layout = {
         **_PLAIN,
@@ -175,7 +177,8 @@ def training_figure(
         "hovermode": "x unified",
         "margin": {"l": 10, "r": 10, "t": 20, "b": 30},
         "legend": {"orientation": "h", "y": 1.06, "x": 0},
-        "xaxis": {**_AXIS, "title": {"text": lb["step"]}, "anchor": "y2"},
+        # whole steps only: at most ~10 ticks, never 1.5
+        "xaxis": {**_AXIS, "title": {"text": lb["step"]}, "anchor": "y2", "dtick": max(1, math.ceil(last / 10))},
         "yaxis": {**_AXIS, "title": {"text": "loss"}, "domain": [0.3, 1.0]},
         "yaxis2": {**_AXIS, "title": {"text": "lr"}, "domain": [0.0, 0.2], "exponentformat": "e"},
     }

@@ -615,8 +615,14 @@ def start_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
         return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
     view, refusal = _launch(cfg, lang)
     if view is None:
-        return {h.status: refusal}
+        return _refused(h, refusal)
     return {**render(ctx, view, lang), **_listing(ctx, lang, view.name)}
+
+
+def _refused(h: TrainHandles, message: str) -> dict[Any, Any]:
+    """A toast as well as the status line: while a run is live the next timer tick redraws the status."""
+    gr.Warning(message.split("\n", 1)[0])
+    return {h.status: message}
 
 
 def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[RunView | None, str]:
@@ -692,14 +698,16 @@ def find_live_run() -> Path | None:
 
 
 def attach(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    """Page load: reattach to the active or latest running run and draw its full history; fill the run list."""
+    """Page load: reattach to the active or latest running run, else show the newest run, with its full history;
+    fill the run list."""
     h: TrainHandles = ctx.handles["train"]
     lang, view = _lang(ctx, values), values[h.view]
     found = find_live_run()
-    if found is not None:
-        view = load_history(found)
-    elif view.run_dir:
-        view = load_history(view.run_dir)
+    if found is None and view.run_dir is None:
+        newest = runs.list_runs()[:1]
+        found = Path(newest[0].path) if newest else None
+    if found is not None or view.run_dir:
+        view = load_history(found or view.run_dir)
     return {**render(ctx, view, lang), **_listing(ctx, lang, view.name or None)}
 
 
@@ -746,7 +754,7 @@ def resume_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
         return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
     view, refusal = _launch(cfg, lang, resume_dir=path)
     if view is None:
-        return {h.status: refusal}
+        return _refused(h, refusal)
     return {**render(ctx, view, lang, i18n.t("train.resumed", lang, run=view.name)), **_listing(ctx, lang, view.name)}
 
 
