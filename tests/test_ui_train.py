@@ -50,6 +50,7 @@ def test_failed_event_shows_its_message():
     fold(view, [{"type": "failed", "time": 1.0, "message": "CUDA out of memory: lower train.batch_size"}])
     line = train_tab.status_line(view, "en")
     assert "failed" in line and "lower train.batch_size" in line
+    assert "失败" in train_tab.status_line(view, "zh")  # the language switch re-renders the status, keeping it
 
 
 def test_progress_and_ema_helpers():

@@ -38,6 +38,11 @@ def t(key: str, lang: str = "en", **fmt: Any) -> str:
     return text.format(**fmt) if fmt else text
 
 
+# An UploadButton shows its `label` (its value is the uploaded file): a binding of its text as "value" would send
+# the caption as a file path, which fails the whole language switch. Bound as value, updated as label.
+_LABEL_IS_TEXT = {("UploadButton", "value"): "label"}
+
+
 @dataclass
 class _Binding:
     component: Any
@@ -57,8 +62,14 @@ class Translator:
     def __call__(self, key: str, **fmt: Any) -> str:
         return t(key, self.lang, **fmt)
 
-    def bind(self, component: Any, label: str | None = None, info: str | None = None, value: str | None = None,
-             placeholder: str | None = None) -> Any:
+    def bind(
+        self,
+        component: Any,
+        label: str | None = None,
+        info: str | None = None,
+        value: str | None = None,
+        placeholder: str | None = None,
+    ) -> Any:
         """Record which keys `component` shows; returns the component for chaining."""
         self.bindings.append(_Binding(component, label, info, value, placeholder))
         return component
@@ -73,7 +84,7 @@ class Translator:
             for attr in ("label", "info", "value", "placeholder"):
                 key = getattr(b, attr)
                 if key is not None:
-                    kw[attr] = t(key, lang)
+                    kw[_LABEL_IS_TEXT.get((type(b.component).__name__, attr), attr)] = t(key, lang)
             out[b.component] = gr.update(**kw)
         return out
 

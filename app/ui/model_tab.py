@@ -135,6 +135,7 @@ class ModelHandles:
     inspect: gr.Button
     status: gr.Markdown
     info: gr.Markdown
+    info_state: gr.State
     quant_group: gr.Group
     lora_group: gr.Group
     freeze_group: gr.Group
@@ -224,7 +225,8 @@ def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         load = tr.bind(gr.Button(tr("model.load"), variant="primary", min_width=100), value="model.load")
         inspect = tr.bind(gr.Button(tr("model.inspect"), min_width=100), value="model.inspect")
     status = gr.Markdown("", elem_classes="td-status")
-    info = tr.bind(gr.Markdown(tr("model.info_empty"), elem_classes="td-info"), value="model.info_empty")
+    # not bound to a key: it shows the loaded model; a language switch re-renders it from info_state (see wire)
+    info = gr.Markdown(tr("model.info_empty"), elem_classes="td-info")
     with gr.Accordion(tr("model.section.advanced"), open=False) as acc:
         fields.update(ctx.form.build(MODEL_FIELDS[1:]))
     tr.bind(acc, label="model.section.advanced")
@@ -235,6 +237,7 @@ def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "inspect": inspect,
         "status": status,
         "info": info,
+        "info_state": gr.State(None),
     }
 
 
@@ -349,7 +352,14 @@ def wire(ctx: Any) -> None:
         api_name="apply_preset",
         **hidden,
     )
-    load_outputs = [h.status, h.info, ctx.form.components["lora.target_modules"]]
+    load_outputs = [h.status, h.info, h.info_state, ctx.form.components["lora.target_modules"]]
+    ctx.lang_selector.change(
+        lambda lang, info: info_markdown(info, lang) if info else i18n.t("model.info_empty", lang),
+        inputs=[ctx.lang_selector, h.info_state],
+        outputs=h.info,
+        show_progress="hidden",
+        api_visibility="private",
+    )
     once = {"concurrency_limit": 1, "concurrency_id": "model-load", **hidden}
 
     def _load(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
@@ -421,6 +431,7 @@ def load_or_inspect(ctx: Any, values: dict[Any, Any], inspect_only: bool, progre
     return {
         h.status: note,
         h.info: info_markdown(info, lang),
+        h.info_state: info,
         target: gr.update(choices=[*modules, ALL_LINEAR], value=chosen),
     }
 
@@ -475,8 +486,9 @@ def _is_local(name: str) -> bool:
 
 
 def _device_busy(device: str) -> bool:
-    jobs = sys.modules.get("app.jobs")  # not imported yet: no run was started in this process
-    return jobs is not None and jobs.manager.device_busy(device)
+    # not imported (or still importing): no run was started in this process
+    manager = getattr(sys.modules.get("app.jobs"), "manager", None)
+    return manager is not None and manager.device_busy(device)
 
 
 def _gradio_progress(progress: Any) -> Any:

@@ -349,9 +349,8 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row():
         start = tr.bind(gr.Button(tr("train.start"), variant="primary", elem_id="train-start"), value="train.start")
         stop = tr.bind(gr.Button(tr("train.stop"), variant="stop", elem_id="train-stop"), value="train.stop")
-    status = tr.bind(
-        gr.Markdown(tr("train.idle"), elem_classes="td-status", elem_id="train-status"), value="train.idle"
-    )
+    # not bound to a key: it shows the run's state; a language switch re-renders it (see wire)
+    status = gr.Markdown(tr("train.idle"), elem_classes="td-status", elem_id="train-status")
     progress = gr.HTML(plots.progress_html(0, None), elem_id="train-progress")
     plot = gr.Plot(show_label=False, elem_id="train-plot")
     samples = gr.Dataframe(
@@ -462,6 +461,13 @@ def wire(ctx: Any) -> None:
         api_visibility="private",
     )
     ctx.demo.load(lambda v: attach(ctx, v), inputs={lang, h.view}, outputs=live + listing, api_visibility="private")
+    lang.change(
+        lambda v: {**render(ctx, v[h.view], _lang(ctx, v)), **_listing(ctx, _lang(ctx, v), v.get(h.run_pick))},
+        inputs={lang, h.view, h.run_pick},
+        outputs=live + listing,
+        show_progress="hidden",
+        api_visibility="private",
+    )
     h.refresh.click(
         lambda v: refresh_runs(ctx, v), inputs={lang, h.run_pick}, outputs=listing, api_name="list_runs", **api
     )
@@ -653,10 +659,10 @@ def _bullets(exc: ConfigError) -> str:
 def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     h: TrainHandles = ctx.handles["train"]
     lang, view = _lang(ctx, values), values[h.view]
-    jobs = sys.modules.get("app.jobs")
-    if jobs is None or not jobs.manager.stop():
+    manager = getattr(sys.modules.get("app.jobs"), "manager", None)
+    if manager is None or not manager.stop():
         return {h.status: i18n.t("train.not_running", lang)}
-    active = jobs.manager.active()
+    active = manager.active()
     if active is not None and str(Path(active.run_dir)) != view.run_dir:
         view = load_history(active.run_dir)
     view.stopping = True
@@ -682,8 +688,8 @@ def tick(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
 
 def active_job() -> Any:
     """This process's running job; None when app.jobs was never imported (then no run was started here)."""
-    jobs = sys.modules.get("app.jobs")
-    return jobs.manager.active() if jobs is not None else None
+    manager = getattr(sys.modules.get("app.jobs"), "manager", None)  # None while the warm-up still imports it
+    return manager.active() if manager is not None else None
 
 
 def find_live_run() -> Path | None:
