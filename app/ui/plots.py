@@ -49,6 +49,7 @@ def memory_bar(
         for i, (part, size) in enumerate(breakdown.items())
     ]
     total = sum(breakdown.values())
+    upper = max(total, capacity_bytes or 0) / GIB * 1.08 or 1.0
     shapes, notes = [], []
     if capacity_bytes:
         cap, colour = capacity_bytes / GIB, FIT_COLORS[verdict(total, capacity_bytes)]
@@ -69,12 +70,11 @@ def memory_bar(
                 "y": 1,
                 "yref": "paper",
                 "yanchor": "bottom",
-                "xanchor": "right",
+                "xanchor": "right" if cap > upper / 2 else "left",  # keep the label inside the plot
                 "showarrow": False,
                 "text": f"{device_label} {cap:.1f} GiB".strip(),
             }
         )
-    upper = max(total, capacity_bytes or 0) / GIB * 1.08 or 1.0
     layout = {
         **_PLAIN,
         "barmode": "stack",
