@@ -10,6 +10,7 @@ import pytest
 from test_train_kit import tiny_config, write_alpaca
 
 from app import jobs, runs
+from app.config import RunConfig
 from app.ui import app as ui_app
 from app.ui import plots, train_tab
 from app.ui.train_tab import RunView, fold
@@ -177,3 +178,17 @@ def test_stop_without_a_run_says_so(train_app):
     ctx, _ = train_app
     out = train_tab.stop_run(ctx, _values(ctx))
     assert "No run is active" in out[ctx.handles["train"].status]
+
+
+def test_save_config_writes_the_form_and_shows_the_headless_commands(train_app, tmp_path, monkeypatch):
+    ctx, cfg = train_app
+    h = ctx.handles["train"]
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    out = train_tab.save_config(ctx, _values(ctx, extra={ctx.form.components["train.run_name"]: "my run"}))
+    path = tmp_path / "home" / "configs" / "my-run.yaml"
+    assert "Saved" in out[h.status] and path.is_file()
+    assert RunConfig.from_yaml(path) == cfg.replace(**{"train.run_name": "my run"})
+    lines = out[h.commands].splitlines()
+    assert f"python -m app train {path}" in lines
+    assert any(line.startswith("accelerate launch --multi_gpu --num_processes 2 -m app train") for line in lines)
+    assert any(line.startswith("torchrun --standalone --nproc_per_node 2 -m app train") for line in lines)
