@@ -80,7 +80,8 @@ class GenSettings:
 def resolve_source(path: str | Path) -> tuple[str, Path]:
     """("adapter", folder) for a PEFT adapter, ("model", folder) for a full model folder.
 
-    A run folder resolves to its adapter/ (LoRA/QLoRA), its model/ (full/freeze) or its newest checkpoint-N.
+    A run folder resolves to its adapter/ (LoRA/QLoRA), its model/ (full/freeze) or its newest checkpoint
+    (checkpoints/checkpoint-N, as app.runs lays them out, or checkpoint-N directly inside).
     """
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -88,8 +89,8 @@ def resolve_source(path: str | Path) -> tuple[str, Path]:
             f"{p}: not found or not a folder; pick an adapter folder (with {ADAPTER_CONFIG}), "
             "a checkpoint-N folder, a run folder or a model folder"
         )
-    checkpoints = sorted(p.glob("checkpoint-*"), key=lambda c: _step_of(c.name), reverse=True)
-    for candidate in (p, p / "adapter", p / "model", *checkpoints):
+    checkpoints = [*p.glob("checkpoints/checkpoint-*"), *p.glob("checkpoint-*")]
+    for candidate in (p, p / "adapter", p / "model", *sorted(checkpoints, key=_step_of, reverse=True)):
         if (candidate / ADAPTER_CONFIG).is_file():
             return "adapter", candidate
         if (candidate / "config.json").is_file():
@@ -100,8 +101,8 @@ def resolve_source(path: str | Path) -> tuple[str, Path]:
     )
 
 
-def _step_of(name: str) -> int:
-    digits = name.rsplit("-", 1)[-1]
+def _step_of(path: Path) -> int:
+    digits = path.name.rsplit("-", 1)[-1]
     return int(digits) if digits.isdigit() else -1
 
 
@@ -110,13 +111,14 @@ def column_name(path: Path) -> str:
     if path.name in ("adapter", "model"):
         return path.parent.name
     if path.name.startswith("checkpoint-"):
-        return f"{path.parent.name}/{path.name}"
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return f"{run.name}/{path.name}"
     return path.name
 
 
 def run_dir_of(adapter_dir: Path) -> Path | None:
-    """The run folder around an adapter (<run>/adapter, <run>/checkpoint-N), when it has config.yaml or events."""
-    for candidate in (adapter_dir, adapter_dir.parent):
+    """The run folder around an adapter: <run>/adapter, <run>/checkpoints/checkpoint-N (or <run>/checkpoint-N)."""
+    for candidate in (adapter_dir, adapter_dir.parent, adapter_dir.parent.parent):
         if (candidate / "config.yaml").is_file() or (candidate / "events.jsonl").is_file():
             return candidate
     return None

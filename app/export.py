@@ -170,43 +170,35 @@ def _staging(out: Path) -> Iterator[Path]:
 
 # ---- the model card ------------------------------------------------------------------------------------------
 def read_run(adapter_dir: Path) -> dict[str, Any]:
-    """What a run folder says about an adapter: config (YAML text and dict), steps, last losses; {} when absent."""
+    """What a run folder says about an adapter: config (YAML text and dict), steps, last losses; {} when absent.
+
+    Events superseded by a resume are dropped (app.runs.effective_events); a checkpoint's card stops at its step.
+    """
+    from app import runs
+
     run = run_dir_of(adapter_dir)
     if run is None:
         return {}
     info: dict[str, Any] = {"run_dir": str(run)}
-    if (run / "config.yaml").is_file():
+    if (run / runs.CONFIG).is_file():
         import yaml
 
-        info["config_yaml"] = (run / "config.yaml").read_text(encoding="utf-8")
+        info["config_yaml"] = (run / runs.CONFIG).read_text(encoding="utf-8")
         try:
             info["config"] = yaml.safe_load(info["config_yaml"]) or {}
         except yaml.YAMLError:
             info["config"] = {}
     limit = _checkpoint_step(adapter_dir)
-    for event in _events(run / "events.jsonl"):
+    for event in runs.effective_events(runs.load_events(run)):
         step = event.get("step")
-        if limit is not None and isinstance(step, int) and step > limit:
-            continue  # a checkpoint's card reports the run up to that checkpoint
-        _take_event(info, event)
+        if limit is None or not isinstance(step, int) or step <= limit:
+            _take_event(info, event)
     return info
 
 
 def _checkpoint_step(adapter_dir: Path) -> int | None:
     m = re.fullmatch(r"checkpoint-(\d+)", adapter_dir.name)
     return int(m.group(1)) if m else None
-
-
-def _events(path: Path) -> Iterator[dict]:
-    if not path.is_file():
-        return
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash mid-write
-        if isinstance(event, dict):
-            yield event
 
 
 def _take_event(info: dict[str, Any], event: dict) -> None:
@@ -218,9 +210,8 @@ def _take_event(info: dict[str, Any], event: dict) -> None:
         info["eval_loss"] = event["eval_loss"]
     elif kind in ("finished", "stopped", "failed"):
         info["status"] = kind
-        for key in ("step", "global_step"):
-            if isinstance(event.get(key), int):
-                info["steps"] = event[key]
+        if isinstance(event.get("step"), int) and event["step"] > 0:
+            info["steps"] = event["step"]
 
 
 def _hub_id(base_name: str) -> str | None:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from test_train_kit import one_torch_thread, tiny_config, write_alpaca  # noqa: F401  (one thread: ~4x faster here)
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from app.chat import (
@@ -21,7 +22,6 @@ from app.chat import (
     ChatSession,
     DeviceBusy,
     GenSettings,
-    column_name,
     generate,
     load_prompt_set,
     resolve_source,
@@ -197,14 +197,17 @@ def test_base_inferred_from_adapter_config(tiny_model_dir, adapters):
 
 
 def test_run_and_checkpoint_folders_resolve_to_adapters(tmp_path, adapters, tiny_model_dir):
-    run = tmp_path / "20250101-lora-tiny"
+    run = tmp_path / "20250101-lora-tiny"  # the layout app.runs writes
     shutil.copytree(adapters["qv"], run / "adapter")
-    shutil.copytree(adapters["all"], run / "checkpoint-3")
-    (run / "checkpoint-3" / "optimizer.pt").write_bytes(b"not loaded")  # trainer state beside the adapter
+    shutil.copytree(adapters["all"], run / "checkpoints" / "checkpoint-3")
+    (run / "checkpoints" / "checkpoint-3" / "optimizer.pt").write_bytes(b"never loaded")  # trainer state
+    checkpoint = run / "checkpoints" / "checkpoint-3"
     assert resolve_source(run) == ("adapter", run / "adapter")
-    assert resolve_source(run / "checkpoint-3") == ("adapter", run / "checkpoint-3")
-    assert column_name(run / "adapter") == "20250101-lora-tiny"
-    chat = ChatSession(None, [str(run), str(run / "checkpoint-3")], device="cpu")
+    assert resolve_source(checkpoint) == ("adapter", checkpoint)
+    shutil.rmtree(run / "adapter")  # a run stopped before its final save: its newest checkpoint
+    assert resolve_source(run) == ("adapter", checkpoint)
+    shutil.copytree(adapters["qv"], run / "adapter")
+    chat = ChatSession(None, [str(run), str(checkpoint)], device="cpu")
     assert chat.columns == ["base", "20250101-lora-tiny", "20250101-lora-tiny/checkpoint-3"]
     chat.close()
     with pytest.raises(ChatError, match="holds no adapter_config.json"):
@@ -272,6 +275,26 @@ def test_cli_prompt_set_writes_csv(tmp_path, adapters, capsys):
     assert pd.read_csv(tmp_path / "answers.csv").columns.tolist() == ["prompt", "base", "qv"]
     assert main(["chat", str(tmp_path / "missing")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_tunedesk_run_is_a_chat_column_and_merges_with_its_card(tiny_model_dir, tokenizer, tmp_path, runs_tmp):
+    from app import runs, train
+    from app.export import merge
+
+    cfg = tiny_config(tiny_model_dir, write_alpaca(tmp_path / "data.json"), "lora")
+    run_dir = runs.create_run(cfg)
+    assert train.run(cfg, run_dir) == "finished"
+    chat = ChatSession(None, [str(run_dir)], device="cpu")  # base read from the adapter, as a user would pick it
+    assert chat.columns == ["base", run_dir.name] and not chat.warnings
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir / "adapter")
+    assert chat.answer_all(PROMPT, GREEDY)[run_dir.name][0] == hf_greedy(plain, tokenizer, user(PROMPT))
+    chat.close()
+    card = (merge(run_dir, tmp_path / "merged") / "README.md").read_text(encoding="utf-8")
+    summary = runs.summarize(run_dir)
+    assert f"| Steps | {summary.step} |" in card and f"| Final train loss | {summary.last_loss:.4f} |" in card
+    evals = [e["eval_loss"] for e in runs.load_events(run_dir) if e["type"] == "eval"]
+    assert evals and f"| Final eval loss | {evals[-1]:.4f} |" in card
+    assert "method: lora" in card and str(tiny_model_dir) in card
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from test_train_kit import one_torch_thread  # noqa: F401  (one torch thread: ~4x faster on this shared CPU)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from app.config import RunConfig
@@ -89,13 +90,16 @@ def test_merged_folder_is_complete(merged, tiny_model_dir):
 
 
 def test_model_card_reads_the_run_folder(tmp_path, adapter, tiny_model_dir):
-    run = tmp_path / "20250101-120000-lora-tiny"
+    run = tmp_path / "20250101-120000-lora-tiny"  # the layout app.runs writes
     shutil.copytree(adapter, run / "adapter")
-    shutil.copytree(adapter, run / "checkpoint-2")
+    shutil.copytree(adapter, run / "checkpoints" / "checkpoint-2")
     cfg = RunConfig.from_dict({"model": {"name_or_path": str(tiny_model_dir)}, "data": {"path": "data/my.json"}})
     (run / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    events = [{"type": "started"}] + [{"type": "log", "step": s, "loss": 2.0 / s} for s in (1, 2, 3, 4)]
+    events = [{"type": "started"}] + [{"type": "log", "step": s, "loss": 9.0} for s in (1, 2, 3)]
+    events += [{"type": "resumed", "from_step": 1}]  # killed at 3, resumed from checkpoint 1: steps 2-3 redone
+    events += [{"type": "log", "step": s, "loss": 2.0 / s} for s in (2, 3, 4)]
     events += [{"type": "eval", "step": 2, "eval_loss": 1.25}, {"type": "eval", "step": 4, "eval_loss": 0.75}]
+    events += [{"type": "finished", "step": 4}]
     lines = [json.dumps(e) for e in events] + ['{"type": "log", "step": 5, "lo']  # cut by a crash mid-write
     (run / "events.jsonl").write_text("\n".join(lines), encoding="utf-8")
     card = (merge(run, tmp_path / "out") / "README.md").read_text(encoding="utf-8")
@@ -103,10 +107,11 @@ def test_model_card_reads_the_run_folder(tmp_path, adapter, tiny_model_dir):
         "| Steps | 4 |" in card and "| Final train loss | 0.5000 |" in card and "| Final eval loss | 0.7500 |" in card
     )
     assert "`data/my.json`" in card and cfg.to_yaml().strip() in card and "# 20250101-120000-lora-tiny" in card
-    card = (merge(run / "checkpoint-2", tmp_path / "out-2") / "README.md").read_text(encoding="utf-8")
+    card = (merge(run / "checkpoints" / "checkpoint-2", tmp_path / "out-2") / "README.md").read_text(encoding="utf-8")
     assert (
         "| Steps | 2 |" in card and "| Final train loss | 1.0000 |" in card and "| Final eval loss | 1.2500 |" in card
     )
+    assert "# 20250101-120000-lora-tiny/checkpoint-2" in card
 
 
 def test_merge_refuses_what_it_cannot_do(tmp_path, merged, adapter, tiny_model_dir):
@@ -231,7 +236,7 @@ def greedy_batch(model, tokenizer, prompts: list[str], n: int = 16) -> tuple[lis
 @pytest.fixture(scope="module")
 def smol_merged(default_model_dir, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("smol")
-    adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8, scale=0.01)
+    adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8, scale=0.003)
     return adapter, merge(adapter, root / "merged")
 
 
@@ -245,24 +250,37 @@ def test_default_model_merge_matches_adapter(default_model_dir, smol_merged):
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in (merged / "README.md").read_text(encoding="utf-8")
 
 
+def first_step_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                           tokenize=False) for p in prompts]  # fmt: skip
+    tokenizer.padding_side = "left"
+    batch = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model.eval()(**batch).logits[:, -1].float()
+
+
 @pytest.mark.slow
 def test_default_model_gguf_f16_and_q8_0(smol_merged, tmp_path):
+    """F16: the same greedy answers as the merged model on 5 prompts. Q8_0: measured on the first step only
+    (same first token, logit difference), because loading and decoding a third model costs ~2 min here."""
     from gguf import GGUFReader
 
     _, merged = smol_merged
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    ref_ids, ref_logits = greedy_batch(AutoModelForCausalLM.from_pretrained(merged), tokenizer, PROMPTS)
-    assert "Paris" in tokenizer.decode(ref_ids[0])
+    reference = AutoModelForCausalLM.from_pretrained(merged)
+    ref_ids, ref_logits = greedy_batch(reference, tokenizer, PROMPTS)
+    assert all(ref_ids) and len({tuple(ids) for ids in ref_ids}) == 5
+    print([tokenizer.decode(ids) for ids in ref_ids])
     f16 = export_gguf(merged, tmp_path, "f16")
     assert str(GGUFReader(f16).fields["tokenizer.ggml.pre"].contents()) == "smollm"  # from the original GGUF
     f16_ids, f16_logits = greedy_batch(gguf_model(f16), tokenizer, PROMPTS)
     assert f16_ids == ref_ids
     q8 = export_gguf(merged, tmp_path, "q8_0")
-    q8_ids, q8_logits = greedy_batch(gguf_model(q8), tokenizer, PROMPTS)
-    first4 = sum(a[:4] == r[:4] for a, r in zip(q8_ids, ref_ids, strict=True))
-    same = sum(a == r for a, r in zip(q8_ids, ref_ids, strict=True))
-    f16_diff, q8_diff = (f16_logits - ref_logits).abs().max().item(), (q8_logits - ref_logits).abs().max().item()
-    print(f"f16: max first-step logit diff {f16_diff:.3f}; q8_0: {q8_diff:.3f}, first 4 tokens equal {first4}/5, "
-          f"whole answers equal {same}/5; sizes f16 {f16.stat().st_size / 1e6:.0f} MB, "
-          f"q8_0 {q8.stat().st_size / 1e6:.0f} MB")  # fmt: skip
-    assert first4 >= 4 and q8_diff < 1.0
+    q8_logits = first_step_logits(gguf_model(q8), tokenizer, PROMPTS)
+    assert torch.allclose(first_step_logits(reference, tokenizer, PROMPTS), ref_logits, atol=1e-3)
+    q8_diff, f16_diff = (q8_logits - ref_logits).abs(), (f16_logits - ref_logits).abs()
+    same_first = (q8_logits.argmax(-1) == ref_logits.argmax(-1)).sum().item()
+    print(f"first-step logits vs merged fp32: f16 max {f16_diff.max():.3f} mean {f16_diff.mean():.4f}; q8_0 max "
+          f"{q8_diff.max():.3f} mean {q8_diff.mean():.3f}, same first token {same_first}/5; "
+          f"sizes f16 {f16.stat().st_size / 1e6:.0f} MB, q8_0 {q8.stat().st_size / 1e6:.0f} MB")  # fmt: skip
+    assert same_first >= 4 and q8_diff.mean() < 0.5 and f16_diff.max() < 0.1  # Q8_0 may flip a near-tie
