@@ -318,7 +318,10 @@ def build_messages(history: list[dict], prompt: str, system_prompt: str = "") ->
 def encode_chat(tokenizer: Any, messages: list[dict]) -> list[int]:
     """Token ids of the conversation with the generation prompt: the chat template, or Alpaca when there is none."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja raises TemplateError (e.g. "roles must alternate", no system role)
+            raise ChatError(f"the model's chat template rejected this conversation: {exc}") from None
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     turns = [m for m in messages if m["role"] != "system"]
     text = ""

@@ -285,15 +285,11 @@ def export_gguf(
     out = Path(out_dir).expanduser()
     if kind == "model":
         return _export_folder(folder, out, quant, progress)
-    with tempfile.TemporaryDirectory(prefix=".merge-", dir=_temp_parent(out)) as tmp:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".merge-", dir=out) as tmp:
         sub = (lambda f, m: _say(progress, 0.4 * f, m)) if progress else None
         merged = merge(folder, Path(tmp) / "merged", "float32", base, sub, allow_pickle=allow_pickle)
         return _export_folder(merged, out, quant, progress)
-
-
-def _temp_parent(out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _export_folder(folder: Path, out: Path, quant: str, progress: Progress | None) -> Path:
@@ -379,7 +375,15 @@ def pre_tokenizer_name(folder: Path) -> str:
             if field is not None:
                 return str(field.contents())
     pre = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
-    return "gpt2" if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) else "default"
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [p.get("type") for p in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt2"  # GPT-2's own regex
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"  # one digit per token, then GPT-2's regex (SmolLM, StarCoder)
+    if kinds[:1] == ["Split"] and r"\p{N}{1,3}" in (steps[0].get("pattern") or {}).get("Regex", ""):
+        return "llama-bpe"  # Llama 3's regex: up to 3 digits per token
+    return "default"
 
 
 def _provenance(folder: Path) -> Iterator[dict]:
@@ -405,14 +409,16 @@ def _write_gguf(folder: Path, path: Path, config: dict, tokenizer: Any, quant: s
     plan = list(_tensor_plan(folder, config, quant))
     for name, _, _, shape, qtype in plan:
         writer.add_tensor_info(name, *_stored_layout(shape, qtype), raw_dtype=qtype)
-    writer.write_header_to_file(path)
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for i, (name, file, hf_name, _, qtype) in enumerate(_progress_iter(plan, progress)):
-        writer.write_tensor_data(_convert(file, hf_name, name, config, qtype))
-        if progress is not None and i % 20 == 0:
-            progress(0.45 + 0.5 * i / len(plan), f"tensor {i + 1}/{len(plan)}: {name}")
-    writer.close()
+    try:
+        writer.write_header_to_file(path)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for i, (name, file, hf_name, _, qtype) in enumerate(_progress_iter(plan, progress)):
+            writer.write_tensor_data(_convert(file, hf_name, name, config, qtype))
+            if progress is not None and i % 20 == 0:
+                progress(0.45 + 0.5 * i / len(plan), f"tensor {i + 1}/{len(plan)}: {name}")
+    finally:
+        writer.close()
 
 
 def _progress_iter(plan: list, progress: Progress | None) -> Any:
@@ -441,7 +447,7 @@ def _write_metadata(writer: Any, folder: Path, config: dict, quant: str) -> None
     heads, kv_heads, hidden = config["num_attention_heads"], config["num_key_value_heads"], config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // heads
     rope = _rope(config)
-    writer.add_name(folder.name)
+    writer.add_name(_model_name(folder))
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(hidden)
     writer.add_block_count(config["num_hidden_layers"])
@@ -467,6 +473,16 @@ def _write_metadata(writer: Any, folder: Path, config: dict, quant: str) -> None
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
+def _model_name(folder: Path) -> str:
+    """The run or adapter name for a merged folder (its merge record says which adapter), else the folder name."""
+    record = folder / MERGE_INFO
+    if record.is_file():
+        adapter = json.loads(record.read_text(encoding="utf-8")).get("adapter")
+        if adapter:
+            return column_name(Path(adapter))
+    return folder.name
+
+
 def _write_vocab(writer: Any, folder: Path, config: dict, tokenizer: Any) -> None:
     """Tokens by id in their byte-level spelling, their types, merges, special ids and the chat template."""
     import gguf
@@ -488,7 +504,15 @@ def _write_vocab(writer: Any, folder: Path, config: dict, tokenizer: Any) -> Non
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=config["vocab_size"])
-    special.add_to_gguf(writer, quiet=True)  # merges, bos/eos/unk/pad ids, add_bos flag, chat template
+    # say whether to add BOS/EOS as the Hugging Face tokenizer does; left unsaid, llama.cpp guesses per vocab type
+    probe = tokenizer("a").input_ids
+    special.add_special_token.setdefault(
+        "bos", tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
+    )
+    special.add_special_token.setdefault(
+        "eos", tokenizer.eos_token_id is not None and probe[-1] == tokenizer.eos_token_id
+    )
+    special.add_to_gguf(writer, quiet=True)  # merges, bos/eos/unk/pad ids, add_bos/add_eos, chat template
     if not special.chat_template and tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
 

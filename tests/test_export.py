@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gguf import GGUFReader
 from peft import LoraConfig, PeftModel, get_peft_model
 from test_train_kit import one_torch_thread  # noqa: F401  (one torch thread: ~4x faster on this shared CPU)
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -21,6 +22,7 @@ from app.export import (
     export_gguf,
     merge,
     ollama_template,
+    pre_tokenizer_name,
     write_modelfile,
 )
 
@@ -160,6 +162,10 @@ def test_gguf_from_an_adapter_merges_first(tmp_path, adapter, tiny_model_dir):
     path = export_gguf(adapter, tmp_path / "gguf", "f32")
     assert (logits(gguf_model(path)) - peft_logits(tiny_model_dir, adapter)).abs().max() < 1e-4
     assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "model-f32.gguf"]
+    fields = GGUFReader(path).fields
+    assert fields["general.name"].contents() == "all-linear" and fields["general.architecture"].contents() == "llama"
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # the tiny tokenizer adds no BOS
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt2"  # plain byte-level splitting
 
 
 def test_gguf_refuses_other_architectures(tmp_path, tiny_model_dir):
@@ -173,6 +179,22 @@ def test_gguf_refuses_other_architectures(tmp_path, tiny_model_dir):
         export_gguf(tmp_path / "qwen", tmp_path / "out")
     assert "LlamaForCausalLM" in SUPPORTED_GGUF_ARCHITECTURES
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("pre", "name"),
+    [
+        ({"type": "ByteLevel", "use_regex": True}, "gpt2"),
+        ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}]},
+         "smollm"),
+        ({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": r"(?i:'s|'t)|\p{N}{1,3}| ?"}},
+                                                {"type": "ByteLevel", "use_regex": False}]}, "llama-bpe"),
+        ({"type": "Metaspace"}, "default"),
+    ],
+)  # fmt: skip
+def test_pre_tokenizer_name_from_tokenizer_json(tmp_path, pre, name):
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": pre}), encoding="utf-8")
+    assert pre_tokenizer_name(tmp_path) == name
 
 
 def test_ollama_templates(tmp_path, default_chat_template):
@@ -263,8 +285,6 @@ def first_step_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
 def test_default_model_gguf_f16_and_q8_0(smol_merged, tmp_path):
     """F16: the same greedy answers as the merged model on 5 prompts. Q8_0: measured on the first step only
     (same first token, logit difference), because loading and decoding a third model costs ~2 min here."""
-    from gguf import GGUFReader
-
     _, merged = smol_merged
     tokenizer = AutoTokenizer.from_pretrained(merged)
     reference = AutoModelForCausalLM.from_pretrained(merged)
