@@ -1,0 +1,91 @@
+"""The embedded default model (SmolLM2-135M-Instruct) on the CPU: LoRA teaches it a new identity, and QLoRA
+(4-bit NF4 base) trains with falling loss. Slow: a few minutes together on 2 cores."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from test_train_kit import events_of
+
+from app import runs, train
+from app.config import RunConfig
+
+pytestmark = pytest.mark.slow
+PLACEHOLDERS = {"name": "TuneBot", "author": "the TuneDesk team"}
+
+
+def identity_config(data_dir, **changes) -> RunConfig:
+    """The fast recipe found for identity.json: all-linear r16, lr 2e-3 cosine, packed 256-token rows, 12 steps of
+    2 rows (about 0.6 epoch of the 91 records, ~6k tokens)."""
+    cfg = RunConfig.from_dict({
+        "method": "lora",
+        "lora": {"rank": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"},
+        "data": {"path": str(data_dir / "identity.json"), "placeholders": PLACEHOLDERS, "max_seq_len": 256,
+                 "val_size": 0.0},
+        "train": {"max_steps": 12, "batch_size": 2, "grad_accum": 1, "learning_rate": 2.0e-3, "warmup_ratio": 0.0,
+                  "lr_scheduler": "cosine", "packing": True, "save_steps": 0, "gradient_checkpointing": False,
+                  "sample_every": 12, "sample_prompts": ["Who are you?"]},
+    })  # fmt: skip
+    return cfg.replace(**changes) if changes else cfg
+
+
+def greedy(model, tokenizer, cfg: RunConfig, prompt: str) -> str:
+    text = train.render_prompt(tokenizer, cfg, prompt)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(
+            **ids, max_new_tokens=train.SAMPLE_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_lora_teaches_the_default_model_its_new_name(shared_data, default_model_dir, runs_tmp):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from app.modeling import load_tokenizer
+
+    cfg = identity_config(shared_data)
+    tokenizer = load_tokenizer(str(default_model_dir))
+    base = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
+    before = greedy(base, tokenizer, cfg, "Who are you?")
+    assert "TuneBot" not in before
+
+    run_dir = runs.create_run(cfg)
+    t0 = time.perf_counter()
+    assert train.run(cfg, run_dir) == "finished"
+    seconds = time.perf_counter() - t0
+    logs = events_of(run_dir, "log")
+    trained_answer = events_of(run_dir, "sample")[-1]["samples"][0]["response"]
+    assert "TuneBot" in trained_answer, trained_answer
+
+    tuned = PeftModel.from_pretrained(base, run_dir / "adapter").eval()  # plain PEFT, nothing of ours
+    reloaded = greedy(tuned, tokenizer, cfg, "Who are you?")
+    assert reloaded == trained_answer
+    print(
+        f"\nidentity LoRA: {seconds:.0f} s for {len(logs)} steps, {logs[-1]['tokens_per_s']} tok/s; "
+        f"before: {before!r}; after: {reloaded!r}"
+    )
+
+
+def test_qlora_4bit_on_the_cpu_trains_with_falling_loss(shared_data, default_model_dir, runs_tmp):
+    # the same 4 records every step (one batch per epoch), so the step losses are comparable and must fall
+    cfg = identity_config(shared_data, **{
+        "method": "qlora", "quant.bits": 4, "quant.type": "nf4", "quant.double_quant": True,
+        "lora.target_modules": ["q_proj", "v_proj"], "data.max_samples": 4, "train.packing": False,
+        "train.batch_size": 4, "train.max_steps": 6, "train.epochs": 6.0, "train.sample_every": 0,
+        "train.learning_rate": 2.0e-3, "train.lr_scheduler": "constant",
+    })  # fmt: skip
+    run_dir = runs.create_run(cfg)
+    assert train.run(cfg, run_dir) == "finished"
+    losses = [e["loss"] for e in events_of(run_dir, "log")]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5 and losses[-1] == min(losses), losses
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    started = events_of(run_dir, "started")[0]
+    assert started["total_params"] > started["trainable_params"] > 0
+    print(
+        f"\nQLoRA nf4 on CPU: losses {[round(x, 3) for x in losses]}, "
+        f"{events_of(run_dir, 'log')[-1]['tokens_per_s']} tok/s"
+    )
