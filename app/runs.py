@@ -2,13 +2,26 @@
 
     runs/20250101-120000-lora-smollm2/
         config.yaml        the complete RunConfig (rerun with `python -m app train runs/X/config.yaml`)
-        events.jsonl       one JSON object per line: started, log, eval, checkpoint, sample, resumed,
-                           finished | stopped | failed; appended with flush + fsync, so a crash loses at most the
-                           line being written, and readers skip a truncated last line
+        events.jsonl       one JSON object per line, appended with flush + fsync, so a crash loses at most the
+                           line being written; readers skip a truncated last line
         run.lock           pid + hostname + process start time while a trainer owns the folder
         checkpoints/checkpoint-<step>/   resumable Hugging Face Trainer checkpoints
-        adapter/ | model/  the final LoRA adapter, or the full model for full/freeze
+        adapter/ | model/  the final LoRA adapter, or the full model for full/freeze (tokenizer included)
         error.log          tracebacks of failures
+
+Events (every one has "type" and "time", epoch seconds):
+    started     total_steps, method, model, device, dtype, trainable_params, total_params, world_size, threads,
+                memory (app.memory estimate or null), train_examples, val_examples, train_rows, skipped_records,
+                truncated, tokens_per_epoch, label_tokens_per_epoch, template
+    resumed     the same as started, plus from_step, checkpoint, previous_status (a resume's first event)
+    log         step, total_steps, epoch, loss, learning_rate, grad_norm, tokens_per_s (real tokens),
+                label_tokens_per_s (tokens that carry loss), elapsed_s, eta_s
+    eval        step, epoch, eval_loss
+    checkpoint  step, path
+    sample      step, samples: [{prompt, answer}]
+    finished / stopped   step, total_steps, loss, eval_loss, best_eval_loss, adapter | model (path or null),
+                train_s, label_tokens_per_s, peak_rss_mb, peak_cuda_mb (CUDA only)
+    failed      message (what to do), error (exception type), step, peak_rss_mb
 
 Status is derived from the files alone (no database), so it survives an app restart and works for runs
 started from the CLI. No torch import.

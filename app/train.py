@@ -331,7 +331,7 @@ def generate_samples(model: Any, tokenizer: Any, cfg: RunConfig, prompts: list[s
                 pad_token_id=tokenizer.pad_token_id,
             )
             answer = tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.append({"prompt": prompt, "response": answer.strip()})
+            out.append({"prompt": prompt, "answer": answer.strip()})
     finally:
         model.train(was_training)
     return out

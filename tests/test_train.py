@@ -121,7 +121,7 @@ def test_samples_are_generated_during_training(tiny_model_dir, data_file, runs_t
     samples = events_of(run_dir, "sample")
     assert [e["step"] for e in samples] == [2, 4]
     assert [s["prompt"] for s in samples[0]["samples"]] == ["Who are you?", "abc"]
-    assert all(isinstance(s["response"], str) for s in samples[0]["samples"])
+    assert all(isinstance(s["answer"], str) for s in samples[0]["samples"])
     assert not events_of(run_dir, "eval")  # val_size 0: no held-out data, no eval
 
 
@@ -216,3 +216,21 @@ def test_out_of_memory_message_gives_the_estimate_and_fixes():
     assert "The estimate for this run is" in message and "QLoRA" in message
     generic = train.describe_failure(MemoryError(), cfg.replace(**{"model.name_or_path": "/no/such"}), "cpu")
     assert generic.startswith("Out of RAM") and "batch_size" in generic
+
+
+@pytest.mark.parametrize(
+    "method, changes",
+    [
+        ("lora", {"train.optimizer": "adamw_8bit", "lora.use_rslora": True}),
+        ("qlora", {"quant.bits": 8, "train.gradient_checkpointing": True}),
+        ("lora", {"lora.use_dora": True, "lora.target_modules": "all-linear", "train.packing": True}),
+        ("full", {"train.gradient_checkpointing": True, "train.lr_scheduler": "cosine", "train.warmup_ratio": 0.5}),
+    ],
+)
+def test_variants_train_to_the_end(tiny_model_dir, data_file, runs_tmp, method, changes):
+    cfg = tiny_config(tiny_model_dir, data_file, method, **{"train.max_steps": 2, **changes})
+    run_dir = runs.create_run(cfg)
+    assert train.run(cfg, run_dir) == "finished", events_of(run_dir)[-1]
+    logs = events_of(run_dir, "log")
+    assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] > 0 and e["grad_norm"] > 0 for e in logs)
+    assert runs.final_artifact(run_dir) is not None
