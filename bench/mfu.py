@@ -92,6 +92,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     batch_tokens = max(1, round(counts["input_tokens"] / steps))
     shape_rate = model_shape_rate(dims, batch_tokens, args.reps)
     achieved = flops["total"] / run["step_s"]
+    facts = run.get("epoch_facts", {})
+    trained = (facts.get("tokens_per_epoch"), facts.get("label_tokens_per_epoch"))
+    if trained != (counts["input_tokens"], counts["useful_tokens"]):
+        print(f"[mfu] warning: the trainer's epoch {facts} differs from the counted {counts}", file=sys.stderr)
     return {
         "dims": vars(dims),
         "epoch": counts,

@@ -12,8 +12,9 @@ TuneDesk groups examples by length (or packs them with --packing) and computes l
 
 What is measured, identically on both sides (each run in its own subprocess, so peak RSS is its own):
   useful tokens  = label-bearing positions after the causal shift, sum of (labels[:, 1:] != -100) over the
-                   micro-batches actually trained (TuneDesk: its own counter in compute_loss, read from the
-                   `finished` event; baseline: the same count in a compute_loss override)
+                   micro-batches actually trained (TuneDesk: its own counter in compute_loss, from its events:
+                   `label_tokens_per_epoch` of `started` when the run is exactly one epoch, else
+                   label_tokens_per_s x train_s of `finished`; baseline: the same count in a compute_loss override)
   step seconds   = sum over optimizer steps of on_step_begin -> on_step_end (forward, backward, clip,
                    optimizer and scheduler step). Excludes model load, tokenisation, collation of the next
                    batch, evaluation and saving. TuneDesk: `train_s` of its `finished` event (EventsCallback);
@@ -151,7 +152,9 @@ def child_tunedesk(args: argparse.Namespace) -> dict[str, Any]:
         started = next(e for e in events if e["type"] == "started")
         logs = [e for e in events if e["type"] == "log"]
         train_s = float(end["train_s"])
-        useful = round(float(end["label_tokens_per_s"]) * train_s)  # its labels_seen, back from the rate
+        useful = round(float(end["label_tokens_per_s"]) * train_s)  # its labels_seen, back from a rate rounded to 0.1
+        if not args.packing and end["step"] == math.ceil(started["train_rows"] / BATCH):
+            useful = int(started["label_tokens_per_epoch"])  # exactly one epoch: its exact count of the same tokens
         result = {
             "impl": "tunedesk",
             "steps": end["step"],

@@ -57,7 +57,7 @@ def endpoints(client: Any) -> dict[str, Any]:
 def start_training(client: Any, via: str, runs: Path) -> subprocess.Popen | None:
     """Start a run; returns the trainer process for --train-via cli (None otherwise)."""
     if via == "ui":
-        answer = client.predict(api_name="/start_training")
+        answer = client.predict(*default_inputs(client, "start_training"), api_name="/start_training")
         if not _run_appears(runs, 60.0):
             said = repr(answer)[:2000]
             raise common.BenchError(f"Start made no run folder under {runs} within 60 s; it answered: {said}")
@@ -127,7 +127,7 @@ def time_calls(client: Any, calls: int, warmup: int) -> list[float]:
 def stop_training(client: Any, via: str, trainer: subprocess.Popen | None) -> None:
     if via == "ui":
         try:
-            client.predict(api_name="/stop_training")
+            client.predict(*default_inputs(client, "stop_training"), api_name="/stop_training")
         except Exception as exc:  # the app is closed next anyway; say so, do not hide it
             print(f"[ui_latency] stop_training failed: {exc}", file=sys.stderr)
     elif trainer is not None:
@@ -159,6 +159,20 @@ def measure(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
             common.stop_process(trainer, grace_s=30)
         common.stop_process(proc)
     return summarise(times, via, after - before, named["estimate"])
+
+
+def default_inputs(client: Any, api_name: str) -> list[Any]:
+    """The values a fresh page would send to `api_name`: each input component's initial value, state inputs left
+    out (the client inserts them). Needed for undocumented endpoints, whose defaults the client does not know."""
+    config = client.config
+    dep = next(d for d in config["dependencies"] if d.get("api_name") == api_name)
+    components = {c["id"]: c for c in config["components"]}
+    values = []
+    for cid in dep["inputs"]:
+        comp = components[cid]
+        if comp.get("type") != "state":
+            values.append(comp.get("props", {}).get("value"))
+    return values
 
 
 def _all_api_names(client: Any) -> set[str]:
