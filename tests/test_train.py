@@ -76,6 +76,7 @@ def test_each_method_writes_a_complete_run_folder(tiny_model_dir, data_file, run
     assert all(e["total_steps"] == 3 and e["loss"] > 0 and e["tokens_per_s"] > 0 for e in log)
     started = events_of(run_dir, "started")[0]
     assert started["device"] == "cpu" and 0 < started["trainable_params"] <= started["total_params"]
+    assert started["memory"]["total_gib"] > 0  # app.memory's estimate, for the UI to show beside the real peak
     finished = events_of(run_dir, "finished")[0]
     assert finished["peak_rss_mb"] > 0 and finished["step"] == 3
     assert [p.name for p in runs.checkpoints(run_dir)] == ["checkpoint-2", "checkpoint-3"]
