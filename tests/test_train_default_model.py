@@ -58,7 +58,7 @@ def test_lora_teaches_the_default_model_its_new_name(shared_data, default_model_
     assert train.run(cfg, run_dir) == "finished"
     seconds = time.perf_counter() - t0
     logs = events_of(run_dir, "log")
-    trained_answer = events_of(run_dir, "sample")[-1]["samples"][0]["response"]
+    trained_answer = events_of(run_dir, "sample")[-1]["samples"][0]["answer"]
     assert "TuneBot" in trained_answer, trained_answer
 
     tuned = PeftModel.from_pretrained(base, run_dir / "adapter").eval()  # plain PEFT, nothing of ours
