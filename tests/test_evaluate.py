@@ -343,6 +343,39 @@ def test_import_does_not_load_torch():
     assert out.stdout.split() == ["False", "False"], "the Evaluate tab imports this module: keep torch lazy"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="app.train builds one Collator over the train token store and uses it for eval batches too, so the "
+    "eval_loss it logs is computed on the first len(val) TRAINING examples (row indices of the val store read "
+    "from the train store). Remove this mark when train.py collates eval rows from the val store.",
+)
+def test_validation_loss_matches_the_trainers_eval_loss(tiny_model_dir, tmp_path):
+    """The same split, the same masks, the same loss: on a val split that fits one eval batch (3 examples, batch
+    4: the Trainer then averages nothing per batch), evaluate()'s loss equals the eval_loss training logged."""
+    from app import train
+
+    cfg = RunConfig(
+        model=ModelConfig(name_or_path=str(tiny_model_dir)),
+        lora=LoraConfig(rank=4, alpha=8, dropout=0.0, target_modules="all-linear"),
+        data=DataConfig(path=str(write_sums(tmp_path / "sums.json")), val_size=0.25),
+        train=TrainConfig(
+            max_steps=2,
+            batch_size=4,
+            grad_accum=1,
+            learning_rate=1.0e-2,
+            save_steps=0,
+            gradient_checkpointing=False,
+            output_dir=str(tmp_path),
+        ),
+    )
+    run = runs.create_run(cfg, "crosscheck")
+    assert train.run(cfg, run) == "finished"
+    logged = [e for e in runs.load_events(run) if e["type"] == "eval"][-1]["eval_loss"]
+    report = evaluate.evaluate(None, [str(run / "adapter")], max_new_tokens=1, save=False)
+    assert report.n_examples == 3
+    assert report.table.loc[1, "loss"] == pytest.approx(logged, rel=1e-4)
+
+
 # ---- slow: a real trained adapter ------------------------------------------------------------------------------
 IDENTITY_HOLDOUT = 10
 
