@@ -159,15 +159,25 @@ class TuneTrainer(Trainer):
 
     loss_is_scaled_for_ga = True  # label_loss divides by the label count of the whole accumulated step
 
-    def __init__(self, *args: Any, sampler: EpochSampler, gather: LabelGather, **kwargs: Any):
+    def __init__(
+        self, *args: Any, sampler: EpochSampler, gather: LabelGather, eval_collator: Any = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
-        self.sampler, self.gather = sampler, gather
+        self.sampler, self.gather, self.eval_collator = sampler, gather, eval_collator
         self.model_accepts_loss_kwargs = True  # makes the Trainer count labels per step -> num_items_in_batch
         self.tokens_seen = 0
         self.labels_seen = 0
 
     def _get_train_sampler(self, train_dataset: Any = None) -> EpochSampler:
         return self.sampler
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        train_collator = self.data_collator
+        self.data_collator = self.eval_collator or train_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
         return torch.utils.data.SequentialSampler(eval_dataset)  # RowDataset.build(sort=True) already sorted it
@@ -361,6 +371,7 @@ class Prepared:
     val: RowDataset | None
     collator: Collator
     facts: dict
+    eval_collator: Collator | None = None
 
 
 def prepare_data(cfg: RunConfig, tokenizer: Any) -> Prepared:
@@ -391,7 +402,9 @@ def prepare_data(cfg: RunConfig, tokenizer: Any) -> Prepared:
     val = RowDataset.build(val_store, packing, max_len, sort=True) if val_store and len(val_store) else None
     facts["train_rows"] = len(train)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return Prepared(train, val, Collator(train_store, pad, packing), facts)
+    # Eval rows index the val store: they need a collator over that store, not the train one.
+    eval_collator = Collator(val_store, pad, packing) if val is not None else None
+    return Prepared(train, val, Collator(train_store, pad, packing), facts, eval_collator)
 
 
 def load_for_training(cfg: RunConfig, device: str) -> modeling.LoadedModel:
@@ -661,6 +674,7 @@ def build(
         callbacks=[callback],
         sampler=EpochSampler(data.train.lengths, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
         gather=gather,
+        eval_collator=data.eval_collator,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; events.jsonl has them
     callback.trainer = trainer

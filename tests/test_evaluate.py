@@ -343,12 +343,6 @@ def test_import_does_not_load_torch():
     assert out.stdout.split() == ["False", "False"], "the Evaluate tab imports this module: keep torch lazy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.train builds one Collator over the train token store and uses it for eval batches too, so the "
-    "eval_loss it logs is computed on the first len(val) TRAINING examples (row indices of the val store read "
-    "from the train store). Remove this mark when train.py collates eval rows from the val store.",
-)
 def test_validation_loss_matches_the_trainers_eval_loss(tiny_model_dir, tmp_path):
     """The same split, the same masks, the same loss: on a val split that fits one eval batch (3 examples, batch
     4: the Trainer then averages nothing per batch), evaluate()'s loss equals the eval_loss training logged."""
