@@ -203,6 +203,22 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dir):
     assert len({len(p) for p in prompts}) == 3, "prompts of different lengths exercise the left padding"
 
 
+def test_cancel_stops_a_generation_in_progress(tiny_model_dir):
+    """The stop flag is checked at every generated token, not only between batches."""
+    from transformers import AutoModelForCausalLM
+
+    from app.modeling import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompt = list(tok("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"])
+    full = evaluate.generate_answers(model, tok, [prompt], 40)[0]
+    stop = threading.Event()
+    stop.set()
+    cut = evaluate.generate_answers(model, tok, [prompt], 40, cancel=stop)[0]
+    assert len(tok(cut)["input_ids"]) <= 2 < len(tok(full)["input_ids"])
+
+
 def test_file_with_placeholders_and_max_examples(tmp_path, tiny_model_dir):
     path = tmp_path / "identity.json"
     path.write_text(
