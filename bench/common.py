@@ -93,13 +93,15 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_json_child(args: Sequence[str], timeout: float, label: str) -> dict[str, Any]:
+def run_json_child(args: Sequence[str], timeout: float, label: str, threads: int | None = None) -> dict[str, Any]:
     """Run `python -m <args>` from the checkout; it prints one JSON object as the LAST stdout line.
 
-    Its stderr passes through (progress stays visible); a failure raises RuntimeError with the child's tail.
+    `threads` sets OMP_NUM_THREADS (torch's intra-op threads) for the child; None leaves it to the child.
+    Its stderr passes through (progress stays visible); a failure raises BenchError with the child's tail.
     """
     cmd = [sys.executable, "-m", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True, timeout=timeout)
+    env = child_env(**({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode == SKIP_EXIT:
         raise Skip(f"{label}: child skipped (see its message above)")
@@ -175,6 +177,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(vals) - 1)
     return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def threads_arg(value: str) -> int | None:
+    """--threads: a count, 'cores' (one per physical core, the default) or 'auto' (each program decides)."""
+    if value == "auto":
+        return None
+    return physical_cores() if value == "cores" else int(value)
+
+
+THREADS_HELP = (
+    "torch threads for every training child: N, 'cores' (default: one per physical core, the same for "
+    "both sides) or 'auto' (each decides; TuneDesk lowers its count by the load average, which a run "
+    "just before raises)"
+)
 
 
 def machine_info() -> dict[str, Any]:

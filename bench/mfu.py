@@ -81,9 +81,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     steps = math.ceil(counts["examples"] / 4)  # batch 4, no packing: exactly one epoch
     argv = ["bench.train_throughput", "--child", "tunedesk", "--records", str(args.records), "--steps", str(steps),
             "--data", str(args.data), "--val-size", str(args.val_size), "--no-heldin"]  # fmt: skip
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     before = square_peak(args.sizes, args.reps)
-    run = common.run_json_child(argv, args.timeout, "tunedesk")
+    run = common.run_json_child(argv, args.timeout, "tunedesk", args.threads)
     torch.set_num_threads(int(run.get("threads") or threads))  # the peak at the thread count training used
     after = square_peak(args.sizes, args.reps)
     peaks = {n: max(before[n], after[n]) for n in before}
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=common.ALPACA_EN)
     parser.add_argument("--val-size", type=float, default=0.0, help="passed to the training run (0)")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--threads", type=common.threads_arg, default="cores", help=common.THREADS_HELP)
     parser.add_argument("--quick", action="store_true", help="16 records, GEMM 1024, 3 reps (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:

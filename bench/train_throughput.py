@@ -332,6 +332,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="16 records, 4 steps, 1 repeat (smoke test)")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child run")
+    parser.add_argument("--threads", type=common.threads_arg, default="cores", help=common.THREADS_HELP)
     args = parser.parse_args(argv)
     if args.quick:
         args.records, args.steps, args.repeats = 16, args.steps or 4, 1
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):
         for impl in IMPLS:  # interleaved A B A B: a burst of load on the machine hits both alike
             print(f"[train_throughput] repeat {rep + 1}/{args.repeats}: {impl}", file=sys.stderr, flush=True)
-            child = common.run_json_child(child_argv(args, impl, args.heldin and rep == 0), args.timeout, impl)
+            argv = child_argv(args, impl, args.heldin and rep == 0)
+            child = common.run_json_child(argv, args.timeout, impl, args.threads)
             results.append(add_rates(child))
     summary = summarise(results)
     path = common.write_result("train_throughput", {"settings": _settings(args), "summary": summary,
@@ -369,7 +371,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "val_size": args.val_size,
             "packing": args.packing, "batch_size": BATCH, "grad_accum": 1, "learning_rate": LR,
             "lr_scheduler": "constant", "max_seq_len": MAX_LEN, "seed": SEED, "lora": LORA, "dtype": "float32",
-            "device": "cpu", "gradient_checkpointing": False}  # fmt: skip
+            "device": "cpu", "gradient_checkpointing": False, "threads": args.threads or "auto"}  # fmt: skip
 
 
 if __name__ == "__main__":
