@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from app import paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
@@ -318,6 +319,11 @@ def load_model(
         kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except SafetensorError as exc:  # not an OSError: a truncated or overwritten .safetensors file
+        raise ModelError(
+            f"could not load the model from {path}: a .safetensors weights file is damaged or truncated ({exc}); "
+            "copy, download or convert the model again"
+        ) from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"could not load the model from {path}: {exc}") from exc
     if qcfg is None:
