@@ -192,10 +192,15 @@ def adapter_tokenizer(adapter_dir: Path, base_tokenizer: Any) -> Any:
 def adapter_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape, read from the safetensors header (no tensor data) or a trusted .bin."""
     if weights.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(weights), framework="pt") as fh:
-            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+        except SafetensorError as exc:  # a truncated or overwritten file; not an OSError
+            raise ChatError(
+                f"{weights} is damaged or truncated ({exc}); copy the adapter again or retrain it"
+            ) from None
     import torch
 
     state = torch.load(weights, map_location="cpu", weights_only=True)
