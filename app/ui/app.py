@@ -9,9 +9,12 @@ memory estimate reads data and train fields; Start reads every form field) are r
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +160,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--model", default=None, help="preselect this base model (catalog id, hub id, folder, .gguf)")
     parser.add_argument("--lang", choices=i18n.LANGS, default=os.environ.get("TUNEDESK_LANG", "en"))
+    parser.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=None,
+        help=f"largest file a browser may upload, in MB (default $TUNEDESK_MAX_UPLOAD_MB, else {MAX_UPLOAD_MB})",
+    )
 
 
 def parse_auth(auth: str | None) -> tuple[str, str] | None:
@@ -168,9 +177,37 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+MAX_UPLOAD_MB = 512
+"""Upload limit: a 512 MB JSONL is ~1M Alpaca records, more than anyone fine-tunes from a browser upload."""
+
+
+def max_upload_mb(arg: int | None = None) -> int:
+    """--max-upload-mb, else $TUNEDESK_MAX_UPLOAD_MB, else 512. Raises ValueError naming the bad value."""
+    raw = arg if arg is not None else os.environ.get("TUNEDESK_MAX_UPLOAD_MB") or MAX_UPLOAD_MB
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"TUNEDESK_MAX_UPLOAD_MB={raw!r} is not a whole number of MB") from None
+    if value < 1:
+        raise ValueError(f"the upload limit must be at least 1 MB, got {value}")
+    return value
+
+
+def private_upload_dir() -> str:
+    """Gradio's upload and download cache ($GRADIO_TEMP_DIR) in a folder only this user can open (mkdtemp: mode
+    700), removed at exit. Gradio's default, /tmp/gradio, is created 755, so other accounts on a shared machine could
+    read uploaded datasets. A GRADIO_TEMP_DIR set by the user is kept as it is."""
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        folder = tempfile.mkdtemp(prefix="tunedesk-gradio-")
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, True)
+    return os.environ["GRADIO_TEMP_DIR"]
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         auth = parse_auth(args.auth)
+        upload_mb = max_upload_mb(getattr(args, "max_upload_mb", None))
     except ValueError as exc:
         print(f"tunedesk: {exc}", file=sys.stderr)
         return 2
@@ -181,6 +218,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    private_upload_dir()  # before the Blocks exist: they read GRADIO_TEMP_DIR when created
     demo = build_app(args.lang, args.model)
     demo.queue(default_concurrency_limit=4)
     demo.launch(
@@ -190,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         auth=auth,
         inbrowser=not args.no_browser,
         css=css(),
-        max_file_size="512mb",
+        max_file_size=f"{upload_mb}mb",  # over it: HTTP 413 "File size exceeded maximum allowed size of N bytes"
         allowed_paths=[],
         show_error=False,
         prevent_thread_lock=True,
