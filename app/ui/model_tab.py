@@ -112,8 +112,20 @@ STRINGS = {
     "model.col.fits": ("fits", "能否装下"),
     "model.col.speed": ("speed vs LoRA", "相对 LoRA 速度"),
     "model.col.notes": ("notes", "说明"),
+    "model.trust_confirm": ("I have read this model's code and trust it", "我已阅读并信任该模型的代码"),
+    "model.trust_warning": (
+        "Trust remote code runs the Python files shipped with the model (modeling_*.py) with your account's rights: "
+        "they can read your files and reach the network. It stays off until you tick this too.",
+        "信任远程代码会以你的账户权限运行模型自带的 Python 文件（modeling_*.py）：它们可以读取你的文件并访问网络。"
+        "只有同时勾选此项才会开启。",
+    ),
 }
 i18n.add(STRINGS)
+
+TRUST_UNCONFIRMED = (
+    'model.trust_remote_code: on but not confirmed; remote code runs with your rights. Tick "I have read this '
+    "model's code and trust it\" under it (Advanced model options), or turn it off"
+)
 
 MODEL_FIELDS = ["model.name_or_path", "model.attn_implementation", "model.trust_remote_code"]
 METHOD_FIELDS = ["method"]
@@ -147,6 +159,7 @@ class ModelHandles:
     fix_state: gr.State
     compare: gr.Dataframe
     details: gr.JSON
+    trust_confirm: gr.Checkbox | None = None
 
 
 # ---- the loaded model: one at a time in this process ---------------------------------------------------------
@@ -229,6 +242,7 @@ def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     info = gr.Markdown(tr("model.info_empty"), elem_classes="td-info")
     with gr.Accordion(tr("model.section.advanced"), open=False) as acc:
         fields.update(ctx.form.build(MODEL_FIELDS[1:]))
+        trust_confirm = _build_trust_confirm(ctx, fields["model.trust_remote_code"])
     tr.bind(acc, label="model.section.advanced")
     return fields, {
         "preset": preset,
@@ -238,7 +252,42 @@ def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "status": status,
         "info": info,
         "info_state": gr.State(None),
+        "trust_confirm": trust_confirm,
     }
+
+
+def _build_trust_confirm(ctx: Any, trust: gr.Checkbox) -> gr.Checkbox:
+    """The second tick remote code needs: shown with its warning when Trust remote code is ticked, cleared each time
+    it is ticked again or a config is loaded into the form. Until it is ticked, reading the form raises ConfigError
+    (TRUST_UNCONFIRMED), so Start, Load, Inspect and the Data tab refuse with that message."""
+    tr = ctx.tr
+    confirm = gr.Checkbox(
+        value=False,
+        label=tr("model.trust_confirm"),
+        info=tr("model.trust_warning"),
+        visible=ctx.defaults.model.trust_remote_code,
+        elem_id="trust-confirm",
+    )
+    tr.bind(confirm, label="model.trust_confirm", info="model.trust_warning")
+    trust.change(
+        lambda on: gr.update(visible=bool(on), value=False),
+        inputs=trust,
+        outputs=confirm,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    ctx.form.add_extra(
+        [confirm],
+        functools.partial(require_trust_confirmation, confirm),
+        lambda cfg: {confirm: gr.update(visible=cfg.model.trust_remote_code, value=False)},
+    )
+    return confirm
+
+
+def require_trust_confirmation(confirm: Any, data: dict[str, Any], values: dict[Any, Any]) -> None:
+    """Form extra: trust_remote_code only together with its confirmation box."""
+    if data["model"].get("trust_remote_code") and not values.get(confirm):
+        raise ConfigError([TRUST_UNCONFIRMED], "form")
 
 
 def _build_method_column(ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
