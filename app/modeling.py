@@ -352,7 +352,8 @@ def linear_module_names(model: Any) -> list[str]:
 
     lm_head is left out: adapting the output layer is rarely wanted and costs vocab x r parameters.
     """
-    import bitsandbytes as bnb  # noqa: F401  (registers Linear4bit/Linear8bitLt subclasses of nn.Linear)
+    # No bitsandbytes import here: it costs ~5 s (torch.compile wrappers) and its Linear4bit/Linear8bitLt already
+    # subclass nn.Linear; a quantized model has imported it anyway.
 
     names: list[str] = []
     for full_name, module in model.named_modules():
