@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import logging
 import math
@@ -199,6 +200,9 @@ class TuneTrainer(Trainer):
         self.args.output_dir = staging
         try:
             super()._save_checkpoint(model, trial)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # half a checkpoint only holds space the failure report needs
+            raise
         finally:
             self.args.output_dir = final_root
         self.accelerator.wait_for_everyone()  # every rank has written its rng_state_<rank>.pth
@@ -507,9 +511,11 @@ def peak_memory() -> dict:
 
 
 # ---- failures -------------------------------------------------------------------------------------------
-def describe_failure(exc: BaseException, cfg: RunConfig, device: str) -> str:
+def describe_failure(exc: BaseException, cfg: RunConfig, device: str, run_dir: Path | None = None) -> str:
     """The message a person can act on; the traceback goes to error.log."""
     text = str(exc).strip() or type(exc).__name__
+    if run_dir is not None and disk_full(exc, run_dir):
+        return _disk_full_message(text, run_dir)
     oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text.lower()
     if oom:
         where = "GPU memory" if device == "cuda" else "RAM"
@@ -538,15 +544,53 @@ def _memory_advice(cfg: RunConfig, device: str) -> str:
         )
 
 
+LOW_DISK_MB = 64
+"""Under this much free space a failed write counts as a full disk."""
+
+
+def disk_full(exc: BaseException, run_dir: Path) -> bool:
+    """ENOSPC in the exception chain, or a failed write with under 64 MB free where the run is saved (torch.save
+    reports a full disk as RuntimeError 'file write failed', without the errno)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # __context__ chains are short; a bound guards against cycles
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    return "no space left" in text or ("write" in text and _free_mb(run_dir) < LOW_DISK_MB)
+
+
+def _free_mb(path: Path) -> float:
+    try:
+        return shutil.disk_usage(path).free / 2**20
+    except OSError:
+        return math.inf
+
+
+def _disk_full_message(text: str, run_dir: Path) -> str:
+    ckpt = runs.latest_checkpoint(run_dir)
+    kept = (
+        f"the last complete checkpoint ({ckpt.name}) is intact and Resume continues from it"
+        if ckpt
+        else "no checkpoint was saved before it"
+    )
+    return (
+        f"The disk is full ({_free_mb(run_dir):.1f} MB free where {run_dir.name} is saved): "
+        f"{text.splitlines()[0][:200]}. Free some space, or set train.output_dir to another drive; {kept}."
+    )
+
+
 def record_failure(run_dir: Path, exc: BaseException, cfg: RunConfig, device: str, step: int | None) -> str:
-    message = describe_failure(exc, cfg, device)
+    message = describe_failure(exc, cfg, device, run_dir)
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log.error("training failed: %s\n%s", message, tb)
+    with contextlib.suppress(OSError):  # the event first: on a nearly full disk its line is what the UI needs
+        runs.append_event(run_dir, "failed", message=message, error=type(exc).__name__, step=step, **peak_memory())
     with contextlib.suppress(OSError):
         with open(run_dir / runs.ERROR_LOG, "a", encoding="utf-8") as fh:
             fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} step {step}\n{tb}\n")
-    with contextlib.suppress(OSError):
-        runs.append_event(run_dir, "failed", message=message, error=type(exc).__name__, step=step, **peak_memory())
     return "failed"
 
 
