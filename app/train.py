@@ -36,12 +36,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback
 
-from app import modeling, runs
+from app import libs
 from app.batching import IGNORE, Collator, EpochSampler, RowDataset, TokenStore
 from app.config import ConfigError, RunConfig
+
+libs.load()  # transformers, whole, under the lock another thread's first use waits on (see app/libs.py)
+
+from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
+
+from app import modeling, runs  # noqa: E402
 
 log = logging.getLogger("tunedesk.train")
 

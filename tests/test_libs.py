@@ -1,0 +1,69 @@
+"""app.libs resolves, under one lock, every transformers/peft name the app imports (a name it misses would be
+imported lazily again, racing the warm-up thread: ImportError 'cannot import name AutoTokenizer')."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from app import libs
+
+APP = Path(__file__).resolve().parents[1] / "app"
+
+
+def _imported_names() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in APP.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            root = node.module.split(".")[0] if isinstance(node, ast.ImportFrom) and node.module else ""
+            if root in ("transformers", "peft"):
+                found.setdefault(node.module, set()).update(a.name for a in node.names)
+    return found
+
+
+def test_every_transformers_and_peft_name_the_app_imports_is_preloaded():
+    used = _imported_names()
+    assert used, "found no transformers/peft import in app/: the scan is broken"
+    missing = {
+        f"{module}.{name}"
+        for module, names in used.items()
+        for name in names
+        if module != "transformers.utils" and name not in libs.NAMES.get(module, ())
+    }
+    assert not missing, f"add these to app.libs.NAMES: {sorted(missing)}"
+
+
+def test_modeling_and_train_load_the_libraries_on_import():
+    code = (
+        "import sys; from app import libs; assert 'transformers' not in sys.modules; "
+        "import app.modeling; assert libs._loaded; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=APP.parent, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_two_threads_importing_at_once_both_get_the_classes():
+    """The app's situation: the warm-up thread imports the trainer while a handler loads a tokenizer class."""
+    code = """
+import threading
+errors = []
+def trainer():
+    try:
+        import app.jobs  # noqa: F401
+    except Exception as exc:
+        errors.append(repr(exc))
+def tokenizer():
+    try:
+        from app import modeling
+        from transformers import AutoTokenizer, StoppingCriteria  # noqa: F401
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=trainer), threading.Thread(target=tokenizer)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors or 'ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=APP.parent, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.stdout, out.stderr[-2000:])
