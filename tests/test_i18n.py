@@ -118,3 +118,13 @@ def test_every_control_of_my_tabs_has_an_info_line(built, tab_id):
     for block in _walk(tab):
         if isinstance(block, inputs) and block.interactive is not False:
             assert block.info, f"{type(block).__name__} {block.label!r} has no info text"
+
+
+def test_a_status_line_follows_the_language_while_idle_and_keeps_a_result():
+    importlib.import_module("app.ui.chat_tab")  # registers chat.idle
+    switch = i18n.keep_result("chat.idle")
+    assert switch("zh", i18n.t("chat.idle", "en")) == i18n.t("chat.idle", "zh")
+    assert switch("en", i18n.t("chat.idle", "zh")) == i18n.t("chat.idle", "en")
+    assert switch("zh", None) == i18n.t("chat.idle", "zh")
+    kept = switch("zh", "✅ Loaded on cpu: base, my-run.")
+    assert kept is not None and not isinstance(kept, str)  # gr.skip(): the result stays as shown

@@ -162,7 +162,8 @@ def build(ctx: Any) -> ChatHandles:
     with gr.Row():
         load = tr.bind(gr.Button(tr("chat.load"), variant="primary", elem_id="chat-load"), value="chat.load")
         unload = tr.bind(gr.Button(tr("chat.unload"), elem_id="chat-unload"), value="chat.unload")
-    status = tr.bind(gr.Markdown(tr("chat.idle"), elem_classes="td-status", elem_id="chat-status"), value="chat.idle")
+    # not bound to a key: a language switch must not reset "Loaded on cpu" to the idle text (see _wire)
+    status = gr.Markdown(tr("chat.idle"), elem_classes="td-status", elem_id="chat-status")
     columns = _build_columns()
     talk = _build_prompt(tr)
     settings = _build_settings(tr)
@@ -295,6 +296,7 @@ def _wire(ctx: Any, h: ChatHandles) -> None:
     p = h.picker
     lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
     views = [h.status, *h.panes, *h.chatbots, *h.speeds, h.histories]
+    i18n.keep_result_on_switch(ctx.lang_selector, h.status, "chat.idle")
 
     def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
         return load_models(ctx, values, progress)

@@ -242,10 +242,8 @@ def _build_mapping(ctx: Any) -> tuple[dict[str, gr.Dropdown], gr.Dataframe]:
 
 
 def _build_views(tr: i18n.Translator) -> dict[str, Any]:
-    status = tr.bind(
-        gr.Markdown(tr("data.status.empty"), elem_classes="td-status", elem_id="data-status"),
-        value="data.status.empty",
-    )
+    # not bound to a key: the language switch redraws it with the loaded summary (see _wire), not the idle text
+    status = gr.Markdown(tr("data.status.empty"), elem_classes="td-status", elem_id="data-status")
     with gr.Tabs():
         with gr.Tab(tr("data.tab.records"), id="data-records") as t1:
             table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-table")
@@ -296,7 +294,7 @@ def _build_example(tr: i18n.Translator) -> dict[str, Any]:
     rendered = gr.HighlightedText(
         label=tr("data.rendered"),
         color_map=colors,
-        show_legend=True,
+        show_legend=False,  # its legend lists every color_map key, both languages; data.mask.help explains
         show_inline_category=False,
         elem_id="data-rendered",
     )
@@ -306,7 +304,7 @@ def _build_example(tr: i18n.Translator) -> dict[str, Any]:
     mask = gr.HighlightedText(
         label=tr("data.mask"),
         color_map=state_colors,
-        show_legend=True,
+        show_legend=False,  # as above: the help line above names the colors in the page's language
         show_inline_category=False,
         elem_id="data-mask",
     )
@@ -355,6 +353,15 @@ def _wire(ctx: Any, h: DataHandles) -> None:
     h.table.select(pick_row, inputs=h.table, outputs=h.record).then(
         lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views
     )
+    if ctx.lang_selector is not None:  # every view speaks the new language: redraw them (as on first open)
+        ctx.lang_selector.change(
+            lambda values: load_data(ctx, values, fetch=False),
+            inputs=inputs,
+            outputs=views,
+            concurrency_id="data-load",
+            show_progress="hidden",
+            api_visibility="private",
+        )
     if ctx.demo is not None:  # the default dataset shows on first open
         ctx.demo.load(
             lambda values: load_data(ctx, values, fetch=False),

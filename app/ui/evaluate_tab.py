@@ -129,7 +129,8 @@ def build(ctx: Any) -> EvaluateHandles:
     with gr.Row():
         run = tr.bind(gr.Button(tr("eval.run"), variant="primary", elem_id="eval-run"), value="eval.run")
         cancel = tr.bind(gr.Button(tr("eval.cancel"), variant="stop", elem_id="eval-cancel"), value="eval.cancel")
-    status = tr.bind(gr.Markdown(tr("eval.idle"), elem_classes="td-status", elem_id="eval-status"), value="eval.idle")
+    # not bound to a key: a language switch must not reset a result to the idle text (see _wire)
+    status = gr.Markdown(tr("eval.idle"), elem_classes="td-status", elem_id="eval-status")
     results = _build_results(tr)
     efficiency = _build_efficiency(tr)
     h = EvaluateHandles(picker=picker, **settings, run=run, cancel=cancel, status=status, **results, **efficiency)
@@ -209,6 +210,7 @@ def _build_efficiency(tr: i18n.Translator) -> dict[str, Any]:
 def _wire(ctx: Any, h: EvaluateHandles) -> None:
     p = h.picker
     lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
+    i18n.keep_result_on_switch(ctx.lang_selector, h.status, "eval.idle")
 
     def run_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
         return run_evaluation(ctx, values, progress)

@@ -159,9 +159,8 @@ def _build_merge(tr: i18n.Translator) -> dict[str, Any]:
             )
             tr.bind(share, label="export.share_cpu", info="export.share_cpu.info")
     merge = tr.bind(gr.Button(tr("export.merge"), variant="primary", elem_id="export-merge"), value="export.merge")
-    status = tr.bind(
-        gr.Markdown(tr("export.idle"), elem_classes="td-status", elem_id="export-status"), value="export.idle"
-    )
+    # not bound to a key: a language switch must not reset a result to the idle text (see _wire)
+    status = gr.Markdown(tr("export.idle"), elem_classes="td-status", elem_id="export-status")
     files = tr.bind(
         gr.Dataframe(interactive=False, label=tr("export.files"), max_height=300, elem_id="export-files"),
         label="export.files",
@@ -229,6 +228,7 @@ def _wire(ctx: Any, h: ExportHandles) -> None:
         return export_gguf(ctx, values, progress)
 
     p = h.picker
+    i18n.keep_result_on_switch(ctx.lang_selector, h.status, "export.idle")
     p.adapters.change(
         suggest_out, inputs=[p.adapters, h.dtype], outputs=[h.out_dir, h.gguf_out], show_progress="hidden"
     )

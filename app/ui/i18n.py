@@ -89,6 +89,30 @@ class Translator:
         return out
 
 
+def keep_result(key: str) -> Any:
+    """Language-switch handler `(lang, shown) -> update` for a status line that starts with `key`'s text and later
+    shows a result: the idle text follows the language; a result ("Merged into ...", "Loaded on cpu") stays as it
+    is, where binding the line to `key` would reset it to the idle text on every switch."""
+    idle = {t(key, lang) for lang in LANGS}
+
+    def switch(lang: str, shown: Any) -> Any:
+        return t(key, lang) if shown is None or str(shown) in idle else gr.skip()
+
+    return switch
+
+
+def keep_result_on_switch(lang_selector: Any, status: Any, key: str) -> None:
+    """Register `keep_result(key)` for `status` on the language selector (absent in tab-only test builds)."""
+    if lang_selector is not None:
+        lang_selector.change(
+            keep_result(key),
+            inputs=[lang_selector, status],
+            outputs=status,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+
+
 def missing_keys() -> list[str]:
     """Keys lacking a non-empty text in some language (the coverage test asserts this is empty)."""
     return [f"{key} [{lang}]" for key, entry in STRINGS.items() for lang in LANGS if not entry.get(lang, "").strip()]
