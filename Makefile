@@ -15,7 +15,7 @@ setup:
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk fonts-noto-color-emoji >/dev/null) \
 	      || echo "make: could not install chromium; the e2e tests will skip and say why"; \
 	  else echo "make: chromium is not installed and apt-get is not usable; the e2e tests will skip and say why"; fi; }
 

@@ -1,7 +1,11 @@
 """Real-browser fixtures: the app in a subprocess on a free port, Debian's chromium driven by Playwright.
 
 Where chromium or Playwright is missing, the tests skip with the reason printed (never a silent pass).
-Screenshots go to test-artifacts/e2e/ (and the README's docs/screenshots/ when TUNEDESK_README_SHOTS=1).
+Screenshots go to test-artifacts/e2e/ (full page); `shot(page, name, readme=True)` also writes the viewport to the
+README's docs/screenshots/ when TUNEDESK_README_SHOTS=1.
+
+To iterate on a test without waiting for an app start each time, point the fixtures at an app you started yourself:
+TUNEDESK_E2E_URL=http://127.0.0.1:7860 TUNEDESK_E2E_RUNS=<the TUNEDESK_RUNS folder that app uses>.
 """
 
 from __future__ import annotations
@@ -48,9 +52,14 @@ def browser():
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """`python -m app ui` on a free port with its own runs folder; yields (base_url, runs_dir)."""
-    runs = tmp_path_factory.mktemp("e2e-runs")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with running_app(env={"TUNEDESK_RUNS": str(runs)}, log_path=ARTIFACTS / "app.log") as (url, _proc):
+    if os.environ.get("TUNEDESK_E2E_URL"):
+        yield os.environ["TUNEDESK_E2E_URL"].rstrip("/"), Path(os.environ["TUNEDESK_E2E_RUNS"])
+        return
+    runs = tmp_path_factory.mktemp("e2e-runs")
+    # 240 s: the first page waits for gradio, pandas and plotly imports, 60+ s on 2 cores busy with other tests
+    log = ARTIFACTS / "app.log"
+    with running_app(env={"TUNEDESK_RUNS": str(runs)}, log_path=log, timeout=240) as (url, _proc):
         yield url, runs
 
 
@@ -66,16 +75,20 @@ def page(browser, app_server):
 
 @pytest.fixture(scope="session")
 def shot():
-    """shot(page, name): save a full-page screenshot as a test artifact (and for the README when asked)."""
+    """shot(page, name, readme=False): save a full-page screenshot as a test artifact; with readme=True and
+    TUNEDESK_README_SHOTS=1, also the viewport as docs/screenshots/<name>.png (a 1440x1000 view stays ~100-300 KB
+    where a full page of a long tab is several MB)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     readme_dir = ROOT / "docs" / "screenshots" if os.environ.get("TUNEDESK_README_SHOTS") == "1" else None
 
-    def take(pg, name: str) -> Path:
+    def take(pg, name: str, readme: bool = False) -> Path:
+        if readme and readme_dir is not None:  # the viewport first: a full-page capture may move the view
+            readme_dir.mkdir(parents=True, exist_ok=True)
+            tmp = readme_dir / f".{name}.part.png"  # a temp name, then rename
+            pg.screenshot(path=str(tmp))
+            tmp.replace(readme_dir / f"{name}.png")
         path = ARTIFACTS / f"{name}.png"
         pg.screenshot(path=str(path), full_page=True)
-        if readme_dir is not None:
-            readme_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, readme_dir / path.name)
         return path
 
     return take
