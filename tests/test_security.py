@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
+from pathlib import Path
 
 import pytest
 from apprunner import ROOT, running_app
@@ -80,3 +82,19 @@ def test_default_bind_is_localhost_only(tmp_path):
         assert listening, f"nothing of the app's processes listens on port {port}"
         # The local address only: a peer column such as ss's "0.0.0.0:*" is not a bind address.
         assert {addr.ip for addr in listening} == {"127.0.0.1"}, listening
+
+
+@pytest.mark.slow
+def test_uploads_go_to_a_private_folder_and_the_size_limit_answers_413(tmp_path):
+    import httpx
+
+    env = {"TUNEDESK_RUNS": str(tmp_path / "runs"), "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": ""}
+    with running_app("--max-upload-mb", "1", env=env) as (url, _proc):
+        small = httpx.post(url + "/gradio_api/upload", files={"files": ("ok.json", b'[{"a": 1}]')}, timeout=30)
+        assert small.status_code == 200, small.text
+        stored = Path(small.json()[0])
+        private = next(tmp_path.glob("tunedesk-gradio-*"))
+        assert private in stored.parents, (stored, private)
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # other accounts cannot list or read uploads
+        big = httpx.post(url + "/gradio_api/upload", files={"files": ("big.json", b"x" * (2 << 20))}, timeout=30)
+        assert big.status_code == 413 and "maximum allowed size" in big.text, (big.status_code, big.text[:300])
