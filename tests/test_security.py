@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -98,3 +99,18 @@ def test_uploads_go_to_a_private_folder_and_the_size_limit_answers_413(tmp_path)
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # other accounts cannot list or read uploads
         big = httpx.post(url + "/gradio_api/upload", files={"files": ("big.json", b"x" * (2 << 20))}, timeout=30)
         assert big.status_code == 413 and "maximum allowed size" in big.text, (big.status_code, big.text[:300])
+
+
+def test_launch_py_listen_without_auth_exits_nonzero_saying_why():
+    """The README's own command: launch.py checks the environment, then refuses before serving anything."""
+    env = {k: v for k, v in os.environ.items() if k != "TUNEDESK_AUTH"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--listen", "--no-browser"],
+        cwd=ROOT,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "--auth USER:PASS" in proc.stderr and "refusing" in proc.stderr, proc.stderr[-1000:]
