@@ -15,11 +15,16 @@ really keeps, written from the shapes in config.json, not a fitted curve:
   recomputed during backward.
 * logits and loss: batch x seq x vocab, upcast to fp32 for the loss: 12 B per logit at the loss peak
   (saved log-softmax, its gradient and the nll gradient). Often the largest term for a small model with a big vocab.
-* CUDA context and allocator cache (on CPU, the baseline RSS of Python + torch + libraries instead).
+* CUDA context and allocator cache (on CPU, the baseline RSS of Python + torch + libraries, and glibc's retained
+  heap instead).
 
 The constants that no config can tell (CUDA context, allocator slack) were checked against 86 published
-measurements in tests/test_memory_calibration.py; the `Stack` knobs describe how other training code lays out
-memory, so the same formulas can be compared with measurements from LitGPT, DeepSpeed or plain PEFT scripts.
+measurements in tests/test_memory_calibration.py (median error 7%) and, on CPU, against real runs in
+bench/memory_cpu.py; the `Stack` knobs describe how other training code lays out memory, so the same formulas
+can be compared with measurements from LitGPT, DeepSpeed or plain PEFT scripts.
+
+The trainer computes logits only at label positions; the estimate keeps full batch x seq x vocab logits (an upper
+bound: the peak micro-batch may be all response tokens, e.g. with data.train_on_prompt).
 """
 
 from __future__ import annotations
@@ -472,9 +477,17 @@ class Stack:
     """CUDA context + cuBLAS/bitsandbytes kernels: ~0.3-0.7 GB with lazy loading (CUDA 12), ~1-1.3 GB on old
     stacks."""
     allocator_share: float = 0.07
-    """Reserved-but-free share of the step's transient memory in the caching allocator (typically 5-15%)."""
+    """CUDA: reserved-but-free share of the step's transient memory in the caching allocator (typically 5-15%)."""
+    cpu_allocator_share: float = 0.40
+    """CPU: share of the step's transient memory that glibc's heap keeps resident beyond what torch holds (freed
+    chunks under its dynamic mmap threshold, up to 32 MiB, stay in the heap and fragment it). Measured with this
+    app's trainer on the default model (bench/memory_cpu.py): peak RSS with glibc's default heap minus peak RSS
+    with MALLOC_MMAP_THRESHOLD_=131072 (tensors then unmapped on free) is 0.30 of the transient at batch 4 x 256,
+    0.25-0.49 over batch 1-8 with and without checkpointing, the same on 1 and 2 threads. 0.40 keeps each
+    measured setting within 11%, under by at most 4%."""
     process_baseline: int = int(0.45 * GIB)
-    """CPU: RSS of Python + torch + transformers + peft before the model loads (measured ~0.39 GiB, +gradio UI)."""
+    """CPU: RSS of Python + torch + transformers + peft before the model loads: 0.38 GiB for those imports alone,
+    0.46 GiB once app.train (Trainer, accelerate) is imported; the UI process adds gradio."""
 
 
 @dataclass(frozen=True)
@@ -790,7 +803,8 @@ def estimate(
     backward = logits + working + _dequant_bytes(arch, cfg, p)
     dynamic = max(acts + backward, _step_bytes(tensors, cfg, p))
     parts.update(activations=acts, logits=logits, workspace=dynamic - acts - logits)
-    parts["allocator"] = p.stack.allocator_share * dynamic
+    share = p.stack.allocator_share if device == "cuda" else p.stack.cpu_allocator_share
+    parts["allocator"] = share * dynamic
     parts["runtime"] = p.stack.cuda_context if device == "cuda" else p.stack.process_baseline
     breakdown = {k: int(round(parts[k])) for k in BREAKDOWN_KEYS}
     total = sum(breakdown.values())

@@ -209,6 +209,25 @@ def test_bf16_weights_cost_2_bytes_and_cpu_fp32_costs_4():
     assert cpu.breakdown["runtime"] == memory.Stack().process_baseline
 
 
+def test_cpu_allocator_term_is_glibc_retention_and_leaves_cuda_alone():
+    arch = memory.architecture_from("smollm2-135m-instruct")
+    cfg = _cfg("smollm2-135m-instruct", **{"train.precision": "fp32", "train.gradient_checkpointing": False})
+    stack = memory.Stack()
+    for device, share in (("cpu", stack.cpu_allocator_share), ("cuda", stack.allocator_share)):
+        parts = memory.estimate(arch, cfg, device).breakdown
+        transient = parts["activations"] + parts["logits"] + parts["workspace"]
+        assert parts["allocator"] == pytest.approx(share * transient, abs=2)
+    # glibc keeps far more of a step's freed heap (bench/memory_cpu.py) than CUDA's caching allocator leaves free
+    assert stack.cpu_allocator_share > 3 * stack.allocator_share
+    no_retention = memory.Stack(cpu_allocator_share=0.0)
+    assert memory.estimate(arch, cfg, "cuda", stack=no_retention) == memory.estimate(arch, cfg, "cuda")
+    assert memory.estimate(arch, cfg, "cpu", stack=no_retention).breakdown["allocator"] == 0
+    sizes = [
+        memory.estimate(arch, cfg.replace(**{"train.batch_size": b}), "cpu").breakdown["allocator"] for b in (1, 4, 8)
+    ]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
 def test_nf4_weights_are_half_a_byte_plus_scales_on_linear_layers_only():
     arch = memory.architecture_from("llama-3.1-8b-instruct")
     cfg = _cfg("llama-3.1-8b-instruct", method="qlora", **{"quant.bits": 4})
