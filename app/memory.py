@@ -481,10 +481,11 @@ class Stack:
     cpu_allocator_share: float = 0.40
     """CPU: share of the step's transient memory that glibc's heap keeps resident beyond what torch holds (freed
     chunks under its dynamic mmap threshold, up to 32 MiB, stay in the heap and fragment it). Measured with this
-    app's trainer on the default model (bench/memory_cpu.py): peak RSS with glibc's default heap minus peak RSS
-    with MALLOC_MMAP_THRESHOLD_=131072 (tensors then unmapped on free) is 0.30 of the transient at batch 4 x 256,
-    0.25-0.49 over batch 1-8 with and without checkpointing, the same on 1 and 2 threads. 0.40 keeps each
-    measured setting within 11%, under by at most 4%."""
+    app's trainer on the default model (bench/memory_cpu.py, BENCHMARKS.md): peak RSS with glibc's default heap
+    minus peak RSS with MALLOC_MMAP_THRESHOLD_=131072 (tensors then unmapped on free) is 0.28-0.30 of the
+    transient without checkpointing (batch 1-4, 1 or 2 threads; ~0.25 at batch 8) and 0.47-0.68 with it (1 / 2
+    threads): the retained heap follows the tokens per micro-batch more than the transient size. 0.40 has the
+    smallest worst error over those runs: -12% (checkpointing, 2 threads) to +11% (batch 8)."""
     process_baseline: int = int(0.45 * GIB)
     """CPU: RSS of Python + torch + transformers + peft before the model loads: 0.38 GiB for those imports alone,
     0.46 GiB once app.train (Trainer, accelerate) is imported; the UI process adds gradio."""
