@@ -197,8 +197,8 @@ def threads_arg(value: str) -> int | None:
 
 THREADS_HELP = (
     "torch threads for every training child: N, 'cores' (default: one per physical core, the same for "
-    "both sides) or 'auto' (each decides; TuneDesk lowers its count by the load average, which a run "
-    "just before raises)"
+    "both sides) or 'auto' (each decides; TuneDesk lowers its count by the CPU use it samples at start, "
+    "other programs' only)"
 )
 
 
