@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import IDENTITY_HOLDOUT, IDENTITY_NAMES
 
 from app import evaluate, runs
 from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
@@ -387,48 +388,14 @@ def test_validation_loss_matches_the_trainers_eval_loss(tiny_model_dir, tmp_path
 
 
 # ---- slow: a real trained adapter ------------------------------------------------------------------------------
-IDENTITY_HOLDOUT = 10
-
-
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~4 min on an idle 2-core CPU; 12 min measured with 7 other engineers' tests running
-def test_trained_identity_adapter_beats_the_base(shared_data, default_model_dir, tmp_path):
-    """Train LoRA (r16, all-linear) on 81 identity records with app.train, evaluate on the 10 held out: the
-    adapter answers as TuneBot, so its ROUGE-L against the held-out answers is clearly higher than the base's.
-
-    12 steps x 8 examples (~1.2 epochs) at lr 3e-3: a 135M model in fp32 takes ~12 s per step on 2 CPU cores,
-    so the 60-120 steps one would pick on a GPU do not fit a test. Measured (12 steps): ROUGE-L 11.0 -> 37.8,
-    loss 2.35 -> 0.83 nats/token; with 20 steps at 2e-3: 10.4 -> 43.9.
-    """
-    from app import train
-
-    records = json.loads((shared_data / "identity.json").read_text(encoding="utf-8"))
-    train_file, held_file = tmp_path / "train.json", tmp_path / "held.json"
-    # every 9th record held out (10 of 91): 2 English and 8 Chinese questions, as in the whole file
-    held = [r for i, r in enumerate(records) if i % 9 == 4][:IDENTITY_HOLDOUT]
-    train_file.write_text(json.dumps([r for r in records if r not in held], ensure_ascii=False), encoding="utf-8")
-    held_file.write_text(json.dumps(held, ensure_ascii=False), encoding="utf-8")
-    names = {"name": "TuneBot", "author": "the TuneDesk team"}
-    cfg = RunConfig(
-        model=ModelConfig(name_or_path=str(default_model_dir)),
-        lora=LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules="all-linear"),
-        # 160 tokens keeps the name and author of every answer (the longest Chinese answers are cut at the end)
-        data=DataConfig(path=str(train_file), placeholders=names, max_seq_len=160, val_size=0.05),
-        train=TrainConfig(
-            max_steps=12,
-            batch_size=8,
-            grad_accum=1,
-            learning_rate=3.0e-3,
-            warmup_ratio=0.05,
-            save_steps=0,
-            precision="fp32",
-            gradient_checkpointing=False,
-            output_dir=str(tmp_path),
-        ),
-    )
-    run = runs.create_run(cfg, "identity")
-    assert train.run(cfg, run) == "finished", runs.load_events(run)[-1]
-
+@pytest.mark.timeout(1800)  # training ~3 min + evaluation ~1 min on an idle 2-core CPU; 12 min measured under load
+def test_trained_identity_adapter_beats_the_base(identity_run):
+    """The identity adapter (conftest.identity_run: 81 records, 12 steps) evaluated on the 10 held out: it answers
+    as TuneBot, so its ROUGE-L against the held-out answers is clearly higher than the base's. Measured: ROUGE-L
+    11.0 -> 37.8, loss 2.35 -> 0.83 nats/token (with 20 steps at 2e-3: 10.4 -> 43.9)."""
+    run, _cfg, held_file = identity_run
+    names = IDENTITY_NAMES
     data = DataConfig(path=str(held_file), placeholders=names)
     report = evaluate.evaluate(None, [str(run / "adapter")], data=data, max_new_tokens=48)
     base, tuned = report.table.loc[0], report.table.loc[1]

@@ -34,7 +34,9 @@ MARGIN = 1.6
 def app(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("soak")
     runs_dir = root / "runs"
-    with running_app("--model", str(tiny_model_dir), env=app_env(runs_dir), log_path=root / "app.log", timeout=180) as (
+    with running_app(
+        "--model", str(tiny_model_dir), env=app_env(runs_dir), log_path=root / "app.log", timeout=180
+    ) as (
         url,
         proc,
     ):

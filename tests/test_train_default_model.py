@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from test_train_kit import events_of
@@ -41,32 +39,30 @@ def greedy(model, tokenizer, cfg: RunConfig, prompt: str) -> str:
     return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def test_lora_teaches_the_default_model_its_new_name(shared_data, default_model_dir, runs_tmp):
+def test_lora_teaches_the_default_model_its_new_name(identity_run, default_model_dir):
+    """The shared identity run (conftest.identity_run): before it the model does not call itself TuneBot; the
+    trainer's own sample after the last step does, and plain PEFT, nothing of ours, reloads the same answer."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from app.modeling import load_tokenizer
 
-    cfg = identity_config(shared_data)
+    run_dir, cfg, _held = identity_run
     tokenizer = load_tokenizer(str(default_model_dir))
     base = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
     before = greedy(base, tokenizer, cfg, "Who are you?")
     assert "TuneBot" not in before
 
-    run_dir = runs.create_run(cfg)
-    t0 = time.perf_counter()
-    assert train.run(cfg, run_dir) == "finished"
-    seconds = time.perf_counter() - t0
     logs = events_of(run_dir, "log")
     trained_answer = events_of(run_dir, "sample")[-1]["samples"][0]["answer"]
     assert "TuneBot" in trained_answer, trained_answer
 
-    tuned = PeftModel.from_pretrained(base, run_dir / "adapter").eval()  # plain PEFT, nothing of ours
+    tuned = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
     reloaded = greedy(tuned, tokenizer, cfg, "Who are you?")
     assert reloaded == trained_answer
     print(
-        f"\nidentity LoRA: {seconds:.0f} s for {len(logs)} steps, {logs[-1]['tokens_per_s']} tok/s; "
-        f"before: {before!r}; after: {reloaded!r}"
+        f"\nidentity LoRA: {events_of(run_dir, 'finished')[0]['train_s']:.0f} s for {len(logs)} steps, "
+        f"{logs[-1]['tokens_per_s']} tok/s; before: {before!r}; after: {reloaded!r}"
     )
 
 
