@@ -74,8 +74,15 @@ def open_tab(page, key: str) -> None:
 def set_number(page, elem_id: str, value: int) -> None:
     """Type into a gr.Number, or the number box of a gr.Slider, and commit it (Enter)."""
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
+    expect_()(box).to_be_visible()
+    # A slider just revealed by opening its accordion can still be mounting: its first value may overwrite what
+    # was typed a moment earlier (seen on a quiet machine, where the test types fast). Type until it holds.
+    for _ in range(10):
+        box.fill(str(value))
+        box.press("Enter")
+        time.sleep(0.3)
+        if box.input_value() == str(value):
+            break
     expect_()(box).to_have_value(str(value))
 
 
