@@ -27,6 +27,9 @@ from app import runs
 pytestmark = pytest.mark.slow
 
 CALLS = 200
+LONG_RUN = 300
+"""Steps of the two-Starts run: long enough to still train after both clients have closed (closing a
+gradio_client takes seconds; a tiny-model step on an idle machine well under 0.1 s: 40 steps ended first)."""
 MARGIN = 1.6
 
 
@@ -67,7 +70,7 @@ def test_two_quick_starts_make_one_run_that_trains_on_after_the_page_closes(app)
     url, proc, runs_dir = app
     before = _existing(runs_dir)
     first, second = _client(url), _client(url)
-    jobs = [start_training(first, 40), start_training(second, 40)]
+    jobs = [start_training(first, LONG_RUN), start_training(second, LONG_RUN)]
     answers = sorted(job.result(timeout=180)[0] for job in jobs)  # output 0: the status line (state is not sent)
     first.close()  # both "tabs" close right away: no client follows the run any more
     second.close()
@@ -79,14 +82,14 @@ def test_two_quick_starts_make_one_run_that_trains_on_after_the_page_closes(app)
 
     final = wait_for(lambda: ended(run_dir), 300, "the run to end after its clients left", poll=0.5)
     assert final["type"] == "finished" and proc.poll() is None, final
-    assert _steps(run_dir) == list(range(1, 41))
+    assert _steps(run_dir) == list(range(1, LONG_RUN + 1))
     assert any(e["time"] > closed_at for e in events(run_dir, "log")), "no step was logged after the clients left"
     assert _new_run(runs_dir, before) == run_dir  # still one run
 
     reopened = _client(url)  # a new tab lists it as finished
     table, _pick = reopened.predict(*page_inputs(reopened, "list_runs"), api_name="/list_runs")
     rows = {row["run"]: row for row in table_rows(table)}
-    assert rows[run_dir.name]["status"] == "finished" and rows[run_dir.name]["steps"] == "40/40"
+    assert rows[run_dir.name]["status"] == "finished" and rows[run_dir.name]["steps"] == f"{LONG_RUN}/{LONG_RUN}"
     reopened.close()
 
 
