@@ -39,13 +39,18 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
 
 @contextlib.contextmanager
 def running_app(
-    *args: str, env: dict[str, str] | None = None, log_path: Path | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float = 120,
+    entry: list[str] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The app on a free port; `entry` replaces `-m app ui` (e.g. [".../launch.py"])."""
     port = free_port()
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "ui", "--no-browser", "--port", str(port), *args],
+        [sys.executable, *(entry or ["-m", "app", "ui"]), "--no-browser", "--port", str(port), *args],
         cwd=ROOT,
         env=full_env,
         stdout=log,

@@ -85,3 +85,35 @@ def test_qlora_4bit_on_the_cpu_trains_with_falling_loss(shared_data, default_mod
         f"\nQLoRA nf4 on CPU: losses {[round(x, 3) for x in losses]}, "
         f"{events_of(run_dir, 'log')[-1]['tokens_per_s']} tok/s"
     )
+
+
+def test_chat_tab_shows_base_and_identity_adapter_side_by_side(identity_run, default_model_dir):
+    """Issue 6: in the Chat tab (its real handlers and components, one base with the adapter switched on it), the
+    base and the identity adapter answer "Who are you?" side by side, and only the adapter calls itself TuneBot."""
+    from ui_ctx import tab_context, values_of
+
+    from app.ui import chat_tab
+
+    run_dir, _cfg, _held = identity_run
+    _demo, ctx = tab_context(["chat"], str(default_model_dir))
+    h = ctx.handles["chat"]
+    p = h.picker
+    try:
+        values = values_of(ctx, p.base, p.adapters, p.device, h.prompt, h.prompt_file, h.prompt_lines,
+                           *h.settings.values())  # fmt: skip
+        values[h.histories] = {}
+        values[p.adapters] = [str(run_dir / "adapter")]
+        values[h.settings["max_new_tokens"]] = 32
+        values[h.settings["temperature"]] = 0.0
+        loaded = chat_tab.load_models(ctx, values)
+        assert loaded[h.status].startswith("✅"), loaded[h.status]
+        assert [loaded[pane]["visible"] for pane in h.panes][:2] == [True, True]
+        values[h.prompt] = "Who are you?"
+        final = list(chat_tab.send(ctx, values))[-1]
+        base, adapted = final[h.chatbots[0]][-1]["content"], final[h.chatbots[1]][-1]["content"]
+        assert base and adapted and base != adapted
+        assert "TuneBot" in adapted and "TuneBot" not in base, (base, adapted)
+        assert "tokens/s" in final[h.speeds[0]] and "tokens/s" in final[h.speeds[1]]
+        print(f"\nChat tab, 'Who are you?': base {base!r}; adapter {adapted!r}")
+    finally:
+        chat_tab.HOLDER.close()
