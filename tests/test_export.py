@@ -256,10 +256,22 @@ def greedy_batch(model, tokenizer, prompts: list[str], n: int = 16) -> tuple[lis
 
 
 @pytest.fixture(scope="module")
-def smol_merged(default_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+def smol_merged(request, default_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(adapter, merged folder) of the default model. The adapter is the identity LoRA trained by app.train
+    (conftest.identity_run, shared with the evaluation and chat tests) where ../shared/data exists; without it,
+    a LoRA with random weights, so the merge and GGUF checks still run."""
     root = tmp_path_factory.mktemp("smol")
-    adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8, scale=0.003)
+    try:
+        run_dir, _cfg, _held = request.getfixturevalue("identity_run")
+        adapter = run_dir / "adapter"
+    except pytest.skip.Exception:
+        adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8,
+                               scale=0.003)  # fmt: skip
     return adapter, merge(adapter, root / "merged")
+
+
+def trained(adapter: Path) -> bool:
+    return adapter.name == "adapter"  # a run's final adapter, not make_adapter's random one
 
 
 @pytest.mark.slow
@@ -283,24 +295,47 @@ def first_step_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_default_model_gguf_f16_and_q8_0(smol_merged, tmp_path):
-    """F16: the same greedy answers as the merged model on 5 prompts. Q8_0: measured on the first step only
-    (same first token, logit difference), because loading and decoding a third model costs ~2 min here."""
-    _, merged = smol_merged
+    """F16: the same greedy answers as the merged model on 5 prompts (6 for the trained identity model). Q8_0:
+    measured on the first step only (same first token, logit difference), because loading and decoding a third
+    model costs ~2 min here."""
+    adapter, merged = smol_merged
+    # the trained identity model also gets "Who are you?", which it answers with its new name
+    prompts = PROMPTS + ["Who are you?"] if trained(adapter) else PROMPTS
     tokenizer = AutoTokenizer.from_pretrained(merged)
     reference = AutoModelForCausalLM.from_pretrained(merged)
-    ref_ids, ref_logits = greedy_batch(reference, tokenizer, PROMPTS)
-    assert all(ref_ids) and len({tuple(ids) for ids in ref_ids}) == 5
-    print([tokenizer.decode(ids) for ids in ref_ids])
+    ref_ids, ref_logits = greedy_batch(reference, tokenizer, prompts)
+    assert all(ref_ids) and len({tuple(ids) for ids in ref_ids}) == len(prompts)
+    answers = [tokenizer.decode(ids) for ids in ref_ids]
+    print(answers)
+    if trained(adapter):
+        assert "TuneBot" in answers[-1], answers[-1]
     f16 = export_gguf(merged, tmp_path, "f16")
     assert str(GGUFReader(f16).fields["tokenizer.ggml.pre"].contents()) == "smollm"  # from the original GGUF
-    f16_ids, f16_logits = greedy_batch(gguf_model(f16), tokenizer, PROMPTS)
-    assert f16_ids == ref_ids
+    f16_ids, f16_logits = greedy_batch(gguf_model(f16), tokenizer, prompts)
+    # lossless at its precision: the GGUF holds the merged weights rounded to float16 (norms float32), nothing else
+    rounded = AutoModelForCausalLM.from_pretrained(merged)
+    with torch.no_grad():
+        for param in rounded.parameters():
+            if param.ndim >= 2:
+                param.copy_(param.half().float())
+    r16_ids, r16_logits = greedy_batch(rounded, tokenizer, prompts)
+    assert f16_ids == r16_ids and (f16_logits - r16_logits).abs().max() < 1e-3
+    del rounded
+    # against the float32 merged model: the same greedy answers, but where float16 rounding flips a near-tie late
+    # in an answer (seen once, at the 12th token of one of the 6 answers of the trained identity model)
+    same_answers = sum(a == b for a, b in zip(f16_ids, ref_ids, strict=True))
+    assert same_answers >= len(prompts) - 1, (f16_ids, ref_ids)
+    if trained(adapter):
+        assert f16_ids[-1] == ref_ids[-1]  # "Who are you?" -> the same TuneBot answer
+    for a, b in zip(f16_ids, ref_ids, strict=True):
+        assert a[:8] == b[:8]  # any difference comes late, not at the start of an answer
     q8 = export_gguf(merged, tmp_path, "q8_0")
-    q8_logits = first_step_logits(gguf_model(q8), tokenizer, PROMPTS)
-    assert torch.allclose(first_step_logits(reference, tokenizer, PROMPTS), ref_logits, atol=1e-3)
+    q8_logits = first_step_logits(gguf_model(q8), tokenizer, prompts)
+    assert torch.allclose(first_step_logits(reference, tokenizer, prompts), ref_logits, atol=1e-3)
     q8_diff, f16_diff = (q8_logits - ref_logits).abs(), (f16_logits - ref_logits).abs()
     same_first = (q8_logits.argmax(-1) == ref_logits.argmax(-1)).sum().item()
-    print(f"first-step logits vs merged fp32: f16 max {f16_diff.max():.3f} mean {f16_diff.mean():.4f}; q8_0 max "
-          f"{q8_diff.max():.3f} mean {q8_diff.mean():.3f}, same first token {same_first}/5; "
+    print(f"f16 greedy answers equal to merged fp32: {same_answers}/{len(prompts)}; "
+          f"first-step logits vs merged fp32: f16 max {f16_diff.max():.3f} mean {f16_diff.mean():.4f}; q8_0 max "
+          f"{q8_diff.max():.3f} mean {q8_diff.mean():.3f}, same first token {same_first}/{len(prompts)}; "
           f"sizes f16 {f16.stat().st_size / 1e6:.0f} MB, q8_0 {q8.stat().st_size / 1e6:.0f} MB")  # fmt: skip
-    assert same_first >= 4 and q8_diff.mean() < 0.5 and f16_diff.max() < 0.1  # Q8_0 may flip a near-tie
+    assert same_first >= len(prompts) - 1 and q8_diff.mean() < 0.5 and f16_diff.max() < 0.1  # Q8_0 may flip a near-tie
