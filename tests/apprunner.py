@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -68,3 +69,14 @@ def running_app(
             proc.kill()
         if log_path:
             log.close()
+
+
+def served_config(url: str) -> dict:
+    """The page's Gradio config (components, dependencies, css) as a browser receives it."""
+    with urllib.request.urlopen(url + "/config", timeout=30) as resp:
+        return json.load(resp)
+
+
+def tab_labels(config: dict) -> list[str]:
+    """Labels of every tab in a served config, in page order."""
+    return [c["props"].get("label") for c in config["components"] if c["type"] in ("tab", "tabitem")]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apprunner import running_app
+from apprunner import running_app, served_config, tab_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,9 +69,6 @@ def _clean_env():
 def test_launch_py_serves_the_page_with_every_tab_within_60_s(tmp_path):
     """Once set up, `python launch.py --no-browser --port P` (the README's command) serves the page, with every
     tab, within 60 s of starting."""
-    import json
-    import urllib.request
-
     from test_ui_app import TAB_LABELS
 
     env = {"TUNEDESK_RUNS": str(tmp_path / "runs")}
@@ -79,10 +76,8 @@ def test_launch_py_serves_the_page_with_every_tab_within_60_s(tmp_path):
         url,
         _proc,
     ):
-        with urllib.request.urlopen(url + "/config", timeout=30) as resp:
-            config = json.load(resp)
-    labels = [c["props"].get("label") for c in config["components"] if c["type"] in ("tab", "tabitem")]
-    assert [label for label in labels if label in TAB_LABELS] == TAB_LABELS
+        config = served_config(url)
+    assert [label for label in tab_labels(config) if label in TAB_LABELS] == TAB_LABELS
     if (Path(sys.prefix) / ".tunedesk-stamp-test").exists():  # set up by make test: nothing is reinstalled
         log = (tmp_path / "launch.log").read_text()
         assert "environment up to date" in log and "pip install" not in log, log[-2000:]

@@ -90,21 +90,15 @@ def test_qlora_4bit_on_the_cpu_trains_with_falling_loss(shared_data, default_mod
 def test_chat_tab_shows_base_and_identity_adapter_side_by_side(identity_run, default_model_dir):
     """Issue 6: in the Chat tab (its real handlers and components, one base with the adapter switched on it), the
     base and the identity adapter answer "Who are you?" side by side, and only the adapter calls itself TuneBot."""
-    from ui_ctx import tab_context, values_of
+    from ui_ctx import chat_values, tab_context
 
     from app.ui import chat_tab
 
     run_dir, _cfg, _held = identity_run
     _demo, ctx = tab_context(["chat"], str(default_model_dir))
     h = ctx.handles["chat"]
-    p = h.picker
     try:
-        values = values_of(ctx, p.base, p.adapters, p.device, h.prompt, h.prompt_file, h.prompt_lines,
-                           *h.settings.values())  # fmt: skip
-        values[h.histories] = {}
-        values[p.adapters] = [str(run_dir / "adapter")]
-        values[h.settings["max_new_tokens"]] = 32
-        values[h.settings["temperature"]] = 0.0
+        values = chat_values(ctx, adapters=[str(run_dir / "adapter")], max_new_tokens=32, temperature=0.0)
         loaded = chat_tab.load_models(ctx, values)
         assert loaded[h.status].startswith("✅"), loaded[h.status]
         assert [loaded[pane]["visible"] for pane in h.panes][:2] == [True, True]

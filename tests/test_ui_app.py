@@ -3,12 +3,11 @@ page with the tab names (a real server in a subprocess; no browser)."""
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import gradio as gr
 import pytest
-from apprunner import running_app
+from apprunner import running_app, served_config, tab_labels
 
 from app.ui import app as ui_app
 
@@ -47,10 +46,8 @@ def test_the_app_serves_its_page_with_the_tabs(tmp_path):
         with urllib.request.urlopen(url + "/", timeout=30) as resp:
             assert resp.status == 200
             assert "TuneDesk" in resp.read().decode("utf-8", "replace")
-        with urllib.request.urlopen(url + "/config", timeout=30) as resp:
-            config = json.load(resp)
-    labels = [c["props"].get("label") for c in config["components"] if c["type"] in ("tab", "tabitem")]
-    assert [label for label in labels if label in TAB_LABELS] == TAB_LABELS
+        config = served_config(url)
+    assert [label for label in tab_labels(config) if label in TAB_LABELS] == TAB_LABELS
     api_names = {d.get("api_name") for d in config["dependencies"]}
     assert "start_training" in api_names
     assert "td-progress" in (config.get("css") or ""), "assets/style.css was not passed to launch()"

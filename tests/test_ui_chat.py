@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from ui_ctx import make_adapter, make_run, tab_context, values_of
+from ui_ctx import chat_values, make_adapter, make_run, tab_context
 
 from app import jobs
 from app.ui import chat_tab, pickers
@@ -23,23 +23,10 @@ def chat_ctx(tiny_model_dir):
     chat_tab.HOLDER.close()
 
 
-def _values(ctx, **changes):
-    h = ctx.handles["chat"]
-    p = h.picker
-    values = values_of(ctx, p.base, p.adapters, p.device, h.prompt, h.prompt_file, h.prompt_lines,
-                       *h.settings.values())  # fmt: skip
-    values[h.histories] = {}
-    values[h.settings["max_new_tokens"]] = 6
-    for key, value in changes.items():
-        target = getattr(p, key, None) or getattr(h, key, None) or h.settings[key]
-        values[target] = value
-    return values
-
-
 @pytest.fixture(scope="module")
 def loaded(chat_ctx, adapter_dir):
     h = chat_ctx.handles["chat"]
-    out = chat_tab.load_models(chat_ctx, _values(chat_ctx, adapters=[str(adapter_dir)]))
+    out = chat_tab.load_models(chat_ctx, chat_values(chat_ctx, adapters=[str(adapter_dir)]))
     assert out[h.status].startswith("✅"), out[h.status]
     return out
 
@@ -55,7 +42,7 @@ def test_load_shows_one_column_per_model(chat_ctx, loaded):
 def test_answers_stream_into_two_columns(chat_ctx, loaded, monkeypatch):
     h = chat_ctx.handles["chat"]
     monkeypatch.setattr(chat_tab, "THROTTLE_S", 0.0)  # every round is a redraw
-    values = _values(chat_ctx, prompt="What is the capital of France?")
+    values = chat_values(chat_ctx, prompt="What is the capital of France?")
     updates = list(chat_tab.send(chat_ctx, values))
     assert updates[0][h.prompt] == ""  # the box clears at once
     assert updates[0][h.panes[1]]["visible"] and updates[0][h.chatbots[1]]["label"] == "my-adapter"
@@ -69,7 +56,7 @@ def test_answers_stream_into_two_columns(chat_ctx, loaded, monkeypatch):
     assert "tokens/s" in final[h.speeds[0]] and "tokens/s" in final[h.speeds[1]]
     histories = final[h.histories]
     assert set(histories) == {"base", "my-adapter"} and histories["base"] == base
-    again = _values(chat_ctx, prompt="And of Italy?")
+    again = chat_values(chat_ctx, prompt="And of Italy?")
     again[h.histories] = histories
     second = list(chat_tab.send(chat_ctx, again))[-1]
     assert len(second[h.histories]["my-adapter"]) == 4
@@ -79,7 +66,7 @@ def test_answers_stream_into_two_columns(chat_ctx, loaded, monkeypatch):
 
 def test_same_seed_same_answer_when_sampling(chat_ctx, loaded):
     h = chat_ctx.handles["chat"]
-    values = _values(chat_ctx, prompt="Who are you?", temperature=0.9, seed=7)
+    values = chat_values(chat_ctx, prompt="Who are you?", temperature=0.9, seed=7)
     first = list(chat_tab.send(chat_ctx, values))[-1][h.histories]
     again = list(chat_tab.send(chat_ctx, values))[-1][h.histories]
     assert first == again
@@ -87,7 +74,7 @@ def test_same_seed_same_answer_when_sampling(chat_ctx, loaded):
 
 def test_prompt_set_runs_across_columns_into_a_csv(chat_ctx, loaded, tmp_path):
     h = chat_ctx.handles["chat"]
-    out = chat_tab.run_prompt_set(chat_ctx, _values(chat_ctx, prompt_lines="Hi\n\nWho are you?\n"))
+    out = chat_tab.run_prompt_set(chat_ctx, chat_values(chat_ctx, prompt_lines="Hi\n\nWho are you?\n"))
     assert out[h.set_status].startswith("✅"), out[h.set_status]
     table = out[h.set_table]
     assert list(table.columns) == ["prompt", "base", "my-adapter"] and list(table["prompt"]) == ["Hi", "Who are you?"]
@@ -95,29 +82,29 @@ def test_prompt_set_runs_across_columns_into_a_csv(chat_ctx, loaded, tmp_path):
     assert list(csv.columns) == list(table.columns) and list(csv["prompt"]) == ["Hi", "Who are you?"]
     file = tmp_path / "set.json"
     file.write_text('[{"instruction": "Say hi", "output": "Hi!"}]', encoding="utf-8")
-    with_ref = chat_tab.run_prompt_set(chat_ctx, _values(chat_ctx, prompt_file=str(file)))
+    with_ref = chat_tab.run_prompt_set(chat_ctx, chat_values(chat_ctx, prompt_file=str(file)))
     assert list(with_ref[h.set_table].columns[:2]) == ["prompt", "reference"]
     broken = tmp_path / "broken.json"
     broken.write_text("[1, 2", encoding="utf-8")
-    bad = chat_tab.run_prompt_set(chat_ctx, _values(chat_ctx, prompt_file=str(broken)))
+    bad = chat_tab.run_prompt_set(chat_ctx, chat_values(chat_ctx, prompt_file=str(broken)))
     assert bad[h.set_status].startswith("❌") and "broken.json" in bad[h.set_status]
 
 
 def test_bad_settings_and_empty_prompt_are_messages(chat_ctx, loaded):
     h = chat_ctx.handles["chat"]
-    (empty,) = chat_tab.send(chat_ctx, _values(chat_ctx, prompt="  "))
+    (empty,) = chat_tab.send(chat_ctx, chat_values(chat_ctx, prompt="  "))
     assert "Type a message" in empty[h.status]
-    (bad,) = chat_tab.send(chat_ctx, _values(chat_ctx, prompt="Hi", top_p=0.0))
+    (bad,) = chat_tab.send(chat_ctx, chat_values(chat_ctx, prompt="Hi", top_p=0.0))
     assert "top_p" in bad[h.status]
 
 
 def test_load_errors_are_messages(chat_ctx, tmp_path, tiny_model_dir):
     h = chat_ctx.handles["chat"]
-    missing = chat_tab.load_models(chat_ctx, _values(chat_ctx, adapters=[str(tmp_path / "nope")]))
+    missing = chat_tab.load_models(chat_ctx, chat_values(chat_ctx, adapters=[str(tmp_path / "nope")]))
     assert missing[h.status].startswith("❌") and "nope" in missing[h.status]
     five = [str(tmp_path / f"a{i}") for i in range(5)]
-    assert "at most 4" in chat_tab.load_models(chat_ctx, _values(chat_ctx, adapters=five))[h.status]
-    (not_loaded,) = chat_tab.send(chat_ctx, _values(chat_ctx, prompt="Hi"))
+    assert "at most 4" in chat_tab.load_models(chat_ctx, chat_values(chat_ctx, adapters=five))[h.status]
+    (not_loaded,) = chat_tab.send(chat_ctx, chat_values(chat_ctx, prompt="Hi"))
     assert "Load a model first" in not_loaded[h.status]
     chat_tab.unload(chat_ctx)
     assert chat_tab.HOLDER.session is None
@@ -126,10 +113,10 @@ def test_load_errors_are_messages(chat_ctx, tmp_path, tiny_model_dir):
 def test_device_guard_offers_the_cpu(chat_ctx, tiny_model_dir, monkeypatch):
     h = chat_ctx.handles["chat"]
     monkeypatch.setattr(jobs.manager, "device_busy", lambda device: True)
-    blocked = chat_tab.load_models(chat_ctx, _values(chat_ctx, device="auto"))
+    blocked = chat_tab.load_models(chat_ctx, chat_values(chat_ctx, device="auto"))
     assert blocked[h.status].startswith("⏳") and "choose device **cpu**" in blocked[h.status]
     assert chat_tab.HOLDER.session is None
-    on_cpu = chat_tab.load_models(chat_ctx, _values(chat_ctx, device="cpu"))
+    on_cpu = chat_tab.load_models(chat_ctx, chat_values(chat_ctx, device="cpu"))
     assert on_cpu[h.status].startswith("✅") and "also using the CPU" in on_cpu[h.status]
     chat_tab.unload(chat_ctx)
 

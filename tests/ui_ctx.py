@@ -35,6 +35,21 @@ def values_of(ctx: Any, *components: Any, **overrides: Any) -> dict[Any, Any]:
     return out
 
 
+def chat_values(ctx: Any, **changes: Any) -> dict[Any, Any]:
+    """The Chat tab's inputs at their initial values, no history, 6 new tokens, then `changes` by name (a picker,
+    tab or sampling-setting attribute: adapters=[...], prompt="...", temperature=0.0)."""
+    h = ctx.handles["chat"]
+    p = h.picker
+    values = values_of(ctx, p.base, p.adapters, p.device, h.prompt, h.prompt_file, h.prompt_lines,
+                       *h.settings.values())  # fmt: skip
+    values[h.histories] = {}
+    values[h.settings["max_new_tokens"]] = 6
+    for key, value in changes.items():
+        target = getattr(p, key, None) or getattr(h, key, None) or h.settings[key]
+        values[target] = value
+    return values
+
+
 def make_adapter(model_dir: Any, folder: Any, seed: int = 1, scale: float = 0.5) -> Any:
     """A LoRA adapter (q_proj, v_proj, rank 4) on `model_dir` with random B weights (PEFT initialises B to zero, so
     an untouched adapter would change nothing), saved with save_pretrained like training saves one."""
