@@ -256,27 +256,24 @@ def greedy_batch(model, tokenizer, prompts: list[str], n: int = 16) -> tuple[lis
 
 
 @pytest.fixture(scope="module")
-def smol_merged(request, default_model_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """(adapter, merged folder) of the default model. The adapter is the identity LoRA trained by app.train
-    (conftest.identity_run, shared with the evaluation and chat tests) where ../shared/data exists; without it,
-    a LoRA with random weights, so the merge and GGUF checks still run."""
+def smol_merged(request, default_model_dir, tmp_path_factory) -> tuple[Path, Path, bool]:
+    """(adapter, merged folder, trained) of the default model. The adapter is the identity LoRA trained by
+    app.train (conftest.identity_run, shared with the evaluation and chat tests; trained=True) where ../shared/data
+    exists; without it, a LoRA with random weights (trained=False), so the merge and GGUF checks still run."""
     root = tmp_path_factory.mktemp("smol")
     try:
         run_dir, _cfg, _held = request.getfixturevalue("identity_run")
-        adapter = run_dir / "adapter"
+        adapter, trained = run_dir / "adapter", True
     except pytest.skip.Exception:
         adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8,
                                scale=0.003)  # fmt: skip
-    return adapter, merge(adapter, root / "merged")
-
-
-def trained(adapter: Path) -> bool:
-    return adapter.name == "adapter"  # a run's final adapter, not make_adapter's random one
+        trained = False
+    return adapter, merge(adapter, root / "merged"), trained
 
 
 @pytest.mark.slow
 def test_default_model_merge_matches_adapter(default_model_dir, smol_merged):
-    adapter, merged = smol_merged
+    adapter, merged, _trained = smol_merged
     ids = torch.tensor([list(range(100, 140))])
     expected = peft_logits(default_model_dir, adapter, ids)
     assert (logits(AutoModelForCausalLM.from_pretrained(merged), ids) - expected).abs().max() < 1e-4
@@ -298,16 +295,16 @@ def test_default_model_gguf_f16_and_q8_0(smol_merged, tmp_path):
     """F16: the same greedy answers as the merged model on 5 prompts (6 for the trained identity model). Q8_0:
     measured on the first step only (same first token, logit difference), because loading and decoding a third
     model costs ~2 min here."""
-    adapter, merged = smol_merged
+    _adapter, merged, trained = smol_merged
     # the trained identity model also gets "Who are you?", which it answers with its new name
-    prompts = PROMPTS + ["Who are you?"] if trained(adapter) else PROMPTS
+    prompts = PROMPTS + ["Who are you?"] if trained else PROMPTS
     tokenizer = AutoTokenizer.from_pretrained(merged)
     reference = AutoModelForCausalLM.from_pretrained(merged)
     ref_ids, ref_logits = greedy_batch(reference, tokenizer, prompts)
     assert all(ref_ids) and len({tuple(ids) for ids in ref_ids}) == len(prompts)
     answers = [tokenizer.decode(ids) for ids in ref_ids]
     print(answers)
-    if trained(adapter):
+    if trained:
         assert "TuneBot" in answers[-1], answers[-1]
     f16 = export_gguf(merged, tmp_path, "f16")
     assert str(GGUFReader(f16).fields["tokenizer.ggml.pre"].contents()) == "smollm"  # from the original GGUF
@@ -325,7 +322,7 @@ def test_default_model_gguf_f16_and_q8_0(smol_merged, tmp_path):
     # in an answer (seen once, at the 12th token of one of the 6 answers of the trained identity model)
     same_answers = sum(a == b for a, b in zip(f16_ids, ref_ids, strict=True))
     assert same_answers >= len(prompts) - 1, (f16_ids, ref_ids)
-    if trained(adapter):
+    if trained:
         assert f16_ids[-1] == ref_ids[-1]  # "Who are you?" -> the same TuneBot answer
     for a, b in zip(f16_ids, ref_ids, strict=True):
         assert a[:8] == b[:8]  # any difference comes late, not at the start of an answer
