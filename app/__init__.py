@@ -4,4 +4,8 @@ Core modules (config, memory, catalog, data, modeling, train, runs, chat, export
 the Gradio UI lives in app.ui and calls into them.
 """
 
+from app import libs as _libs
+
 __version__ = "0.1.0"
+
+_libs.decline_hub_kernels()  # before anything can import bitsandbytes (see app/libs.py)

@@ -12,6 +12,7 @@ code path that uses transformers goes through `app.modeling` first.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 
 NAMES: dict[str, tuple[str, ...]] = {
@@ -55,3 +56,23 @@ def load() -> None:
             for name in names:
                 getattr(module, name)
         _loaded = True
+
+
+BNB_HUB_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+"""bitsandbytes (>= 0.48) on CPUs with AVX512-BF16 tries, at import, to fetch a fused 4-bit kernel from the Hugging
+Face Hub through the optional `kernels` package, and when that package is missing it logs a warning telling the
+user to `pip install kernels`. TuneDesk declines that kernel on purpose: it downloads no code at run time (and the
+kernel only serves bf16 inputs, while training on a CPU runs in float32); bitsandbytes then uses its own C kernel,
+which is what runs either way. So the advice is wrong for our users, and it is dropped (only that message)."""
+
+
+class _DeclinedHubKernel(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+def decline_hub_kernels() -> None:
+    """Install the filter above on bitsandbytes' CPU-backend logger; idempotent, and cheap (no import of bnb)."""
+    logger = logging.getLogger(BNB_HUB_KERNEL_LOGGER)
+    if not any(isinstance(f, _DeclinedHubKernel) for f in logger.filters):
+        logger.addFilter(_DeclinedHubKernel())

@@ -67,3 +67,26 @@ print(errors or 'ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=APP.parent, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.stdout, out.stderr[-2000:])
+
+
+def test_bitsandbytes_hub_kernel_advice_is_not_shown_but_other_warnings_are():
+    """bitsandbytes on AVX512-BF16 CPUs logs "Failed to load CPU gemm_4bit_forward from kernels-community ... pip
+    install kernels" at import: wrong advice for TuneDesk, which downloads no code at run time. The app drops that
+    one message (whatever the CPU, the record goes through the same logger) and nothing else of bitsandbytes'."""
+    import logging
+
+    import app  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger(libs.BNB_HUB_KERNEL_LOGGER)
+
+    def shown(msg: str) -> bool:
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, ("No module named 'kernels'",), None)
+        return logger.filter(record)
+
+    assert not shown("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please `pip install kernels`")
+    assert shown("some other bitsandbytes warning: %s")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import app, bitsandbytes"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "kernels" not in proc.stderr, proc.stderr
