@@ -80,7 +80,8 @@ def test_bitsandbytes_hub_kernel_advice_is_not_shown_but_other_warnings_are():
     logger = logging.getLogger(libs.BNB_HUB_KERNEL_LOGGER)
 
     def shown(msg: str) -> bool:
-        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, ("No module named 'kernels'",), None)
+        why = ("No module named 'kernels'",)
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, why, None)
         return logger.filter(record)
 
     assert not shown("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please `pip install kernels`")
