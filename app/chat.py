@@ -141,7 +141,7 @@ def check_adapter_files(adapter_dir: Path, allow_pickle: bool = False) -> Path:
         return adapter_dir / SAFE_WEIGHTS
     if (adapter_dir / PICKLE_WEIGHTS).is_file():
         if allow_pickle:
-            return adapter_dir / PICKLE_WEIGHTS
+            return _plain_pickle(adapter_dir / PICKLE_WEIGHTS)
         raise ChatError(
             f"adapter {adapter_dir} holds only {PICKLE_WEIGHTS}, a pickle file that can run code when "
             f"loaded. Re-save it as safetensors, or allow it explicitly (allow_pickle=True, CLI "
@@ -151,6 +151,17 @@ def check_adapter_files(adapter_dir: Path, allow_pickle: bool = False) -> Path:
         f"adapter {adapter_dir} has {ADAPTER_CONFIG} but no {SAFE_WEIGHTS}: the weights are missing "
         "(was the copy or the training interrupted?)"
     )
+
+
+def _plain_pickle(weights: Path) -> Path:
+    """`weights`, once app.modeling has checked it holds only tensors (an allowed pickle may still not run code)."""
+    from app.modeling import ModelError, check_plain_tensors
+
+    try:
+        check_plain_tensors(weights)
+    except ModelError as exc:
+        raise ChatError(str(exc)) from None
+    return weights
 
 
 def infer_base(adapter_dir: Path) -> str:

@@ -339,13 +339,39 @@ def load_model(
 
 
 def _check_weights_safe(path: Path, allow_pickle: bool) -> None:
-    if not path.is_dir() or allow_pickle:
-        return
-    if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+    if not path.is_dir() or any(path.glob("*.safetensors")) or not any(path.glob("*.bin")):
+        return  # transformers reads .safetensors when a folder has both
+    if not allow_pickle:
         raise ModelError(
             f"{path} holds only pickle-based .bin weights, which can run code when loaded. Convert them to "
             "safetensors, or allow pickle loading explicitly (model.allow_pickle) if you trust the source."
         )
+    for weights in sorted(path.glob("*.bin")):
+        check_plain_tensors(weights)
+
+
+def check_plain_tensors(weights: Path) -> None:
+    """Refuse a pickle weights file (.bin) that holds anything but tensors and plain containers: a pickle can
+    name any Python function to call while loading (os.system, say). torch.load with weights_only=True refuses
+    such a file without calling anything; here it becomes a ModelError naming the file instead of a traceback.
+    A zip checkpoint is memory-mapped, so only its pickle is read, not the tensor data."""
+    import pickle
+    import warnings
+
+    zipped = zipfile.is_zipfile(weights)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4": the refusal below says what matters
+            torch.load(weights, map_location="cpu", weights_only=True, mmap=zipped)
+    except pickle.UnpicklingError:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(weights) if zipped else []
+        held = f" ({', '.join(names)})" if names else ""
+        raise ModelError(
+            f"{weights} is not a plain tensor file: it holds Python objects TuneDesk will not load{held}. Nothing "
+            "in it was run. Get the weights as .safetensors, or re-save them from a copy you trust."
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise ModelError(f"{weights} cannot be read as PyTorch weights ({exc}); copy or download it again") from None
 
 
 # ---- describing -------------------------------------------------------------------------------------------
