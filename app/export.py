@@ -46,6 +46,9 @@ SUPPORTED_GGUF_ARCHITECTURES: tuple[str, ...] = ("LlamaForCausalLM", "MistralFor
 GGUF_QUANTS: tuple[str, ...] = ("f16", "q8_0", "f32")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 MERGE_INFO = "tunedesk_merge.json"
+EXPORT_MARKER = "tunedesk_export.json"
+"""Written into every folder merge and GGUF export write: Overwrite replaces only a folder that carries it (or a
+merge record from before it existed), so a folder of the user's own is never emptied by mistake."""
 MAX_SHARD = "2GB"
 
 Progress = Callable[[float, str], None]
@@ -77,7 +80,7 @@ def merge(
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     adapter = _adapter_folder(adapter_dir)
-    out = _check_out_dir(Path(out_dir), overwrite)
+    out = check_out_dir(Path(out_dir), overwrite)
     try:
         check_adapter_files(adapter, allow_pickle)
         base_name = base or infer_base(adapter)
@@ -90,7 +93,8 @@ def merge(
     tokenizer = adapter_tokenizer(adapter, loaded.tokenizer)
     _say(progress, 0.6, f"saving to {out}")
     info = {"base": loaded.path, "base_name": base_name, "adapter": str(adapter.resolve()), "dtype": dtype}
-    with _staging(out) as tmp:
+    with _staging(out, overwrite) as tmp:
+        mark_export(tmp, "merge")
         merged.save_pretrained(tmp, max_shard_size=MAX_SHARD)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(adapter, base_name, dtype), encoding="utf-8")
@@ -112,13 +116,40 @@ def _adapter_folder(path: str | Path) -> Path:
     return folder
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> Path:
+# ---- output folders: only TuneDesk's own are replaced ---------------------------------------------------------
+def mark_export(folder: Path, kind: str) -> None:
+    """Mark `folder` as written by TuneDesk's `kind` (merge | gguf) export; an existing mark is kept."""
+    marker = folder / EXPORT_MARKER
+    if not marker.is_file():
+        record = {"written_by": "TuneDesk", "kind": kind, "time": time.time()}
+        marker.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def is_export(folder: Path) -> bool:
+    """A folder TuneDesk's merge or GGUF export wrote: it carries the marker (or a merge record, written before
+    the marker was)."""
+    return (folder / EXPORT_MARKER).is_file() or (folder / MERGE_INFO).is_file()
+
+
+def check_out_dir(out: Path, overwrite: bool = False, kind: str = "merge") -> Path:
+    """`out`, when an export may write there: new, empty, or a TuneDesk export (merge: only with `overwrite`).
+
+    A non-empty folder without the marker is refused whatever `overwrite` says, and left untouched."""
     out = out.expanduser()
     if out.exists() and not out.is_dir():
         raise ExportError(f"output {out} is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    if not is_export(out):
         raise ExportError(
-            f"output folder {out} is not empty; choose another folder or allow overwriting (--overwrite)"
+            f"output folder {out} is not empty and was not written by a TuneDesk export (it has no "
+            f"{EXPORT_MARKER}), so TuneDesk will not replace or add to it: its files are untouched. "
+            "Choose an empty or new folder."
+        )
+    if kind == "merge" and not overwrite:
+        raise ExportError(
+            f"output folder {out} is not empty (it holds an earlier TuneDesk export); choose another folder or allow "
+            "overwriting (--overwrite, or Overwrite in the Export tab)"
         )
     return out
 
@@ -152,12 +183,14 @@ def _merge_into(model: Any, adapter: Path, base_name: str, allow_pickle: bool) -
 
 
 @contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """`with _staging(out) as tmp:` write into tmp beside out; it replaces out only when the block completes."""
+def _staging(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """`with _staging(out) as tmp:` write into tmp beside out; it replaces out only when the block completes, and
+    only when out may still be replaced (checked again: the merge took minutes, and the folder may have changed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
+        check_out_dir(out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -275,6 +308,7 @@ def export_gguf(
     """Write `model-<quant>.gguf` and an Ollama Modelfile into out_dir; returns the .gguf path.
 
     `src` is a merged/full model folder, or an adapter (then merged first, in float32, into a temporary folder).
+    out_dir must be new, empty or a TuneDesk export (check_out_dir); its files of the same name are replaced.
     """
     if quant not in GGUF_QUANTS:
         raise ExportError(f"quant {quant!r} is not one of {', '.join(GGUF_QUANTS)}")
@@ -282,10 +316,11 @@ def export_gguf(
         kind, folder = resolve_source(src)
     except ChatError as exc:
         raise ExportError(str(exc)) from None
-    out = Path(out_dir).expanduser()
+    out = check_out_dir(Path(out_dir), kind="gguf")
+    out.mkdir(parents=True, exist_ok=True)
+    mark_export(out, "gguf")
     if kind == "model":
         return _export_folder(folder, out, quant, progress)
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".merge-", dir=out) as tmp:
         sub = (lambda f, m: _say(progress, 0.4 * f, m)) if progress else None
         merged = merge(folder, Path(tmp) / "merged", "float32", base, sub, allow_pickle=allow_pickle)
@@ -647,11 +682,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "merge") -> None:
         parser.add_argument("adapter", help="adapter folder, checkpoint-N folder or run folder")
         parser.add_argument("--out", required=True, help="folder for the merged model (must be empty or new)")
         parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the merged model")
-        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an output folder an earlier TuneDesk export wrote"
+        )
     else:
         parser.add_argument("format", choices=["gguf"], help="export format")
         parser.add_argument("src", help="merged or full model folder, or an adapter (merged first)")
-        parser.add_argument("--out", required=True, help="folder for model-<quant>.gguf and the Modelfile")
+        parser.add_argument(
+            "--out", required=True, help="folder for model-<quant>.gguf and the Modelfile (new, empty or an export)"
+        )
         parser.add_argument("--quant", default="f16", choices=GGUF_QUANTS, help="tensor type of the weights")
     parser.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow an adapter_model.bin (pickle) adapter")

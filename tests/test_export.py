@@ -127,8 +127,12 @@ def test_merge_refuses_what_it_cannot_do(tmp_path, merged, adapter, tiny_model_d
     pickled = make_adapter(tiny_model_dir, tmp_path / "pickled", seed=1, targets=["q_proj"], safe=False)
     with pytest.raises(ExportError, match="allow_pickle"):
         merge(pickled, tmp_path / "p")
-    assert merge(pickled, tmp_path / "busy", allow_pickle=True, overwrite=True) == tmp_path / "busy"
-    assert not (tmp_path / "busy" / "keep.txt").exists() and (tmp_path / "busy" / "config.json").is_file()
+    with pytest.raises(ExportError, match="not written by a TuneDesk export"):  # overwrite spares the user's own
+        merge(pickled, tmp_path / "busy", allow_pickle=True, overwrite=True)
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    assert merge(pickled, tmp_path / "p", allow_pickle=True) == tmp_path / "p"  # a plain-tensor pickle, allowed
+    assert merge(pickled, tmp_path / "p", allow_pickle=True, overwrite=True) == tmp_path / "p"  # its own export
+    assert (tmp_path / "p" / "config.json").is_file()
     with pytest.raises(ExportError, match="dtype"):
         merge(adapter, tmp_path / "d", dtype="int4")
 

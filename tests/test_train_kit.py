@@ -54,6 +54,17 @@ def tiny_config(model_dir: Path, data_path: Path, method: str = "lora", **change
     return cfg.replace(**changes) if changes else cfg
 
 
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """Every file and folder under `folder` (relative path -> sha256 of the bytes, or "dir"): equal before and
+    after means nothing was written, replaced, added or removed."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
 def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
     events = runs.load_events(run_dir)
     return [e for e in events if kind is None or e["type"] == kind]

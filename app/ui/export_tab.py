@@ -39,7 +39,10 @@ STRINGS = {
         "新的或空的文件夹；会根据适配器名称自动填写。",
     ),
     "export.overwrite": ("Overwrite", "覆盖"),
-    "export.overwrite.info": ("Replace the contents of a non-empty output folder.", "替换非空输出文件夹中的内容。"),
+    "export.overwrite.info": (
+        "Replace a folder an earlier TuneDesk export wrote; any other non-empty folder is refused and left as it is.",
+        "替换 TuneDesk 之前导出的文件夹；其他非空文件夹会被拒绝，保持原样。",
+    ),
     "export.share_cpu": ("Share the CPU with training", "与训练共用 CPU"),
     "export.share_cpu.info": (
         "Merge even while a training run uses the CPU (both run slower; RAM must hold both).",
