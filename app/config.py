@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -239,6 +240,11 @@ class RunConfig:
     # ---- validation --------------------------------------------------------------------------------------
     def validate(self) -> list[str]:
         """Every problem at once, each naming the key; empty when the config is usable."""
+        numbers = _number_problems(self.to_dict())
+        broken = {problem.split(":", 1)[0] for problem in numbers}  # NaN fails every range check: say it once
+        return numbers + [problem for problem in self._field_problems() if problem.split(":", 1)[0] not in broken]
+
+    def _field_problems(self) -> list[str]:
         p: list[str] = []
         _choice(p, "method", self.method, METHODS)
         _choice(p, "model.attn_implementation", self.model.attn_implementation, ATTN_IMPLS)
@@ -287,9 +293,43 @@ class RunConfig:
         return self
 
 
+MAX_EPOCHS = 1000.0
+"""More passes than this over one dataset is a typo, not a plan (1e308 epochs overflowed the step count)."""
+MAX_INT = 2**31 - 1
+"""Largest count any field takes (steps, tokens, layers); larger ones overflow 32-bit counters downstream."""
+SEED_LIMIT = 2**32
+"""Seeds are in [0, 2^32): NumPy refuses others."""
+
+
+def _number_problems(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """NaN and infinity in any number field, and integers too large for any count (the seed has its own range).
+
+    >>> _number_problems({"train": {"epochs": float("nan"), "seed": 42}})
+    ['train.epochs: nan is not a finite number; write a plain value (NaN and infinity cannot train)']
+    """
+    problems: list[str] = []
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if isinstance(value, dict):
+            problems += _number_problems(value, where + ".")
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(
+                f"{where}: {value} is not a finite number; write a plain value (NaN and infinity cannot train)"
+            )
+        elif where == "train.seed" and not 0 <= value < SEED_LIMIT:
+            problems.append(f"{where}: {value} is out of range; use a whole number from 0 to {SEED_LIMIT - 1}")
+        elif isinstance(value, int) and where != "train.seed" and abs(value) > MAX_INT:
+            problems.append(f"{where}: {value} is out of range; at most {MAX_INT:,}")
+    return problems
+
+
 def _validate_train(t: TrainConfig, p: list[str]) -> None:
     if t.epochs <= 0 and t.max_steps is None:
         p.append(f"train.epochs: {t.epochs} must be > 0 (or set train.max_steps)")
+    if t.epochs > MAX_EPOCHS:
+        p.append(f"train.epochs: {t.epochs:g} is more than {MAX_EPOCHS:g} passes; use a few (1-5 is usual)")
     if t.max_steps is not None and t.max_steps < 1:
         p.append(f"train.max_steps: {t.max_steps} must be >= 1 or null")
     for name in ("batch_size", "grad_accum", "logging_steps"):
@@ -303,8 +343,9 @@ def _validate_train(t: TrainConfig, p: list[str]) -> None:
         p.append(f"train.learning_rate: {t.learning_rate} must be in (0, 1); 2.0e-4 is typical for LoRA")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio: {t.warmup_ratio} must be in [0, 1)")
-    if t.weight_decay < 0 or t.max_grad_norm < 0:
-        p.append("train.weight_decay / train.max_grad_norm: must be >= 0")
+    for name in ("weight_decay", "max_grad_norm"):
+        if getattr(t, name) < 0:
+            p.append(f"train.{name}: {getattr(t, name)} must be >= 0")
     if t.sample_every < 0:
         p.append(f"train.sample_every: {t.sample_every} must be >= 0")
     if len(t.sample_prompts) > 3:

@@ -100,3 +100,35 @@ def test_field_docs_cover_every_field():
 def test_deep_merge_keeps_mappings_whole_for_free_form_dicts():
     merged = deep_merge({"data": {"placeholders": {"a": "1"}, "path": "x"}}, {"data": {"placeholders": {"b": "2"}}})
     assert merged == {"data": {"placeholders": {"b": "2"}, "path": "x"}}
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "words"),
+    [
+        ({"train.epochs": NAN}, "train.epochs", "not a finite number"),
+        ({"train.epochs": INF}, "train.epochs", "not a finite number"),
+        ({"train.epochs": 1e308}, "train.epochs", "more than 1000 passes"),
+        ({"train.epochs": 1e308, "train.max_steps": 3}, "train.epochs", "more than 1000 passes"),
+        ({"train.learning_rate": NAN}, "train.learning_rate", "not a finite number"),
+        ({"train.max_grad_norm": -INF}, "train.max_grad_norm", "not a finite number"),
+        ({"lora.alpha": NAN}, "lora.alpha", "not a finite number"),
+        ({"lora.dropout": NAN}, "lora.dropout", "not a finite number"),
+        ({"data.val_size": INF}, "data.val_size", "not a finite number"),
+        ({"train.seed": 2**32}, "train.seed", "from 0 to 4294967295"),
+        ({"train.seed": -1}, "train.seed", "from 0 to 4294967295"),
+        ({"train.max_steps": 10**20}, "train.max_steps", "out of range"),
+        ({"data.max_seq_len": 2**40}, "data.max_seq_len", "out of range"),
+    ],
+)
+def test_impossible_numbers_are_named_once(changes, key, words):
+    """NaN fails every range check; one line per field says what is wrong with it."""
+    problems = RunConfig().replace(**changes).validate()
+    assert [p for p in problems if p.startswith(key)] == [p for p in problems if words in p] and len(problems) == 1
+    assert words in problems[0] and problems[0].startswith(f"{key}: ")
+
+
+def test_a_seed_just_under_2_to_the_32_and_many_epochs_within_reason_are_fine():
+    assert RunConfig().replace(**{"train.seed": 2**32 - 1, "train.epochs": 1000.0}).validate() == []
