@@ -17,8 +17,9 @@ import io
 import json
 import os
 import socket
+import sys
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ MAGIC: list[tuple[bytes, str]] = [
     (b"SQLite format 3", "an SQLite database"),
 ]
 TEXT_SUFFIXES = {".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt"}
+MAX_RECORD_CHARS = 1_000_000
+"""Longest record read, in characters of its JSON text. A training example is at most a few thousand tokens
+(8,192 tokens x ~4 characters = 33 KB), so 1,000,000 characters is 30x any sensible one. Without a cap, one 36 MB
+record took 11 GB to tokenize and sent 69 MB to the browser; a longer record is listed as a problem instead."""
+TOO_DEEP = (
+    f"nested too deeply: more than ~{sys.getrecursionlimit()} levels of [ ] or {{ }}, the most Python's JSON "
+    "reader follows. Records are objects of text fields a few levels deep; check how the file was written"
+)
+Note = tuple[int | None, int | None, str]
+"""(record index or None, line or None, message): a warning about the file, or about one record's line."""
 FORMAT_HINT = (
     "TuneDesk reads a JSON list, JSON Lines, CSV, Parquet, a datasets.save_to_disk folder or a hub dataset id"
 )
@@ -58,25 +69,15 @@ class RawRecord:
 
 @dataclass
 class RawSource:
-    """What a reader found: the records and notes about the file as a whole."""
+    """What a reader found: the records, read as they are iterated (once), and notes about the file."""
 
     kind: str
     """json | jsonl | csv | parquet | disk | hub"""
-    records: list[RawRecord]
-    notes: list[tuple[int | None, str]] = field(default_factory=list)
-    """(line or None, message) warnings about the file, e.g. a line that is not UTF-8."""
-    json_text: str | None = None
-    """The text of a JSON list, kept to find a record's line only when one has a problem."""
-    _lines: dict[int, int] | None = None
-
-    def line(self, index: int) -> int | None:
-        """1-based line where record `index` starts (None where the source has no lines)."""
-        if self.json_text is not None:
-            if self._lines is None:
-                self._lines = json_list_lines(self.json_text)
-            return self._lines.get(index)
-        record = self.records[index] if 0 <= index < len(self.records) else None
-        return record.line if record else None
+    records: Iterable[RawRecord]
+    """A list, or a generator that streams a JSON Lines file or a JSON list record by record."""
+    notes: list[Note] = field(default_factory=list)
+    """Warnings, e.g. a line that is not UTF-8; a streaming reader adds them as it goes, so read them after
+    the records."""
 
 
 # ---- finding out what a source is ----------------------------------------------------------------------------
@@ -143,6 +144,10 @@ def _refuse_binary(path: Path, head: bytes) -> None:
         raise DataError(f"{path} is a binary file (it contains NUL bytes), not a text dataset. {FORMAT_HINT}.")
 
 
+NOT_UTF8_FILE = "{name} is not UTF-8; read it as GB18030/GBK. Re-save it as UTF-8 if the text looks wrong"
+NOT_UTF8_LINE = "not UTF-8 (the rest of the file is); read as GB18030/GBK. Re-save the file as UTF-8"
+
+
 # ---- decoding ------------------------------------------------------------------------------------------------
 def decode_text(path: Path, data: bytes) -> tuple[str, list[tuple[int | None, str]]]:
     """Text of a file plus warnings. UTF-8 (a BOM is dropped), UTF-16 by BOM, else line by line with GB18030
@@ -167,9 +172,8 @@ def decode_text(path: Path, data: bytes) -> tuple[str, list[tuple[int | None, st
             bad.append(number)
     non_ascii = sum(1 for raw in lines if not raw.isascii())
     if len(bad) == non_ascii:
-        note = f"{path.name} is not UTF-8; read it as GB18030/GBK. Re-save it as UTF-8 if the text looks wrong"
-        return "\n".join(out), [(None, note)]
-    notes = [(n, "not UTF-8 (the rest of the file is); read as GB18030/GBK. Re-save the file as UTF-8") for n in bad]
+        return "\n".join(out), [(None, NOT_UTF8_FILE.format(name=path.name))]
+    notes = [(n, NOT_UTF8_LINE) for n in bad]
     return "\n".join(out), notes
 
 
@@ -197,28 +201,98 @@ def read_source(path: Path, kind: str, max_records: int | None = None) -> RawSou
 
 
 def read_json(path: Path, max_records: int | None = None) -> RawSource:
-    """A JSON list of records; falls back to JSON Lines when the file holds one object per line."""
-    text, notes = decode_text(path, path.read_bytes())
+    """A JSON list of records, streamed element by element from the text (one copy of the file, no second
+    tree of every record); a top-level object is read whole, and one object per line is read as JSON Lines."""
+    text, line_notes = decode_text(path, path.read_bytes())
+    start = len(text) - len(text.lstrip())
+    if text[start : start + 1] == "[":
+        records = _json_list(path, text, start + 1, max_records)
+        return RawSource("json", records, _with_index(line_notes, []))
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path} is {TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-            return _jsonl_from_text(text, notes, max_records)
-        if text.lstrip()[:1] not in ("[", "{"):
-            start = " ".join(text.split())[:40]
-            raise DataError(f"{path} is not JSON: it starts with {start!r}. {FORMAT_HINT}.") from None
-        raise DataError(
-            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Fix it there, "
-            "or save one record per line as .jsonl so that a bad line skips only that record"
-        ) from None
-    data = _unwrap(path, data, notes)
-    if max_records is not None:
-        data = data[:max_records]
-    records = [RawRecord(i, None, value) for i, value in enumerate(data)]
-    return RawSource("json", records, notes, json_text=text)
+            return _jsonl_from_text(path, text, line_notes, max_records)
+        raise _not_json(path, text, exc) from None
+    notes: list[Note] = []
+    rows = _unwrap(path, data, notes)[:max_records]
+    return RawSource("json", [RawRecord(i, None, value) for i, value in enumerate(rows)], notes)
 
 
-def _unwrap(path: Path, data: Any, notes: list) -> list:
+def _not_json(path: Path, text: str, exc: json.JSONDecodeError) -> DataError:
+    if text.lstrip()[:1] not in ("[", "{"):
+        start = " ".join(text[:200].split())[:40]
+        return DataError(f"{path} is not JSON: it starts with {start!r}. {FORMAT_HINT}.")
+    return DataError(
+        f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Fix it there, "
+        "or save one record per line as .jsonl so that a bad line skips only that record"
+    )
+
+
+def _json_list(path: Path, text: str, pos: int, max_records: int | None) -> Iterator[RawRecord]:
+    """The elements of the list opening at text[pos - 1], each with the line it starts on; a syntax error
+    anywhere stops the whole file (as json.loads would), naming its line and column."""
+    decoder, index, line, counted = json.JSONDecoder(), 0, 1, 0
+    pos = _skip_space(text, pos)
+    if text[pos : pos + 1] == "]":
+        _expect_end(path, text, pos + 1)
+        raise DataError(f"{path} holds an empty list: no records to train on")
+    while max_records is None or index < max_records:
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise _not_json(path, text, exc) from None
+        except RecursionError:
+            raise DataError(f"{path}, record {index} (line {line}), is {TOO_DEEP}") from None
+        yield _capped(RawRecord(index, line, value), end - pos)
+        index, pos = index + 1, _skip_space(text, end)
+        if text[pos : pos + 1] == "]":
+            _expect_end(path, text, pos + 1)
+            return
+        if text[pos : pos + 1] != ",":
+            raise _not_json(path, text, _syntax("Expecting ',' delimiter", text, pos))
+        pos = _skip_space(text, pos + 1)
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _expect_end(path: Path, text: str, pos: int) -> None:
+    pos = _skip_space(text, pos)
+    if pos < len(text):
+        raise _not_json(path, text, _syntax("Extra data", text, pos))
+
+
+def _syntax(msg: str, text: str, pos: int) -> json.JSONDecodeError:
+    return json.JSONDecodeError(msg, text, pos)
+
+
+def _capped(record: RawRecord, chars: int) -> RawRecord:
+    """The record, or in its place the error that it is longer than MAX_RECORD_CHARS."""
+    if chars <= MAX_RECORD_CHARS:
+        return record
+    return RawRecord(
+        record.index,
+        record.line,
+        error=f"the record is {chars:,} characters long, over the limit of {MAX_RECORD_CHARS:,} per record "
+        "(a training example is a few thousand tokens); split it into smaller records or shorten it",
+    )
+
+
+def _with_index(line_notes: list[tuple[int | None, str]], records: list[RawRecord]) -> list[Note]:
+    """decode_text's (line, message) notes with the index of the record on that line, where there is one."""
+    by_line = {r.line: r.index for r in records if r.line is not None} if any(n for n, _ in line_notes) else {}
+    return [(by_line.get(line) if line else None, line, message) for line, message in line_notes]
+
+
+def _unwrap(path: Path, data: Any, notes: list[Note]) -> list:
     if isinstance(data, list):
         if not data:
             raise DataError(f"{path} holds an empty list: no records to train on")
@@ -226,11 +300,11 @@ def _unwrap(path: Path, data: Any, notes: list) -> list:
     if isinstance(data, dict):
         lists = [k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if len(lists) == 1:
-            notes.append((None, f"records read from the '{lists[0]}' key of the top-level object"))
+            notes.append((None, None, f"records read from the '{lists[0]}' key of the top-level object"))
             return data[lists[0]]
         if data and all(isinstance(v, list) for v in data.values()) and len({len(v) for v in data.values()}) == 1:
             keys = list(data)
-            notes.append((None, "the file holds columns (a mapping of lists); read them as rows"))
+            notes.append((None, None, "the file holds columns (a mapping of lists); read them as rows"))
             return [dict(zip(keys, row, strict=True)) for row in zip(*data.values(), strict=True)]
     raise DataError(
         f"{path}: expected a JSON list of records, found a {type(data).__name__} at the top level; "
@@ -238,71 +312,86 @@ def _unwrap(path: Path, data: Any, notes: list) -> list:
     )
 
 
-def json_list_lines(text: str) -> dict[int, int]:
-    """1-based line where each element of a top-level JSON list starts.
-
-    >>> json_list_lines('[\\n {"a": 1},\\n {"a": 2}\\n]')
-    {0: 2, 1: 3}
-    """
-    decoder = json.JSONDecoder()
-    pos, out, index = text.index("[") + 1, {}, 0
-    line, counted = 1, 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            return out
-        line += text.count("\n", counted, pos)
-        counted = pos
-        out[index] = line
-        try:
-            _, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return out
-        index += 1
-
-
 def read_jsonl(path: Path, max_records: int | None = None) -> RawSource:
-    """One JSON value per line; a line that does not parse becomes a RawRecord with its error and line number."""
-    if max_records is None:
-        text, notes = decode_text(path, path.read_bytes())
-        return _jsonl_from_text(text, notes, None)
-    records: list[RawRecord] = []
+    """One JSON value per line, streamed from the file: a line that does not parse, is nested too deeply or is
+    over MAX_RECORD_CHARS becomes a RawRecord with its error and line number, and the other lines still load."""
+    if _head(path, 2) in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16: lines are not split at a b"\n" byte
+        text, line_notes = decode_text(path, path.read_bytes())
+        return _jsonl_from_text(path, text, line_notes, max_records)
+    notes: list[Note] = []
+    return RawSource("jsonl", _jsonl_stream(path, notes, max_records), notes)
+
+
+def _jsonl_stream(path: Path, notes: list[Note], max_records: int | None) -> Iterator[RawRecord]:
+    """Records of a JSON Lines file, one line in memory at a time. Lines that are not UTF-8 are read as
+    GB18030 (see decode_text): one note when every non-ASCII line is, else one note per such line."""
+    records: list[RawRecord] = []  # holds at most one record: _jsonl_line appends, we yield and clear
+    bad: list[tuple[int, int]] = []
+    non_ascii = index = 0
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
-            if len(records) >= max_records:
+            if max_records is not None and index >= max_records:
                 break
-            text, _ = decode_text(path, raw)
-            _jsonl_line(records, number, text)
-    return RawSource("jsonl", records)
+            non_ascii += not raw.isascii()
+            line, ok = _decode_line(raw, number)
+            if not ok:
+                bad.append((index, number))
+            if _jsonl_line(records, number, line, index):
+                index += 1
+                yield records.pop()
+    if index == 0:
+        raise DataError(f"{path} has only blank lines: no records to train on")
+    notes += _encoding_notes(path, bad, non_ascii)
 
 
-def _jsonl_from_text(text: str, notes: list, max_records: int | None) -> RawSource:
-    records: list[RawRecord] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if max_records is not None and len(records) >= max_records:
-            break
-        _jsonl_line(records, number, line)
-    if not records:
-        raise DataError("the file has only blank lines: no records to train on")
-    return RawSource("jsonl", records, notes)
-
-
-def _jsonl_line(records: list[RawRecord], number: int, line: str) -> None:
-    if not line.strip():
-        return
+def _decode_line(raw: bytes, number: int) -> tuple[str, bool]:
     try:
-        records.append(RawRecord(len(records), number, json.loads(line)))
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8"), True
+    except UnicodeDecodeError:
+        return _decode_fallback(raw), False
+
+
+def _encoding_notes(path: Path, bad: list[tuple[int, int]], non_ascii: int) -> list[Note]:
+    if bad and len(bad) == non_ascii:
+        return [(None, None, NOT_UTF8_FILE.format(name=path.name))]
+    return [(index, number, NOT_UTF8_LINE) for index, number in bad]
+
+
+def _jsonl_from_text(path: Path, text: str, line_notes: list, max_records: int | None) -> RawSource:
+    records: list[RawRecord] = []
+    pos, number = 0, 0
+    while pos <= len(text) and (max_records is None or len(records) < max_records):
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        number += 1
+        _jsonl_line(records, number, text[pos:end], len(records))
+        pos = end + 1
+    if not records:
+        raise DataError(f"{path} has only blank lines: no records to train on")
+    return RawSource("jsonl", records, _with_index(line_notes, records))
+
+
+def _jsonl_line(records: list[RawRecord], number: int, line: str, index: int | None = None) -> bool:
+    """Append line `number` as a record (or as its error) unless it is blank; True when one was appended."""
+    if not line.strip():
+        return False
+    index = len(records) if index is None else index
+    if len(line) > MAX_RECORD_CHARS:
+        records.append(_capped(RawRecord(index, number), len(line.strip())))
+        return True
+    try:
+        records.append(RawRecord(index, number, json.loads(line)))
     except json.JSONDecodeError as exc:
         shown = line.strip()[:60]
-        records.append(
-            RawRecord(len(records), number, error=f"invalid JSON at column {exc.colno} ({exc.msg}): {shown}")
-        )
+        records.append(RawRecord(index, number, error=f"invalid JSON at column {exc.colno} ({exc.msg}): {shown}"))
+    except RecursionError:
+        records.append(RawRecord(index, number, error=f"the record is {TOO_DEEP}"))
+    return True
 
 
 def read_csv(path: Path, max_records: int | None = None) -> RawSource:
     """CSV/TSV with a header row; every cell is text. A row with too many or too few cells is reported."""
-    text, notes = decode_text(path, path.read_bytes())
+    text, line_notes = decode_text(path, path.read_bytes())
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(path, text))
     header = next(reader, None)
     if not header or not any(h.strip() for h in header):
@@ -320,7 +409,7 @@ def read_csv(path: Path, max_records: int | None = None) -> RawSource:
         start = reader.line_num + 1
     if not records:
         raise DataError(f"{path} has a header but no rows: no records to train on")
-    return RawSource("csv", records, notes)
+    return RawSource("csv", records, _with_index(line_notes, records))
 
 
 def _csv_record(index: int, line: int, header: list[str], row: list[str]) -> RawRecord:
@@ -348,7 +437,8 @@ def read_parquet(path: Path, max_records: int | None = None) -> RawSource:
     table = _arrow_table(path)
     if max_records is not None:
         table = table.slice(0, max_records)
-    notes = [] if path.suffix.lower() == ".parquet" else [(None, f"{path.name} is a Parquet file; read it as one")]
+    named = path.suffix.lower() == ".parquet"
+    notes: list[Note] = [] if named else [(None, None, f"{path.name} is a Parquet file; read it as one")]
     return _from_rows("parquet", table.to_pylist(), notes)
 
 
@@ -362,7 +452,7 @@ def _arrow_table(path: Path) -> Any:
         raise DataError(f"{path} is not a readable Parquet file ({exc}); export it again") from None
 
 
-def _from_rows(kind: str, rows: list, notes: list | None = None) -> RawSource:
+def _from_rows(kind: str, rows: list, notes: list[Note] | None = None) -> RawSource:
     if not rows:
         raise DataError(f"the {kind} dataset has no rows: no records to train on")
     return RawSource(kind, [RawRecord(i, None, row) for i, row in enumerate(rows)], notes or [])
@@ -370,7 +460,7 @@ def _from_rows(kind: str, rows: list, notes: list | None = None) -> RawSource:
 
 def read_disk(path: Path, max_records: int | None = None) -> RawSource:
     """A folder written by `Dataset.save_to_disk` (a DatasetDict uses its 'train' split, else the first)."""
-    notes: list[tuple[int | None, str]] = []
+    notes: list[Note] = []
     ds = _disk_dataset(path, notes)
     if max_records is not None:
         ds = ds.select(range(min(max_records, len(ds))))
@@ -387,7 +477,7 @@ def _disk_dataset(path: Path, notes: list) -> Any:
         raise DataError(f"{path} could not be read as a datasets.save_to_disk folder ({exc})") from None
     if isinstance(ds, DatasetDict):
         split = "train" if "train" in ds else next(iter(ds))
-        notes.append((None, f"using the '{split}' split of {len(ds)} ({', '.join(ds)})"))
+        notes.append((None, None, f"using the '{split}' split of {len(ds)} ({', '.join(ds)})"))
         ds = ds[split]
     return ds
 
@@ -479,7 +569,7 @@ def read_page(path: Path, kind: str, start: int, count: int) -> tuple[list[RawRe
 
 @functools.lru_cache(maxsize=2)
 def _cached_records(path: str, kind: str, mtime_ns: int, size: int) -> list[RawRecord]:
-    return read_source(Path(path), kind).records
+    return list(read_source(Path(path), kind).records)
 
 
 def _csv_page(path: Path, start: int, count: int) -> tuple[list[RawRecord], int]:

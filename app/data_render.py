@@ -13,7 +13,10 @@ app.data; no gradio.
 from __future__ import annotations
 
 import bisect
+import json
 import weakref
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,81 @@ class Example:
     """Record index in the source file (0-based)."""
     fields: dict[str, str] = field(default_factory=dict)
     """{"instruction": ..., "input": ...} of an Alpaca record (the last user turn); empty for conversations."""
+
+
+ROLES = {"s": "system", "u": "user", "a": "assistant"}
+ROLE_CODES = {role: code for code, role in ROLES.items()}
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Examples(Sequence):
+    """Valid examples in one compact copy: each example as a line of UTF-8 JSON in one bytearray, `["ua", "Hi",
+    "Hello."]` (role letters, then the texts) and its fields (`1`: instruction = the last user turn, no input),
+    with its end offset and record index in int64 arrays; an Example is rebuilt (~3 us) when asked for.
+    1,000,000 short Alpaca records take ~45 MB this way, ~900 MB as Example objects (a dict per message, a str
+    per field, a list per example).
+
+    >>> examples = Examples([Example([{"role": "user", "content": "Hi"}], 4)])
+    >>> len(examples), examples[0].index, examples.find(4).messages[0]["content"], examples.find(5)
+    (1, 4, 'Hi', None)
+    """
+
+    def __init__(self, items: Iterable[Example] = ()) -> None:
+        self._blob = bytearray()
+        self._ends = array("q")
+        self._indices = array("q")
+        for example in items:
+            self.append(example)
+
+    def append(self, example: Example) -> bytes:
+        """Store `example` (record indices must increase); returns its conversation as JSON bytes, the same for
+        two examples exactly when their conversations are (what the duplicate check compares)."""
+        roles = "".join(ROLE_CODES[m["role"]] for m in example.messages)
+        messages = _compact([roles, *(m["content"] for m in example.messages)])
+        plain = len(example.messages) > 1 and example.fields == {
+            "instruction": example.messages[-2]["content"],
+            "input": "",
+        }
+        self._blob += messages + b"\n" + (b"1" if plain else _compact(example.fields))
+        self._ends.append(len(self._blob))
+        self._indices.append(example.index)
+        return messages
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self._get(i) for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"example {k} of {len(self)}")
+        return self._get(k % len(self))
+
+    def _parts(self, k: int) -> list[bytes]:
+        start = self._ends[k - 1] if k else 0
+        return bytes(self._blob[start : self._ends[k]]).split(b"\n")
+
+    def _get(self, k: int) -> Example:
+        head, fields = self._parts(k)
+        roles, *texts = json.loads(head)
+        messages = [{"role": ROLES[code], "content": text} for code, text in zip(roles, texts, strict=True)]
+        given = {"instruction": texts[-2], "input": ""} if fields == b"1" else json.loads(fields)
+        return Example(messages, self._indices[k], given)
+
+    def messages_json(self, k: int) -> bytes:
+        """What append returned for example k."""
+        return self._parts(k)[0]
+
+    def find(self, index: int) -> Example | None:
+        """The example of record `index` (a binary search), None when that record is not a valid example."""
+        k = bisect.bisect_left(self._indices, index)
+        return self._get(k) if k < len(self) and self._indices[k] == index else None
+
+    def __repr__(self) -> str:
+        return f"Examples({len(self)} examples, {len(self._blob):,} bytes)"
 
 
 @dataclass
