@@ -120,6 +120,14 @@ STRINGS = {
         "| 平均 / 最长 token 数 | {mean:.1f} / {max:,} |\n| 超过最大长度 {msl} 被截断 | {cut}（{share:.1%}） |\n"
         "| 训练 / 验证 | {train} / {val} |\n| 每轮 token 数 | {epoch:,} |",
     ),
+    "data.stats_sampled": (
+        "Token statistics from {sample:,} evenly spaced examples of {total:,}; training tokenizes every one.",
+        "token 统计基于 {total:,} 条样本中均匀抽取的 {sample:,} 条；训练时会处理全部样本。",
+    ),
+    "data.problems_more": (
+        "… and {more:,} more: `python -m app data inspect FILE --json` lists every problem.",
+        "……还有 {more:,} 个：`python -m app data inspect 文件 --json` 会列出全部问题。",
+    ),
     "data.seg.response": ("response (trained)", "回答（训练）"),
     "data.state.trained": ("trained", "训练"),
     "data.state.prompt": ("prompt", "提示"),
@@ -142,6 +150,7 @@ AUTO = "auto"
 PAGE_SIZE = 20
 UPLOAD_TYPES = [".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".parquet"]
 STATE_COLORS = {"trained": "#54A24B", "prompt": "#BAB0AC", "cut": "#E45756"}
+PROBLEM_ROWS = 1000  # a file of 1,000,000 broken lines has 1,000,000 problems: the browser gets the first 1000
 MAX_MASK_TOKENS = 4096  # a 32k-token record as 32k highlighted spans freezes the browser; the rest is summarised
 
 
@@ -478,13 +487,14 @@ PREPARED = _Prepared()
 def _prepare(cfg: RunConfig, progress: Any = None, fetch: bool = True) -> tuple[Any, Any, str | None]:
     """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable."""
     tok, why = _tokenizer(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code, fetch)
+    load = data.load_from_config(cfg.data)
     if tok is None:
-        return data.load_from_config(cfg.data), None, why
+        return load, None, why
     report = (lambda f, m: progress(f, desc=m)) if progress is not None else None
     try:
-        prepared = data.prepare(cfg.data, tok, report)
+        prepared = data.prepare_preview(load, cfg.data, tok, report)
     except data.RenderError as exc:
-        return data.load_from_config(cfg.data), None, _one_line(exc)
+        return load, None, _one_line(exc)
     PREPARED.put(cfg, prepared)
     return prepared.load, prepared, None
 
@@ -561,7 +571,8 @@ def _summary(load: Any, lang: str, no_tokens: str | None) -> str:
 
 
 def problem_table(problems: list[Any], lang: str = "en") -> pd.DataFrame:
-    """One row per problem: record index, line, field, severity, reason (a note about the whole file has no index)."""
+    """One row per problem: record index, line, field, severity, reason (a note about the whole file has no index);
+    the first PROBLEM_ROWS, then a row saying how many more there are."""
     t = functools.partial(i18n.t, lang=lang)
     cols = [
         t("data.pcol.index"),
@@ -574,8 +585,10 @@ def problem_table(problems: list[Any], lang: str = "en") -> pd.DataFrame:
         return pd.DataFrame({cols[-1]: [t("data.no_problems")]})
     rows = [
         ["" if p.index is None else p.index, "" if p.line is None else p.line, p.field or "", p.severity, p.message]
-        for p in problems
+        for p in problems[:PROBLEM_ROWS]
     ]
+    if len(problems) > PROBLEM_ROWS:
+        rows.append(["", "", "", "", t("data.problems_more", more=len(problems) - PROBLEM_ROWS)])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -647,6 +660,8 @@ def _stats_updates(h: DataHandles, prepared: Any, lang: str) -> dict[Any, Any]:
         val=s.val_count,
         epoch=s.tokens_per_epoch,
     )
+    if prepared.sampled:
+        text = i18n.t("data.stats_sampled", lang, sample=len(s.lengths), total=prepared.sampled) + "\n\n" + text
     return {h.stats: text, h.histogram: data.length_histogram(s.lengths, s.max_seq_len)}
 
 
@@ -668,7 +683,7 @@ def show_record(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def _record_updates(h: DataHandles, cfg: RunConfig, load: Any, prepared: Any, index: int, lang: str) -> dict[Any, Any]:
-    example = next((e for e in load.examples if e.index == index), None)
+    example = load.examples.find(index)
     if example is None:
         return {h.record_info: _why_missing(load, index, lang), h.rendered: None, h.mask: None}
     if prepared is None:  # no tokenizer: the record is valid but cannot be rendered
