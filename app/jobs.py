@@ -55,8 +55,9 @@ class JobManager:
         """Create the run folder (or reuse `resume_dir`, whose saved config.yaml is used) and start training in
         a background thread; returns the run folder at once.
 
-        Raises JobBusy when a job trains on the same device or the run to resume is training elsewhere, and
-        ConfigError (every problem listed) when the config cannot run; neither creates a folder.
+        Raises JobBusy when a job trains on the same device, or the run to resume is training elsewhere (its OS
+        lock, runs.claim) or finished, and ConfigError (every problem listed) when the config cannot run; neither
+        creates a folder nor writes into the run.
         """
         resume_dir = Path(resume_dir) if resume_dir is not None else None
         if resume_dir is not None:
@@ -66,12 +67,16 @@ class JobManager:
             raise ConfigError(problems)
         device = _device_of(config)
         with self._lock:
-            self._refuse_if_busy(device, resume_dir)
+            self._refuse_if_busy(device)
             run_dir = resume_dir or runs.create_run(config)
+            try:  # the run's OS lock, taken before its thread starts and held until train.run returns
+                claim = runs.claim(run_dir, resume=resume_dir is not None)
+            except runs.RunBusy as exc:
+                raise JobBusy(str(exc)) from None
             job = Job(run_dir, device, threading.Thread(), time.time())
             job.thread = threading.Thread(
                 target=self._work,
-                args=(job, config, resume_dir is not None),
+                args=(job, config, resume_dir is not None, claim),
                 name=f"tunedesk-train-{run_dir.name}",
                 daemon=True,
             )
@@ -80,24 +85,17 @@ class JobManager:
             job.thread.start()
         return run_dir
 
-    def _refuse_if_busy(self, device: str, resume_dir: Path | None) -> None:
+    def _refuse_if_busy(self, device: str) -> None:
         busy = self._jobs.get(device)
         if busy is not None and busy.alive():
             raise JobBusy(
                 f"run {busy.run_dir.name} is already training on {device}; stop it or wait for it to "
                 "finish before starting another"
             )
-        if resume_dir is not None:
-            status = runs.run_status(resume_dir)
-            if status == "running":
-                pid = (runs.read_lock(resume_dir) or {}).get("pid")
-                raise JobBusy(f"run {resume_dir.name} is already training (process {pid}); follow it instead")
-            if status == "finished":
-                raise JobBusy(f"run {resume_dir.name} already finished; start a new run to train more")
 
-    def _work(self, job: Job, config: RunConfig, resume: bool) -> None:
+    def _work(self, job: Job, config: RunConfig, resume: bool, claim: runs.Claim) -> None:
         try:
-            job.status = train.run(config, job.run_dir, job.stop_event, resume=resume)
+            job.status = train.run(config, job.run_dir, job.stop_event, resume=resume, claim=claim)
         except BaseException as exc:  # train.run never raises for training errors; this is the last safety net
             job.status = "failed"
             with open(job.run_dir / runs.ERROR_LOG, "a", encoding="utf-8") as fh:

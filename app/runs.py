@@ -4,7 +4,10 @@
         config.yaml        the complete RunConfig (rerun with `python -m app train runs/X/config.yaml`)
         events.jsonl       one JSON object per line, appended with flush + fsync, so a crash loses at most the
                            line being written; readers skip a truncated last line
-        run.lock           pid + hostname + process start time while a trainer owns the folder
+        run.flock          empty; a trainer holds an exclusive OS lock on it (fcntl.flock) for the run's life: the
+                           real exclusion, released by the kernel when the process ends, even by SIGKILL
+        run.lock           pid + hostname + process start time while a trainer owns the folder (for display:
+                           the status "running" and the pid in messages)
         checkpoints/checkpoint-<step>/   resumable Hugging Face Trainer checkpoints
         adapter/ | model/  the final LoRA adapter, or the full model for full/freeze (tokenizer included)
         error.log          tracebacks of failures
@@ -29,6 +32,8 @@ started from the CLI. No torch import.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -37,6 +42,7 @@ import shutil
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +52,19 @@ import yaml
 from app import paths
 from app.config import RunConfig
 
+try:  # POSIX
+    import fcntl
+
+    msvcrt = None
+except ImportError:  # Windows
+    import msvcrt
+
+    fcntl = None
+
 EVENTS = "events.jsonl"
 CONFIG = "config.yaml"
 LOCK = "run.lock"
+FLOCK = "run.flock"
 ERROR_LOG = "error.log"
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
@@ -60,6 +76,10 @@ _write_lock = threading.Lock()
 
 class RunError(RuntimeError):
     """A run folder operation that cannot be done (deleting a running run, a folder that is not a run)."""
+
+
+class RunBusy(RunError):
+    """The run cannot be taken: another process or job trains in it, or it already finished. Nothing was written."""
 
 
 # ---- creating -------------------------------------------------------------------------------------------
@@ -230,6 +250,97 @@ def lock_alive(info: dict | None) -> bool:
         return False
     recorded = info.get("process_start")
     return recorded is None or abs(started - recorded) < 2.0
+
+
+# ---- the claim: one trainer per run folder, by an OS lock ------------------------------------------------------
+@dataclass
+class Claim:
+    """This process owns a run folder while `fd` (an open descriptor of run.flock, OS-locked) stays open."""
+
+    run_dir: Path
+    fd: int
+    previous_status: str
+    """The run's status before this claim: created, stopped, failed or interrupted (a resume's `previous_status`)."""
+
+    def release(self) -> None:
+        clear_lock(self.run_dir)
+        _os_unlock(self.fd)
+        os.close(self.fd)
+
+
+def claim(run_dir: str | Path, resume: bool = False) -> Claim:
+    """Take the run folder for this process before anything is written into it; raises RunBusy, writing nothing,
+    when another process or job trains in it (its OS lock is held) or when a resume targets a finished run.
+
+    The OS lock is checked and taken in one step (two `--resume` 0.3 s apart cannot both pass), and the kernel
+    releases it when the process ends, so a run whose trainer was SIGKILLed stays resumable. run.lock (the pid)
+    is written after it, for display."""
+    run_dir = Path(run_dir)
+    if resume and run_status(run_dir) == "finished":  # before the lock file: a finished run is left as it is
+        raise RunBusy(_finished_message(run_dir))
+    fd = _os_lock(run_dir / FLOCK)
+    if fd is None:
+        raise RunBusy(_busy_message(run_dir))
+    try:
+        status = run_status(run_dir)
+        if status == "running":  # a live trainer without the OS lock (a TuneDesk from before run.flock)
+            raise RunBusy(_busy_message(run_dir))
+        if resume and status == "finished":
+            raise RunBusy(_finished_message(run_dir))
+        write_lock(run_dir)
+    except BaseException:
+        _os_unlock(fd)
+        os.close(fd)
+        raise
+    return Claim(run_dir, fd, status)
+
+
+def _busy_message(run_dir: Path) -> str:
+    pid = (read_lock(run_dir) or {}).get("pid")
+    who = f"process {pid}" if pid else "another process"
+    return (
+        f"run {run_dir.name} is already training ({who} holds it); nothing was changed. Follow it in the Train tab "
+        "or wait for it to end; resume it only once it is stopped, failed or interrupted."
+    )
+
+
+def _finished_message(run_dir: Path) -> str:
+    return (
+        f"run {run_dir.name} already finished; nothing was changed. Start a new run to train more "
+        f"(python -m app train {Path(run_dir) / CONFIG})."
+    )
+
+
+def _os_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive, non-blocking OS lock on `path`, or None when another holds it.
+
+    POSIX: fcntl.flock (per open file, so two jobs of one process exclude each other too). Windows: msvcrt.locking
+    of the first byte. A file system without locks (some network mounts) degrades to the pid file, with a warning.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except (BlockingIOError, PermissionError):  # held elsewhere (POSIX EWOULDBLOCK; Windows EACCES)
+        os.close(fd)
+        return None
+    except OSError as exc:  # ENOLCK and the like: no OS locks here
+        if msvcrt is not None and exc.errno == errno.EDEADLOCK:  # Windows reports a held lock so too
+            os.close(fd)
+            return None
+        warnings.warn(f"{path}: no OS file lock here ({exc}); only the pid in {LOCK} guards the run", stacklevel=2)
+    return fd
+
+
+def _os_unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        else:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 # ---- status and summaries -----------------------------------------------------------------------------------

@@ -80,7 +80,46 @@ def preflight(cfg: RunConfig) -> list[str]:
         )
     if on_cpu and cfg.train.precision == "fp16":
         problems.append("train.precision: fp16 training needs a CUDA GPU; on the CPU use auto (float32)")
-    return problems
+    found = (_model_problem(cfg.model.name_or_path), _data_problem(cfg.data.path), _output_problem(cfg))
+    return problems + [p for p in found if p]
+
+
+def _model_problem(name: str) -> str | None:
+    """Why model.name_or_path cannot be found, asked of modeling.resolve_model without loading anything; the
+    default model and an existing .gguf file pass (they are fetched or converted when the run loads them)."""
+    name = name.strip()
+    path = Path(name).expanduser()
+    if not name or name in modeling.DEFAULT_ALIASES or (path.suffix.lower() == ".gguf" and path.is_file()):
+        return None  # empty: validate() already said so
+    try:
+        modeling.resolve_model(name)
+    except modeling.ModelError as exc:
+        return f"model.name_or_path: {exc}"
+    return None
+
+
+def _data_problem(path: str) -> str | None:
+    """data.path that is neither a file or folder (where app.data looks for it) nor a hub dataset id."""
+    from app import paths
+    from app.data_io import looks_like_hub_id
+
+    if not path.strip():
+        return "data.path: empty; choose a dataset file (e.g. assets/sample_data.json)"
+    if paths.resolve_data_path(path).exists() or looks_like_hub_id(path):
+        return None
+    return f"data.path: {path}: file not found (looked in the working directory and {paths.ROOT}); check the path"
+
+
+def _output_problem(cfg: RunConfig) -> str | None:
+    """train.output_dir that cannot hold run folders: a file, or a folder this user may not write to."""
+    from app import paths
+
+    root = paths.runs_dir(cfg.train.output_dir)
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is None or (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        return None
+    what = "is a file" if not existing.is_dir() else "is a folder you may not write to"
+    return f"train.output_dir: {existing} {what}, so no run folder can be made under {root}; choose another folder"
 
 
 def cpu_threads(local_world: int = 1) -> int:
@@ -624,13 +663,9 @@ def record_failure(run_dir: Path, exc: BaseException, cfg: RunConfig, device: st
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
-def resume_point(run_dir: Path) -> tuple[Path | None, dict]:
-    """The checkpoint to continue from and facts for the `resumed` event; refuses finished and running runs."""
-    status = runs.run_status(run_dir)
-    if status == "finished":
-        raise TrainError(f"run {run_dir.name} already finished; start a new run (or train more from its config)")
-    if status == "running":
-        raise TrainError(f"run {run_dir.name} is already training (pid {(runs.read_lock(run_dir) or {}).get('pid')})")
+def resume_point(run_dir: Path, previous_status: str = "interrupted") -> tuple[Path | None, dict]:
+    """The checkpoint to continue from and facts for the `resumed` event. Whether the run may be resumed at all
+    (not finished, not training) is runs.claim()'s decision, made before anything is written."""
     ckpt = runs.latest_checkpoint(run_dir)
     step = runs.checkpoint_step(ckpt) if ckpt else 0
     events = runs.effective_events(runs.load_events(run_dir))
@@ -638,7 +673,7 @@ def resume_point(run_dir: Path) -> tuple[Path | None, dict]:
     return ckpt, {
         "from_step": step,
         "checkpoint": str(ckpt) if ckpt else None,
-        "previous_status": status,
+        "previous_status": previous_status,
         "elapsed_before": elapsed[-1] if elapsed else 0.0,
     }
 
@@ -649,19 +684,34 @@ def run(
     stop: threading.Event | None = None,
     resume: bool = False,
     progress: bool = False,
+    claim: runs.Claim | None = None,
 ) -> str:
     """Train `config` into `run_dir`; returns "finished", "stopped" or "failed". Never raises for training
-    errors: they end as a `failed` event with a message, and the traceback in error.log."""
+    errors: they end as a `failed` event with a message, and the traceback in error.log.
+
+    `claim` is the caller's runs.claim() of the folder (the UI takes it before its thread starts); without one,
+    rank 0 takes it here, and a run that cannot be taken (training elsewhere, or a finished run to resume) raises
+    runs.RunBusy with nothing written. The claim is released when this returns."""
     run_dir = Path(run_dir)
-    stop = stop or threading.Event()
     dist = dist_info()
+    if claim is None and dist.main:
+        claim = runs.claim(run_dir, resume=resume)
+    try:
+        previous = claim.previous_status if claim is not None else "interrupted"
+        return _run_claimed(config, run_dir, stop or threading.Event(), resume, progress, dist, previous)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _run_claimed(
+    config: RunConfig, run_dir: Path, stop: threading.Event, resume: bool, progress: bool, dist: Dist, previous: str
+) -> str:
     device = "cpu"
     step: int | None = None
     state: dict[str, Any] = {}
     try:
-        resume_from = resume_point(run_dir) if resume else None  # before our own lock makes it look "running"
-        if dist.main:
-            runs.write_lock(run_dir)
+        resume_from = resume_point(run_dir, previous) if resume else None
         problems = preflight(config)
         if problems:
             raise TrainError("the config cannot run:\n  - " + "\n  - ".join(problems))
@@ -679,8 +729,6 @@ def run(
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
-        if dist.main:
-            runs.clear_lock(run_dir)
     return status
 
 
@@ -863,14 +911,25 @@ def _shared_run_dir(cfg: RunConfig, args: argparse.Namespace, dist: Dist) -> Pat
 
 
 def main(args: argparse.Namespace) -> int:
+    """Every check before the run folder is made (or, for --resume, before anything is written into it): a
+    refusal prints one message and leaves runs/ as it was."""
     logging.basicConfig(level=logging.INFO, format="[tunedesk] %(message)s")
     try:
         cfg = _load_cli_config(args)
-        cfg.check(args.config or args.resume)
+        problems = preflight(cfg)  # validate() and what needs the machine: device, model, data, output folder
+        if problems:
+            raise ConfigError(problems, args.config or args.resume)
     except ConfigError as exc:
         print(f"python -m app train: {exc}", file=sys.stderr)
         return 2
     dist = dist_info()
+    claim = None
+    if args.resume and dist.main:
+        try:
+            claim = runs.claim(args.resume, resume=True)
+        except runs.RunBusy as exc:
+            print(f"python -m app train: {exc}", file=sys.stderr)
+            return 1
     run_dir = _shared_run_dir(cfg, args, dist)
     if args.resume and args.max_steps is not None and dist.main:
         cfg.save(run_dir / runs.CONFIG)
@@ -878,7 +937,7 @@ def main(args: argparse.Namespace) -> int:
     _install_stop_signals(stop)
     if dist.main:
         print(f"[tunedesk] run folder: {run_dir}", file=sys.stderr, flush=True)
-    status = run(cfg, run_dir, stop, resume=bool(args.resume), progress=True)
+    status = run(cfg, run_dir, stop, resume=bool(args.resume), progress=True, claim=claim)
     if dist.main:
         _print_outcome(run_dir, status)
     return 0 if status in ("finished", "stopped") else 1
