@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from app import libs, paths
+from app import consent, libs, paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
 
 libs.load()  # transformers and peft, fully, before any thread uses them (see app/libs.py)
@@ -283,9 +283,23 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class ConsentNeeded(ModelError):
+    """The model's own code would run without the user's consent (app.consent); the message says how to give it."""
+
+
+def require_consent(path: str, trust_remote_code: bool) -> None:
+    """Refuse (ModelError, saying how to consent) to run a model folder's own code without the user's consent
+    (app.consent). Called right before every load that passes trust_remote_code on to transformers."""
+    try:
+        consent.require(path, trust_remote_code)
+    except consent.ConsentError as exc:
+        raise ConsentNeeded(str(exc)) from None
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
+    require_consent(path, trust_remote_code)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -305,6 +319,7 @@ def load_model(
     quant = quant or QuantConfig()
     start = time.perf_counter()
     path = resolve_model(model_cfg.name_or_path, progress)
+    require_consent(path, model_cfg.trust_remote_code)
     _check_weights_safe(Path(path), model_cfg.allow_pickle)
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)
@@ -433,6 +448,7 @@ def inspect_model(name_or_path: str, trust_remote_code: bool = False) -> dict[st
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
+    require_consent(path, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         with init_empty_weights():

@@ -46,7 +46,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from app import modeling, runs  # noqa: E402
+from app import consent, modeling, runs  # noqa: E402
 
 log = logging.getLogger("tunedesk.train")
 
@@ -81,7 +81,24 @@ def preflight(cfg: RunConfig) -> list[str]:
     if on_cpu and cfg.train.precision == "fp16":
         problems.append("train.precision: fp16 training needs a CUDA GPU; on the CPU use auto (float32)")
     found = (_model_problem(cfg.model.name_or_path), _data_problem(cfg.data.path), _output_problem(cfg))
+    found += (_consent_problem(cfg),)
     return problems + [p for p in found if p]
+
+
+def _consent_problem(cfg: RunConfig) -> str | None:
+    """Trust remote code without the user's consent (app.consent) is refused before a run folder exists, so a
+    Resume of a run whose config.yaml has it on asks again instead of failing inside the run."""
+    if not cfg.model.trust_remote_code:
+        return None
+    try:
+        path = modeling.resolve_model(cfg.model.name_or_path)
+    except modeling.ModelError:
+        return None  # _model_problem says why
+    try:
+        modeling.require_consent(path, True)
+    except modeling.ModelError as exc:
+        return f"model.trust_remote_code: {exc}"
+    return None
 
 
 def _model_problem(name: str) -> str | None:
@@ -878,6 +895,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.max_steps)")
     parser.add_argument("--run-name", help="name appended to the run folder")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="you have read the model folder's .py files and let them run (needed when the config has "
+        "model.trust_remote_code: true; the config alone does not run a model's code)",
+    )
 
 
 def _load_cli_config(args: argparse.Namespace) -> RunConfig:
@@ -893,6 +916,15 @@ def _load_cli_config(args: argparse.Namespace) -> RunConfig:
     if args.run_name:
         changes["train.run_name"] = args.run_name
     return cfg.replace(**changes) if changes else cfg
+
+
+def _consent_from_cli(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """--trust-remote-code is the user's consent (app.consent) to the config's model code, for this process."""
+    if getattr(args, "trust_remote_code", False) and cfg.model.trust_remote_code:
+        try:
+            consent.grant(modeling.resolve_model(cfg.model.name_or_path))
+        except modeling.ModelError:
+            pass  # preflight names the missing model
 
 
 def _shared_run_dir(cfg: RunConfig, args: argparse.Namespace, dist: Dist) -> Path:
@@ -916,6 +948,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="[tunedesk] %(message)s")
     try:
         cfg = _load_cli_config(args)
+        _consent_from_cli(cfg, args)
         problems = preflight(cfg)  # validate() and what needs the machine: device, model, data, output folder
         if problems:
             raise ConfigError(problems, args.config or args.resume)

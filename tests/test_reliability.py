@@ -302,7 +302,12 @@ def test_trust_remote_code_without_confirmation_is_refused_everywhere(ui):
     loaded = model_tab.load_or_inspect(ui, values, inspect_only=False)
     assert "not confirmed" in loaded[hm.status]
     assert "not confirmed" in data_tab.load_data(ui, values, fetch=False)[hd.status]
-    confirmed = model_tab.load_or_inspect(ui, {**values, hm.trust_confirm: True}, inspect_only=True)
+    ticked = {**values, hm.trust_confirm: True}
+    refused = model_tab.load_or_inspect(ui, ticked, inspect_only=True)  # the box's value alone is no consent
+    assert "Trust remote code" in refused[hm.status], refused[hm.status]
+    model_tab.record_consent(values[ui.form.components["model.name_or_path"]], True)  # the person's tick
+    confirmed = model_tab.load_or_inspect(ui, ticked, inspect_only=True)
+    model_tab.withdraw_consent()
     assert "Inspected" in confirmed[hm.status]  # confirmed: the form reads, the model is looked at
     assert ui.form.to_config({**values, hm.trust_confirm: True}).model.trust_remote_code is True
 

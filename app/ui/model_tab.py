@@ -278,12 +278,36 @@ def _build_trust_confirm(ctx: Any, trust: gr.Checkbox) -> gr.Checkbox:
         show_progress="hidden",
         api_visibility="private",
     )
+    name = ctx.form.components["model.name_or_path"]
+    confirm.input(record_consent, inputs=[name, confirm], outputs=confirm, api_visibility="private")
+    name.change(withdraw_consent, outputs=confirm, show_progress="hidden", api_visibility="private")
     ctx.form.add_extra(
         [confirm],
         functools.partial(require_trust_confirmation, confirm),
         lambda cfg: {confirm: gr.update(visible=cfg.model.trust_remote_code, value=False)},
     )
     return confirm
+
+
+def record_consent(name: str, ticked: bool) -> Any:
+    """The user's tick is the consent (app.consent) to run the named model's code, in this app process; the untick
+    withdraws it. A name that does not resolve to a model leaves the box unticked (nothing to consent to)."""
+    from app import consent, modeling
+
+    try:
+        path = modeling.resolve_model(name or "")
+    except modeling.ModelError:
+        return gr.update(value=False)
+    (consent.grant if ticked else consent.revoke)(path)
+    return gr.update(value=bool(ticked))
+
+
+def withdraw_consent() -> Any:
+    """Another model named: the tick (and the consent it gave) does not carry over to it."""
+    from app import consent
+
+    consent.revoke()
+    return gr.update(value=False)
 
 
 def require_trust_confirmation(confirm: Any, data: dict[str, Any], values: dict[Any, Any]) -> None:
@@ -510,6 +534,8 @@ def structure(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
 
     try:
         return modeling.inspect_model(name, trust_remote_code=trust_remote_code)
+    except modeling.ConsentNeeded:
+        raise  # not a missing config: the catalog's numbers would hide the refusal
     except modeling.ModelError as exc:
         try:
             arch = memory.architecture_from(name)
