@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -14,6 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TOKEN = secrets.token_urlsafe(24)
+"""The access token every app started here gets ($TUNEDESK_TOKEN), so tests can call it like a script would."""
+HEADERS = {"X-TuneDesk-Token": TOKEN}
+
+
+def page_url(url: str) -> str:
+    """The address a person opens: the printed one, token included (it sets the cookie the page then uses)."""
+    return f"{url}/?token={TOKEN}"
+
+
+def get(url: str, timeout: float = 30):
+    """urlopen with the token header."""
+    return urllib.request.urlopen(urllib.request.Request(url, headers=HEADERS), timeout=timeout)
 
 
 def free_port() -> int:
@@ -48,7 +62,13 @@ def running_app(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """The app on a free port; `entry` replaces `-m app ui` (e.g. [".../launch.py"])."""
     port = free_port()
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "TUNEDESK_TOKEN": TOKEN,
+        **(env or {}),
+    }
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, *(entry or ["-m", "app", "ui"]), "--no-browser", "--port", str(port), *args],
@@ -73,7 +93,7 @@ def running_app(
 
 def served_config(url: str) -> dict:
     """The page's Gradio config (components, dependencies, css) as a browser receives it."""
-    with urllib.request.urlopen(url + "/config", timeout=30) as resp:
+    with get(url + "/config") as resp:
         return json.load(resp)
 
 

@@ -12,7 +12,7 @@ import json
 import signal
 
 import pytest
-from apprunner import running_app
+from apprunner import HEADERS, running_app
 from safetensors.torch import load_file
 from test_reliability_kit import app_env, ended, events, only_run, page_inputs, start_training, table_rows, wait_for
 
@@ -27,7 +27,7 @@ SAVE_EVERY = 10
 def _client(url: str):
     from gradio_client import Client
 
-    return Client(url, verbose=False)
+    return Client(url, verbose=False, headers=HEADERS)
 
 
 def test_sigkill_mid_training_then_restart_lists_interrupted_and_resume_finishes(tiny_model_dir, tmp_path):

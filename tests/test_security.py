@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
-from apprunner import ROOT, running_app
+from apprunner import HEADERS, ROOT, running_app
 
 
 def _status(opener, url: str, data: dict | None = None) -> int:
@@ -86,19 +87,31 @@ def test_default_bind_is_localhost_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_uploads_go_to_a_private_folder_and_the_size_limit_answers_413(tmp_path):
+def test_uploads_go_to_a_private_folder_and_the_size_limit_answers_413_and_sigterm_removes_it(tmp_path):
     import httpx
 
     env = {"TUNEDESK_RUNS": str(tmp_path / "runs"), "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": ""}
-    with running_app("--max-upload-mb", "1", env=env) as (url, _proc):
-        small = httpx.post(url + "/gradio_api/upload", files={"files": ("ok.json", b'[{"a": 1}]')}, timeout=30)
+    stale = tmp_path / "tunedesk-999999-dead"  # left by an app that was killed: its owner is gone
+    stale.mkdir()
+    (stale / ".owner.json").write_text('{"pid": 999999, "started": 1.0}')
+    (stale / "upload.json").write_text("[]")
+    with running_app("--max-upload-mb", "1", env=env) as (url, proc):
+        assert not stale.exists()  # cleaned at start
+        small = httpx.post(
+            url + "/gradio_api/upload", files={"files": ("ok.json", b'[{"a": 1}]')}, headers=HEADERS, timeout=30
+        )
         assert small.status_code == 200, small.text
         stored = Path(small.json()[0])
-        private = next(tmp_path.glob("tunedesk-gradio-*"))
+        private = next(tmp_path.glob("tunedesk-*"))
         assert private in stored.parents, (stored, private)
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # other accounts cannot list or read uploads
-        big = httpx.post(url + "/gradio_api/upload", files={"files": ("big.json", b"x" * (2 << 20))}, timeout=30)
+        big = httpx.post(
+            url + "/gradio_api/upload", files={"files": ("big.json", b"x" * (2 << 20))}, headers=HEADERS, timeout=30
+        )
         assert big.status_code == 413 and "maximum allowed size" in big.text, (big.status_code, big.text[:300])
+        proc.send_signal(signal.SIGTERM)  # what `kill` and a service manager send
+        assert proc.wait(30) is not None
+    assert not private.exists(), list(private.rglob("*"))
 
 
 def test_launch_py_listen_without_auth_exits_nonzero_saying_why():

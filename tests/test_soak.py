@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from apprunner import running_app
+from apprunner import HEADERS, running_app
 from safetensors.torch import load_file
 from test_reliability_kit import app_env, ended, events, page_inputs, start_training, table_rows, wait_for
 
@@ -49,7 +49,7 @@ def app(tiny_model_dir, tmp_path_factory):
 def _client(url: str):
     from gradio_client import Client
 
-    return Client(url, verbose=False)
+    return Client(url, verbose=False, headers=HEADERS)
 
 
 def _new_run(runs_dir: Path, before: set[Path]) -> Path | None:

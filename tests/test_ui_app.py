@@ -3,11 +3,9 @@ page with the tab names (a real server in a subprocess; no browser)."""
 
 from __future__ import annotations
 
-import urllib.request
-
 import gradio as gr
 import pytest
-from apprunner import running_app, served_config, tab_labels
+from apprunner import get, running_app, served_config, tab_labels
 
 from app.ui import app as ui_app
 
@@ -43,7 +41,7 @@ def test_context_language_follows_the_selector_value():
 def test_the_app_serves_its_page_with_the_tabs(tmp_path):
     env = {"TUNEDESK_RUNS": str(tmp_path / "runs")}
     with running_app(env=env, log_path=tmp_path / "app.log", timeout=120) as (url, _proc):
-        with urllib.request.urlopen(url + "/", timeout=30) as resp:
+        with get(url + "/") as resp:
             assert resp.status == 200
             assert "TuneDesk" in resp.read().decode("utf-8", "replace")
         config = served_config(url)

@@ -9,22 +9,24 @@ memory estimate reads data and train fields; Start reads every form field) are r
 from __future__ import annotations
 
 import argparse
-import atexit
 import gc
 import importlib
 import os
-import shutil
+import signal
+import socket
 import sys
-import tempfile
 import threading
+import webbrowser
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
-from app import paths
+from app import access, paths
 from app.config import RunConfig
-from app.ui import i18n
+from app.ui import i18n, pickers
 from app.ui.form import Form
 
 STRINGS = {
@@ -157,7 +159,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("TUNEDESK_PORT", 7860)))
     parser.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 (needs --auth)")
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (needs --auth)")
-    parser.add_argument("--auth", default=os.environ.get("TUNEDESK_AUTH"), help="USER:PASS required to open the app")
+    parser.add_argument(
+        "--auth",
+        default=None,
+        help="USER:PASS required to open the app. Visible to other accounts in `ps`: prefer $TUNEDESK_AUTH or "
+        "--auth-file",
+    )
+    parser.add_argument("--auth-file", default=None, help="a file (only you can read) holding USER:PASS")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[h for h in os.environ.get("TUNEDESK_ALLOWED_HOSTS", "").split(",") if h.strip()],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable; $TUNEDESK_ALLOWED_HOSTS, comma-separated); "
+        "localhost, 127.0.0.1 and ::1 always work, and with --listen this machine's own names and addresses",
+    )
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--model", default=None, help="preselect this base model (catalog id, hub id, folder, .gguf)")
     parser.add_argument("--lang", choices=i18n.LANGS, default=os.environ.get("TUNEDESK_LANG", "en"))
@@ -172,10 +188,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_auth(auth: str | None) -> tuple[str, str] | None:
     if not auth:
         return None
-    user, sep, password = auth.partition(":")
+    user, sep, password = auth.strip().partition(":")
     if not sep or not user or not password:
         raise ValueError("--auth must be USER:PASS with both parts non-empty")
     return user, password
+
+
+def resolve_auth(args: argparse.Namespace) -> tuple[tuple[str, str] | None, str | None]:
+    """(USER, PASS) from --auth, else --auth-file, else $TUNEDESK_AUTH; and a warning for --auth on the command
+    line, which every account on the machine can read in `ps`. Raises ValueError naming the bad source."""
+    if args.auth:
+        return parse_auth(args.auth), (
+            "tunedesk: note: --auth on the command line is visible to other accounts (ps); "
+            "prefer TUNEDESK_AUTH=USER:PASS or --auth-file FILE"
+        )
+    if getattr(args, "auth_file", None):
+        path = Path(args.auth_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"--auth-file {path}: cannot read it ({exc.strerror or exc})") from None
+        try:
+            return parse_auth(text), None
+        except ValueError:
+            raise ValueError(f"--auth-file {path} must hold USER:PASS on one line, both parts non-empty") from None
+    return parse_auth(os.environ.get("TUNEDESK_AUTH")), None
 
 
 MAX_UPLOAD_MB = 512
@@ -195,30 +232,35 @@ def max_upload_mb(arg: int | None = None) -> int:
 
 
 def private_upload_dir() -> str:
-    """Gradio's upload and download cache ($GRADIO_TEMP_DIR) in a folder only this user can open (mkdtemp: mode
-    700), removed at exit. Gradio's default, /tmp/gradio, is created 755, so other accounts on a shared machine could
-    read uploaded datasets. A GRADIO_TEMP_DIR set by the user is kept as it is."""
+    """Gradio's upload and download cache ($GRADIO_TEMP_DIR) in a folder only this user can open (mode 700),
+    removed at exit and, after a crash, at the next start (app.ui.pickers.private_dir). Gradio's default,
+    /tmp/gradio, is created 755, so other accounts on a shared machine could read uploaded datasets. A
+    GRADIO_TEMP_DIR set by the user is kept as it is."""
     if not os.environ.get("GRADIO_TEMP_DIR"):
-        folder = tempfile.mkdtemp(prefix="tunedesk-gradio-")
-        os.environ["GRADIO_TEMP_DIR"] = folder
-        atexit.register(shutil.rmtree, folder, True)
+        os.environ["GRADIO_TEMP_DIR"] = str(pickers.private_dir())
     return os.environ["GRADIO_TEMP_DIR"]
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        auth = parse_auth(args.auth)
+        auth, warning = resolve_auth(args)
         upload_mb = max_upload_mb(getattr(args, "max_upload_mb", None))
+        token = None if auth else access.new_token()
     except ValueError as exc:
         print(f"tunedesk: {exc}", file=sys.stderr)
         return 2
     if (args.listen or args.share) and auth is None:
         print(
             "tunedesk: refusing to serve beyond this machine without a password: --listen and --share expose "
-            "training, your files and your models to the network. Add --auth USER:PASS (or set TUNEDESK_AUTH).",
+            "training, your files and your models to the network. Set TUNEDESK_AUTH=USER:PASS (or --auth-file "
+            "FILE; --auth USER:PASS works too but shows the password in `ps`).",
             file=sys.stderr,
         )
         return 2
+    if warning:
+        print(warning, file=sys.stderr)
+    gate = access.Gate(token, access.allowed_hosts(args.listen, args.share, args.allow_host), args.port)
+    pickers.clean_stale_folders()
     private_upload_dir()  # before the Blocks exist: they read GRADIO_TEMP_DIR when created
     # Four events of a kind at once (Gradio's default is 1). Read by the queue that gr.Blocks() creates: calling
     # demo.queue(default_concurrency_limit=4) instead rebuilds the FastAPI app (~170 routes), 0.7 s of cold start.
@@ -229,16 +271,33 @@ def main(args: argparse.Namespace) -> int:
         server_port=args.port,
         share=args.share,
         auth=auth,
-        inbrowser=not args.no_browser,
+        inbrowser=False,  # opened below, with the token in the address
+        quiet=True,  # Gradio's own "Running on" line has no token: ours below does
         css=css(),
         max_file_size=f"{upload_mb}mb",  # over it: HTTP 413 "File size exceeded maximum allowed size of N bytes"
         allowed_paths=[],
         show_error=False,
+        ssr_mode=False,  # the gate sits in front of the Python server; a Node front server would bypass it
+        app_kwargs={"middleware": [Middleware(access.GateMiddleware, gate=gate)]},
         prevent_thread_lock=True,
     )
+    gate.starting = False
+    url = gate.url(f"http://127.0.0.1:{demo.server_port}")
+    print(f"TuneDesk is running. Open {url}", flush=True)
+    if args.listen:
+        print(f"Others on your network: http://{socket.gethostname()}:{demo.server_port} (password required)")
+    if getattr(demo, "share_url", None):
+        print(f"Public link: {demo.share_url} (password required)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(url)
+    signal.signal(signal.SIGTERM, _interrupt)  # so `kill` cleans up like Ctrl-C (atexit: the private folders)
     threading.Thread(target=warm_up, name="tunedesk-warm-up", daemon=True).start()
     demo.block_thread()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def warm_up() -> None:

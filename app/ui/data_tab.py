@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -26,9 +25,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import data, paths
+from app import data, files, paths
 from app.config import ConfigError, RunConfig
-from app.ui import i18n, pickers
+from app.ui import i18n
 
 STRINGS = {
     "data.section.source": ("Dataset", "数据集"),
@@ -72,7 +71,7 @@ STRINGS = {
     "data.error": ("Cannot read the dataset: {msg}", "无法读取数据集：{msg}"),
     "data.config_error": ("Fix these settings first:\n{msg}", "请先修正这些设置：\n{msg}"),
     "data.no_tokenizer": ("Records checked, but tokens were not counted: {msg}", "记录已检查，但未统计 token：{msg}"),
-    "data.uploaded": ("Copied the upload to `{path}`.", "上传的文件已复制到 `{path}`。"),
+    "data.uploaded": ("Kept the upload as `{path}`.", "上传的文件已保存为 `{path}`。"),
     "data.tab.records": ("Records", "记录"),
     "data.tab.problems": ("Problems", "问题"),
     "data.tab.example": ("Example as trained", "训练样本预览"),
@@ -434,10 +433,19 @@ def _show_extras(h: DataHandles) -> Any:
 
 
 # ---- tokenizer and prepared data, cached ----------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
 def tokenizer_for(name: str, trust_remote_code: bool = False) -> Any:
-    """The base model's tokenizer only (no weights): ~0.3 s for SmolLM2 the first time, then cached."""
+    """The base model's tokenizer only (no weights): ~0.3 s for SmolLM2 the first time, then cached. Consent to
+    run the model's code is asked on every call: the cache must not outlive a withdrawn consent."""
     from app import modeling  # brings torch: imported when tokens are first counted, not with the UI
+
+    if trust_remote_code:
+        modeling.require_consent(modeling.resolve_model(name), True)
+    return _cached_tokenizer(name, trust_remote_code)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(name: str, trust_remote_code: bool) -> Any:
+    from app import modeling
 
     return modeling.load_tokenizer(modeling.resolve_model(name), trust_remote_code)
 
@@ -735,19 +743,17 @@ def _render(h: DataHandles, cfg: RunConfig, example: Any, tok: Any, template: st
 
 # ---- upload -------------------------------------------------------------------------------------------------------
 def upload(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    """Copy the browser upload into a private folder (temp name, then rename) and point data.path at it: Gradio's
-    upload cache is shared and cleaned on its own schedule, and a training run must find the file hours later."""
+    """Keep the browser upload in TuneDesk's uploads folder (app.files.keep_upload: moved out of Gradio's cache,
+    stored once by content) and point data.path at it: a run's config.yaml names that file, and Resume after a
+    restart must still find it."""
     h: DataHandles = ctx.handles["data"]
     lang = ctx.lang(values)
     src = values.get(h.upload)
     src = src[0] if isinstance(src, list) else src
     if not src:
         return {h.status: i18n.t("data.status.empty", lang)}
-    target = pickers.fresh_dir() / Path(str(src)).name
-    tmp = target.with_name(target.name + ".part")
     try:
-        shutil.copyfile(str(src), tmp)
-        tmp.replace(target)
+        target = files.keep_upload(str(src))
     except OSError as exc:
         return {h.status: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
     return {h.fields["data.path"]: str(target), h.status: i18n.t("data.uploaded", lang, path=target)}

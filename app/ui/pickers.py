@@ -11,8 +11,6 @@ on, the tab says so and offers the choice: wait for the run, or load on the CPU.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import gradio as gr
 import yaml
 
-from app import runs
+from app import files, runs
 from app.ui import i18n
 
 STRINGS = {
@@ -219,19 +217,16 @@ def busy_note(choice: str, lang: str) -> tuple[bool, str]:
 
 
 # ---- files the app hands to the browser or keeps for later --------------------------------------------------------
-_PRIVATE: Path | None = None
-
-
 def private_dir() -> Path:
-    """A folder of this app process, mode 700, for uploads (Gradio's own upload cache is shared and cleaned on its
-    own schedule, and a training run must still find the file hours later) and for CSV downloads."""
-    global _PRIVATE
-    if _PRIVATE is None or not _PRIVATE.is_dir():
-        _PRIVATE = Path(tempfile.mkdtemp(prefix="tunedesk-"))
-        os.chmod(_PRIVATE, 0o700)
-    return _PRIVATE
+    """This app process's private scratch folder (app.files): Gradio's upload cache and CSV downloads."""
+    return files.scratch_dir()
 
 
 def fresh_dir() -> Path:
-    """A new subfolder of private_dir(): files of the same name (two uploads of train.json) never clash."""
-    return Path(tempfile.mkdtemp(dir=private_dir()))
+    """A new subfolder of private_dir(): files of the same name (two CSV downloads) never clash."""
+    return files.fresh_dir()
+
+
+def clean_stale_folders() -> None:
+    """Remove the scratch folders that earlier app processes could not remove (killed, power lost)."""
+    files.clean_stale()

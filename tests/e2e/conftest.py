@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apprunner import running_app
+from apprunner import page_url, running_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
@@ -68,7 +68,7 @@ def page(browser, app_server):
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    pg.goto(app_server[0] + "/")
+    pg.goto(page_url(app_server[0]))
     yield pg
     context.close()
 

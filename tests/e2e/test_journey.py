@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from apprunner import page_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ def journey(browser, app_server) -> Any:
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    pg.goto(app_server[0] + "/")
+    pg.goto(page_url(app_server[0]))
     yield pg
     context.close()
 
