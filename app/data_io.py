@@ -274,14 +274,14 @@ def _syntax(msg: str, text: str, pos: int) -> json.JSONDecodeError:
     return json.JSONDecodeError(msg, text, pos)
 
 
-def _capped(record: RawRecord, chars: int) -> RawRecord:
+def _capped(record: RawRecord, size: int, unit: str = "characters") -> RawRecord:
     """The record, or in its place the error that it is longer than MAX_RECORD_CHARS."""
-    if chars <= MAX_RECORD_CHARS:
+    if size <= MAX_RECORD_CHARS:
         return record
     return RawRecord(
         record.index,
         record.line,
-        error=f"the record is {chars:,} characters long, over the limit of {MAX_RECORD_CHARS:,} per record "
+        error=f"the record is {size:,} {unit} long, over the limit of {MAX_RECORD_CHARS:,} characters per record "
         "(a training example is a few thousand tokens); split it into smaller records or shorten it",
     )
 
@@ -332,6 +332,10 @@ def _jsonl_stream(path: Path, notes: list[Note], max_records: int | None) -> Ite
         for number, raw in enumerate(fh, 1):
             if max_records is not None and index >= max_records:
                 break
+            if len(raw) > 4 * MAX_RECORD_CHARS:  # over the cap in any encoding (UTF-8: <= 4 bytes a character)
+                index += 1
+                yield _capped(RawRecord(index - 1, number), len(raw), "bytes")
+                continue
             non_ascii += not raw.isascii()
             line, ok = _decode_line(raw, number)
             if not ok:

@@ -50,8 +50,11 @@ ROLES = {"s": "system", "u": "user", "a": "assistant"}
 ROLE_CODES = {role: code for code, role in ROLES.items()}
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options builds one a call
+
+
 def _compact(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 class Examples(Sequence):

@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.data_load --tokenize               # + the Data tab's token statistics (after only)
     .venv/bin/python -m bench.data_load --quick                  # 100,000 lines: a smoke test
 
-Files, written to a temp folder: `lines.jsonl`, N short Alpaca records one per line (`{"instruction":"Q12 the
-of","input":"","output":"you that"}`, ~55 bytes a line, ~55 MB for 1,000,000), and `one_record.jsonl`, two small
+Files, written to a temp folder: `lines.jsonl`, N short Alpaca records one per line (`{"instruction":"12 the",
+"input":"","output":"you"}`, ~55 bytes a line: 55.4 MB for 1,000,000), and `one_record.jsonl`, two small
 records around one whose output is 36 MB of text (the record the issue reported at 11 GB).
 
 Each figure comes from a fresh child process running `app.data.load_from_config(DataConfig(path=FILE))`, the core
@@ -47,9 +47,9 @@ def write_lines(path: Path, n: int, seed: int = 0) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
             record = {
-                "instruction": f"Q{i} " + " ".join(rng.choice(WORDS) for _ in range(2)),
+                "instruction": f"{i} {rng.choice(WORDS)}",
                 "input": "",
-                "output": " ".join(rng.choice(WORDS) for _ in range(2)),
+                "output": rng.choice(WORDS),
             }
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
 

@@ -27,18 +27,19 @@ def jsonl(path: Path, middle: str) -> Path:
     return path
 
 
-def over_cap() -> dict:
-    return {"instruction": "Long", "output": "x" * (data_io.MAX_RECORD_CHARS + 10)}
+def over_cap(extra: int = 10) -> dict:
+    return {"instruction": "Long", "output": "x" * (data_io.MAX_RECORD_CHARS + extra)}
 
 
-def test_a_jsonl_record_over_the_cap_is_listed_with_its_line_and_the_others_load(tmp_path):
-    res = load_examples(str(jsonl(tmp_path / "big.jsonl", json.dumps(over_cap()))))
+@pytest.mark.parametrize(("extra", "unit"), [(10, "characters"), (4 * data_io.MAX_RECORD_CHARS, "bytes")])
+def test_a_jsonl_record_over_the_cap_is_listed_with_its_line_and_the_others_load(tmp_path, extra, unit):
+    res = load_examples(str(jsonl(tmp_path / "big.jsonl", json.dumps(over_cap(extra)))))
     assert (res.records, len(res.examples), res.skipped) == (4, 3, 1)
     assert [e.index for e in res.examples] == [0, 2, 3]
     [problem] = res.problems
     assert (problem.index, problem.line, problem.severity) == (1, 2, "error")
     assert f"{data_io.MAX_RECORD_CHARS:,}" in problem.message and "split it" in problem.message
-    assert problem.describe().startswith("record 1 (line 2): the record is 1,000,0")
+    assert problem.describe().startswith("record 1 (line 2): the record is ") and f"{unit} long" in problem.message
 
 
 def test_a_json_list_record_over_the_cap_is_listed_with_its_line_and_the_others_load(tmp_path):
