@@ -41,19 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv or ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
-    module_name, help_ = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            print(f"python -m app {name}: not built yet ({module_name} is missing)", file=sys.stderr)
-            return 2
-        raise
-    parser = argparse.ArgumentParser(prog=f"python -m app {name}", description=help_)
-    module.add_arguments(parser, name) if _takes_name(module.add_arguments) else module.add_arguments(parser)
+    module, parser = command_parser(name)
     args = parser.parse_args(rest)
     args.command = name
     return int(module.main(args) or 0)
+
+
+def command_parser(name: str) -> tuple[object, argparse.ArgumentParser]:
+    """(the command's module, its argument parser): what `python -m app NAME ...` parses with."""
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m app {name}", description=help_)
+    module.add_arguments(parser, name) if _takes_name(module.add_arguments) else module.add_arguments(parser)
+    return module, parser
 
 
 def _takes_name(fn) -> bool:

@@ -775,6 +775,14 @@ def save_table(df: Any, path: str | Path) -> Path:
 # ---- CLI: python -m app chat --------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("adapters", nargs="*", help=f"up to {MAX_ADAPTERS} adapter, checkpoint, run or model folders")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        dest="more_adapters",
+        metavar="FOLDER",
+        help="an adapter folder, like the positional ones (repeatable; the same option as `evaluate --adapter`)",
+    )
     parser.add_argument("--base", help="base model (catalog id, folder or .gguf); default: the first adapter's base")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow adapter_model.bin (pickle) adapters")
@@ -799,7 +807,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         session = ChatSession(
             args.base,
-            args.adapters,
+            [*args.adapters, *args.more_adapters],
             args.device,
             args.allow_pickle,
             progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
