@@ -45,6 +45,10 @@ TOO_DEEP = (
     f"nested too deeply: more than ~{sys.getrecursionlimit()} levels of [ ] or {{ }}, the most Python's JSON "
     "reader follows. Records are objects of text fields a few levels deep; check how the file was written"
 )
+CSV_CELL_LIMIT = 4 * MAX_RECORD_CHARS
+csv.field_size_limit(max(csv.field_size_limit(), CSV_CELL_LIMIT))
+"""Python's default, 131,072 characters a cell, raised csv.Error (a bare traceback) on one long answer; a row
+over MAX_RECORD_CHARS is now listed as a problem of its record, and only a cell over this stops the file."""
 Note = tuple[int | None, int | None, str]
 """(record index or None, line or None, message): a warning about the file, or about one record's line."""
 FORMAT_HINT = (
@@ -405,7 +409,7 @@ def read_csv(path: Path, max_records: int | None = None) -> RawSource:
     header = [h.strip() for h in header]
     records: list[RawRecord] = []
     start = reader.line_num + 1
-    for row in reader:
+    for row in _csv_rows(path, reader):
         if max_records is not None and len(records) >= max_records:
             break
         if not _blank(row):
@@ -416,7 +420,20 @@ def read_csv(path: Path, max_records: int | None = None) -> RawSource:
     return RawSource("csv", records, _with_index(line_notes, records))
 
 
+def _csv_rows(path: Path, reader: Any) -> Iterator[list[str]]:
+    """The reader's rows; a cell over CSV_CELL_LIMIT (or a bad quote) stops the file with a DataError."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise DataError(
+            f"{path}, line {reader.line_num}: {exc}. A record is at most {MAX_RECORD_CHARS:,} characters; "
+            "check for an unclosed quote, or split the record"
+        ) from None
+
+
 def _csv_record(index: int, line: int, header: list[str], row: list[str]) -> RawRecord:
+    if sum(map(len, row)) > MAX_RECORD_CHARS:
+        return _capped(RawRecord(index, line), sum(map(len, row)))
     if len(row) > len(header):
         return RawRecord(
             index,
@@ -459,7 +476,14 @@ def _arrow_table(path: Path) -> Any:
 def _from_rows(kind: str, rows: list, notes: list[Note] | None = None) -> RawSource:
     if not rows:
         raise DataError(f"the {kind} dataset has no rows: no records to train on")
-    return RawSource(kind, [RawRecord(i, None, row) for i, row in enumerate(rows)], notes or [])
+    records = [_capped(RawRecord(i, None, row), _chars(row)) for i, row in enumerate(rows)]
+    return RawSource(kind, records, notes or [])
+
+
+def _chars(row: Any) -> int:
+    """Characters of a row's text, roughly: its strings, and other values as str() writes them."""
+    values = row.values() if isinstance(row, dict) else [row]
+    return sum(len(v) if isinstance(v, str) else len(str(v)) for v in values)
 
 
 def read_disk(path: Path, max_records: int | None = None) -> RawSource:
@@ -585,7 +609,7 @@ def _csv_page(path: Path, start: int, count: int) -> tuple[list[RawRecord], int]
         header = [h.strip() for h in next(reader, [])]
         records: list[RawRecord] = []
         index, line = 0, reader.line_num + 1
-        for row in reader:
+        for row in _csv_rows(path, reader):
             if not _blank(row):
                 if start <= index < start + count:
                     records.append(_csv_record(index, line, header, row))

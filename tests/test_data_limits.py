@@ -136,3 +136,25 @@ def test_examples_are_one_compact_copy_that_reads_back_the_same(tmp_path):
     ]
     assert [e.index for e in res.examples[10:13]] == [10, 11, 12]
     assert res.examples.find(7).index == 7 and res.examples.find(99) is None
+
+
+def test_a_csv_row_over_the_cap_is_listed_and_a_cell_past_the_csv_limit_is_one_error(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("instruction,output\nHi," + "x" * (data_io.MAX_RECORD_CHARS + 1) + "\nBye,Ok\n", encoding="utf-8")
+    res = load_examples(str(path))
+    assert (res.records, len(res.examples)) == (2, 1)
+    [problem] = res.problems
+    assert (problem.index, problem.line) == (0, 2) and "over the limit of 1,000,000" in problem.message
+    path.write_text("instruction,output\nHi," + "x" * (data_io.CSV_CELL_LIMIT + 1) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"long.csv, line 2: field larger than field limit"):
+        load_examples(str(path))
+
+
+def test_a_parquet_row_over_the_cap_is_listed_and_the_others_load(tmp_path):
+    import pandas as pd
+
+    rows = [GOOD[0], over_cap(), GOOD[1]]
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    res = load_examples(str(tmp_path / "d.parquet"))
+    assert (res.records, [e.index for e in res.examples]) == (3, [0, 2])
+    assert res.problems[0].index == 1 and "over the limit" in res.problems[0].message
