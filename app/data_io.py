@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import urllib.parse
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,14 +237,22 @@ def _not_json(path: Path, text: str, exc: json.JSONDecodeError) -> DataError:
 
 
 def _json_list(path: Path, text: str, pos: int, max_records: int | None) -> Iterator[RawRecord]:
-    """The elements of the list opening at text[pos - 1], each with the line it starts on; a syntax error
+    """The elements of the list opening at text[pos - 1] as records; see _json_spans."""
+    for index, line, start, end, value in _json_spans(path, text, pos):
+        if max_records is not None and index >= max_records:
+            return
+        yield _capped(RawRecord(index, line, value), end - start)
+
+
+def _json_spans(path: Path, text: str, pos: int) -> Iterator[tuple[int, int, int, int, Any]]:
+    """(index, line, start, end, value) of each element of the list opening at text[pos - 1]; a syntax error
     anywhere stops the whole file (as json.loads would), naming its line and column."""
     decoder, index, line, counted = json.JSONDecoder(), 0, 1, 0
     pos = _skip_space(text, pos)
     if text[pos : pos + 1] == "]":
         _expect_end(path, text, pos + 1)
         raise DataError(f"{path} holds an empty list: no records to train on")
-    while max_records is None or index < max_records:
+    while True:
         line += text.count("\n", counted, pos)
         counted = pos
         try:
@@ -252,7 +261,7 @@ def _json_list(path: Path, text: str, pos: int, max_records: int | None) -> Iter
             raise _not_json(path, text, exc) from None
         except RecursionError:
             raise DataError(f"{path}, record {index} (line {line}), is {TOO_DEEP}") from None
-        yield _capped(RawRecord(index, line, value), end - pos)
+        yield index, line, pos, end, value
         index, pos = index + 1, _skip_space(text, end)
         if text[pos : pos + 1] == "]":
             _expect_end(path, text, pos + 1)
@@ -572,8 +581,9 @@ def count_lines(path: Path, limit: int = 2 << 30) -> int | None:
 def read_page(path: Path, kind: str, start: int, count: int) -> tuple[list[RawRecord], int | None]:
     """Records start .. start+count and the total where it is cheap, reading as little as the format allows:
     JSONL up to the page (plus a newline count), Parquet and save_to_disk folders by slicing the Arrow table
-    (no Python objects for the other rows). A JSON list or CSV is parsed whole, once, and kept while the file
-    is unchanged (the next pages are then instant)."""
+    (no Python objects for the other rows), a JSON list from its text and where each element starts (indexed
+    once and kept while the file is unchanged: the next pages are then instant); other JSON and CSV that is not
+    UTF-8 are parsed whole, once, and kept the same way."""
     if kind == "jsonl":
         return list(iter_jsonl_page(path, start, count)), count_lines(path)
     if kind == "parquet":
@@ -591,8 +601,34 @@ def read_page(path: Path, kind: str, start: int, count: int) -> tuple[list[RawRe
         except UnicodeDecodeError:
             pass  # not UTF-8: the full reader decodes line by line with a fallback
     stat = path.stat()
+    if kind == "json" and (spans := _json_index(str(path), stat.st_mtime_ns, stat.st_size)) is not None:
+        return _json_page(*spans, start, count)
     records = _cached_records(str(path), kind, stat.st_mtime_ns, stat.st_size)
     return records[start : start + count], len(records)
+
+
+@functools.lru_cache(maxsize=2)
+def _json_index(path: str, mtime_ns: int, size: int) -> tuple[str, array] | None:
+    """The text of a JSON list and (start, end, line) of each element: 24 bytes a record, where the parsed
+    records took ~1 KB each. None for other JSON (a top-level object), which _cached_records reads whole."""
+    text, _ = decode_text(Path(path), Path(path).read_bytes())
+    pos = len(text) - len(text.lstrip())
+    if text[pos : pos + 1] != "[":
+        return None
+    spans = array("q")
+    for _, line, start, end, _value in _json_spans(Path(path), text, pos + 1):
+        spans.extend((start, end, line))
+    return text, spans
+
+
+def _json_page(text: str, spans: array, start: int, count: int) -> tuple[list[RawRecord], int]:
+    total = len(spans) // 3
+    records = []
+    for index in range(max(start, 0), min(start + count, total)):
+        begin, end, line = spans[3 * index : 3 * index + 3]
+        value = json.loads(text[begin:end]) if end - begin <= MAX_RECORD_CHARS else None
+        records.append(_capped(RawRecord(index, line, value), end - begin))
+    return records, total
 
 
 @functools.lru_cache(maxsize=2)

@@ -158,3 +158,14 @@ def test_a_parquet_row_over_the_cap_is_listed_and_the_others_load(tmp_path):
     res = load_examples(str(tmp_path / "d.parquet"))
     assert (res.records, [e.index for e in res.examples]) == (3, [0, 2])
     assert res.problems[0].index == 1 and "over the limit" in res.problems[0].message
+
+
+def test_a_json_list_page_shows_a_record_over_the_cap_as_a_broken_row(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([GOOD[0], over_cap(), GOOD[1], GOOD[2]], indent=1), encoding="utf-8")
+    frame, total = preview(str(path), page=0, page_size=3)
+    assert total == 4 and frame["#"].tolist() == [0, 1, 2]
+    assert frame["_error"].notna().tolist() == [False, True, False]
+    assert frame["_error"].iloc[1].startswith("line 6: the record is") and frame["instruction"].iloc[2] == "Q1"
+    frame, _ = preview(str(path), page=1, page_size=3)
+    assert frame["#"].tolist() == [3] and frame["output"].iloc[0] == "A2"
