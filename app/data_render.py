@@ -123,6 +123,18 @@ class Examples(Sequence):
     def __repr__(self) -> str:
         return f"Examples({len(self)} examples, {len(self._blob):,} bytes)"
 
+    # As a list would: `a + b` and `==` give and compare plain lists of Examples (a test adds two files' examples).
+    def __add__(self, other: Iterable[Example]) -> list[Example]:
+        return [*self, *other]
+
+    def __radd__(self, other: Iterable[Example]) -> list[Example]:
+        return [*other, *self]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, Examples)) and len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
 
 @dataclass
 class Encoded:
