@@ -1,7 +1,7 @@
 """The Gradio Blocks app: a header, the tabs, and `python -m app ui`.
 
-Tabs are modules of app.ui, each with `build(ctx: AppContext) -> <its handles dataclass>`; a tab whose module
-does not exist yet says so plainly instead of faking a capability. A tab module may also define
+Tabs are modules of app.ui, each with `build(ctx: AppContext) -> <its handles dataclass>`, listed in TABS (a
+missing one fails at start and in the tests: nothing is left out quietly). A tab module may also define
 `wire(ctx: AppContext) -> None`, called once every tab is built: events whose inputs or outputs span tabs (the
 memory estimate reads data and train fields; Start reads every form field) are registered there.
 """
@@ -19,15 +19,23 @@ import threading
 import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from starlette.middleware import Middleware
 
-from app import access, paths
+from app import access, devices, paths
 from app.config import RunConfig
 from app.ui import i18n, pickers
 from app.ui.form import Form
+
+if TYPE_CHECKING:  # the tab modules are imported when the app is built (TABS), not when this module is
+    from app.ui.chat_tab import ChatHandles
+    from app.ui.data_tab import DataHandles
+    from app.ui.evaluate_tab import EvaluateHandles
+    from app.ui.export_tab import ExportHandles
+    from app.ui.model_tab import ModelHandles
+    from app.ui.train_tab import TrainHandles
 
 STRINGS = {
     "app.title": ("TuneDesk", "TuneDesk"),
@@ -42,7 +50,6 @@ STRINGS = {
     "tab.chat": ("Chat", "对话"),
     "tab.export": ("Export", "导出"),
     "tab.evaluate": ("Evaluate", "评估"),
-    "app.not_built": ("This tab is not built yet.", "此标签页尚未实现。"),
 }
 i18n.add(STRINGS)
 
@@ -58,7 +65,10 @@ TABS: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class AppContext:
-    """What every tab's build() receives: translations, the shared form, and the other tabs' handles."""
+    """What every tab's build() receives: translations, the shared form, and the other tabs' handles.
+
+    `handles` holds each built tab's handles under its TABS key; read them through the typed properties
+    (`ctx.train.status`), which name the tab when it was not built (a tab-only test build)."""
 
     tr: i18n.Translator
     form: Form
@@ -72,6 +82,36 @@ class AppContext:
         if values is not None and self.lang_selector in values:
             return values[self.lang_selector] or self.tr.lang
         return self.tr.lang
+
+    def _tab(self, key: str) -> Any:
+        try:
+            return self.handles[key]
+        except KeyError:
+            raise LookupError(f"the {key} tab is not built in this app (built: {sorted(self.handles)})") from None
+
+    @property
+    def model(self) -> ModelHandles:
+        return self._tab("model")
+
+    @property
+    def data(self) -> DataHandles:
+        return self._tab("data")
+
+    @property
+    def train(self) -> TrainHandles:
+        return self._tab("train")
+
+    @property
+    def chat(self) -> ChatHandles:
+        return self._tab("chat")
+
+    @property
+    def evaluate(self) -> EvaluateHandles:
+        return self._tab("evaluate")
+
+    @property
+    def export(self) -> ExportHandles:
+        return self._tab("export")
 
 
 def default_config(model: str | None = None) -> RunConfig:
@@ -100,7 +140,7 @@ def build_blocks(
                     tr.bind(tab, label=f"tab.{key}")
                     ctx.handles[key], modules[key] = _build_tab(module_name, ctx)
         for module in modules.values():
-            if module is not None and hasattr(module, "wire"):
+            if hasattr(module, "wire"):
                 module.wire(ctx)
         ctx.lang_selector.change(
             lambda lang: _switch(tr, lang),
@@ -134,13 +174,7 @@ def logo_svg() -> str:
 
 
 def _build_tab(module_name: str, ctx: AppContext) -> tuple[Any, Any]:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        ctx.tr.bind(gr.Markdown(ctx.tr("app.not_built")), value="app.not_built")
-        return None, None
+    module = importlib.import_module(module_name)
     return module.build(ctx), module
 
 
@@ -306,9 +340,7 @@ def warm_up() -> None:
     lazily, which keeps the page's first appearance fast."""
     try:
         importlib.import_module("app.jobs")
-        model_tab = sys.modules.get("app.ui.model_tab")
-        if model_tab is not None:
-            model_tab._detected()
+        devices.detect()
     except Exception as exc:  # a broken torch install must not kill the app; the tabs report it when used
         print(f"tunedesk: warm-up failed: {exc}", file=sys.stderr)
     freeze_startup_objects()
