@@ -693,14 +693,13 @@ def _infer_base(run_cfg: RunConfig | None, sources: list[tuple[str, Path]]) -> s
 
 
 def _device(device: str) -> str:
-    from app import chat
-    from app.modeling import ModelError, resolve_device
+    from app import devices
 
     try:
-        resolved = resolve_device(device)
-        chat.check_device_free(resolved, device)
-    except (ModelError, chat.DeviceBusy) as exc:
-        raise EvalError(str(exc).replace("train.device", "device").replace("chat on", "evaluate on")) from None
+        resolved = devices.resolve(device)
+        devices.require_free(resolved, device, "evaluate")
+    except (devices.DeviceError, devices.DeviceBusy) as exc:
+        raise EvalError(str(exc)) from None
     return resolved
 
 

@@ -1,7 +1,8 @@
 """Background training jobs: Start returns at once, training runs in a thread of the app, one job per device.
 
 The UI never waits on a job: it polls runs/<id>/events.jsonl with a timer (see app.runs), which also works after
-a page refresh or an app restart. Chat and export ask `manager.device_busy(device)` before loading a model.
+a page refresh or an app restart. Each job claims its device in app.devices, which chat, evaluate and export ask
+(`devices.holder(device)`) before loading a model.
 
     run_dir = manager.start(config)      # raises JobBusy while this device trains
     manager.stop()                       # cooperative: takes effect after the current optimizer step
@@ -15,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app import runs, train
+from app import devices, runs, train
 from app.config import ConfigError, RunConfig
 
 
@@ -35,11 +36,6 @@ class Job:
 
     def alive(self) -> bool:
         return self.thread.is_alive()
-
-
-def _device_of(config: RunConfig) -> str:
-    """cpu or cuda ("auto" resolved)."""
-    return train.modeling.resolve_device(config.train.device)
 
 
 class JobManager:
@@ -65,7 +61,7 @@ class JobManager:
         problems = train.preflight(config)
         if problems:
             raise ConfigError(problems)
-        device = _device_of(config)
+        device = _resolve(config.train.device)
         with self._lock:
             self._refuse_if_busy(device)
             run_dir = resume_dir or runs.create_run(config)
@@ -74,6 +70,11 @@ class JobManager:
             except runs.RunBusy as exc:
                 raise JobBusy(str(exc)) from None
             job = Job(run_dir, device, threading.Thread(), time.time())
+            try:
+                devices.claim(device, run_dir.name, alive=lambda: job.status is None)  # None until train.run returns
+            except devices.DeviceBusy as exc:  # a job of another manager (tests make their own)
+                claim.release()
+                raise JobBusy(_busy_message(exc.holder)) from None
             job.thread = threading.Thread(
                 target=self._work,
                 args=(job, config, resume_dir is not None, claim),
@@ -86,12 +87,9 @@ class JobManager:
         return run_dir
 
     def _refuse_if_busy(self, device: str) -> None:
-        busy = self._jobs.get(device)
-        if busy is not None and busy.alive():
-            raise JobBusy(
-                f"run {busy.run_dir.name} is already training on {device}; stop it or wait for it to "
-                "finish before starting another"
-            )
+        holder = devices.holder(device)
+        if holder is not None:
+            raise JobBusy(_busy_message(holder))
 
     def _work(self, job: Job, config: RunConfig, resume: bool, claim: runs.Claim) -> None:
         try:
@@ -116,14 +114,6 @@ class JobManager:
             alive = [job for job in self._jobs.values() if job.alive()]
         return max(alive, key=lambda job: job.started) if alive else None
 
-    def device_busy(self, device: str) -> bool:
-        """Whether a training job of this process holds `device` (auto is resolved to cpu or cuda)."""
-        if device == "auto":
-            device = train.modeling.resolve_device("auto")
-        with self._lock:
-            job = self._jobs.get(device)
-        return job is not None and job.alive()
-
     def wait(self, timeout: float | None = None) -> str | None:
         """Wait for the last started job; its final status, or None if it still runs after `timeout` seconds."""
         job = self._last
@@ -131,6 +121,20 @@ class JobManager:
             return None
         job.thread.join(timeout)
         return None if job.alive() else job.status
+
+
+def _resolve(device: str) -> str:
+    try:
+        return devices.resolve(device)
+    except devices.DeviceError as exc:
+        raise ConfigError([f"train.device: {exc}"]) from None
+
+
+def _busy_message(holder: devices.Holder) -> str:
+    return (
+        f"run {holder.run} is already training on {holder.device}; stop it or wait for it to finish before "
+        "starting another"
+    )
 
 
 manager = JobManager()

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import catalog
+from app import catalog, devices
 from app.config import DEFAULT_MODEL, ConfigError, RunConfig
 
 GIB = 1 << 30
@@ -831,12 +831,9 @@ def _static_parts(arch: Architecture, cfg: RunConfig, p: _Plan, tensors: list[in
 
 def estimate_config(cfg: RunConfig, device: str | None = None, device_memory_bytes: int | None = None):
     """estimate() for a RunConfig alone: the architecture from cfg.model.name_or_path, the device from
-    cfg.train.device (auto counts as cuda)."""
-    return estimate(architecture_from(cfg.model.name_or_path), cfg, device or _device_of(cfg), device_memory_bytes)
-
-
-def _device_of(cfg: RunConfig) -> str:
-    return "cpu" if cfg.train.device == "cpu" else "cuda"
+    cfg.train.device (devices.kind: auto is this machine's GPU, else its CPU)."""
+    arch = architecture_from(cfg.model.name_or_path)
+    return estimate(arch, cfg, device or devices.kind(cfg.train.device), device_memory_bytes)
 
 
 # ---- what to change when it does not fit ---------------------------------------------------------------------
@@ -870,7 +867,7 @@ def suggest_fixes(
     """
     if isinstance(arch, RunConfig):
         cfg, arch = arch, architecture_from(arch.model.name_or_path)
-        device = _device_of(cfg)
+        device = devices.kind(cfg.train.device)
     assert cfg is not None
     base = estimate(arch, cfg, device, capacity_bytes)
     fixes = []
@@ -988,7 +985,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         choices=("cuda", "cpu"),
         default=None,
-        help="where the run trains; default: the config's train.device, or cuda when it is auto",
+        help="where the run trains; default: the config's train.device (auto: cuda if PyTorch sees a GPU, else cpu)",
     )
     parser.add_argument(
         "--device-memory-gib",
@@ -1003,7 +1000,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         cfg = RunConfig.from_preset(args.config)
-        device = args.device or _device_of(cfg)
+        device = args.device or devices.kind(cfg.train.device)
         capacity = None if args.device_memory_gib is None else int(args.device_memory_gib * GIB)
         est = estimate(architecture_from(cfg.model.name_or_path), cfg, device, capacity)
     except (ConfigError, EstimateError) as exc:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from app import consent, libs, paths
+from app import consent, devices, libs, paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
 
 libs.load()  # transformers and peft, fully, before any thread uses them (see app/libs.py)
@@ -228,12 +228,12 @@ def _cached_hub_snapshot(hub_id: str) -> str:
 
 
 # ---- loading ------------------------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> str:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("train.device is cuda but no CUDA GPU is visible to PyTorch; use auto or cpu")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+def _resolve_device(device: str) -> str:
+    """devices.resolve, with a device this machine lacks as a ModelError (what load_model's callers catch)."""
+    try:
+        return devices.resolve(device)
+    except devices.DeviceError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def resolve_dtype(precision: str = "auto", device: str = "cpu") -> torch.dtype:
@@ -321,7 +321,7 @@ def load_model(
     path = resolve_model(model_cfg.name_or_path, progress)
     require_consent(path, model_cfg.trust_remote_code)
     _check_weights_safe(Path(path), model_cfg.allow_pickle)
-    dev = resolve_device(device)
+    dev = _resolve_device(device)
     dtype = resolve_dtype(precision, dev)
     _say(progress, 0.5, f"loading {Path(path).name} on {dev} ({str(dtype).replace('torch.', '')})")
     kwargs: dict[str, Any] = {

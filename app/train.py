@@ -46,7 +46,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from app import consent, modeling, runs  # noqa: E402
+from app import consent, devices, modeling, runs  # noqa: E402
 
 log = logging.getLogger("tunedesk.train")
 
@@ -732,7 +732,7 @@ def _run_claimed(
         problems = preflight(config)
         if problems:
             raise TrainError("the config cannot run:\n  - " + "\n  - ".join(problems))
-        device = modeling.resolve_device(config.train.device)
+        device = devices.resolve(config.train.device)
         status = _fit(config, run_dir, stop, resume_from, progress, dist, device, state)
     except Exception as exc:
         step = state.get("step")

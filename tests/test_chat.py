@@ -6,8 +6,6 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from test_train_kit import one_torch_thread, tiny_config, write_alpaca  # noqa: F401  (one thread: ~4x faster here)
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from app import devices
 from app.chat import (
     ChatError,
     ChatSession,
@@ -251,10 +250,12 @@ def test_pickle_adapter_needs_allow_pickle(tmp_path, tiny_model_dir, session):
 
 
 def test_busy_device_raises_device_busy_with_the_choice(monkeypatch, tiny_model_dir):
-    manager = types.SimpleNamespace(device_busy=lambda device: f"training run 42 on {device}")
-    monkeypatch.setitem(sys.modules, "app.jobs", types.SimpleNamespace(manager=manager))
-    with pytest.raises(DeviceBusy, match='training run 42.*device="cpu"'):
-        ChatSession(str(tiny_model_dir), [], device="auto")
+    holder = devices.claim(devices.resolve("auto"), "42")  # what the job manager does for a run
+    try:
+        with pytest.raises(DeviceBusy, match='training run 42.*device="cpu"'):
+            ChatSession(str(tiny_model_dir), [], device="auto")
+    finally:
+        devices.release(holder)
     chat = ChatSession(str(tiny_model_dir), [], device="cpu")  # the offered way out works
     assert chat.columns == ["base"]
     chat.close()

@@ -8,7 +8,7 @@ import time
 import pytest
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import jobs, runs
+from app import devices, jobs, runs
 from app.config import ConfigError
 
 
@@ -47,12 +47,12 @@ def test_two_quick_starts_make_one_run_and_a_clear_refusal(manager, tiny_model_d
     assert len(started) == 1 and len(refused) == 1
     assert started[0].name in str(refused[0]) and "already training" in str(refused[0])
     assert [p.name for p in runs_tmp.iterdir()] == [started[0].name]
-    assert manager.device_busy("cpu") and manager.active().run_dir == started[0]
+    assert devices.holder("cpu").run == started[0].name and manager.active().run_dir == started[0]
     while not events_of(started[0], "log"):
         time.sleep(0.01)
     assert manager.stop() is True
     assert manager.wait(120) == "stopped"
-    assert not manager.device_busy("cpu") and manager.active() is None
+    assert not devices.busy("cpu") and manager.active() is None
     assert runs.run_status(started[0]) == "stopped" and runs.final_artifact(started[0]) is not None
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from ui_ctx import chat_values, make_adapter, make_run, tab_context
 
-from app import jobs
+from app import devices
 from app.ui import chat_tab, pickers
 
 
@@ -112,7 +112,7 @@ def test_load_errors_are_messages(chat_ctx, tmp_path, tiny_model_dir):
 
 def test_device_guard_offers_the_cpu(chat_ctx, tiny_model_dir, monkeypatch):
     h = chat_ctx.handles["chat"]
-    monkeypatch.setattr(jobs.manager, "device_busy", lambda device: True)
+    monkeypatch.setattr(devices, "holder", lambda device: devices.Holder(devices.resolve(device), "42"))
     blocked = chat_tab.load_models(chat_ctx, chat_values(chat_ctx, device="auto"))
     assert blocked[h.status].startswith("⏳") and "choose device **cpu**" in blocked[h.status]
     assert chat_tab.HOLDER.session is None

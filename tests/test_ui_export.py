@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 from ui_ctx import make_adapter, make_run, tab_context, values_of
 
-from app import jobs
+from app import devices
 from app.ui import export_tab
 
 
@@ -74,7 +74,7 @@ def test_missing_inputs_and_bad_folders_are_messages(export_ctx, tmp_path):
 
 def test_training_on_the_cpu_needs_consent(export_ctx, adapter_dir, tmp_path, monkeypatch):
     h = export_ctx.handles["export"]
-    monkeypatch.setattr(jobs.manager, "device_busy", lambda device: device == "cpu")
+    monkeypatch.setattr(devices, "holder", lambda device: devices.Holder("cpu", "42") if device == "cpu" else None)
     values = _values(export_ctx, adapters=str(adapter_dir), out_dir=str(tmp_path / "m"), share_cpu=False)
     waiting = export_tab.merge_adapter(export_ctx, values)
     assert waiting[h.status].startswith("⏳") and "Share the CPU" in waiting[h.status]

@@ -8,7 +8,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from app import hardware, memory
+from app import devices, memory
 from app.config import RunConfig
 from app.ui import app as ui_app
 from app.ui import model_tab, plots
@@ -50,7 +50,7 @@ def test_estimate_panel_for_the_default_config(built):
     figure = json.loads(out[h.plot].plot)  # the plotly.js figure gr.Plot sends, built without go.Figure
     assert out[h.plot].type == "plotly" and len(figure["data"]) >= 5
     assert len(go.Figure(figure).data) == len(figure["data"])  # a valid figure for plotly as well
-    device = hardware.detect_device()
+    device = devices.detect()
     expected = memory.estimate(
         memory.architecture_from(ctx.defaults.model.name_or_path), ctx.defaults, device.kind, device.total_bytes
     )

@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import chat, export, paths
+from app import chat, devices, export, paths
 from app.ui import i18n, pickers
 
 _ARCHS = ", ".join(export.SUPPORTED_GGUF_ARCHITECTURES)
@@ -274,14 +274,10 @@ def suggest_out(adapter: Any, dtype: str) -> tuple[Any, Any]:
 def _guard(h: ExportHandles, values: dict[Any, Any], lang: str) -> str | None:
     """Why not to start now, or None: merging holds a whole model in RAM, so a training run on the CPU is only
     shared when the user says so."""
-    try:
-        from app import jobs
-    except ImportError:
+    holder = devices.holder("cpu")
+    if values.get(h.share_cpu) or holder is None:
         return None
-    if values.get(h.share_cpu) or not jobs.manager.device_busy("cpu"):
-        return None
-    active = jobs.manager.active()
-    return i18n.t("export.cpu_busy", lang, run=Path(active.run_dir).name if active is not None else "?")
+    return i18n.t("export.cpu_busy", lang, run=holder.run)
 
 
 def merge_adapter(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:

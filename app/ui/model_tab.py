@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from gradio.components.plot import PlotData
 
-from app import catalog, hardware, memory, paths
+from app import catalog, devices, memory, paths
 from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
@@ -197,6 +196,7 @@ class ModelHolder:
 
 
 HOLDER = ModelHolder()
+devices.on_claim(lambda device: HOLDER.release())  # a training run starts: its memory is worth more than this copy
 
 
 # ---- build -----------------------------------------------------------------------------------------------------
@@ -515,9 +515,9 @@ def _open_model(cfg: RunConfig, inspect_only: bool, lang: str, report: Any) -> t
     """(status line, info dict): weights loaded when asked and possible, else the structure only."""
     name = cfg.model.name_or_path
     if not inspect_only:
-        device = _device_kind(cfg.train.device)
-        if _device_busy(device):
-            note = i18n.t("model.device_busy", lang, device=device)
+        holder = devices.holder(cfg.train.device)
+        if holder is not None:
+            note = i18n.t("model.device_busy", lang, device=holder.device)
         elif not _is_local(name):
             note = i18n.t("model.not_local", lang, name=name)
         else:
@@ -562,12 +562,6 @@ def _is_local(name: str) -> bool:
     return True
 
 
-def _device_busy(device: str) -> bool:
-    # not imported (or still importing): no run was started in this process
-    manager = getattr(sys.modules.get("app.jobs"), "manager", None)
-    return manager is not None and manager.device_busy(device)
-
-
 def _gradio_progress(progress: Any) -> Any:
     if progress is None:
         return None
@@ -604,27 +598,6 @@ def _architecture(name: str) -> Any:
     return memory.architecture_from(name)
 
 
-@functools.lru_cache(maxsize=1)
-def _detected() -> Any:
-    """The training device; cached (its total memory does not change). Looking for CUDA imports torch (3-10 s),
-    which app.main warms up right after the page is served."""
-    return hardware.detect_device()
-
-
-def _device_kind(device: str) -> str:
-    return _detected().kind if device == "auto" else device
-
-
-def target_device(cfg: RunConfig) -> tuple[str, int | None, str]:
-    """(kind, capacity in bytes, label) of the device the run would use; capacity None when none is present."""
-    info = _detected()
-    kind = _device_kind(cfg.train.device)
-    if kind != info.kind:
-        return kind, None, kind.upper()
-    label = "CPU RAM" if info.kind == "cpu" else (info.name or "GPU")
-    return kind, info.total_bytes, label
-
-
 @dataclass
 class Estimate:
     """Everything the memory panel shows, computed once per redraw (and by the `estimate` API)."""
@@ -640,7 +613,7 @@ class Estimate:
 def compute_estimate(cfg: RunConfig) -> Estimate:
     """Estimate `cfg` on the device it would train on; fixes only when it does not fit. Raises EstimateError."""
     arch = _architecture(cfg.model.name_or_path.strip())
-    kind, capacity, label = target_device(cfg)
+    kind, capacity, label = devices.capacity(cfg.train.device)
     est = memory.estimate(arch, cfg, kind, capacity)
     fixes = memory.suggest_fixes(arch, cfg, kind, capacity) if est.fits is False and capacity else []
     methods = memory.compare_methods(arch, cfg, kind, capacity)

@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 import yaml
 
-from app import files, runs
+from app import devices, files, runs
 from app.ui import i18n
 
 STRINGS = {
@@ -202,18 +202,12 @@ def follow_base(adapters: Any, base: str) -> Any:
 def busy_note(choice: str, lang: str) -> tuple[bool, str]:
     """(blocked, message): blocked when a training run of this app holds the device `choice` resolves to, unless
     the user chose cpu explicitly: then loading goes ahead (sharing the CPU, both run slower) with a note."""
-    try:
-        from app import jobs
-    except ImportError:
-        return False, ""
-    if not jobs.manager.device_busy(choice):
+    holder = devices.holder(choice)
+    if holder is None:
         return False, ""
     if choice == "cpu":
         return False, i18n.t("pick.cpu_shared", lang)
-    active = jobs.manager.active()
-    device = getattr(active, "device", None) or choice
-    run = Path(active.run_dir).name if active is not None else "?"
-    return True, i18n.t("pick.device_busy", lang, device=device, run=run)
+    return True, i18n.t("pick.device_busy", lang, device=holder.device, run=holder.run)
 
 
 # ---- files the app hands to the browser or keeps for later --------------------------------------------------------

@@ -638,9 +638,6 @@ def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[
     active = jobs.manager.active()
     if active is not None:
         return None, i18n.t("train.busy", lang, run=Path(active.run_dir).name)
-    model_tab = sys.modules.get("app.ui.model_tab")
-    if model_tab is not None:
-        model_tab.HOLDER.release()  # the Model tab's loaded copy would only compete with training for memory
     try:
         run_dir = jobs.manager.start(cfg, resume_dir=resume_dir)
     except jobs.JobBusy as exc:
