@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import gradio as gr
 import pytest
@@ -10,22 +11,18 @@ import pytest
 from app.ui import app as ui_app
 from app.ui import i18n
 
+TAB_IDS = [key for key, _ in ui_app.TABS]
+
 
 def _import_tabs() -> list[str]:
-    found = []
+    """Every tab module of TABS, imported (each registers its strings): a missing one fails here."""
     for _, name in ui_app.TABS:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        found.append(name)
-    return found
+        importlib.import_module(name)
+    return [name for _, name in ui_app.TABS]
 
 
 def test_every_key_has_english_and_chinese():
-    assert "app.ui.train_tab" in _import_tabs()
+    assert len(_import_tabs()) == 6
     assert i18n.missing_keys() == []
     assert len(i18n.STRINGS) > 100
 
@@ -88,36 +85,68 @@ def _tab(demo: gr.Blocks, tab_id: str):
     return next(b for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id == tab_id)
 
 
-@pytest.mark.parametrize("tab_id", ["model", "train"])
-def test_every_labelled_control_of_my_tabs_is_bound(built, tab_id):
-    """A label or info text that the switch would not touch stays English in the Chinese UI."""
+# Labels that are names, not prose: a Chat column shows the model it answers for ("base", "#1" until loaded, then
+# the adapter's name), the same in every language.
+_NAMES = {("Chatbot", "label")}
+
+
+def _components(demo: gr.Blocks, tab_id: str):
+    return [b for b in _walk(_tab(demo, tab_id)) if isinstance(b, gr.components.Component)]
+
+
+def _follows_language(ctx, component) -> bool:
+    """The language selector's change event outputs `component` (i18n.keep_result_on_switch: a status line that
+    later shows a result keeps it; a tab that redraws its panels in the new language), not the relabelling of bound
+    components, which sends a text only for the keys bound."""
+    switch, relabel = (ctx.lang_selector._id, "change"), ctx.tr.components()
+    return any(
+        switch in fn.targets and component in fn.outputs and fn.outputs != relabel for fn in ctx.demo.fns.values()
+    )
+
+
+def test_every_tab_of_the_app_is_checked(built):
+    demo, _ = built
+    [tabs] = [b for b in demo.blocks.values() if isinstance(b, gr.Tabs) and b.elem_id == "tabs"]
+    assert [b.id for b in tabs.children if isinstance(b, gr.Tab)] == TAB_IDS
+
+
+@pytest.mark.parametrize("tab_id", TAB_IDS)
+def test_every_labelled_control_of_every_tab_is_bound(built, tab_id):
+    """A label, info or placeholder text that the switch would not touch stays English in the Chinese UI."""
     demo, ctx = built
     bound = {id(b.component): b for b in ctx.tr.bindings}
-    try:
-        tab = _tab(demo, tab_id)
-    except StopIteration:
-        pytest.skip(f"the {tab_id} tab is not built yet")
-    for block in _walk(tab):
-        if not isinstance(block, gr.components.Component):
-            continue
-        for attr in ("label", "info"):
+    for block in _components(demo, tab_id):
+        kind = type(block).__name__
+        binding = bound.get(id(block))
+        for attr in ("label", "info", "placeholder"):
             text = getattr(block, attr, None)
-            if isinstance(text, str) and text.strip():
-                binding = bound.get(id(block))
-                assert binding is not None and getattr(binding, attr), f"{type(block).__name__} {attr}={text!r}"
+            if not isinstance(text, str) or not text.strip() or (kind, attr) in _NAMES:
+                continue
+            keys = [getattr(binding, attr, None)] + [binding.value] * ((kind, "value") in i18n._LABEL_IS_TEXT)
+            assert binding is not None and any(keys), f"{tab_id}: {kind} {attr}={text!r} is not translated"
 
 
-@pytest.mark.parametrize("tab_id", ["model", "train"])
-def test_every_control_of_my_tabs_has_an_info_line(built, tab_id):
+@pytest.mark.parametrize("tab_id", TAB_IDS)
+def test_every_text_a_tab_shows_follows_the_language(built, tab_id):
+    """A button caption, a heading or a status line with words in it is bound to its key, or (a status line that
+    later shows a result) relabelled by its own language-switch event."""
+    demo, ctx = built
+    bound = {id(b.component) for b in ctx.tr.bindings if b.value}
+    for block in _components(demo, tab_id):
+        if not isinstance(block, (gr.Button, gr.Markdown, gr.HTML)):
+            continue
+        text = re.sub(r"<[^>]*>", "", block.value) if isinstance(block.value, str) else ""
+        if re.search(r"[^\W\d_]", text) and id(block) not in bound:
+            assert _follows_language(ctx, block), f"{tab_id}: {type(block).__name__} {text[:60]!r} stays English"
+
+
+@pytest.mark.parametrize("tab_id", TAB_IDS)
+def test_every_control_of_every_tab_has_an_info_line(built, tab_id):
     demo, _ = built
-    try:
-        tab = _tab(demo, tab_id)
-    except StopIteration:
-        pytest.skip(f"the {tab_id} tab is not built yet")
     inputs = (gr.Number, gr.Slider, gr.Dropdown, gr.Checkbox, gr.CheckboxGroup, gr.Textbox, gr.Radio)
-    for block in _walk(tab):
+    for block in _components(demo, tab_id):
         if isinstance(block, inputs) and block.interactive is not False:
-            assert block.info, f"{type(block).__name__} {block.label!r} has no info text"
+            assert block.info, f"{tab_id}: {type(block).__name__} {block.label!r} has no info text"
 
 
 def test_a_status_line_follows_the_language_while_idle_and_keeps_a_result():
