@@ -38,6 +38,27 @@ DATA_FORMATS: tuple[str, ...] = ("auto", "alpaca", "sharegpt", "messages")
 TEMPLATES: tuple[str, ...] = ("auto", "alpaca", "chat")
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+QUANT_BITS: tuple[int | None, ...] = (None, 8, 4)
+QUANT_TYPES: tuple[str, ...] = ("nf4", "fp4")
+MINIMUMS: dict[str, int] = {
+    "lora.rank": 1,
+    "freeze.trainable_layers": 1,
+    "data.max_seq_len": 16,
+    "data.max_samples": 1,
+    "train.max_steps": 1,
+    "train.batch_size": 1,
+    "train.grad_accum": 1,
+    "train.logging_steps": 1,
+    "train.save_steps": 0,
+    "train.eval_steps": 1,
+    "train.sample_every": 0,
+    "train.save_total_limit": 1,
+    "train.weight_decay": 0,
+    "train.max_grad_norm": 0,
+    "train.seed": 0,
+}
+"""Smallest valid value of each field with a lower bound, by dotted path: validate() refuses less and the form's
+widgets start there (one place for both). An optional count (max_steps, eval_steps, max_samples) may also be null."""
 
 
 class ConfigError(ValueError):
@@ -251,17 +272,17 @@ class RunConfig:
         if not self.model.name_or_path.strip():
             p.append("model.name_or_path: empty; name a catalog id, hub id, folder or .gguf file")
         q = self.quant
-        if q.bits not in (None, 4, 8):
+        if q.bits not in QUANT_BITS:
             p.append(f"quant.bits: {q.bits!r} is not supported; use null, 8 or 4")
         if self.method == "qlora" and q.bits not in (4, 8):
             p.append("quant.bits: method qlora needs quantized base weights; set quant.bits to 4 or 8")
         if self.method in ("full", "freeze") and q.bits is not None:
             p.append(f"quant.bits: {self.method} fine-tuning cannot train quantized weights; set quant.bits to null")
-        _choice(p, "quant.type", q.type, ("nf4", "fp4"))
+        _choice(p, "quant.type", q.type, QUANT_TYPES)
         _choice(p, "quant.compute_dtype", q.compute_dtype, COMPUTE_DTYPES)
         lo = self.lora
-        if lo.rank < 1:
-            p.append(f"lora.rank: {lo.rank} must be >= 1 (8-16 is a good start)")
+        if lo.rank < MINIMUMS["lora.rank"]:
+            p.append(f"lora.rank: {lo.rank} must be >= {MINIMUMS['lora.rank']} (8-16 is a good start)")
         if lo.alpha <= 0:
             p.append(f"lora.alpha: {lo.alpha} must be > 0")
         if not 0 <= lo.dropout < 1:
@@ -271,17 +292,15 @@ class RunConfig:
                 p.append(f"lora.target_modules: {lo.target_modules!r} must be a list of module names or 'all-linear'")
         elif not lo.target_modules:
             p.append("lora.target_modules: empty; pick at least one module (e.g. q_proj, v_proj) or 'all-linear'")
-        if self.freeze.trainable_layers < 1:
-            p.append(f"freeze.trainable_layers: {self.freeze.trainable_layers} must be >= 1")
+        _at_least(p, "freeze.trainable_layers", self.freeze.trainable_layers)
         d = self.data
         _choice(p, "data.format", d.format, DATA_FORMATS)
         _choice(p, "data.template", d.template, TEMPLATES)
-        if d.max_seq_len < 16:
-            p.append(f"data.max_seq_len: {d.max_seq_len} is too short; use at least 16 tokens")
+        if d.max_seq_len < (shortest := MINIMUMS["data.max_seq_len"]):
+            p.append(f"data.max_seq_len: {d.max_seq_len} is too short; use at least {shortest} tokens")
         if not 0 <= d.val_size < 1:
             p.append(f"data.val_size: {d.val_size} must be in [0, 1)")
-        if d.max_samples is not None and d.max_samples < 1:
-            p.append(f"data.max_samples: {d.max_samples} must be >= 1 or null")
+        _at_least(p, "data.max_samples", d.max_samples)
         _validate_train(self.train, p)
         return p
 
@@ -318,7 +337,7 @@ def _number_problems(data: dict[str, Any], prefix: str = "") -> list[str]:
             problems.append(
                 f"{where}: {value} is not a finite number; write a plain value (NaN and infinity cannot train)"
             )
-        elif where == "train.seed" and not 0 <= value < SEED_LIMIT:
+        elif where == "train.seed" and not MINIMUMS["train.seed"] <= value < SEED_LIMIT:
             problems.append(f"{where}: {value} is out of range; use a whole number from 0 to {SEED_LIMIT - 1}")
         elif isinstance(value, int) and where != "train.seed" and abs(value) > MAX_INT:
             problems.append(f"{where}: {value} is out of range; at most {MAX_INT:,}")
@@ -330,32 +349,28 @@ def _validate_train(t: TrainConfig, p: list[str]) -> None:
         p.append(f"train.epochs: {t.epochs} must be > 0 (or set train.max_steps)")
     if t.epochs > MAX_EPOCHS:
         p.append(f"train.epochs: {t.epochs:g} is more than {MAX_EPOCHS:g} passes; use a few (1-5 is usual)")
-    if t.max_steps is not None and t.max_steps < 1:
-        p.append(f"train.max_steps: {t.max_steps} must be >= 1 or null")
-    for name in ("batch_size", "grad_accum", "logging_steps"):
-        if getattr(t, name) < 1:
-            p.append(f"train.{name}: {getattr(t, name)} must be >= 1")
-    if t.save_steps < 0:
-        p.append(f"train.save_steps: {t.save_steps} must be >= 0")
-    if t.eval_steps is not None and t.eval_steps < 1:
-        p.append(f"train.eval_steps: {t.eval_steps} must be >= 1 or null")
+    for name in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps", "eval_steps"):
+        _at_least(p, f"train.{name}", getattr(t, name))
     if not 0 < t.learning_rate < 1:
         p.append(f"train.learning_rate: {t.learning_rate} must be in (0, 1); 2.0e-4 is typical for LoRA")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio: {t.warmup_ratio} must be in [0, 1)")
-    for name in ("weight_decay", "max_grad_norm"):
-        if getattr(t, name) < 0:
-            p.append(f"train.{name}: {getattr(t, name)} must be >= 0")
-    if t.sample_every < 0:
-        p.append(f"train.sample_every: {t.sample_every} must be >= 0")
+    for name in ("weight_decay", "max_grad_norm", "sample_every"):
+        _at_least(p, f"train.{name}", getattr(t, name))
     if len(t.sample_prompts) > 3:
         p.append(f"train.sample_prompts: {len(t.sample_prompts)} prompts; at most 3")
-    if t.save_total_limit < 1:
-        p.append(f"train.save_total_limit: {t.save_total_limit} must be >= 1")
+    _at_least(p, "train.save_total_limit", t.save_total_limit)
     _choice(p, "train.optimizer", t.optimizer, OPTIMIZERS)
     _choice(p, "train.lr_scheduler", t.lr_scheduler, SCHEDULERS)
     _choice(p, "train.precision", t.precision, PRECISIONS)
     _choice(p, "train.device", t.device, DEVICES)
+
+
+def _at_least(problems: list[str], key: str, value: Any) -> None:
+    """`key: value must be >= MINIMUMS[key]` (`or null` for an optional count, where None is valid)."""
+    if value is not None and value < MINIMUMS[key]:
+        optional = key in ("data.max_samples", "train.max_steps", "train.eval_steps")
+        problems.append(f"{key}: {value} must be >= {MINIMUMS[key]}" + (" or null" if optional else ""))
 
 
 def _choice(problems: list[str], key: str, value: Any, allowed: tuple[str, ...]) -> None:

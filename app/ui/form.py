@@ -1,7 +1,8 @@
 """The one table that maps RunConfig fields to widgets: build them, apply presets, read values back.
 
-Each row names a dotted RunConfig path, the widget kind and its range; English info text comes from the field's
-docstring in app/config.py, Chinese from this table. Tabs build the rows they show with `Form.build(paths)`; the
+Each row names a dotted RunConfig path, the widget kind and its range; choices and lower bounds that validate()
+enforces come from app/config.py (METHODS, QUANT_BITS, MINIMUMS, ...), English info text from the field's docstring
+there, Chinese from this table. Tabs build the rows they show with `Form.build(paths)`; the
 estimate, the presets and Start all go through `Form.to_config` / `Form.updates_from`.
 """
 
@@ -31,6 +32,14 @@ class Field:
     maximum: float | None = None
     step: float | None = None
     moves_memory: bool = False
+
+    def __post_init__(self) -> None:
+        # The lower bound validate() enforces is the widget's too, written once in app/config.py (MINIMUMS); a
+        # row names a minimum only where the config has none to give (an exclusive bound, a UI-only range).
+        if self.path in C.MINIMUMS:
+            if self.minimum is not None:
+                raise ValueError(f"{self.path}: the minimum comes from config.MINIMUMS; do not repeat it in FIELDS")
+            object.__setattr__(self, "minimum", C.MINIMUMS[self.path])
 
 
 @dataclass
@@ -83,10 +92,10 @@ FIELDS: tuple[Field, ...] = (
         "Quantization bits",
         "量化位数",
         "底座权重的存储位宽：无（16/32 位）、8（LLM.int8）或 4（NF4/FP4）。QLoRA 需要 4 或 8。",
-        (None, 8, 4),
+        C.QUANT_BITS,
         moves_memory=True,
     ),
-    F("quant.type", "dropdown", "4-bit type", "4 位类型", "nf4（正态浮点，更适合权重）或 fp4。", ("nf4", "fp4")),
+    F("quant.type", "dropdown", "4-bit type", "4 位类型", "nf4（正态浮点，更适合权重）或 fp4。", C.QUANT_TYPES),
     F(
         "quant.double_quant",
         "checkbox",
@@ -109,7 +118,6 @@ FIELDS: tuple[Field, ...] = (
         "LoRA rank",
         "LoRA 秩",
         "越高 = 容量和显存越大；8-16 是不错的起点。",
-        minimum=1,
         maximum=256,
         step=1,
         moves_memory=True,
@@ -155,7 +163,6 @@ FIELDS: tuple[Field, ...] = (
         "Trainable layers",
         "可训练层数",
         "freeze 方法：只训练最后 N 个解码层。",
-        minimum=1,
         maximum=128,
         step=1,
         moves_memory=True,
@@ -197,12 +204,11 @@ FIELDS: tuple[Field, ...] = (
         "Max sequence length",
         "最大序列长度",
         "每个样本的 token 数；更长的会被截断。激活和 logits 显存随之线性增长。",
-        minimum=16,
         maximum=8192,
         step=16,
         moves_memory=True,
     ),
-    F("data.max_samples", "number", "Max samples", "最大样本数", "只使用前 N 条有效记录（留空 = 全部）。", minimum=1),
+    F("data.max_samples", "number", "Max samples", "最大样本数", "只使用前 N 条有效记录（留空 = 全部）。"),
     F(
         "data.val_size",
         "slider",
@@ -221,14 +227,13 @@ FIELDS: tuple[Field, ...] = (
         "提示部分也计算损失（默认只在回答上计算）。",
     ),
     F("train.epochs", "number", "Epochs", "训练轮数", "遍历训练数据的次数（设置了最大步数时忽略）。", minimum=0.01),
-    F("train.max_steps", "number", "Max steps", "最大步数", "训练这么多个优化步后停止（留空 = 按轮数）。", minimum=1),
+    F("train.max_steps", "number", "Max steps", "最大步数", "训练这么多个优化步后停止（留空 = 按轮数）。"),
     F(
         "train.batch_size",
         "slider",
         "Micro-batch size",
         "微批大小",
         "每个微批的样本数：激活显存随之线性增长。",
-        minimum=1,
         maximum=128,
         step=1,
         moves_memory=True,
@@ -239,7 +244,6 @@ FIELDS: tuple[Field, ...] = (
         "Gradient accumulation",
         "梯度累积",
         "每个优化步的微批数：有效批量 = 微批 × 累积，不增加显存。",
-        minimum=1,
         maximum=128,
         step=1,
     ),
@@ -270,8 +274,8 @@ FIELDS: tuple[Field, ...] = (
         maximum=0.5,
         step=0.01,
     ),
-    F("train.weight_decay", "number", "Weight decay", "权重衰减", "AdamW 权重衰减。", minimum=0.0),
-    F("train.max_grad_norm", "number", "Max grad norm", "梯度裁剪", "把梯度范数裁剪到此值（0 = 关闭）。", minimum=0.0),
+    F("train.weight_decay", "number", "Weight decay", "权重衰减", "AdamW 权重衰减。"),
+    F("train.max_grad_norm", "number", "Max grad norm", "梯度裁剪", "把梯度范数裁剪到此值（0 = 关闭）。"),
     F(
         "train.optimizer",
         "dropdown",
@@ -315,14 +319,13 @@ FIELDS: tuple[Field, ...] = (
         "把长度相近的样本放进同一批：填充更少，步更快。",
     ),
     F("train.packing", "checkbox", "Packing", "样本打包", "把多个样本拼进一条序列（各样本注意力保持隔离）。"),
-    F("train.logging_steps", "number", "Logging steps", "日志间隔", "每 N 个优化步记录一个损失点。", minimum=1),
+    F("train.logging_steps", "number", "Logging steps", "日志间隔", "每 N 个优化步记录一个损失点。"),
     F(
         "train.save_steps",
         "number",
         "Save steps",
         "保存间隔",
         "每 N 个优化步保存一个可恢复的检查点（0 = 只在结束时）。",
-        minimum=0,
     ),
     F(
         "train.eval_steps",
@@ -330,7 +333,6 @@ FIELDS: tuple[Field, ...] = (
         "Eval steps",
         "评估间隔",
         "每 N 步计算验证损失（留空 = 在保存时和结束时）。",
-        minimum=1,
     ),
     F(
         "train.sample_every",
@@ -338,10 +340,9 @@ FIELDS: tuple[Field, ...] = (
         "Sample every",
         "采样间隔",
         "每 N 步对示例提示生成回答并记录（0 = 关闭）。",
-        minimum=0,
     ),
     F("train.sample_prompts", "textlist", "Sample prompts", "示例提示", "训练中回答的提示，每行一个，最多 3 个。"),
-    F("train.seed", "number", "Seed", "随机种子", "数据顺序和适配器初始化的随机种子。", minimum=0),
+    F("train.seed", "number", "Seed", "随机种子", "数据顺序和适配器初始化的随机种子。"),
     F("train.run_name", "text", "Run name", "运行名称", "附加在运行文件夹名后；留空 = 方法和模型。"),
 )
 BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}
