@@ -16,15 +16,8 @@ from test_train_kit import one_torch_thread  # noqa: F401  (one torch thread: ~4
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from app.config import RunConfig
-from app.export import (
-    SUPPORTED_GGUF_ARCHITECTURES,
-    ExportError,
-    export_gguf,
-    merge,
-    ollama_template,
-    pre_tokenizer_name,
-    write_modelfile,
-)
+from app.export import EXPORT_MARKER, ExportError, export_gguf, merge
+from app.gguf import SUPPORTED_GGUF_ARCHITECTURES, ollama_template, pre_tokenizer_name, write_modelfile
 
 IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 1, 2, 64]])
 TEXTS = [
@@ -70,7 +63,8 @@ def adapter(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def merged(adapter, tmp_path_factory) -> Path:
-    return merge(adapter, tmp_path_factory.mktemp("m") / "merged", progress=lambda f, m: None)
+    # float32: the logits below are compared to 1e-4 (the default float16 would round each weight to 3 digits)
+    return merge(adapter, tmp_path_factory.mktemp("m") / "merged", "float32", progress=lambda f, m: None)
 
 
 def test_merged_logits_equal_base_plus_adapter(merged, adapter, tiny_model_dir):
@@ -165,7 +159,7 @@ def test_gguf_round_trip_tiny(tmp_path, merged, quant, tolerance):
 def test_gguf_from_an_adapter_merges_first(tmp_path, adapter, tiny_model_dir):
     path = export_gguf(adapter, tmp_path / "gguf", "f32")
     assert (logits(gguf_model(path)) - peft_logits(tiny_model_dir, adapter)).abs().max() < 1e-4
-    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "model-f32.gguf"]
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "model-f32.gguf", EXPORT_MARKER]
     fields = GGUFReader(path).fields
     assert fields["general.name"].contents() == "all-linear" and fields["general.architecture"].contents() == "llama"
     assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # the tiny tokenizer adds no BOS
@@ -272,7 +266,7 @@ def smol_merged(request, default_model_dir, tmp_path_factory) -> tuple[Path, Pat
         adapter = make_adapter(default_model_dir, root / "smol-qv", seed=4, targets=["q_proj", "v_proj"], r=8,
                                scale=0.003)  # fmt: skip
         trained = False
-    return adapter, merge(adapter, root / "merged"), trained
+    return adapter, merge(adapter, root / "merged", "float32"), trained
 
 
 @pytest.mark.slow

@@ -22,10 +22,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import chat, devices, export, paths
+from app import chat, commands, devices, export, gguf, paths
+from app.commands import ExportConfig, MergeConfig
 from app.ui import i18n, pickers
 
-_ARCHS = ", ".join(export.SUPPORTED_GGUF_ARCHITECTURES)
+_ARCHS = ", ".join(gguf.SUPPORTED_GGUF_ARCHITECTURES)
 STRINGS = {
     "export.section.merge": ("Merge adapter into the base model", "把适配器合并进基础模型"),
     "export.dtype": ("Dtype", "精度"),
@@ -100,9 +101,6 @@ STRINGS = {
 }
 i18n.add(STRINGS)
 
-DEFAULT_DTYPE = "float16"
-DEFAULT_QUANT = "q8_0"
-
 
 @dataclass
 class ExportHandles:
@@ -140,8 +138,8 @@ def build(ctx: Any) -> ExportHandles:
 def _build_merge(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         dtype = gr.Dropdown(
-            choices=list(export.DTYPES),
-            value=DEFAULT_DTYPE,
+            choices=list(commands.DTYPES),
+            value=MergeConfig.dtype,
             label=tr("export.dtype"),
             info=tr("export.dtype.info"),
             scale=1,
@@ -154,7 +152,10 @@ def _build_merge(tr: i18n.Translator) -> dict[str, Any]:
         tr.bind(out_dir, label="export.out", info="export.out.info")
         with gr.Column(scale=1, min_width=180):
             overwrite = gr.Checkbox(
-                value=False, label=tr("export.overwrite"), info=tr("export.overwrite.info"), elem_id="export-overwrite"
+                value=MergeConfig.overwrite,
+                label=tr("export.overwrite"),
+                info=tr("export.overwrite.info"),
+                elem_id="export-overwrite",
             )
             tr.bind(overwrite, label="export.overwrite", info="export.overwrite.info")
             share = gr.Checkbox(
@@ -191,8 +192,8 @@ def _build_gguf(tr: i18n.Translator) -> dict[str, Any]:
         )
         tr.bind(src, label="export.gguf_src", info="export.gguf_src.info")
         quant = gr.Dropdown(
-            choices=list(export.GGUF_QUANTS),
-            value=DEFAULT_QUANT,
+            choices=list(commands.GGUF_QUANTS),
+            value=ExportConfig.quant,
             label=tr("export.quant"),
             info=tr("export.quant.info"),
             scale=1,
@@ -298,7 +299,7 @@ def merge_adapter(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dic
             path = export.merge(
                 adapter,
                 out,
-                values.get(h.dtype) or DEFAULT_DTYPE,
+                values.get(h.dtype) or MergeConfig.dtype,
                 base,
                 _progress(progress),
                 overwrite=bool(values.get(h.overwrite)),
@@ -330,7 +331,8 @@ def export_gguf(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[
     base = str(values.get(h.picker.base) or "").strip() or None
     try:
         with _exclusive(lang):
-            path = export.export_gguf(src, out, values.get(h.quant) or DEFAULT_QUANT, _progress(progress), base=base)
+            quant = values.get(h.quant) or ExportConfig.quant
+            path = export.export_gguf(src, out, quant, _progress(progress), base=base)
         modelfile = (path.parent / "Modelfile").read_text(encoding="utf-8")
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.gguf_status: "❌ " + i18n.t("export.error", lang, msg=_one_line(exc)), h.modelfile: ""}
