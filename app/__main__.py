@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("app.ui.app", "start the web app (what launch.py ends in)"),
     "setup": ("app.setup", "fetch and convert the embedded default model into the model cache"),
     "train": ("app.train", "train from a config YAML, headless, writing the same run folder as the UI"),
-    "estimate": ("app.memory", "estimate peak memory of a run config and say whether it fits"),
+    "estimate": ("app.estimate", "estimate peak memory of a run config, say whether it fits and how to make it fit"),
     "data": ("app.data", "inspect and validate a dataset file"),
     "chat": ("app.chat", "chat with a base model and adapters from the terminal"),
     "merge": ("app.export", "merge an adapter into its base model and save a Hugging Face folder"),

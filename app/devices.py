@@ -20,7 +20,9 @@ export, the pickers and the Model tab ask `holder(device)` before they load a mo
 from __future__ import annotations
 
 import functools
+import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,8 +60,19 @@ class DeviceInfo:
 def detect() -> DeviceInfo:
     """GPU 0 when PyTorch sees CUDA, else the CPU with the machine's RAM. Cached: looking for CUDA imports torch
     (3-10 s), and neither the GPU nor its total memory changes while the process runs (`detect.cache_clear()`)."""
-    gpu = _cuda_device(0)
+    gpu = None if _surely_no_gpu() else _cuda_device(0)
     return gpu if gpu is not None else cpu_device()
+
+
+def _surely_no_gpu() -> bool:
+    """True where PyTorch cannot see a CUDA GPU, known without importing torch (3-10 s): macOS, CUDA_VISIBLE_DEVICES
+    set empty or to -1, or Linux without NVIDIA device nodes (/dev/nvidiactl; /dev/dxg under WSL). `python -m app
+    estimate` on a laptop stays fast."""
+    if sys.platform == "darwin" or os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return True
+    if sys.platform.startswith("linux"):
+        return not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg"))
+    return False
 
 
 def _cuda_device(index: int) -> DeviceInfo | None:

@@ -613,10 +613,10 @@ def describe_failure(exc: BaseException, cfg: RunConfig, device: str, run_dir: P
 def _memory_advice(cfg: RunConfig, device: str) -> str:
     """app.memory's estimate and suggested fixes in words; generic advice when it cannot estimate this model."""
     try:
-        from app import memory
+        from app import estimate, memory
 
         est = memory.estimate_config(cfg, device)
-        fixes = memory.suggest_fixes(memory.architecture_from(cfg.model.name_or_path), cfg, device)
+        fixes = estimate.suggest_fixes(memory.architecture_from(cfg.model.name_or_path), cfg, device)
         return (
             f"The estimate for this run is {est.total_gib:.1f} GiB. Try: "
             + "; ".join(f.description for f in fixes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app import __main__ as cli
-from app import devices, memory
+from app import devices, estimate, memory
 from app.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,6 +276,10 @@ def test_cli_prints_a_valid_json_object_for_every_preset(preset, capsys):
         "device",
         "device_memory_gib",
         "fits",
+        "verdict",
+        "device_label",
+        "fixes",
+        "methods",
     }
     assert out["total_gib"] == pytest.approx(sum(out["breakdown_gib"].values()), abs=0.01)
     assert 0 < out["trainable_params"] <= out["total_params"]
@@ -306,7 +310,7 @@ def test_fixes_keep_the_effective_batch_and_each_lowers_memory():
         **{"train.gradient_checkpointing": False, "train.batch_size": 4, "train.grad_accum": 2},
     )
     base = memory.estimate(arch, cfg, "cuda", 24 * GIB)
-    fixes = memory.suggest_fixes(arch, cfg, "cuda", 24 * GIB)
+    fixes = estimate.suggest_fixes(arch, cfg, "cuda", 24 * GIB)
     keys = [f.key for f in fixes]
     assert keys[:5] == ["gradient_checkpointing", "micro_batch", "optimizer_8bit", "quantize_4bit", "shorter_seq"]
     for fix in fixes:
@@ -321,7 +325,7 @@ def test_fixes_keep_the_effective_batch_and_each_lowers_memory():
 def test_combined_fix_when_no_single_change_fits():
     arch = memory.architecture_from("llama-3.1-70b-instruct")
     cfg = _cfg("llama-3.1-70b-instruct", **{"train.gradient_checkpointing": False, "data.max_seq_len": 2048})
-    fixes = memory.suggest_fixes(arch, cfg, "cuda", 48 * GIB)
+    fixes = estimate.suggest_fixes(arch, cfg, "cuda", 48 * GIB)
     assert not any(f.estimate.fits for f in fixes[:-1])
     assert fixes[-1].key == "combined" and fixes[-1].estimate.fits
     assert fixes[-1].changes["method"] == "qlora"
@@ -329,13 +333,13 @@ def test_combined_fix_when_no_single_change_fits():
 
 def test_no_fixes_for_what_already_applies_and_the_single_argument_form():
     cfg = RunConfig.from_preset(ROOT / "presets" / "llama-3.1-70b-qlora-48gb.yaml")
-    keys = [f.key for f in memory.suggest_fixes(cfg)]
+    keys = [f.key for f in estimate.suggest_fixes(cfg)]
     assert "gradient_checkpointing" not in keys and "quantize_4bit" not in keys and "micro_batch" not in keys
 
 
 def test_compare_methods_orders_memory_as_expected():
     arch = memory.architecture_from("llama-3.1-8b-instruct")
-    rows = {r["method"]: r for r in memory.compare_methods(arch, _cfg("llama-3.1-8b-instruct"), "cuda", 24 * GIB)}
+    rows = {r["method"]: r for r in estimate.compare_methods(arch, _cfg("llama-3.1-8b-instruct"), "cuda", 24 * GIB)}
     assert list(rows) == ["full", "freeze", "lora", "qlora"]
     assert rows["qlora"]["total_bytes"] < rows["lora"]["total_bytes"] < rows["full"]["total_bytes"]
     assert rows["full"]["trainable_params"] == arch.total_params

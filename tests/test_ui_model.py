@@ -8,7 +8,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from app import devices, memory
+from app import devices, estimate, memory
 from app.config import RunConfig
 from app.ui import app as ui_app
 from app.ui import model_tab, plots
@@ -155,7 +155,7 @@ def test_memory_bar_marks_the_capacity_line_in_the_verdict_colour():
     assert [t.name for t in fig.data] == ["weights", "activations"]
     line = fig.layout.shapes[0]
     assert line.x0 == 8 and line.line.color == plots.FIT_COLORS["no"]
-    assert plots.verdict(7 * plots.GIB, 8 * plots.GIB) == "tight" and plots.verdict(1, None) == "unknown"
+    assert estimate.verdict(7 * plots.GIB, 8 * plots.GIB) == "tight" and estimate.verdict(1, None) == "unknown"
 
 
 def test_an_empty_number_box_sent_as_0_means_not_set(built):

@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from gradio.components.plot import PlotData
 
-from app import catalog, devices, memory, paths
+from app import catalog, devices, estimate, memory, paths
 from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
@@ -136,7 +136,6 @@ FREEZE_FIELDS = ["freeze.trainable_layers", "freeze.train_norms"]
 # Llama-family names: the picker's choices before a model is loaded or inspected (then replaced by the real ones).
 DEFAULT_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAX_FIXES = 4
-TIGHT_SHARE = 0.85
 
 
 @dataclass
@@ -598,26 +597,9 @@ def _architecture(name: str) -> Any:
     return memory.architecture_from(name)
 
 
-@dataclass
-class Estimate:
-    """Everything the memory panel shows, computed once per redraw (and by the `estimate` API)."""
-
-    estimate: Any
-    verdict: str
-    """fits | tight | no | unknown"""
-    label: str
-    fixes: list[Any]
-    methods: list[dict[str, Any]]
-
-
-def compute_estimate(cfg: RunConfig) -> Estimate:
-    """Estimate `cfg` on the device it would train on; fixes only when it does not fit. Raises EstimateError."""
-    arch = _architecture(cfg.model.name_or_path.strip())
-    kind, capacity, label = devices.capacity(cfg.train.device)
-    est = memory.estimate(arch, cfg, kind, capacity)
-    fixes = memory.suggest_fixes(arch, cfg, kind, capacity) if est.fits is False and capacity else []
-    methods = memory.compare_methods(arch, cfg, kind, capacity)
-    return Estimate(est, plots.verdict(est.total_bytes, capacity, TIGHT_SHARE), label, fixes, methods)
+def compute_estimate(cfg: RunConfig) -> estimate.Answer:
+    """The estimate service's answer for `cfg` on the device it would train on. Raises EstimateError."""
+    return estimate.service(cfg, arch=_architecture(cfg.model.name_or_path.strip()))
 
 
 def estimate_panel(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
@@ -642,18 +624,10 @@ def estimate_api(ctx: Any, config: dict[str, Any] | None = None) -> dict[str, An
         result = compute_estimate(cfg)
     except (ConfigError, memory.EstimateError, ValueError) as exc:
         return {"error": _problems(exc) if isinstance(exc, ConfigError) else str(exc)}
-    return {
-        **result.estimate.to_json(),
-        "verdict": result.verdict,
-        "device_label": result.label,
-        "fixes": [
-            {"label": f.label, "changes": f.changes, "total_gib": round(f.estimate.total_gib, 3)} for f in result.fixes
-        ],
-        "methods": [{k: v for k, v in row.items() if k != "estimate"} for row in result.methods],
-    }
+    return result.to_json()
 
 
-def _panel_updates(h: ModelHandles, result: Estimate, lang: str) -> dict[Any, Any]:
+def _panel_updates(h: ModelHandles, result: estimate.Answer, lang: str) -> dict[Any, Any]:
     est, fixes, label = result.estimate, result.fixes, result.label
     capacity = est.device_memory_bytes
     text = i18n.t(

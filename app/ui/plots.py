@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from app.estimate import verdict
+
 GIB = 1024**3
 # One colour per breakdown part, stable across redraws so the eye can follow a part when a control moves.
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D", "#BAB0AC")
@@ -18,16 +20,6 @@ FIT_COLORS = {"fits": "#2E7D32", "tight": "#E6A700", "no": "#C62828", "unknown":
 # A light look written out instead of template="plotly_white" (validating a named template costs ~90 ms).
 _AXIS = {"gridcolor": "#E5E7EB", "zerolinecolor": "#D1D5DB", "linecolor": "#D1D5DB"}
 _PLAIN = {"paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"size": 12}}
-
-
-def verdict(total_bytes: int, capacity_bytes: int | None, tight_share: float = 0.85) -> str:
-    """fits | tight | no | unknown: tight when the estimate uses more than 85% of the device (allocator
-    fragmentation and the CUDA context typically take the last 5-15%)."""
-    if not capacity_bytes:
-        return "unknown"
-    if total_bytes > capacity_bytes:
-        return "no"
-    return "tight" if total_bytes > tight_share * capacity_bytes else "fits"
 
 
 def memory_bar(
