@@ -16,10 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("app.train", "train from a config YAML, headless, writing the same run folder as the UI"),
     "estimate": ("app.estimate", "estimate peak memory of a run config, say whether it fits and how to make it fit"),
     "data": ("app.data", "inspect and validate a dataset file"),
-    "chat": ("app.chat", "chat with a base model and adapters from the terminal"),
+    "chat": ("app.chat_cli", "chat with a base model and adapters from the terminal"),
     "merge": ("app.export", "merge an adapter into its base model and save a Hugging Face folder"),
     "export": ("app.export", "export a merged model or adapter to GGUF with an Ollama Modelfile"),
-    "evaluate": ("app.evaluate", "score base and adapters on a dataset (loss, perplexity, ROUGE, BLEU, EM)"),
+    "evaluate": ("app.evaluate_cli", "score base and adapters on a dataset (loss, perplexity, ROUGE, BLEU, EM)"),
 }
 
 

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from app import commands, gguf
-from app.chat import (
-    ChatError,
+from app.adapters import (
+    AdapterError,
     adapter_tokenizer,
     check_adapter_files,
     check_adapter_fits,
-    column_name,
+    display_name,
     infer_base,
     read_adapter_config,
     resolve_source,
@@ -88,7 +88,7 @@ def merge(
     try:
         check_adapter_files(adapter, allow_pickle)
         base_name = base or infer_base(adapter)
-    except ChatError as exc:
+    except AdapterError as exc:
         raise ExportError(str(exc)) from None
     _say(progress, 0.05, f"loading base {base_name} ({dtype}, unquantized, CPU)")
     loaded = _load_base(base_name, dtype, allow_pickle)
@@ -110,7 +110,7 @@ def merge(
 def _adapter_folder(path: str | Path) -> Path:
     try:
         kind, folder = resolve_source(path)
-    except ChatError as exc:
+    except AdapterError as exc:
         raise ExportError(str(exc)) from None
     if kind != "adapter":
         raise ExportError(
@@ -177,7 +177,7 @@ def _merge_into(model: Any, adapter: Path, base_name: str, allow_pickle: bool) -
         peft_model = PeftModel.from_pretrained(model, str(adapter))
         # safe_merge checks every merged weight for NaN/inf before replacing it
         merged = peft_model.merge_and_unload(safe_merge=True)
-    except ChatError as exc:
+    except AdapterError as exc:
         raise ExportError(str(exc)) from None
     except ValueError as exc:  # PEFT reports NaN weights and unloadable adapters as ValueError
         raise ExportError(f"merging {adapter} into {base_name} failed: {exc}") from None
@@ -280,7 +280,7 @@ def model_card(adapter_dir: Path, base_name: str, dtype: str) -> str:
     ]
     hub = _hub_id(base_name)
     lines = ["---", *([f"base_model: {hub}"] if hub else []), "library_name: transformers"]
-    lines += [f"tags: [tunedesk, {method}, merged]", "---", "", f"# {column_name(adapter_dir)} (merged)", ""]
+    lines += [f"tags: [tunedesk, {method}, merged]", "---", "", f"# {display_name(adapter_dir)} (merged)", ""]
     lines += [f"A LoRA adapter merged into its base model with TuneDesk (`python -m app merge`), saved in {dtype}."]
     lines += ["", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in facts]]
     if method == "qlora":
@@ -318,7 +318,7 @@ def export_gguf(
         raise ExportError(f"quant {quant!r} is not one of {', '.join(commands.GGUF_QUANTS)}")
     try:
         kind, folder = resolve_source(src)
-    except ChatError as exc:
+    except AdapterError as exc:
         raise ExportError(str(exc)) from None
     out = check_out_dir(Path(out_dir), kind="gguf")
     if kind == "model":
@@ -371,7 +371,7 @@ def _model_name(folder: Path) -> str:
     if record.is_file():
         adapter = json.loads(record.read_text(encoding="utf-8")).get("adapter")
         if adapter:
-            return column_name(Path(adapter))
+            return display_name(Path(adapter))
     return folder.name
 
 
@@ -399,7 +399,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             e = commands.from_args(ExportConfig, args)
             out = export_gguf(args.src, args.out, e.quant, base=args.base, allow_pickle=e.allow_pickle)
-    except (ExportError, ChatError, ConfigError) as exc:
+    except (ExportError, AdapterError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(out)

@@ -16,16 +16,11 @@ from test_train_kit import one_torch_thread, tiny_config, write_alpaca  # noqa: 
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from app import devices
-from app.chat import (
-    ChatError,
-    ChatSession,
-    DeviceBusy,
-    GenSettings,
-    generate,
-    load_prompt_set,
-    resolve_source,
-    save_table,
-)
+from app.adapters import AdapterError, resolve_source
+from app.chat import ChatError, ChatSession, generate
+from app.devices import DeviceBusy
+from app.modelset import GenSettings
+from app.prompt_sets import load_prompt_set, save_table
 
 PROMPT = "What is the capital of France?"
 GREEDY = GenSettings(max_new_tokens=12)
@@ -209,7 +204,7 @@ def test_run_and_checkpoint_folders_resolve_to_adapters(tmp_path, adapters, tiny
     chat = ChatSession(None, [str(run), str(checkpoint)], device="cpu")
     assert chat.columns == ["base", "20250101-lora-tiny", "20250101-lora-tiny/checkpoint-3"]
     chat.close()
-    with pytest.raises(ChatError, match="holds no adapter_config.json"):
+    with pytest.raises(AdapterError, match="holds no adapter_config.json"):
         resolve_source(tmp_path)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import IDENTITY_HOLDOUT, IDENTITY_NAMES
 
-from app import evaluate, runs
+from app import adapters, efficiency, eval_data, eval_report, evaluate, runs
 from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def test_before_and_after_on_the_validation_split(tiny_run, tiny_model_dir):
     assert list(report.examples["index"]) == [v.index for v in val]
     assert list(report.examples["reference"]) == [f"The answer is {2 * v.index}." for v in val]
     # deltas: 0 for the base, row - base for the adapter; the perturbed adapter really changes the model
-    for m in evaluate.METRICS:
+    for m in eval_report.METRICS:
         assert table.loc[0, f"delta_{m}"] == 0
         assert table.loc[1, f"delta_{m}"] == pytest.approx(table.loc[1, m] - table.loc[0, m])
     assert abs(table.loc[1, "delta_loss"]) > 0.01
@@ -102,9 +102,9 @@ def test_before_and_after_on_the_validation_split(tiny_run, tiny_model_dir):
     assert len(pd.read_csv(saved / "examples.csv", encoding="utf-8-sig")) == 3
     assert not list((tiny_run / "eval").glob(".tmp-*")), "the temp folder must be renamed away"
 
-    listed = evaluate.list_evaluations(tiny_run)
+    listed = eval_report.list_evaluations(tiny_run)
     assert listed[0]["path"] == saved and listed[0]["models"] == ["base", tiny_run.name]
-    again = evaluate.load_evaluation(saved)
+    again = eval_report.load_evaluation(saved)
     assert again.table["loss"].tolist() == pytest.approx(table["loss"].tolist())
     assert list(again.examples["base answer"].astype(str)) == [str(a) for a in ex["base answer"]]
 
@@ -137,10 +137,10 @@ def test_cancel_midway_returns_partial_results(tiny_run):
 def test_cancel_before_start_gives_empty_report_and_saves_nothing(tiny_run):
     cancel = threading.Event()
     cancel.set()
-    before = len(evaluate.list_evaluations(tiny_run))
+    before = len(eval_report.list_evaluations(tiny_run))
     report = evaluate.evaluate(None, [str(tiny_run / "adapter")], max_new_tokens=4, cancel=cancel)
     assert report.cancelled and report.n_examples == 0 and len(report.examples) == 0
-    assert report.saved_to is None and len(evaluate.list_evaluations(tiny_run)) == before
+    assert report.saved_to is None and len(eval_report.list_evaluations(tiny_run)) == before
 
 
 def test_loss_matches_the_models_own_loss_on_response_tokens(tiny_model_dir):
@@ -157,7 +157,7 @@ def test_loss_matches_the_models_own_loss_on_response_tokens(tiny_model_dir):
         0,
         {"instruction": "Who are you?", "input": ""},
     )
-    prompt, ids, labels = evaluate.encode_for_eval(ex, tok, DataConfig())
+    prompt, ids, labels = eval_data.encode_for_eval(ex, tok, DataConfig())
     # prompt tokens unlabelled, the answer + <|im_end|> labelled, the newline after it not (as in training)
     assert labels[: len(prompt)] == [-100] * len(prompt) and labels[len(prompt)] != -100
     assert tok.decode([t for t in labels if t != -100]) == "I am TuneBot.<|im_end|>"
@@ -180,7 +180,7 @@ def test_generation_prompt_is_everything_before_the_last_answer(tiny_model_dir):
         {"role": "assistant", "content": "I am TuneBot."},
     ]
     cfg = DataConfig(system_prompt="Be brief.", max_seq_len=16)  # 16 cuts the training ids, never the prompt
-    prompt, ids, _ = evaluate.encode_for_eval(Example(msgs, 0), tok, cfg)
+    prompt, ids, _ = eval_data.encode_for_eval(Example(msgs, 0), tok, cfg)
     want = tok.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, *msgs[:-1]], tokenize=False, add_generation_prompt=True
     )
@@ -303,10 +303,10 @@ def test_candidates_list_adapters_and_checkpoints(tiny_run):
     ckpt = tiny_run / "checkpoints" / "checkpoint-3"
     shutil.copytree(tiny_run / "adapter", ckpt)
     (ckpt / "trainer_state.json").write_text("{}")
-    found = dict(evaluate.candidates(tiny_run.parent))
+    found = dict(adapters.candidates(tiny_run.parent))
     assert found[f"{tiny_run.name} (adapter)"] == str(tiny_run / "adapter")
     assert found[f"{tiny_run.name}/checkpoint-3"] == str(ckpt)
-    assert evaluate.model_label(ckpt) == f"{tiny_run.name}/checkpoint-3"
+    assert adapters.display_name(ckpt) == f"{tiny_run.name}/checkpoint-3"
 
 
 def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_model_dir):
@@ -315,7 +315,7 @@ def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_mo
     run = tmp_path / "run"
     run.mkdir()
     RunConfig(model=ModelConfig(name_or_path=str(tiny_model_dir))).save(run / "config.yaml")
-    est = {"total_bytes": 400 * 2**20, "device": "cpu"}
+    est = {"total_gib": 400 / 1024, "device": "cpu"}  # MemoryEstimate.to_json: nothing writes total_bytes
     runs.append_event(
         run,
         "started",
@@ -336,7 +336,7 @@ def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_mo
     (run / "adapter" / "adapter_config.json").write_text("{}")
     (run / "adapter" / "tokenizer.json").write_bytes(b"x" * 50_000)  # not weights: not counted
 
-    rep = evaluate.efficiency_report(run)
+    rep = efficiency.efficiency_report(run)
     model_bytes = sum(f.stat().st_size for f in Path(tiny_model_dir).glob("*.safetensors"))
     assert rep["training_s"] == 20.0  # 12.5 + 7.5: both sessions
     assert rep["tokens_per_s"] == 40.0  # median of 10, 40, 50
@@ -350,7 +350,7 @@ def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_mo
 
 def test_efficiency_report_of_an_empty_run_has_nones(tmp_path):
     (tmp_path / "config.yaml").write_text("method: lora\n")
-    rep = evaluate.efficiency_report(tmp_path)
+    rep = efficiency.efficiency_report(tmp_path)
     assert rep["status"] == "created" and rep["training_s"] is None and rep["peak_memory_bytes"] is None
 
 
@@ -399,12 +399,12 @@ def test_trained_identity_adapter_beats_the_base(identity_run):
     data = DataConfig(path=str(held_file), placeholders=names)
     report = evaluate.evaluate(None, [str(run / "adapter")], data=data, max_new_tokens=48)
     base, tuned = report.table.loc[0], report.table.loc[1]
-    print(evaluate.format_table(report))
+    print(eval_report.format_table(report))
     print(f"ROUGE-L base {base['rougeL']:.1f} -> adapter {tuned['rougeL']:.1f} on {report.n_examples} held out")
     assert report.n_examples == IDENTITY_HOLDOUT
     assert tuned["rougeL"] > base["rougeL"] + 15
     assert tuned["loss"] < base["loss"] - 0.5
     assert report.examples[f"{run.name} answer"].str.contains("TuneBot").sum() >= IDENTITY_HOLDOUT // 2
     assert report.examples["base answer"].str.contains("TuneBot").sum() == 0
-    eff = evaluate.efficiency_report(run)
+    eff = efficiency.efficiency_report(run)
     assert eff["training_s"] > 0 and eff["trainable_share"] < 0.1 and eff["size_share"] < 0.2

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from ui_ctx import chat_values, make_adapter, make_run, tab_context
 
-from app import devices
+from app import adapters, devices
 from app.ui import chat_tab, pickers
 
 
@@ -126,6 +126,6 @@ def test_picker_lists_finished_runs_and_follows_their_base(runs_tmp, tiny_model_
     failed = make_run(tiny_model_dir, status="failed")
     folders = [path for _, path in pickers.adapter_choices()]
     assert str(done / "adapter") in folders and str(failed / "adapter") not in folders
-    assert pickers.run_dir_of(done / "adapter") == done
+    assert adapters.run_dir_of(done / "adapter") == done
     assert pickers.follow_base([str(done / "adapter")], "other")["value"] == str(tiny_model_dir)
     assert pickers.follow_base([], "other")["value"] == "other"

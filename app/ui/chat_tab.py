@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import chat
+from app import chat, modelset, prompt_sets
 from app.ui import i18n, pickers
 
 STRINGS = {
@@ -220,7 +220,7 @@ def _slider(tr: i18n.Translator, key: str, lo: float, hi: float, step: float, va
 
 
 def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
-    d = chat.GenSettings()
+    d = modelset.GenSettings()
     with gr.Accordion(tr("chat.section.sampling"), open=False) as acc:
         with gr.Row():
             s = {
@@ -386,16 +386,16 @@ def _column_views(h: ChatHandles, columns: list[str]) -> dict[Any, Any]:
     return out
 
 
-def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> chat.GenSettings:
+def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> modelset.GenSettings:
     """The shared sampling widgets as GenSettings (numbers arrive as float from sliders)."""
-    s, d = h.settings, chat.GenSettings()
+    s, d = h.settings, modelset.GenSettings()
 
     def num(key: str, kind: type) -> Any:
         value = values.get(s[key])
         value = getattr(d, key) if value is None or value == "" else value
         return int(round(float(value))) if kind is int else float(value)
 
-    return chat.GenSettings(
+    return modelset.GenSettings(
         max_new_tokens=num("max_new_tokens", int),
         temperature=num("temperature", float),
         top_p=num("top_p", float),
@@ -476,7 +476,7 @@ def prompts_from(h: ChatHandles, values: dict[Any, Any]) -> list[Any]:
     """The uploaded prompt file's prompts, else the pasted lines. Raises ChatError for a bad file."""
     path = values.get(h.prompt_file)
     if path:
-        return chat.load_prompt_set(path)
+        return prompt_sets.load_prompt_set(path)
     return [line.strip() for line in str(values.get(h.prompt_lines) or "").splitlines() if line.strip()]
 
 
@@ -493,7 +493,7 @@ def run_prompt_set(ctx: Any, values: dict[Any, Any], progress: Any = None) -> di
             text = i18n.t(msg, lang) if msg else i18n.t("chat.bad_settings", lang, msg="; ".join(settings.problems()))
             return {h.set_status: "❌ " + text}
         table = session.run_prompt_set(prompts, settings, _progress(progress))
-        csv = chat.save_table(table, pickers.fresh_dir() / f"prompt-set-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+        csv = prompt_sets.save_table(table, pickers.fresh_dir() / f"prompt-set-{time.strftime('%Y%m%d-%H%M%S')}.csv")
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.set_status: "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))}
     speeds = ", ".join(f"{c} {v}" for c, v in table.attrs.get("tokens_per_s", {}).items())

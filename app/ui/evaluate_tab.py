@@ -6,7 +6,7 @@ Cancel sets a threading.Event the core checks between batches and returns the ex
 the metrics table (loss, perplexity, ROUGE-1/2/L, BLEU, exact match per model and the difference from the base),
 a bar chart of them, and the per-example table (prompt, reference, each model's answer and score), sortable, with
 CSV downloads. The efficiency report of a run (time, tokens/s, peak memory vs estimate, trainable share, sizes)
-comes from `evaluate.efficiency_report`.
+comes from `app.efficiency.efficiency_report`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import evaluate, runs
+from app import eval_report, evaluate, runs
+from app.adapters import run_dir_of
+from app.efficiency import efficiency_report
 from app.ui import i18n, pickers
 
 STRINGS = {
@@ -273,7 +275,7 @@ def run_evaluation(ctx: Any, values: dict[Any, Any], progress: Any = None) -> di
     return _report_views(h, report, lang, note)
 
 
-def _evaluate(h: EvaluateHandles, values: dict[Any, Any], device: str, progress: Any) -> evaluate.EvalReport:
+def _evaluate(h: EvaluateHandles, values: dict[Any, Any], device: str, progress: Any) -> eval_report.EvalReport:
     base = str(values.get(h.picker.base) or "").strip() or None
     data_path = str(values.get(h.data_path) or "").strip() or None
     max_examples = values.get(h.max_examples)
@@ -299,7 +301,7 @@ def cancel(ctx: Any, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
     return {h.status: "⏳ " + i18n.t("eval.cancelling", lang)}
 
 
-def _report_views(h: EvaluateHandles, report: evaluate.EvalReport, lang: str, note: str = "") -> dict[Any, Any]:
+def _report_views(h: EvaluateHandles, report: eval_report.EvalReport, lang: str, note: str = "") -> dict[Any, Any]:
     info = report.info
     lines = [
         i18n.t(
@@ -326,7 +328,7 @@ def _report_views(h: EvaluateHandles, report: evaluate.EvalReport, lang: str, no
     }
 
 
-def metrics_table(report: evaluate.EvalReport) -> pd.DataFrame:
+def metrics_table(report: eval_report.EvalReport) -> pd.DataFrame:
     """The report's table for reading: no path column, loss 4 decimals, perplexity 3, text metrics 2."""
     table = report.table.drop(columns=["path"], errors="ignore").copy()
     for col in table.columns:
@@ -337,7 +339,7 @@ def metrics_table(report: evaluate.EvalReport) -> pd.DataFrame:
     return table.rename(columns={c: "Δ " + c.removeprefix("delta_") for c in table.columns if c.startswith("delta_")})
 
 
-def _csv_files(report: evaluate.EvalReport) -> list[str]:
+def _csv_files(report: eval_report.EvalReport) -> list[str]:
     """summary.csv and examples.csv (UTF-8 with BOM: spreadsheet apps then read Chinese correctly)."""
     folder = pickers.fresh_dir()
     out = []
@@ -357,7 +359,7 @@ def efficiency(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     if not run:
         return {h.efficiency: i18n.t("eval.no_run", lang)}
     try:
-        facts = evaluate.efficiency_report(run)
+        facts = efficiency_report(run)
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.efficiency: "❌ " + i18n.t("eval.error", lang, msg=_one_line(exc))}
     return {h.efficiency: efficiency_markdown(facts, lang)}
@@ -409,7 +411,7 @@ def _one_line(exc: BaseException) -> str:
 def follow_run(adapters: Any) -> Any:
     """The efficiency picker follows the first chosen adapter's run."""
     for folder in pickers.selected(adapters):
-        run = pickers.run_dir_of(folder)
+        run = run_dir_of(folder)
         if run is not None:
             return gr.update(choices=run_choices(), value=str(run))
     return gr.update()

@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import chat, commands, devices, export, gguf, paths
+from app import adapters, commands, devices, export, gguf, paths
 from app.commands import ExportConfig, MergeConfig
 from app.ui import i18n, pickers
 
@@ -263,11 +263,11 @@ def suggest_out(adapter: Any, dtype: str) -> tuple[Any, Any]:
     if not chosen:
         return gr.update(), gr.update()
     folder = Path(chosen[0])
-    run = pickers.run_dir_of(folder)
+    run = adapters.run_dir_of(folder)
     step = f"-{folder.name}" if folder.name.startswith("checkpoint-") else ""
     if run is not None:
         return str(run / "export" / f"merged{step}-{dtype}"), str(run / "export" / f"gguf{step}")
-    name = chat.column_name(folder).replace("/", "-")
+    name = adapters.display_name(folder).replace("/", "-")
     root = paths.home() / "exports"
     return str(root / f"{name}-{dtype}"), str(root / f"{name}-gguf")
 
@@ -304,7 +304,7 @@ def merge_adapter(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dic
                 _progress(progress),
                 overwrite=bool(values.get(h.overwrite)),
             )
-    except (RuntimeError, OSError, ValueError) as exc:  # ExportError, ChatError, ModelError, torch errors
+    except (RuntimeError, OSError, ValueError) as exc:  # ExportError, AdapterError, ModelError, torch errors
         return {h.status: "❌ " + i18n.t("export.error", lang, msg=_one_line(exc))}
     table = files_table(path, lang)
     size = _size(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))

@@ -10,15 +10,14 @@ on, the tab says so and offers the choice: wait for the run, or load on the CPU.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import yaml
 
 from app import devices, files, runs
+from app.adapters import base_of
 from app.ui import i18n
 
 STRINGS = {
@@ -86,34 +85,6 @@ def adapter_choices(output_dir: str | Path | None = None) -> list[tuple[str, str
         for ckpt in reversed(runs.checkpoints(run.path)):
             out.append((f"{run.id} · {ckpt.name}", str(ckpt)))
     return out
-
-
-def run_dir_of(folder: str | Path) -> Path | None:
-    """The run folder an adapter or checkpoint lives in (runs/X/adapter, runs/X/checkpoints/checkpoint-N)."""
-    folder = Path(folder)
-    for candidate in (folder.parent, folder.parent.parent):
-        if runs.is_run_dir(candidate):
-            return candidate
-    return None
-
-
-def base_of(folder: str | Path) -> str | None:
-    """The base model an adapter was trained on: its run's config.yaml (the name the user chose, e.g. a catalog
-    id), else adapter_config.json's base_model_name_or_path; None for a full model or an unknown folder."""
-    run_dir = run_dir_of(folder)
-    if run_dir is not None:
-        try:
-            data = yaml.safe_load((run_dir / runs.CONFIG).read_text(encoding="utf-8")) or {}
-            name = (data.get("model") or {}).get("name_or_path")
-            if name:
-                return str(name)
-        except (OSError, yaml.YAMLError, AttributeError):
-            pass
-    cfg = Path(folder) / "adapter_config.json"
-    try:
-        return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def base_choices(default: str) -> list[str]:
