@@ -157,3 +157,18 @@ def test_a_status_line_follows_the_language_while_idle_and_keeps_a_result():
     assert switch("zh", None) == i18n.t("chat.idle", "zh")
     kept = switch("zh", "✅ Loaded on cpu: base, my-run.")
     assert kept is not None and not isinstance(kept, str)  # gr.skip(): the result stays as shown
+
+
+def test_labelled_and_text_build_and_bind_in_one_call():
+    i18n.add({"test.widget": ("Rank", "秩"), "test.widget.info": ("Higher = more", "越高越多")})
+    tr = i18n.Translator("zh")
+    with gr.Blocks():
+        number = tr.labelled(gr.Number, "test.widget", info=True, value=8)
+        plain = tr.labelled(gr.Number, "test.widget")
+        button = tr.text(gr.Button, "test.widget", size="sm")
+    assert (number.label, number.info, number.value) == ("秩", "越高越多", 8)
+    assert plain.info is None and button.value == "秩"
+    bindings = {id(b.component): b for b in tr.bindings}
+    assert (bindings[id(number)].label, bindings[id(number)].info) == ("test.widget", "test.widget.info")
+    assert bindings[id(plain)].info is None and bindings[id(button)].value == "test.widget"
+    assert tr.updates("en")[number] == gr.update(label="Rank", info="Higher = more")

@@ -136,8 +136,7 @@ def build_blocks(
         modules = {}
         with gr.Tabs(elem_id="tabs"):
             for key, module_name in TABS:
-                with gr.Tab(tr(f"tab.{key}"), id=key, elem_id=f"tab-{key}") as tab:
-                    tr.bind(tab, label=f"tab.{key}")
+                with tr.labelled(gr.Tab, f"tab.{key}", id=key, elem_id=f"tab-{key}"):
                     ctx.handles[key], modules[key] = _build_tab(module_name, ctx)
         for module in modules.values():
             if hasattr(module, "wire"):
@@ -159,12 +158,11 @@ def _header(ctx: AppContext, lang: str) -> None:
             gr.HTML(logo_svg(), elem_id="logo", container=False)
         with gr.Column(scale=5, min_width=300):
             gr.Markdown(f"## {tr('app.title')}", elem_id="title")  # the name: the same in every language
-            tr.bind(gr.Markdown(tr("app.subtitle"), elem_id="subtitle"), value="app.subtitle")
+            tr.text(gr.Markdown, "app.subtitle", elem_id="subtitle")
         with gr.Column(scale=1, min_width=180):
-            ctx.lang_selector = gr.Radio(
-                choices=[("English", "en"), ("中文", "zh")], value=lang, label=tr("app.language"), elem_id="lang"
+            ctx.lang_selector = tr.labelled(
+                gr.Radio, "app.language", choices=[("English", "en"), ("中文", "zh")], value=lang, elem_id="lang"
             )
-            tr.bind(ctx.lang_selector, label="app.language")
 
 
 def logo_svg() -> str:

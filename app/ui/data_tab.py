@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -28,6 +28,9 @@ import pandas as pd
 from app import data, files, paths
 from app.config import ConfigError, RunConfig
 from app.ui import i18n
+
+if TYPE_CHECKING:
+    from app.ui.app import AppContext
 
 STRINGS = {
     "data.section.source": ("Dataset", "数据集"),
@@ -134,16 +137,12 @@ STRINGS = {
 }
 i18n.add(STRINGS)
 
-DATA_FIELDS = [
-    "data.path",
-    "data.format",
-    "data.template",
-    "data.system_prompt",
-    "data.max_seq_len",
-    "data.val_size",
-    "data.max_samples",
-    "data.train_on_prompt",
-]
+SOURCE_FIELDS = ["data.path"]  # above Upload and Load
+FORMAT_FIELDS = ["data.format"]  # below them, above the column mapping
+RENDER_FIELDS = ["data.template", "data.system_prompt"]
+LENGTH_ROW = ["data.max_seq_len", "data.val_size"]
+SAMPLE_ROW = ["data.max_samples", "data.train_on_prompt"]
+DATA_FIELDS = [*SOURCE_FIELDS, *FORMAT_FIELDS, *RENDER_FIELDS, *LENGTH_ROW, *SAMPLE_ROW]
 COLUMN_KEYS = ("instruction", "input", "output", "system", "messages")
 AUTO = "auto"
 PAGE_SIZE = 20
@@ -176,7 +175,7 @@ class DataHandles:
 
 
 # ---- build -----------------------------------------------------------------------------------------------------
-def build(ctx: Any) -> DataHandles:
+def build(ctx: AppContext) -> DataHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=380):
             left = _build_source(ctx)
@@ -189,54 +188,48 @@ def build(ctx: Any) -> DataHandles:
 
 
 def _section(tr: i18n.Translator, key: str) -> None:
-    tr.bind(gr.Markdown(tr(key), elem_classes="td-section-title"), value=key)
+    tr.text(gr.Markdown, key, elem_classes="td-section-title")
 
 
-def _build_source(ctx: Any) -> dict[str, Any]:
+def _build_source(ctx: AppContext) -> dict[str, Any]:
     tr, form = ctx.tr, ctx.form
     _section(tr, "data.section.source")
-    fields = form.build(DATA_FIELDS[:1])
+    fields = form.build(SOURCE_FIELDS)
     with gr.Row():
-        upload = tr.bind(
-            gr.UploadButton(tr("data.upload"), file_types=UPLOAD_TYPES, size="sm", elem_id="data-upload"),
-            value="data.upload",
-        )
-        load = tr.bind(
-            gr.Button(tr("data.load"), variant="primary", size="sm", elem_id="data-load"), value="data.load"
-        )
-    tr.bind(gr.Markdown(tr("data.load.info"), elem_classes="td-info"), value="data.load.info")
-    fields.update(form.build(DATA_FIELDS[1:2]))
+        upload = tr.text(gr.UploadButton, "data.upload", file_types=UPLOAD_TYPES, size="sm", elem_id="data-upload")
+        load = tr.text(gr.Button, "data.load", variant="primary", size="sm", elem_id="data-load")
+    tr.text(gr.Markdown, "data.load.info", elem_classes="td-info")
+    fields.update(form.build(FORMAT_FIELDS))
     columns, placeholders = _build_mapping(ctx)
     _section(tr, "data.section.render")
-    fields.update(form.build(DATA_FIELDS[2:4]))
+    fields.update(form.build(RENDER_FIELDS))
     with gr.Row():
-        fields.update(form.build(DATA_FIELDS[4:6]))
+        fields.update(form.build(LENGTH_ROW))
     with gr.Row():
-        fields.update(form.build(DATA_FIELDS[6:]))
+        fields.update(form.build(SAMPLE_ROW))
     return {"fields": fields, "upload": upload, "load": load, "columns": columns, "placeholders": placeholders}
 
 
-def _build_mapping(ctx: Any) -> tuple[dict[str, gr.Dropdown], gr.Dataframe]:
+def _build_mapping(ctx: AppContext) -> tuple[dict[str, gr.Dropdown], gr.Dataframe]:
     tr, d = ctx.tr, ctx.defaults.data
-    with gr.Accordion(tr("data.columns"), open=bool(d.columns)) as acc:
-        tr.bind(gr.Markdown(tr("data.columns.help"), elem_classes="td-info"), value="data.columns.help")
+    with tr.labelled(gr.Accordion, "data.columns", open=bool(d.columns)):
+        tr.text(gr.Markdown, "data.columns.help", elem_classes="td-info")
         columns = {}
         with gr.Row():
             for key in COLUMN_KEYS:
                 value = d.columns.get(key) or AUTO
-                columns[key] = gr.Dropdown(
+                columns[key] = tr.labelled(
+                    gr.Dropdown,
+                    f"data.col.{key}",
+                    info=True,
                     choices=_unique([AUTO, value]),
                     value=value,
                     allow_custom_value=True,
-                    label=tr(f"data.col.{key}"),
-                    info=tr(f"data.col.{key}.info"),
                     min_width=140,
                     elem_id=f"data-col-{key}",
                 )
-                tr.bind(columns[key], label=f"data.col.{key}", info=f"data.col.{key}.info")
-    tr.bind(acc, label="data.columns")
-    with gr.Accordion(tr("data.placeholders"), open=bool(d.placeholders)) as acc2:
-        tr.bind(gr.Markdown(tr("data.placeholders.info"), elem_classes="td-info"), value="data.placeholders.info")
+    with tr.labelled(gr.Accordion, "data.placeholders", open=bool(d.placeholders)):
+        tr.text(gr.Markdown, "data.placeholders.info", elem_classes="td-info")
         placeholders = gr.Dataframe(
             value=_placeholder_rows(d.placeholders),
             headers=["placeholder", "text"],
@@ -245,7 +238,6 @@ def _build_mapping(ctx: Any) -> tuple[dict[str, gr.Dropdown], gr.Dataframe]:
             show_label=False,
             elem_id="data-placeholders",
         )
-    tr.bind(acc2, label="data.placeholders")
     return columns, placeholders
 
 
@@ -253,31 +245,29 @@ def _build_views(tr: i18n.Translator) -> dict[str, Any]:
     # not bound to a key: the language switch redraws it with the loaded summary (see _wire), not the idle text
     status = gr.Markdown(tr("data.status.empty"), elem_classes="td-status", elem_id="data-status")
     with gr.Tabs():
-        with gr.Tab(tr("data.tab.records"), id="data-records") as t1:
+        with tr.labelled(gr.Tab, "data.tab.records", id="data-records"):
             table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-table")
             with gr.Row(equal_height=True):
-                prev = tr.bind(gr.Button(tr("data.prev"), size="sm", min_width=90), value="data.prev")
-                page = gr.Number(
+                prev = tr.text(gr.Button, "data.prev", size="sm", min_width=90)
+                page = tr.labelled(
+                    gr.Number,
+                    "data.page",
+                    info=True,
                     value=1,
                     minimum=1,
                     precision=0,
-                    label=tr("data.page"),
-                    info=tr("data.page.info"),
                     min_width=120,
                     elem_id="data-page",
                 )
-                tr.bind(page, label="data.page", info="data.page.info")
-                nxt = tr.bind(gr.Button(tr("data.next"), size="sm", min_width=90), value="data.next")
+                nxt = tr.text(gr.Button, "data.next", size="sm", min_width=90)
             page_info = gr.Markdown("", elem_id="data-page-info")
-        with gr.Tab(tr("data.tab.problems"), id="data-problems") as t2:
+        with tr.labelled(gr.Tab, "data.tab.problems", id="data-problems"):
             problems = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-problem-table")
-        with gr.Tab(tr("data.tab.example"), id="data-example") as t3:
+        with tr.labelled(gr.Tab, "data.tab.example", id="data-example"):
             example = _build_example(tr)
-        with gr.Tab(tr("data.tab.stats"), id="data-stats") as t4:
+        with tr.labelled(gr.Tab, "data.tab.stats", id="data-stats"):
             stats = gr.Markdown("", elem_classes="td-info", elem_id="data-stats-table")
             histogram = gr.Plot(show_label=False, elem_id="data-histogram")
-    for tab, key in ((t1, "records"), (t2, "problems"), (t3, "example"), (t4, "stats")):
-        tr.bind(tab, label=f"data.tab.{key}")
     return {
         "status": status,
         "table": table,
@@ -293,34 +283,31 @@ def _build_views(tr: i18n.Translator) -> dict[str, Any]:
 
 
 def _build_example(tr: i18n.Translator) -> dict[str, Any]:
-    record = gr.Number(
-        value=0, minimum=0, precision=0, label=tr("data.record"), info=tr("data.record.info"), elem_id="data-record"
-    )
-    tr.bind(record, label="data.record", info="data.record.info")
+    record = tr.labelled(gr.Number, "data.record", info=True, value=0, minimum=0, precision=0, elem_id="data-record")
     record_info = gr.Markdown("", elem_id="data-record-info")
     colors = {i18n.t("data.seg.response", lang): STATE_COLORS["trained"] for lang in i18n.LANGS}
-    rendered = gr.HighlightedText(
-        label=tr("data.rendered"),
+    rendered = tr.labelled(
+        gr.HighlightedText,
+        "data.rendered",
         color_map=colors,
         show_legend=False,  # its legend lists every color_map key, both languages; data.mask.help explains
         show_inline_category=False,
         elem_id="data-rendered",
     )
-    tr.bind(rendered, label="data.rendered")
-    tr.bind(gr.Markdown(tr("data.mask.help"), elem_classes="td-info"), value="data.mask.help")
+    tr.text(gr.Markdown, "data.mask.help", elem_classes="td-info")
     state_colors = {i18n.t(f"data.state.{s}", lang): c for s, c in STATE_COLORS.items() for lang in i18n.LANGS}
-    mask = gr.HighlightedText(
-        label=tr("data.mask"),
+    mask = tr.labelled(
+        gr.HighlightedText,
+        "data.mask",
         color_map=state_colors,
         show_legend=False,  # as above: the help line above names the colors in the page's language
         show_inline_category=False,
         elem_id="data-mask",
     )
-    tr.bind(mask, label="data.mask")
     return {"record": record, "record_info": record_info, "rendered": rendered, "mask": mask}
 
 
-def _wire(ctx: Any, h: DataHandles) -> None:
+def _wire(ctx: AppContext, h: DataHandles) -> None:
     model_fields = {c for p, c in ctx.form.components.items() if p.startswith("model.")}
     inputs = {*h.fields.values(), *h.columns.values(), h.placeholders, *model_fields}
     if ctx.lang_selector is not None:
@@ -512,15 +499,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 # ---- handlers ---------------------------------------------------------------------------------------------------
-def _read_config(ctx: Any, values: dict[Any, Any]) -> RunConfig:
+def _read_config(ctx: AppContext, values: dict[Any, Any]) -> RunConfig:
     return ctx.form.to_config(values)
 
 
-def load_data(ctx: Any, values: dict[Any, Any], progress: Any = None, fetch: bool = True) -> dict[Any, Any]:
+def load_data(ctx: AppContext, values: dict[Any, Any], progress: Any = None, fetch: bool = True) -> dict[Any, Any]:
     """Load / validate: table page 1, problems, summary, statistics, histogram and the first valid record.
 
     Never raises: an unreadable file or a bad setting shows as the status line."""
-    h: DataHandles = ctx.handles["data"]
+    h = ctx.data
     lang = ctx.lang(values)
     try:
         cfg = _read_config(ctx, values)
@@ -623,9 +610,9 @@ def _page_updates(h: DataHandles, frame: pd.DataFrame, total: int | None, page: 
     return {h.table: frame, h.page: page, h.page_info: info}
 
 
-def show_page(ctx: Any, values: dict[Any, Any], step: int = 0) -> dict[Any, Any]:
+def show_page(ctx: AppContext, values: dict[Any, Any], step: int = 0) -> dict[Any, Any]:
     """The table page in the page box (+ step for Previous / Next), clamped to the pages there are."""
-    h: DataHandles = ctx.handles["data"]
+    h = ctx.data
     lang = ctx.lang(values)
     try:
         cfg = _read_config(ctx, values)
@@ -674,9 +661,9 @@ def _stats_updates(h: DataHandles, prepared: Any, lang: str) -> dict[Any, Any]:
 
 
 # ---- one record as trained ------------------------------------------------------------------------------------
-def show_record(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def show_record(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """The record in the record box, rendered and masked exactly as the trainer sees it."""
-    h: DataHandles = ctx.handles["data"]
+    h = ctx.data
     lang = ctx.lang(values)
     try:
         cfg = _read_config(ctx, values)
@@ -742,11 +729,11 @@ def _render(h: DataHandles, cfg: RunConfig, example: Any, tok: Any, template: st
 
 
 # ---- upload -------------------------------------------------------------------------------------------------------
-def upload(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def upload(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Keep the browser upload in TuneDesk's uploads folder (app.files.keep_upload: moved out of Gradio's cache,
     stored once by content) and point data.path at it: a run's config.yaml names that file, and Resume after a
     restart must still find it."""
-    h: DataHandles = ctx.handles["data"]
+    h = ctx.data
     lang = ctx.lang(values)
     src = values.get(h.upload)
     src = src[0] if isinstance(src, list) else src

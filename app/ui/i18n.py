@@ -6,11 +6,13 @@ Each tab module declares its own strings and registers them at import:
     i18n.add(STRINGS)
 
 `Translator` remembers which component shows which key (label, info, value, placeholder), so one language switch
-updates every visible label. A test checks that every key has both languages.
+updates every visible label; `tr.labelled(gr.X, key, info=True, ...)` and `tr.text(gr.X, key, ...)` build a
+component and bind it in one call. A test checks that every key has both languages and every tab's text is bound.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +75,24 @@ class Translator:
         """Record which keys `component` shows; returns the component for chaining."""
         self.bindings.append(_Binding(component, label, info, value, placeholder))
         return component
+
+    def labelled(self, make: Callable[..., Any], key: str, info: bool = False, **kwargs: Any) -> Any:
+        """`make(label=tr(key), info=tr(key + ".info"), **kwargs)`, bound to those keys: a widget, a Tab or an
+        Accordion (`with tr.labelled(gr.Tab, "data.tab.records", id="data-records"):`) in one line.
+
+            page = tr.labelled(gr.Number, "data.page", info=True, value=1, precision=0)
+        """
+        info_key = f"{key}.info" if info else None
+        if info_key:
+            kwargs["info"] = self(info_key)
+        return self.bind(make(label=self(key), **kwargs), label=key, info=info_key)
+
+    def text(self, make: Callable[..., Any], key: str, **kwargs: Any) -> Any:
+        """`make(tr(key), **kwargs)` bound as its shown text: a Markdown, a Button, an UploadButton's caption.
+
+            load = tr.text(gr.Button, "data.load", variant="primary")
+        """
+        return self.bind(make(self(key), **kwargs), value=key)
 
     def components(self) -> list[Any]:
         return [b.component for b in self.bindings]
