@@ -20,7 +20,7 @@ def test_build_app_has_every_tab_in_order():
     demo, ctx = ui_app.build_blocks("en")
     assert _tab_labels(demo) == TAB_LABELS
     assert set(ctx.handles) == {key for key, _ in ui_app.TABS}
-    assert ctx.handles["train"] is not None and ctx.demo is demo
+    assert ctx.train is ctx.handles["train"] and ctx.demo is demo
     assert ui_app.css() and ui_app.logo_svg().lstrip().startswith("<svg")
 
 
@@ -28,7 +28,38 @@ def test_build_app_in_chinese_and_with_a_preselected_model(tmp_path):
     demo, ctx = ui_app.build_blocks("zh", model=str(tmp_path))
     assert _tab_labels(demo) == ["模型", "数据", "训练", "对话", "评估", "导出"]
     assert ctx.defaults.model.name_or_path == str(tmp_path)
-    assert ctx.form.components["model.name_or_path"].value == str(tmp_path) if ctx.handles["model"] else True
+    assert ctx.form.components["model.name_or_path"].value == str(tmp_path)
+
+
+def test_every_tab_has_a_typed_handle_on_the_context():
+    """ctx.<tab> for each key of TABS, annotated with the handles class that tab's build() returns."""
+    import importlib
+    import inspect
+
+    demo, ctx = ui_app.build_blocks("en")
+    for key, module_name in ui_app.TABS:
+        module = importlib.import_module(module_name)
+        accessor = getattr(ui_app.AppContext, key)
+        returns = inspect.signature(module.build).return_annotation
+        assert isinstance(accessor, property) and inspect.signature(accessor.fget).return_annotation == returns
+        assert type(getattr(ctx, key)).__name__ == returns and getattr(ctx, key) is ctx.handles[key]
+
+
+def test_a_tab_missing_from_the_context_is_named():
+    from ui_ctx import tab_context
+
+    _, ctx = tab_context(["data"], "smollm2-135m-instruct")
+    assert ctx.data is ctx.handles["data"]
+    with pytest.raises(LookupError, match="the train tab is not built"):
+        _ = ctx.train
+
+
+def test_a_tab_module_that_fails_to_import_fails_the_build(monkeypatch):
+    """No quiet "not built yet" placeholder: a renamed or broken tab module stops the app and the tests."""
+    monkeypatch.setattr(ui_app, "TABS", (*ui_app.TABS, ("gone", "app.ui.gone_tab")))
+    monkeypatch.setitem(ui_app.i18n.STRINGS, "tab.gone", {"en": "Gone", "zh": "已删除"})
+    with pytest.raises(ModuleNotFoundError, match="app.ui.gone_tab"):
+        ui_app.build_blocks("en")
 
 
 def test_context_language_follows_the_selector_value():

@@ -12,7 +12,7 @@ from app.ui import app, i18n
 from app.ui.form import Form
 
 
-def tab_context(tabs: list[str], model: str, lang: str = "en", **changes: Any) -> tuple[gr.Blocks, Any]:
+def tab_context(tabs: list[str], model: str, lang: str = "en", **changes: Any) -> tuple[gr.Blocks, app.AppContext]:
     """(demo, ctx) with `tabs` built in order (e.g. ["data"]), defaults = model + dotted `changes`."""
     defaults = app.default_config(model).replace(**changes) if changes else app.default_config(model)
     tr = i18n.Translator(lang)
@@ -26,7 +26,7 @@ def tab_context(tabs: list[str], model: str, lang: str = "en", **changes: Any) -
     return demo, ctx
 
 
-def values_of(ctx: Any, *components: Any, **overrides: Any) -> dict[Any, Any]:
+def values_of(ctx: app.AppContext, *components: Any, **overrides: Any) -> dict[Any, Any]:
     """{component: value} as Gradio would pass a set of inputs: every form widget at its initial value, the
     language, and `components` at theirs."""
     out = {c: c.value for c in ctx.form.inputs()}
@@ -35,10 +35,10 @@ def values_of(ctx: Any, *components: Any, **overrides: Any) -> dict[Any, Any]:
     return out
 
 
-def chat_values(ctx: Any, **changes: Any) -> dict[Any, Any]:
+def chat_values(ctx: app.AppContext, **changes: Any) -> dict[Any, Any]:
     """The Chat tab's inputs at their initial values, no history, 6 new tokens, then `changes` by name (a picker,
     tab or sampling-setting attribute: adapters=[...], prompt="...", temperature=0.0)."""
-    h = ctx.handles["chat"]
+    h = ctx.chat
     p = h.picker
     values = values_of(ctx, p.base, p.adapters, p.device, h.prompt, h.prompt_file, h.prompt_lines,
                        *h.settings.values())  # fmt: skip
