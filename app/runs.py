@@ -2,29 +2,14 @@
 
     runs/20250101-120000-lora-smollm2/
         config.yaml        the complete RunConfig (rerun with `python -m app train runs/X/config.yaml`)
-        events.jsonl       one JSON object per line, appended with flush + fsync, so a crash loses at most the
-                           line being written; readers skip a truncated last line
+        events.jsonl       what happened, one JSON event a line (app.history writes and reads it)
         run.flock          empty; a trainer holds an exclusive OS lock on it (fcntl.flock) for the run's life: the
                            real exclusion, released by the kernel when the process ends, even by SIGKILL
         run.lock           pid + hostname + process start time while a trainer owns the folder (for display:
                            the status "running" and the pid in messages)
-        checkpoints/checkpoint-<step>/   resumable Hugging Face Trainer checkpoints
+        checkpoints/checkpoint-<step>/   resumable Hugging Face Trainer checkpoints (app.history's too)
         adapter/ | model/  the final LoRA adapter, or the full model for full/freeze (tokenizer included)
         error.log          tracebacks of failures
-
-Events (every one has "type" and "time", epoch seconds):
-    started     total_steps, method, model, device, dtype, trainable_params, total_params, world_size, threads,
-                memory (app.memory estimate or null), train_examples, val_examples, train_rows, skipped_records,
-                truncated, tokens_per_epoch, label_tokens_per_epoch, template
-    resumed     the same as started, plus from_step, checkpoint, previous_status (a resume's first event)
-    log         step, total_steps, epoch, loss, learning_rate, grad_norm, tokens_per_s (real tokens),
-                label_tokens_per_s (tokens that carry loss), elapsed_s, eta_s
-    eval        step, epoch, eval_loss
-    checkpoint  step, path
-    sample      step, samples: [{prompt, answer}]
-    finished / stopped   step, total_steps, loss, eval_loss, best_eval_loss, adapter | model (path or null),
-                train_s, label_tokens_per_s, peak_rss_mb, peak_cuda_mb (CUDA only)
-    failed      message (what to do), error (exception type), step, peak_rss_mb
 
 Status is derived from the files alone (no database), so it survives an app restart and works for runs
 started from the CLI. No torch import.
@@ -35,22 +20,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import re
 import shutil
 import socket
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from app import paths
+from app import history, paths
 from app.config import RunConfig
+
+# The event log and the checkpoint folders are app.history's; the trainer, the jobs and the tests reach the ones
+# they use through the run folder's module too.
+from app.history import (  # noqa: F401  (re-exported)
+    CHECKPOINTS,
+    SESSION_START,
+    TERMINAL,
+    append_event,
+    checkpoint_step,
+    checkpoints,
+    effective_events,
+    latest_checkpoint,
+    load_events,
+    read_events,
+)
 
 try:  # POSIX
     import fcntl
@@ -61,17 +58,12 @@ except ImportError:  # Windows
 
     fcntl = None
 
-EVENTS = "events.jsonl"
 CONFIG = "config.yaml"
 LOCK = "run.lock"
 FLOCK = "run.flock"
 ERROR_LOG = "error.log"
-CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 MODEL = "model"
-TERMINAL = ("finished", "stopped", "failed")
-SESSION_START = ("started", "resumed")
-_write_lock = threading.Lock()
 
 
 class RunError(RuntimeError):
@@ -115,83 +107,6 @@ def create_run(config: RunConfig, name: str | None = None) -> Path:
 
 def load_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.from_yaml(Path(run_dir) / CONFIG)
-
-
-# ---- events -----------------------------------------------------------------------------------------------
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null (strict JSON readers reject them), Paths become strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def append_event(run_dir: str | Path, type: str, **fields: Any) -> dict:
-    """Append one event line and fsync it; returns the event. A torn last line (crash mid-write) is closed off
-    with a newline first, so the new event is never glued onto it."""
-    event = _clean({"type": type, "time": round(time.time(), 3), **fields})
-    line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
-    path = Path(run_dir) / EVENTS
-    with _write_lock, open(path, "a+b") as fh:
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                line = b"\n" + line
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return event
-
-
-def read_events(run_dir: str | Path, offset: int = 0) -> tuple[list[dict], int]:
-    """Events appended since byte `offset`, and the offset to pass next time.
-
-    Only complete lines are consumed: a last line without its newline (being written, or torn by a crash) is
-    left for the next call. Lines that are not JSON objects are skipped. An offset past the end (the file was
-    replaced) starts again from 0.
-    """
-    path = Path(run_dir) / EVENTS
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            if offset > size:
-                offset = 0
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return [], 0
-    end = data.rfind(b"\n") + 1
-    events = []
-    for raw in data[:end].splitlines():
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "type" in event:
-            events.append(event)
-    return events, offset + end
-
-
-def load_events(run_dir: str | Path) -> list[dict]:
-    return read_events(run_dir, 0)[0]
-
-
-def effective_events(events: list[dict]) -> list[dict]:
-    """Events with the ones a resume superseded removed: a run killed at step 9 whose last checkpoint was step 5
-    redoes steps 6-9 after resuming, so the first 6-9 log/eval/sample/checkpoint events are dropped. The loss
-    curve is then one continuous line."""
-    out: list[dict] = []
-    for event in events:
-        if event["type"] == "resumed":
-            step = event.get("from_step") or 0
-            out = [e for e in out if e.get("step") is None or e["type"] in SESSION_START or e["step"] <= step]
-        out.append(event)
-    return out
 
 
 # ---- the lock: who owns the folder right now ------------------------------------------------------------------
@@ -343,52 +258,6 @@ def _os_unlock(fd: int) -> None:
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
-# ---- status and summaries -----------------------------------------------------------------------------------
-def status_from(events: list[dict], lock: dict | None) -> str:
-    """running (a live process holds the lock), finished / stopped / failed (the last session ended so),
-    interrupted (a session began and its process is gone without a final event), or created."""
-    if lock_alive(lock):
-        return "running"
-    last = "created"
-    for event in events:
-        if event["type"] in SESSION_START:
-            last = "interrupted"
-        elif event["type"] in TERMINAL:
-            last = event["type"]
-    if last == "created" and lock is not None:
-        return "interrupted"  # died while loading, before the first event
-    return last
-
-
-def run_status(run_dir: str | Path) -> str:
-    """ "running" | "finished" | "stopped" | "failed" | "interrupted" | "created"."""
-    return status_from(load_events(run_dir), read_lock(run_dir))
-
-
-def _step_of(path: Path) -> int:
-    try:
-        return int(path.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
-def checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first (trainer_state.json is written last, and the folder is renamed into
-    place only when whole)."""
-    folder = Path(run_dir) / CHECKPOINTS
-    found = [p for p in folder.glob("checkpoint-*") if _step_of(p) >= 0 and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=_step_of)
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def checkpoint_step(path: str | Path) -> int:
-    return _step_of(Path(path))
-
-
 def final_artifact(run_dir: str | Path) -> Path | None:
     """adapter/ (LoRA, QLoRA) or model/ (full, freeze) when training saved one."""
     run_dir = Path(run_dir)
@@ -397,6 +266,22 @@ def final_artifact(run_dir: str | Path) -> Path | None:
     if (run_dir / MODEL / "config.json").is_file():
         return run_dir / MODEL
     return None
+
+
+# ---- status and summaries -----------------------------------------------------------------------------------
+def status_of(found: history.RunHistory, lock: dict | None) -> str:
+    """running (a live process holds the lock), finished / stopped / failed (the last session ended so),
+    interrupted (a session began and its process is gone without a final event), or created."""
+    if lock_alive(lock):
+        return "running"
+    if found.outcome == "open" or (found.outcome == "created" and lock is not None):
+        return "interrupted"  # no final event; or died while loading, before the first event
+    return found.outcome
+
+
+def run_status(run_dir: str | Path) -> str:
+    """ "running" | "finished" | "stopped" | "failed" | "interrupted" | "created"."""
+    return status_of(history.read(run_dir), read_lock(run_dir))
 
 
 @dataclass
@@ -426,31 +311,27 @@ def _config_facts(run_dir: Path) -> tuple[str | None, str | None]:
 
 def summarize(run_dir: str | Path) -> RunSummary:
     run_dir = Path(run_dir)
-    events = effective_events(load_events(run_dir))
+    found = history.read(run_dir)
     method, model = _config_facts(run_dir)
-    logs = [e for e in events if e["type"] == "log"]
-    evals = [e["eval_loss"] for e in events if e["type"] == "eval" and e.get("eval_loss") is not None]
-    starts = [e for e in events if e["type"] in SESSION_START]
-    failed = [e for e in events if e["type"] == "failed"]
-    status = status_from(events, read_lock(run_dir))
+    status = status_of(found, read_lock(run_dir))
     return RunSummary(
         id=run_dir.name,
         path=run_dir,
         status=status,
         method=method,
         model=model,
-        step=max([e.get("step") or 0 for e in events if e["type"] in ("log", "checkpoint", *TERMINAL)], default=0),
-        total_steps=starts[-1].get("total_steps") if starts else None,
-        best_eval_loss=min(evals) if evals else None,
-        last_loss=logs[-1].get("loss") if logs else None,
-        started=starts[0]["time"] if starts else None,
+        step=found.step,
+        total_steps=found.total_steps,
+        best_eval_loss=found.best_eval_loss,
+        last_loss=found.last_loss,
+        started=found.started,
         adapter=final_artifact(run_dir),
-        message=failed[-1].get("message") if failed and status == "failed" else None,
+        message=found.ending.message if status == "failed" and found.ending else None,
     )
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / CONFIG).is_file() or (path / EVENTS).is_file())
+    return path.is_dir() and ((path / CONFIG).is_file() or history.has_events(path))
 
 
 def list_runs(output_dir: str | Path | None = None) -> list[RunSummary]:

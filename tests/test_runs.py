@@ -1,4 +1,4 @@
-"""Run folders: events written and read safely, status derived from files alone, listing and deleting."""
+"""Run folders: status derived from files alone, listing and deleting (the event log itself: test_history.py)."""
 
 from __future__ import annotations
 
@@ -27,24 +27,6 @@ def test_create_run_names_folder_and_saves_complete_config(runs_tmp):
     assert runs.run_status(a) == "created"
 
 
-def test_events_round_trip_with_offsets_and_a_torn_last_line(runs_tmp):
-    run_dir = runs.create_run(_cfg())
-    runs.append_event(run_dir, "started", total_steps=10)
-    events, offset = runs.read_events(run_dir)
-    assert [e["type"] for e in events] == ["started"] and events[0]["time"] > 0
-    runs.append_event(run_dir, "log", step=1, loss=float("nan"))
-    with open(run_dir / runs.EVENTS, "ab") as fh:
-        fh.write(b'{"type": "log", "st')  # a crash in the middle of a line
-    new, offset2 = runs.read_events(run_dir, offset)
-    assert [e["step"] for e in new] == [1] and new[0]["loss"] is None  # NaN written as null
-    assert runs.read_events(run_dir, offset2) == ([], offset2)  # the torn line is not consumed
-    runs.append_event(run_dir, "log", step=2, loss=1.5)  # after a resume: starts on a fresh line
-    new, _ = runs.read_events(run_dir, offset2)
-    assert [(e["type"], e["step"]) for e in new] == [("log", 2)]
-    for line in (run_dir / runs.EVENTS).read_text().splitlines()[:2]:
-        json.loads(line)
-
-
 def _lock(run_dir, **info):
     (run_dir / runs.LOCK).write_text(json.dumps(info))
 
@@ -68,19 +50,6 @@ def test_status_from_events_and_lock(runs_tmp):
     assert runs.run_status(run_dir) == "interrupted"
     runs.append_event(run_dir, "finished", step=3)
     assert runs.run_status(run_dir) == "finished"
-
-
-def test_effective_events_drop_steps_a_resume_redid():
-    events = [
-        {"type": "started"},
-        *({"type": "log", "step": s} for s in range(1, 10)),
-        {"type": "checkpoint", "step": 5},
-        {"type": "resumed", "from_step": 5},
-        *({"type": "log", "step": s} for s in range(6, 11)),
-        {"type": "finished", "step": 10},
-    ]
-    steps = [e["step"] for e in runs.effective_events(events) if e["type"] == "log"]
-    assert steps == list(range(1, 11))
 
 
 def test_list_runs_newest_first_with_summary_and_delete(runs_tmp):

@@ -31,10 +31,11 @@ def test_fold_collects_points_samples_and_the_final_status():
         {"type": "finished", "time": 3.0, "step": 2, "adapter": "/tmp/r/adapter"},
     ]
     fold(view, events)
-    assert (view.steps, view.losses, view.eval_steps, view.eval_losses) == ([1, 2], [2.0, 1.5], [2], [1.7])
-    assert view.samples == [(2, "Hi?", "Hello.")]
+    facts = view.facts  # app.history's typed reading, the one every reader of events.jsonl uses
+    assert (facts.steps, facts.losses, facts.eval_steps, facts.eval_losses) == ([1, 2], [2.0, 1.5], [2], [1.7])
+    assert facts.samples == [(2, "Hi?", "Hello.")]
     assert view.status == "finished" and view.artifact == "/tmp/r/adapter"
-    assert view.last["tokens_per_s"] == 900.0
+    assert (facts.progress.step, facts.progress.tokens_per_s, facts.progress.eta_s) == (2, 900.0, 12.0)
     assert len(view.log) == len(events) and "loss 1.5000" in view.log[2]
 
 
@@ -42,8 +43,8 @@ def test_resumed_event_drops_the_steps_the_resumed_session_logs_again():
     view = RunView(run_dir="/tmp/r")
     fold(view, [_log(s, 3.0 - s / 10) for s in range(1, 8)] + [{"type": "eval", "time": 1, "step": 6, "eval_loss": 2}])
     fold(view, [{"type": "resumed", "time": 2.0, "from_step": 5, "total_steps": 10}, _log(6, 0.5)])
-    assert view.steps == [1, 2, 3, 4, 5, 6] and view.losses[-1] == 0.5
-    assert view.eval_steps == []
+    assert view.facts.steps == [1, 2, 3, 4, 5, 6] and view.facts.losses[-1] == 0.5
+    assert view.facts.eval_steps == []
 
 
 def test_failed_event_shows_its_message():
@@ -112,20 +113,20 @@ def test_start_train_follow_open_and_delete_on_the_tiny_model(train_app):
 
     rendered, view = _follow(ctx, view)
     assert view.status == "finished", view.message
-    assert view.steps == [1, 2, 3] and len(view.eval_steps) >= 1
+    assert view.facts.steps == [1, 2, 3] and len(view.facts.eval_steps) >= 1
     figure = rendered[h.plot]
-    assert isinstance(figure, go.Figure) and list(figure.data[0].y) == view.losses
+    assert isinstance(figure, go.Figure) and list(figure.data[0].y) == view.facts.losses
     assert "Finished" in rendered[h.status] and "adapter" in rendered[h.status]
 
     table, ids = train_tab.run_table("en")
     assert ids == [view.name] and table.iloc[0]["status"] == "finished" and table.iloc[0]["steps"] == "3/3"
 
     reloaded = train_tab.attach(ctx, _values(ctx))  # a page refresh (fresh session state) redraws the history
-    assert reloaded[h.view].run_dir == view.run_dir and reloaded[h.view].steps == [1, 2, 3]
+    assert reloaded[h.view].run_dir == view.run_dir and reloaded[h.view].facts.steps == [1, 2, 3]
     assert isinstance(reloaded[h.plot], go.Figure) and "Finished" in reloaded[h.status]
 
     opened = train_tab.open_run(ctx, _values(ctx, extra={h.run_pick: view.name}))
-    assert opened[h.view].steps == [1, 2, 3]
+    assert opened[h.view].facts.steps == [1, 2, 3]
     batch = ctx.form.components["train.batch_size"]
     assert opened[batch]["value"] == cfg.train.batch_size == 2 and "python -m app train" in opened[h.commands]
 
@@ -146,21 +147,21 @@ def test_stop_shows_stopping_then_stopped_and_resume_finishes_the_run(train_app)
         h.view
     ]
     deadline = time.monotonic() + 120
-    while not view.steps and view.status not in ("failed", "finished") and time.monotonic() < deadline:
+    while not view.facts.steps and view.status not in ("failed", "finished") and time.monotonic() < deadline:
         time.sleep(0.1)
         view = train_tab.tick(ctx, _values(ctx, view))[h.view]
     stopping = train_tab.stop_run(ctx, _values(ctx, view))
     assert "Stopping" in stopping[h.status]
     rendered, view = _follow(ctx, stopping[h.view])
     assert view.status == "stopped" and "Stopped" in rendered[h.status], view.message
-    stopped_at = view.steps[-1]
+    stopped_at = view.facts.steps[-1]
     assert 0 < stopped_at < 16
 
     resumed = train_tab.resume_run(ctx, _values(ctx, extra={h.run_pick: view.name}))
     assert "Resuming" in resumed[h.status]
     _, view = _follow(ctx, resumed[h.view])
-    assert view.status == "finished" and view.steps[-1] == 16
-    assert view.steps == sorted(set(view.steps)), "a resumed run must draw one continuous curve"
+    assert view.status == "finished" and view.facts.steps[-1] == 16
+    assert view.facts.steps == sorted(set(view.facts.steps)), "a resumed run must draw one continuous curve"
 
 
 def test_start_lists_every_problem_of_the_form(train_app):

@@ -1,8 +1,9 @@
 """Train tab: training settings, Start/Stop, the live loss plot, and the list of runs.
 
 Training runs in a background thread (`app.jobs.manager`); these handlers return at once. A 1 s `gr.Timer` reads
-what is new in `runs/<id>/events.jsonl` (`runs.read_events(run_dir, offset)`) and redraws: the file is the one
-channel, so a page refresh, an app restart or a run started from the CLI all show the same history.
+what is new in `runs/<id>/events.jsonl` (`history.read_events(run_dir, offset)`), folds it into the view's
+`history.RunHistory` and redraws: the file is the one channel, so a page refresh, an app restart or a run started
+from the CLI all show the same history.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import paths, runs
+from app import history, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
 
@@ -156,21 +157,14 @@ DISCOVER_EVERY = 5
 # ---- per-session view of one run, folded from its events --------------------------------------------------------
 @dataclass
 class RunView:
-    """What the page shows of one run; kept in gr.State and extended by each timer tick."""
+    """What the page shows of one run; kept in gr.State and extended by each timer tick. The run's facts are
+    app.history's (folded from byte `offset` on); status, log lines and stopping are the page's own."""
 
     run_dir: str | None = None
     offset: int = 0
     status: str = "idle"
-    steps: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    lrs: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
-    eval_losses: list[float] = field(default_factory=list)
-    samples: list[tuple[int, str, str]] = field(default_factory=list)
+    facts: history.RunHistory = field(default_factory=history.RunHistory)
     log: list[str] = field(default_factory=list)
-    last: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-    artifact: str = ""
     stopping: bool = False
     quiet_ticks: int = 0
 
@@ -178,46 +172,25 @@ class RunView:
     def name(self) -> str:
         return Path(self.run_dir).name if self.run_dir else ""
 
+    @property
+    def message(self) -> str:
+        ending = self.facts.ending
+        return str(ending.message or "") if ending else ""
+
+    @property
+    def artifact(self) -> str:
+        ending = self.facts.ending
+        return str(ending.artifact or "") if ending else ""
+
 
 def fold(view: RunView, events: list[dict[str, Any]]) -> None:
-    """Apply events in order. A `resumed` event drops points past its checkpoint step (`from_step`): the resumed
-    session logs those steps again (as runs.effective_events does for a whole file)."""
+    """Apply events in order: app.history folds the facts (a `resumed` event drops the points its session logs
+    again); the page's status follows the events that set the run's phase; each event adds a log line."""
     for ev in events:
-        kind = ev.get("type")
-        if kind == "log" and ev.get("loss") is not None:
-            view.steps.append(int(ev.get("step", len(view.steps) + 1)))
-            view.losses.append(float(ev["loss"]))
-            view.lrs.append(float(ev.get("learning_rate") or 0.0))
-            view.last = ev
-            view.status = "running"
-        elif kind == "eval" and ev.get("eval_loss") is not None:
-            view.eval_steps.append(int(ev.get("step", 0)))
-            view.eval_losses.append(float(ev["eval_loss"]))
-        elif kind == "sample":
-            view.samples += [
-                (int(ev.get("step", 0)), s.get("prompt", ""), s.get("answer", "")) for s in ev.get("samples", [])
-            ]
-        elif kind == "started":
-            view.status = "running" if view.steps else "starting"
-            view.last = {**view.last, **{k: v for k, v in ev.items() if k in ("total_steps", "step")}}
-        elif kind == "resumed":
-            _truncate(view, int(ev.get("from_step") or 0))
-            view.status = "running"
-        elif kind in ("finished", "stopped", "failed"):
-            view.status, view.stopping = kind, False
-            view.message = str(ev.get("message") or "")
-            view.artifact = str(ev.get("adapter") or ev.get("path") or ev.get("model") or "")
+        if view.facts.add(ev):
+            view.status = view.facts.phase
+            view.stopping = view.stopping and view.status not in history.TERMINAL
         view.log = (view.log + [event_line(ev)])[-LOG_LINES:]
-
-
-def _truncate(view: RunView, step: int) -> None:
-    keep = [i for i, s in enumerate(view.steps) if s <= step]
-    view.steps = [view.steps[i] for i in keep]
-    view.losses = [view.losses[i] for i in keep]
-    view.lrs = [view.lrs[i] for i in keep]
-    keep_eval = [i for i, s in enumerate(view.eval_steps) if s <= step]
-    view.eval_steps = [view.eval_steps[i] for i in keep_eval]
-    view.eval_losses = [view.eval_losses[i] for i in keep_eval]
 
 
 def event_line(ev: dict[str, Any]) -> str:
@@ -260,7 +233,7 @@ def advance(view: RunView) -> bool:
     """Read what is new in the events file; True when something changed."""
     if not view.run_dir:
         return False
-    events, view.offset = runs.read_events(view.run_dir, view.offset)
+    events, view.offset = history.read_events(view.run_dir, view.offset)
     fold(view, events)
     if events:
         view.quiet_ticks = 0
@@ -519,7 +492,7 @@ def render(ctx: Any, view: RunView, lang: str, status_text: str | None = None) -
     """Every live output for `view`: status line, progress bar, plot, samples and log tail."""
     h: TrainHandles = ctx.handles["train"]
     t = functools.partial(i18n.t, lang=lang)
-    last = view.last
+    facts, progress = view.facts, view.facts.progress
     labels = {
         "loss": t("train.plot.loss"),
         "smooth": t("train.plot.smooth"),
@@ -527,23 +500,23 @@ def render(ctx: Any, view: RunView, lang: str, status_text: str | None = None) -
         "lr": t("train.plot.lr"),
         "step": t("train.plot.step"),
     }
-    step = int(last.get("step") or (view.steps[-1] if view.steps else 0))
+    step = int(progress.step or (facts.steps[-1] if facts.steps else 0))
     bar = plots.progress_html(
         step,
-        last.get("total_steps"),
-        last.get("elapsed_s"),
-        last.get("eta_s"),
-        last.get("tokens_per_s"),
+        progress.total_steps,
+        progress.elapsed_s,
+        progress.eta_s,
+        progress.tokens_per_s,
         view.status,
         {"elapsed": t("train.elapsed"), "eta": t("train.eta"), "tok": t("train.tokens")},
     )
     samples = pd.DataFrame(
-        [s for s in reversed(view.samples)],
+        [tuple(s) for s in reversed(facts.samples)],
         columns=[t("train.col.step"), t("train.col.prompt"), t("train.col.answer")],
     )
     figure = (
-        plots.training_figure(view.steps, view.losses, view.eval_steps, view.eval_losses, view.lrs, labels)
-        if view.steps or view.eval_steps
+        plots.training_figure(facts.steps, facts.losses, facts.eval_steps, facts.eval_losses, facts.lrs, labels)
+        if facts.steps or facts.eval_steps
         else None
     )
     return {
