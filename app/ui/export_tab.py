@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app import adapters, commands, devices, export, gguf, paths
+from app import adapters, commands, devices, export, gguf, history, paths
 from app.commands import ExportConfig, MergeConfig
 from app.ui import i18n, pickers
 
@@ -264,7 +264,7 @@ def suggest_out(adapter: Any, dtype: str) -> tuple[Any, Any]:
         return gr.update(), gr.update()
     folder = Path(chosen[0])
     run = adapters.run_dir_of(folder)
-    step = f"-{folder.name}" if folder.name.startswith("checkpoint-") else ""
+    step = f"-{folder.name}" if history.checkpoint_step(folder) is not None else ""
     if run is not None:
         return str(run / "export" / f"merged{step}-{dtype}"), str(run / "export" / f"gguf{step}")
     name = adapters.display_name(folder).replace("/", "-")
