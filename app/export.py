@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -209,9 +208,9 @@ def _staging(out: Path, overwrite: bool = False) -> Iterator[Path]:
 def read_run(adapter_dir: Path) -> dict[str, Any]:
     """What a run folder says about an adapter: config (YAML text and dict), steps, last losses; {} when absent.
 
-    Events superseded by a resume are dropped (app.runs.effective_events); a checkpoint's card stops at its step.
+    The facts are app.history's (events a resume redid are left out); a checkpoint's card stops at its step.
     """
-    from app import runs
+    from app import history, runs
 
     run = run_dir_of(adapter_dir)
     if run is None:
@@ -225,30 +224,27 @@ def read_run(adapter_dir: Path) -> dict[str, Any]:
             info["config"] = yaml.safe_load(info["config_yaml"]) or {}
         except yaml.YAMLError:
             info["config"] = {}
-    limit = _checkpoint_step(adapter_dir)
-    for event in runs.effective_events(runs.load_events(run)):
-        step = event.get("step")
-        if limit is None or not isinstance(step, int) or step <= limit:
-            _take_event(info, event)
+    found = history.read(run)
+    limit = history.checkpoint_step(adapter_dir)
+    info.update(_run_facts(found if limit is None else found.until(limit)))
     return info
 
 
-def _checkpoint_step(adapter_dir: Path) -> int | None:
-    m = re.fullmatch(r"checkpoint-(\d+)", adapter_dir.name)
-    return int(m.group(1)) if m else None
-
-
-def _take_event(info: dict[str, Any], event: dict) -> None:
-    kind = event.get("type")
-    if kind == "log" and event.get("loss") is not None:
-        info["train_loss"] = event["loss"]
-        info["steps"] = event.get("step", info.get("steps"))
-    elif kind == "eval" and event.get("eval_loss") is not None:
-        info["eval_loss"] = event["eval_loss"]
-    elif kind in ("finished", "stopped", "failed"):
-        info["status"] = kind
-        if isinstance(event.get("step"), int) and event["step"] > 0:
-            info["steps"] = event["step"]
+def _run_facts(found: Any) -> dict[str, Any]:
+    """The card's numbers from a history.RunHistory: the last losses, the steps reached and how it ended."""
+    logged = [p for p in found.logs if p.loss is not None]
+    ended = [e for e in found.endings if not e.superseded]
+    facts: dict[str, Any] = {}
+    if logged:
+        facts["train_loss"] = logged[-1].loss
+    if found.evals:
+        facts["eval_loss"] = found.evals[-1].eval_loss
+    if ended:
+        facts["status"] = ended[-1].kind
+    steps = [p.step for p in logged[-1:]] + [e.step for e in ended if isinstance(e.step, int) and e.step > 0]
+    if steps:
+        facts["steps"] = max(steps)  # the stream's steps only grow once a resume's redone ones are dropped
+    return facts
 
 
 def _hub_id(base_name: str) -> str | None:

@@ -46,7 +46,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from app import consent, devices, modeling, runs  # noqa: E402
+from app import consent, devices, history, modeling, runs  # noqa: E402
 
 log = logging.getLogger("tunedesk.train")
 
@@ -292,7 +292,7 @@ class TuneTrainer(Trainer):
             self.args.output_dir = final_root
         self.accelerator.wait_for_everyone()  # every rank has written its rng_state_<rank>.pth
         if self.args.should_save:
-            name = f"checkpoint-{self.state.global_step}"
+            name = history.checkpoint_name(self.state.global_step)
             target = Path(final_root) / name
             if target.exists():
                 shutil.rmtree(target)
@@ -386,7 +386,7 @@ class EventsCallback(TrainerCallback):
         }
 
     def on_save(self, args, state, control, **kwargs):
-        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        path = Path(args.output_dir) / history.checkpoint_name(state.global_step)
         self.event("checkpoint", step=state.global_step, path=str(path))
 
     def sample(self, step: int, tokenizer: Any) -> None:
@@ -683,10 +683,10 @@ def record_failure(run_dir: Path, exc: BaseException, cfg: RunConfig, device: st
 def resume_point(run_dir: Path, previous_status: str = "interrupted") -> tuple[Path | None, dict]:
     """The checkpoint to continue from and facts for the `resumed` event. Whether the run may be resumed at all
     (not finished, not training) is runs.claim()'s decision, made before anything is written."""
-    ckpt = runs.latest_checkpoint(run_dir)
-    step = runs.checkpoint_step(ckpt) if ckpt else 0
-    events = runs.effective_events(runs.load_events(run_dir))
-    elapsed = [e.get("elapsed_s") or 0 for e in events if e["type"] == "log" and (e.get("step") or 0) <= step]
+    found = history.read(run_dir)
+    ckpt = found.checkpoints[-1] if found.checkpoints else None
+    step = history.checkpoint_step(ckpt) if ckpt else 0
+    elapsed = [p.elapsed_s or 0 for p in found.until(step).logs]
     return ckpt, {
         "from_step": step,
         "checkpoint": str(ckpt) if ckpt else None,
@@ -994,12 +994,8 @@ def _install_stop_signals(stop: threading.Event) -> None:
 
 
 def _print_outcome(run_dir: Path, status: str) -> None:
-    events = runs.load_events(run_dir)
-    last = events[-1] if events else {}
+    end = history.read(run_dir).ending or history.Ending(status, 0.0)
     if status == "failed":
-        print(f"[tunedesk] failed: {last.get('message')}", file=sys.stderr)
+        print(f"[tunedesk] failed: {end.message}", file=sys.stderr)
     else:
-        what = last.get("adapter") or last.get("model")
-        print(
-            f"[tunedesk] {status} at step {last.get('step')}, loss {last.get('loss')}; saved {what}", file=sys.stderr
-        )
+        print(f"[tunedesk] {status} at step {end.step}, loss {end.loss}; saved {end.artifact}", file=sys.stderr)
