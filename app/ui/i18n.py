@@ -77,21 +77,17 @@ class Translator:
         return component
 
     def labelled(self, make: Callable[..., Any], key: str, info: bool = False, **kwargs: Any) -> Any:
-        """`make(label=tr(key), info=tr(key + ".info"), **kwargs)`, bound to those keys: a widget, a Tab or an
-        Accordion (`with tr.labelled(gr.Tab, "data.tab.records", id="data-records"):`) in one line.
-
-            page = tr.labelled(gr.Number, "data.page", info=True, value=1, precision=0)
-        """
+        """`make(label=tr(key), info=tr(key + ".info"), **kwargs)`, bound to those keys, in one call: a widget
+        (`tr.labelled(gr.Number, "data.page", info=True, value=1)`), a Tab or an Accordion
+        (`with tr.labelled(gr.Tab, "data.tab.records", id="data-records"):`)."""
         info_key = f"{key}.info" if info else None
         if info_key:
             kwargs["info"] = self(info_key)
         return self.bind(make(label=self(key), **kwargs), label=key, info=info_key)
 
     def text(self, make: Callable[..., Any], key: str, **kwargs: Any) -> Any:
-        """`make(tr(key), **kwargs)` bound as its shown text: a Markdown, a Button, an UploadButton's caption.
-
-            load = tr.text(gr.Button, "data.load", variant="primary")
-        """
+        """`make(tr(key), **kwargs)` bound as the text it shows, in one call: a Markdown, a Button, an
+        UploadButton's caption (`tr.text(gr.Button, "data.load", variant="primary")`)."""
         return self.bind(make(self(key), **kwargs), value=key)
 
     def components(self) -> list[Any]:
