@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app import commands
 from app.chat import MAX_ADAPTERS, ChatError, ChatSession
+from app.commands import ChatConfig
+from app.config import ConfigError
 from app.devices import DeviceBusy
 from app.modelset import GenSettings
 from app.prompt_sets import load_prompt_set, save_table
@@ -26,22 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help="allow adapter_model.bin (pickle) adapters")
     parser.add_argument("--prompts", help="run a prompt set (.txt one per line, .json list) instead of chatting")
     parser.add_argument("--csv", help="with --prompts: save the answer table here")
-    parser.add_argument("--system", default="", help="system prompt")
-    for name, default in (
-        ("max_new_tokens", 128),
-        ("temperature", 0.0),
-        ("top_p", 0.9),
-        ("top_k", 50),
-        ("repetition_penalty", 1.0),
-        ("seed", 42),
-    ):
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    commands.add_options(parser, ChatConfig)  # --max-new-tokens, --temperature, ..., --system
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = GenSettings(
-        args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.seed, args.system
-    )
+    try:
+        settings = commands.from_args(ChatConfig, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         session = ChatSession(
             args.base,

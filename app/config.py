@@ -312,6 +312,16 @@ class RunConfig:
         return self
 
 
+HIDDEN: dict[str, str] = {
+    "model.allow_pickle": "pickle weights can run code: only a config file turns it on, never a click",
+    "data.columns": "the Data tab's column dropdowns set it (Form.add_extra), not a row of ui/form.py",
+    "data.placeholders": "the Data tab's placeholder table sets it (Form.add_extra), not a row of ui/form.py",
+    "train.save_total_limit": "3 checkpoints suit the app; a config file keeps more",
+    "train.output_dir": "the app keeps runs where its runs list reads them; a config file moves them",
+}
+"""RunConfig fields with no row in ui/form.py, and why (a test checks every other field has one)."""
+
+
 MAX_EPOCHS = 1000.0
 """More passes than this over one dataset is a typo, not a plan (1e308 epochs overflowed the step count)."""
 MAX_INT = 2**31 - 1

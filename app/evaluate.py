@@ -49,6 +49,7 @@ from typing import Any
 
 from app import metrics, runs
 from app.adapters import AdapterError, infer_base, resolve_source, run_dir_of
+from app.commands import EvaluateConfig
 from app.config import DataConfig, RunConfig
 from app.devices import DeviceBusy
 from app.eval_data import IGNORE, UNCUT, EvalError, Item, encode_for_eval, load_items
@@ -64,13 +65,13 @@ def evaluate(
     adapters: list[str] | None = None,
     data: Any = None,
     run_dir: str | Path | None = None,
-    max_examples: int | None = 50,
-    max_new_tokens: int = 128,
+    max_examples: int | None = EvaluateConfig.max_examples,
+    max_new_tokens: int = EvaluateConfig.max_new_tokens,
     device: str = "auto",
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     save: bool = True,
-    batch_size: int = 8,
+    batch_size: int = EvaluateConfig.batch_size,
 ) -> EvalReport:
     """Evaluate the base model and each adapter on the same examples; see the module docstring.
 
@@ -121,13 +122,7 @@ run_evaluation = evaluate
 
 
 def _check_args(max_examples: int | None, max_new_tokens: int, batch_size: int) -> None:
-    problems = []
-    if max_examples is not None and max_examples < 0:
-        problems.append(f"max_examples: {max_examples} must be >= 1 (or 0/None for all)")
-    if max_new_tokens < 1:
-        problems.append(f"max_new_tokens: {max_new_tokens} must be >= 1 (128 is a good default)")
-    if batch_size < 1:
-        problems.append(f"batch_size: {batch_size} must be >= 1")
+    problems = EvaluateConfig(max_examples or 0, max_new_tokens, batch_size).validate()  # None = all, as 0
     if problems:
         raise EvalError("; ".join(problems))
 

@@ -11,6 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from app import commands
+from app.commands import EvaluateConfig
+from app.config import ConfigError
 from app.eval_data import EvalError, file_config
 from app.eval_report import format_table
 from app.evaluate import evaluate, run_config
@@ -34,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RUN_DIR",
         help="run folder: its data settings, validation split and base model; the evaluation is saved in it",
     )
-    parser.add_argument("--max-examples", type=int, default=50, help="evaluate the first N examples (0 = all)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit in tokens")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    commands.add_options(parser, EvaluateConfig)  # --max-examples, --max-new-tokens, --batch-size
     parser.add_argument(
         "--placeholder",
         action="append",
@@ -53,20 +54,21 @@ def main(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())  # Ctrl-C: stop and print what is done
     try:
+        settings = commands.from_args(EvaluateConfig, args)
         report = evaluate(
             args.model,
             args.adapter,
             _cli_data(args),
             args.run,
-            args.max_examples or None,
-            args.max_new_tokens,
+            settings.max_examples or None,
+            settings.max_new_tokens,
             args.device,
             _print_progress,
             cancel,
             not args.no_save,
-            args.batch_size,
+            settings.batch_size,
         )
-    except EvalError as exc:
+    except (EvalError, ConfigError) as exc:
         print(f"python -m app evaluate: {exc}", file=sys.stderr)
         return 2
     finally:

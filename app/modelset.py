@@ -32,6 +32,7 @@ from typing import Any
 
 from app import devices
 from app.adapters import adapter_tokenizer, check_adapter_fits, display_name
+from app.commands import ChatConfig
 from app.config import ModelConfig
 
 Progress = Callable[[float, str], None]
@@ -41,31 +42,9 @@ class ModelSetError(RuntimeError):
     """A model cannot be loaded or used (load failure, bad settings, unknown column); the message says what to do."""
 
 
-@dataclass
-class GenSettings:
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    """0 = greedy (argmax); above 0 samples with top_p/top_k from a generator seeded with `seed`."""
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.0
-    seed: int = 42
-    system_prompt: str = ""
-
-    def problems(self) -> list[str]:
-        """Every out-of-range setting, each naming the field."""
-        p = []
-        if self.max_new_tokens < 1:
-            p.append(f"max_new_tokens: {self.max_new_tokens} must be >= 1")
-        if self.temperature < 0:
-            p.append(f"temperature: {self.temperature} must be >= 0 (0 = greedy)")
-        if not 0 < self.top_p <= 1:
-            p.append(f"top_p: {self.top_p} must be in (0, 1]")
-        if self.top_k < 0:
-            p.append(f"top_k: {self.top_k} must be >= 0 (0 = off)")
-        if self.repetition_penalty <= 0:
-            p.append(f"repetition_penalty: {self.repetition_penalty} must be > 0 (1 = off)")
-        return p
+GenSettings = ChatConfig
+"""How every column generates: the chat command's typed config (app.commands), whose defaults the CLI and the Chat
+tab show."""
 
 
 # ---- the device --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pandas as pd
 
 from app import eval_report, evaluate, runs
 from app.adapters import run_dir_of
+from app.commands import EvaluateConfig
 from app.efficiency import efficiency_report
 from app.ui import i18n, pickers
 
@@ -149,7 +150,7 @@ def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
                 gr.Button(tr("eval.use_data_tab"), size="sm", elem_id="eval-use-data"), value="eval.use_data_tab"
             )
         max_examples = gr.Number(
-            value=50,
+            value=EvaluateConfig.max_examples,
             minimum=0,
             precision=0,
             label=tr("eval.max_examples"),
@@ -162,7 +163,7 @@ def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
             minimum=1,
             maximum=1024,
             step=1,
-            value=128,
+            value=EvaluateConfig.max_new_tokens,
             label=tr("eval.max_new_tokens"),
             scale=1,
             info=tr("eval.max_new_tokens.info"),
@@ -285,7 +286,7 @@ def _evaluate(h: EvaluateHandles, values: dict[Any, Any], device: str, progress:
         pickers.selected(values.get(h.picker.adapters)),
         data=data_path,
         max_examples=int(max_examples) if max_examples else None,
-        max_new_tokens=int(values.get(h.max_new_tokens) or 128),
+        max_new_tokens=int(values.get(h.max_new_tokens) or EvaluateConfig.max_new_tokens),
         device=device,
         progress=report,
         cancel=RUNNING.cancel,
