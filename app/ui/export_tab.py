@@ -126,49 +126,26 @@ _WORKING = threading.Lock()  # one merge/export at a time: each holds a whole mo
 # ---- build ------------------------------------------------------------------------------------------------------
 def build(ctx: Any) -> ExportHandles:
     tr = ctx.tr
-    tr.bind(gr.Markdown(tr("export.section.merge"), elem_classes="td-section-title"), value="export.section.merge")
+    tr.text(gr.Markdown, "export.section.merge", elem_classes="td-section-title")
     picker = pickers.build(tr, "", "export", single=True, with_device=False)
-    merge = _build_merge(tr)
-    gguf = _build_gguf(tr)
-    h = ExportHandles(picker=picker, **merge, **gguf)
+    h = ExportHandles(picker=picker, **_build_merge(tr), **_build_gguf(tr))
     _wire(ctx, h)
     return h
 
 
 def _build_merge(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row(equal_height=False):
-        dtype = gr.Dropdown(
-            choices=list(commands.DTYPES),
-            value=MergeConfig.dtype,
-            label=tr("export.dtype"),
-            info=tr("export.dtype.info"),
-            scale=1,
-            elem_id="export-dtype",
-        )
-        tr.bind(dtype, label="export.dtype", info="export.dtype.info")
-        out_dir = gr.Textbox(
-            value="", label=tr("export.out"), info=tr("export.out.info"), scale=3, elem_id="export-out"
-        )
-        tr.bind(out_dir, label="export.out", info="export.out.info")
+        dtype = tr.labelled(gr.Dropdown, "export.dtype", info=True, choices=list(commands.DTYPES),
+                            value=MergeConfig.dtype, scale=1, elem_id="export-dtype")  # fmt: skip
+        out_dir = tr.labelled(gr.Textbox, "export.out", info=True, value="", scale=3, elem_id="export-out")
         with gr.Column(scale=1, min_width=180):
-            overwrite = gr.Checkbox(
-                value=MergeConfig.overwrite,
-                label=tr("export.overwrite"),
-                info=tr("export.overwrite.info"),
-                elem_id="export-overwrite",
-            )
-            tr.bind(overwrite, label="export.overwrite", info="export.overwrite.info")
-            share = gr.Checkbox(
-                value=False, label=tr("export.share_cpu"), info=tr("export.share_cpu.info"), elem_id="export-share-cpu"
-            )
-            tr.bind(share, label="export.share_cpu", info="export.share_cpu.info")
-    merge = tr.bind(gr.Button(tr("export.merge"), variant="primary", elem_id="export-merge"), value="export.merge")
+            overwrite = tr.labelled(gr.Checkbox, "export.overwrite", info=True, value=MergeConfig.overwrite,
+                                    elem_id="export-overwrite")  # fmt: skip
+            share = tr.labelled(gr.Checkbox, "export.share_cpu", info=True, value=False, elem_id="export-share-cpu")
+    merge = tr.text(gr.Button, "export.merge", variant="primary", elem_id="export-merge")
     # not bound to a key: a language switch must not reset a result to the idle text (see _wire)
     status = gr.Markdown(tr("export.idle"), elem_classes="td-status", elem_id="export-status")
-    files = tr.bind(
-        gr.Dataframe(interactive=False, label=tr("export.files"), max_height=300, elem_id="export-files"),
-        label="export.files",
-    )
+    files = tr.labelled(gr.Dataframe, "export.files", interactive=False, max_height=300, elem_id="export-files")
     return {
         "dtype": dtype,
         "out_dir": out_dir,
@@ -181,37 +158,16 @@ def _build_merge(tr: i18n.Translator) -> dict[str, Any]:
 
 
 def _build_gguf(tr: i18n.Translator) -> dict[str, Any]:
-    tr.bind(gr.Markdown(tr("export.section.gguf"), elem_classes="td-section-title"), value="export.section.gguf")
-    tr.bind(
-        gr.Markdown(tr("export.gguf_note"), elem_classes="td-info", elem_id="export-gguf-note"),
-        value="export.gguf_note",
-    )
+    tr.text(gr.Markdown, "export.section.gguf", elem_classes="td-section-title")
+    tr.text(gr.Markdown, "export.gguf_note", elem_classes="td-info", elem_id="export-gguf-note")
     with gr.Row(equal_height=False):
-        src = gr.Textbox(
-            value="", label=tr("export.gguf_src"), info=tr("export.gguf_src.info"), scale=3, elem_id="export-gguf-src"
-        )
-        tr.bind(src, label="export.gguf_src", info="export.gguf_src.info")
-        quant = gr.Dropdown(
-            choices=list(commands.GGUF_QUANTS),
-            value=ExportConfig.quant,
-            label=tr("export.quant"),
-            info=tr("export.quant.info"),
-            scale=1,
-            elem_id="export-quant",
-        )
-        tr.bind(quant, label="export.quant", info="export.quant.info")
-        gguf_out = gr.Textbox(
-            value="", label=tr("export.gguf_out"), info=tr("export.gguf_out.info"), scale=3, elem_id="export-gguf-out"
-        )
-        tr.bind(gguf_out, label="export.gguf_out", info="export.gguf_out.info")
-    button = tr.bind(
-        gr.Button(tr("export.export_gguf"), variant="primary", elem_id="export-gguf"), value="export.export_gguf"
-    )
+        src = tr.labelled(gr.Textbox, "export.gguf_src", info=True, value="", scale=3, elem_id="export-gguf-src")
+        quant = tr.labelled(gr.Dropdown, "export.quant", info=True, choices=list(commands.GGUF_QUANTS),
+                            value=ExportConfig.quant, scale=1, elem_id="export-quant")  # fmt: skip
+        gguf_out = tr.labelled(gr.Textbox, "export.gguf_out", info=True, value="", scale=3, elem_id="export-gguf-out")
+    button = tr.text(gr.Button, "export.export_gguf", variant="primary", elem_id="export-gguf")
     gguf_status = gr.Markdown("", elem_classes="td-status", elem_id="export-gguf-status")
-    modelfile = tr.bind(
-        gr.Code(value="", label=tr("export.modelfile"), interactive=False, elem_id="export-modelfile"),
-        label="export.modelfile",
-    )
+    modelfile = tr.labelled(gr.Code, "export.modelfile", value="", interactive=False, elem_id="export-modelfile")
     return {
         "gguf_src": src,
         "quant": quant,
