@@ -26,10 +26,11 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from app import methods
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-Method = Literal["full", "freeze", "lora", "qlora"]
-METHODS: tuple[str, ...] = ("full", "freeze", "lora", "qlora")
+METHODS: tuple[str, ...] = methods.NAMES  # full, freeze, lora, qlora: what each does is app.methods' table
 OPTIMIZERS: tuple[str, ...] = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 SCHEDULERS: tuple[str, ...] = ("cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -274,10 +275,7 @@ class RunConfig:
         q = self.quant
         if q.bits not in QUANT_BITS:
             p.append(f"quant.bits: {q.bits!r} is not supported; use null, 8 or 4")
-        if self.method == "qlora" and q.bits not in (4, 8):
-            p.append("quant.bits: method qlora needs quantized base weights; set quant.bits to 4 or 8")
-        if self.method in ("full", "freeze") and q.bits is not None:
-            p.append(f"quant.bits: {self.method} fine-tuning cannot train quantized weights; set quant.bits to null")
+        p += methods.problems(self.method, q.bits)
         _choice(p, "quant.type", q.type, QUANT_TYPES)
         _choice(p, "quant.compute_dtype", q.compute_dtype, COMPUTE_DTYPES)
         lo = self.lora

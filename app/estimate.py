@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from app import devices
+from app import devices, methods
 from app.config import ConfigError, RunConfig
 from app.memory import (
     GIB,
@@ -115,7 +115,7 @@ def _candidates(arch: Architecture, cfg: RunConfig, device: str, capacity: int |
     if t.optimizer in ("adamw_torch", "paged_adamw_32bit") and device == "cuda":
         new = "paged_adamw_8bit" if t.optimizer.startswith("paged") else "adamw_8bit"
         out.append(("optimizer_8bit", f"8-bit AdamW states ({new})", {"train.optimizer": new}))
-    if cfg.method != "qlora" or cfg.quant.bits != 4:
+    if not methods.of(cfg).quantized or cfg.quant.bits != 4:
         out.append(
             ("quantize_4bit", "QLoRA: 4-bit NF4 base weights with LoRA adapters", {"method": "qlora", "quant.bits": 4})
         )
@@ -152,31 +152,22 @@ def _combined(arch: Architecture, cfg: RunConfig, device: str, capacity: int, fi
 
 
 # ---- methods side by side ----------------------------------------------------------------------------------------
-METHOD_NOTES: dict[str, tuple[float, str]] = {
-    # relative step speed (LoRA = 1.0) and a one-line quality note; rough, for a comparison table
-    "full": (0.7, "best fit to the data; most memory; can forget general skills"),
-    "freeze": (1.4, "trains only the last layers: fast, weaker on new formats"),
-    "lora": (1.0, "close to full fine-tuning on instruction data; small adapter files"),
-    "qlora": (0.7, "LoRA on a 4-bit base: ~1/3 the weight memory, slightly lower quality, slower steps"),
-}
-
-
 def compare_methods(
     arch: Architecture, cfg: RunConfig, device: str = "cuda", device_memory_bytes: int | None = None
 ) -> list[dict[str, Any]]:
-    """full / freeze / lora / qlora on this model with this batch and sequence length: estimate, trainable
-    params, relative speed and a quality note, one dict per method."""
+    """Every method of the table (full / freeze / lora / qlora) on this model with this batch and sequence length:
+    estimate, trainable params, relative speed and a quality note, one dict per method."""
     rows = []
-    for method in ("full", "freeze", "lora", "qlora"):
-        bits = (cfg.quant.bits or 4) if method == "qlora" else None
-        changes: dict[str, Any] = {"method": method, "quant.bits": bits}
-        if method == "freeze":
+    for method in methods.TABLE.values():
+        bits = (cfg.quant.bits or 4) if method.quantized else None
+        changes: dict[str, Any] = {"method": method.name, "quant.bits": bits}
+        if method.trains == methods.LAST_LAYERS:
             changes["freeze.trainable_layers"] = min(cfg.freeze.trainable_layers, arch.layers)
         est = estimate(arch, cfg.replace(**changes), device, device_memory_bytes)
-        speed, note = METHOD_NOTES[method]
+        speed, note = method.speed, method.note
         rows.append(
             {
-                "method": method,
+                "method": method.name,
                 "estimate": est,
                 "total_bytes": est.total_bytes,
                 "total_gib": round(est.total_gib, 2),

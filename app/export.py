@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app import commands, gguf
+from app import commands, gguf, methods
 from app.adapters import (
     AdapterError,
     adapter_tokenizer,
@@ -279,7 +279,7 @@ def model_card(adapter_dir: Path, base_name: str, dtype: str) -> str:
     lines += [f"tags: [tunedesk, {method}, merged]", "---", "", f"# {display_name(adapter_dir)} (merged)", ""]
     lines += [f"A LoRA adapter merged into its base model with TuneDesk (`python -m app merge`), saved in {dtype}."]
     lines += ["", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in facts]]
-    if method == "qlora":
+    if method in methods.TABLE and methods.TABLE[method].quantized:
         lines += ["", "Trained as QLoRA on 4-bit base weights, merged into the unquantized base."]
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer"]
     lines += ['model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")']

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import devices
+from app import devices, methods
 from app.architecture import (  # noqa: F401  (architecture_from, EstimateError: what callers of the estimate use)
     Architecture,
     EstimateError,
@@ -96,8 +96,8 @@ def _plan(cfg: RunConfig, device: str, stack: Stack) -> _Plan:
     fp32 = t.precision == "fp32" or (t.precision == "auto" and device == "cpu")
     w = 4 if fp32 else 2
     autocast = (not fp32) if stack.autocast is None else stack.autocast
-    lora = cfg.method in ("lora", "qlora")
-    bits = cfg.quant.bits if lora else None  # full/freeze cannot train quantized weights
+    method = methods.of(cfg)
+    bits = cfg.quant.bits if method.quantized else None  # the trainer loads a k-bit base for these methods only
     return _Plan(
         device=device,
         w=w,
@@ -106,8 +106,8 @@ def _plan(cfg: RunConfig, device: str, stack: Stack) -> _Plan:
         autocast=autocast,
         quant_bits=bits,
         double_quant=cfg.quant.double_quant,
-        kbit_upcast=bits is not None and cfg.method == "qlora" and stack.kbit_upcast,
-        trainable_bytes=(stack.adapter_bytes if w == 2 else 4) if lora else w,
+        kbit_upcast=bits is not None and method.kbit_prep and stack.kbit_upcast,
+        trainable_bytes=(stack.adapter_bytes if w == 2 else 4) if method.adapter else w,
         seq=cfg.data.max_seq_len,
         batch=t.batch_size,
         stack=stack,
@@ -124,9 +124,10 @@ def lora_targets(arch: Architecture, targets: list[str] | str) -> list[Linear]:
 
 def trainable_tensors(arch: Architecture, cfg: RunConfig) -> list[int]:
     """Element counts of every trainable tensor, as PEFT / freeze_all_but_last / full training create them."""
-    if cfg.method in ("lora", "qlora"):
+    trains = methods.of(cfg).trains
+    if trains == methods.ADAPTERS:
         return _lora_tensors(arch, cfg)
-    if cfg.method == "freeze":
+    if trains == methods.LAST_LAYERS:
         return _freeze_tensors(arch, cfg.freeze.trainable_layers, cfg.freeze.train_norms)
     return _all_tensors(arch)
 
@@ -221,7 +222,7 @@ def _layer_bytes(arch: Architecture, cfg: RunConfig, p: _Plan, trainable: bool, 
     keeps_input = p.quant_bits == 8 or (p.quant_bits == 4 and p.stack.kbit_saves_input)
     if trainable or keeps_input:  # weight grads (and LLM.int8's backward, old 4-bit bnb) need the layer inputs
         total += _distinct_inputs(arch) * a
-    if trainable and cfg.method == "full" and a < 4:  # trainable norm weight: the 16-bit normed input as well
+    if trainable and methods.of(cfg).trains_all and a < 4:  # trainable norm weight: the 16-bit normed input as well
         total += arch.norms_per_block * h * a
     if adapted:
         total += _lora_layer_bytes(arch, cfg, p)
@@ -265,9 +266,10 @@ def _lora_layer_bytes(arch: Architecture, cfg: RunConfig, p: _Plan) -> float:
 
 def _graph_layers(arch: Architecture, cfg: RunConfig) -> tuple[int, int]:
     """(layers in the backward graph, of which have trainable weights)."""
-    if cfg.method == "full":
+    trains = methods.of(cfg).trains
+    if trains == methods.ALL:
         return arch.layers, arch.layers
-    if cfg.method == "freeze":
+    if trains == methods.LAST_LAYERS:
         n = min(cfg.freeze.trainable_layers, arch.layers)
         return (arch.layers if cfg.freeze.train_norms else n), n
     return arch.layers, 0
@@ -283,7 +285,7 @@ def activation_bytes(arch: Architecture, cfg: RunConfig, p: _Plan) -> tuple[floa
     """
     tokens = p.batch * p.seq
     graph, trainable = _graph_layers(arch, cfg)
-    adapted = cfg.method in ("lora", "qlora")
+    adapted = methods.of(cfg).adapter
     full_layer = _layer_bytes(arch, cfg, p, trainable > 0, adapted)
     frozen_layer = _layer_bytes(arch, cfg, p, False, adapted)
     working = (3 * arch.intermediate + 4 * arch.hidden) * p.act  # grads of one MLP and the residual in backward
@@ -293,7 +295,7 @@ def activation_bytes(arch: Architecture, cfg: RunConfig, p: _Plan) -> tuple[floa
     else:
         kept = trainable * full_layer + (graph - trainable) * frozen_layer
     kept += arch.hidden * (4 if p.stack.norm_fp32 or p.autocast else p.act)  # final norm
-    if cfg.method == "full":
+    if methods.of(cfg).trains_all:
         kept += arch.hidden * p.act  # trainable lm_head keeps its input
     return kept * tokens, working * tokens
 
@@ -308,7 +310,7 @@ def _dequant_bytes(arch: Architecture, cfg: RunConfig, p: _Plan) -> float:
     """Largest weight materialised at once: a dequantized k-bit Linear, or DoRA's fp32 weight for its norm."""
     largest = max(lin.weight_params for lin in arch.linears)
     out = largest * p.act if p.quant_bits else 0.0
-    if cfg.method in ("lora", "qlora") and cfg.lora.use_dora:
+    if methods.of(cfg).adapter and cfg.lora.use_dora:
         out += largest * 4
     return out
 
@@ -399,15 +401,15 @@ def estimate(
 
 def _static_parts(arch: Architecture, cfg: RunConfig, p: _Plan, tensors: list[int]) -> dict[str, float]:
     trainable = sum(tensors)
-    lora = cfg.method in ("lora", "qlora")
+    method = methods.of(cfg)
     grads = trainable * (p.trainable_bytes + (4 if p.stack.master_weights else 0))
-    embedding = arch.embed_params if cfg.method == "full" else 0
+    embedding = arch.embed_params if method.trains_all else 0
     optim = optimizer_bytes(tensors, cfg.train.optimizer, p, embedding)
     optim += trainable * 4 if p.stack.master_weights else 0
     copies = p.stack.extra_trainable  # modules_to_save: copy, grad and torch AdamW states in the model width
     return {
         "weights": weight_bytes(arch, p),
-        "adapter": (trainable * p.trainable_bytes if lora else 0) + copies * p.w,
+        "adapter": (trainable * p.trainable_bytes if method.adapter else 0) + copies * p.w,
         "gradients": grads + copies * p.w,
         "optimizer": optim + p.stack.extra_bytes + copies * 2 * p.w,
     }

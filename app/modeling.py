@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from app import consent, devices, libs, paths
+from app import consent, devices, libs, methods, paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
 
 libs.load()  # transformers and peft, fully, before any thread uses them (see app/libs.py)
@@ -546,7 +546,8 @@ def prepare_for_method(loaded: LoadedModel, cfg: Any) -> Any:
     model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
     checkpointing = bool(cfg.train.gradient_checkpointing)
     ckpt_kwargs = {"use_reentrant": False}
-    if cfg.method == "qlora":
+    method = methods.of(cfg)
+    if method.kbit_prep:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
@@ -554,11 +555,11 @@ def prepare_for_method(loaded: LoadedModel, cfg: Any) -> Any:
         )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
-    if cfg.method in ("lora", "qlora"):
+    if method.trains == methods.ADAPTERS:
         from peft import get_peft_model
 
         return get_peft_model(model, peft_lora_config(cfg))
-    if cfg.method == "freeze":
+    if method.trains == methods.LAST_LAYERS:
         freeze_all_but_last(model, cfg.freeze.trainable_layers, cfg.freeze.train_norms)
     else:
         for param in model.parameters():

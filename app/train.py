@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from app import libs
-from app.batching import IGNORE, Collator, EpochSampler, RowDataset, TokenStore
+from app.batching import EpochSampler
 from app.config import ConfigError, RunConfig
 
 libs.load()  # transformers, whole, under the lock another thread's first use waits on (see app/libs.py)
@@ -46,7 +45,8 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from app import consent, devices, history, modeling, runs  # noqa: E402
+from app import consent, devices, history, methods, modeling, objectives, runs  # noqa: E402
+from app.objectives import LabelGather, Objective  # noqa: E402
 
 log = logging.getLogger("tunedesk.train")
 
@@ -192,64 +192,23 @@ def configure_threads(device: str, local_world: int = 1) -> int:
     return torch.get_num_threads()
 
 
-# ---- loss only where there are labels ----------------------------------------------------------------------
-class LabelGather:
-    """A forward pre-hook on the output layer that keeps only the rows selected by `mask` (B x T bool).
-
-    The model's own forward then computes logits for those N rows only ([1, N, vocab]); outside `only()` the
-    hook does nothing (generation, plain forwards). Works through PEFT and DDP wrappers, since the forward still
-    goes through them and the hook sits on the module object itself.
-    """
-
-    def __init__(self, model: Any):
-        head = modeling.base_model(model).get_output_embeddings()
-        if head is None:
-            raise TrainError(f"{type(modeling.base_model(model)).__name__} has no output layer to compute a loss on")
-        self.mask: torch.Tensor | None = None
-        self.handle = head.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module: Any, args: tuple) -> tuple | None:
-        if self.mask is None or not args:
-            return None
-        return (args[0][self.mask].unsqueeze(0), *args[1:])
-
-    @contextlib.contextmanager
-    def only(self, mask: torch.Tensor):
-        self.mask = mask
-        try:
-            yield
-        finally:
-            self.mask = None
-
-    def remove(self) -> None:
-        self.handle.remove()
-
-
-def label_loss(model: Any, batch: dict[str, Any], gather: LabelGather, num_items: Any = None) -> tuple[Any, int]:
-    """(loss, label count): summed cross-entropy over positions whose next-token label is not -100, divided by
-    `num_items` (the label count of the whole accumulated batch, from the Trainer) or by its own label count.
-    Equals the model's own causal-LM loss, without ever making batch x seq x vocab logits."""
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "num_tokens")}
-    keep = labels[:, 1:] != IGNORE
-    targets = labels[:, 1:][keep]
-    with gather.only(F.pad(keep, (0, 1), value=False)):
-        logits = model(**inputs, use_cache=False).logits
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
-    count = targets.numel()
-    return total / (num_items if num_items is not None else max(count, 1)), count
-
-
 class TuneTrainer(Trainer):
-    """Trainer with our batches, label-position loss, counters for tokens/s and atomic checkpoints."""
+    """Trainer with our batches, the objective's loss, counters for tokens/s and atomic checkpoints."""
 
-    loss_is_scaled_for_ga = True  # label_loss divides by the label count of the whole accumulated step
+    loss_is_scaled_for_ga = True  # the objective's loss divides by the label count of the whole accumulated step
 
     def __init__(
-        self, *args: Any, sampler: EpochSampler, gather: LabelGather, eval_collator: Any = None, **kwargs: Any
+        self,
+        *args: Any,
+        sampler: EpochSampler,
+        gather: LabelGather,
+        eval_collator: Any = None,
+        objective: Objective | None = None,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.sampler, self.gather, self.eval_collator = sampler, gather, eval_collator
+        self.objective = objective or objectives.get(objectives.DEFAULT)
         self.model_accepts_loss_kwargs = True  # makes the Trainer count labels per step -> num_items_in_batch
         self.tokens_seen = 0
         self.labels_seen = 0
@@ -269,7 +228,7 @@ class TuneTrainer(Trainer):
         return torch.utils.data.SequentialSampler(eval_dataset)  # RowDataset.build(sort=True) already sorted it
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, count = label_loss(model, inputs, self.gather, num_items_in_batch)
+        loss, count = self.objective.loss(model, inputs, self.gather, num_items_in_batch)
         if model.training:
             self.tokens_seen += int(inputs.get("num_tokens", 0))
             self.labels_seen += count
@@ -454,56 +413,15 @@ def dist_info() -> Dist:
     return Dist(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
 
 
-@dataclass
-class Prepared:
-    train: RowDataset
-    val: RowDataset | None
-    collator: Collator
-    facts: dict
-    eval_collator: Collator | None = None
-
-
-def prepare_data(cfg: RunConfig, tokenizer: Any) -> Prepared:
-    """Tokenize with app.data (the same encoding as the Data tab preview) into compact token stores."""
-    from app import data as data_mod
-
-    prepared = data_mod.prepare(cfg.data, tokenizer, seed=cfg.train.seed)
-    if not prepared.train:
-        raise TrainError(
-            f"{cfg.data.path}: no usable training examples after validation; open the Data tab to see "
-            "which records were rejected and why"
-        )
-    train_store = TokenStore.from_examples(prepared.train)
-    val_store = TokenStore.from_examples(prepared.val) if prepared.val else None
-    stats = prepared.stats
-    facts = {
-        "train_examples": len(train_store),
-        "val_examples": len(val_store) if val_store else 0,
-        "skipped_records": stats.skipped,
-        "truncated": stats.truncated,
-        "tokens_per_epoch": stats.tokens_per_epoch,
-        "label_tokens_per_epoch": train_store.label_count(),
-        "template": prepared.template,
-    }
-    del prepared  # the token stores hold everything training needs, in ~1/4 of the memory
-    packing, max_len = cfg.train.packing, cfg.data.max_seq_len
-    train = RowDataset.build(train_store, packing, max_len)
-    val = RowDataset.build(val_store, packing, max_len, sort=True) if val_store and len(val_store) else None
-    facts["train_rows"] = len(train)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # Eval rows index the val store: they need a collator over that store, not the train one.
-    eval_collator = Collator(val_store, pad, packing) if val is not None else None
-    return Prepared(train, val, Collator(train_store, pad, packing), facts, eval_collator)
-
-
 def load_for_training(cfg: RunConfig, device: str) -> modeling.LoadedModel:
     """The base model in the dtype training wants. fp16 full/freeze training keeps fp32 master weights (AMP with
     loss scaling cannot step fp16 parameters); LoRA keeps an fp16 base with fp32 adapters."""
     precision = cfg.train.precision
     dtype = modeling.resolve_dtype(precision, device)
-    if dtype == torch.float16 and cfg.method in ("full", "freeze"):
+    method = methods.of(cfg)
+    if dtype == torch.float16 and method.trains_base:
         precision = "fp32"
-    quant = cfg.quant if cfg.method == "qlora" else None
+    quant = cfg.quant if method.quantized else None
     return modeling.load_model(cfg.model, quant, device=device, precision=precision, progress=lambda f, m: None)
 
 
@@ -564,7 +482,7 @@ def memory_estimate(cfg: RunConfig, device: str) -> dict | None:
 def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str) -> Path:
     """adapter/ (LoRA/QLoRA: adapter_config.json + adapter_model.safetensors) or model/ (full/freeze, all
     weights), with the tokenizer. Written to a temp folder and renamed, so it is never half-written."""
-    name = runs.ADAPTER if method in ("lora", "qlora") else runs.MODEL
+    name = runs.ADAPTER if methods.get(method).saves == "adapter" else runs.MODEL
     final = run_dir / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=run_dir))
     try:
@@ -603,9 +521,10 @@ def describe_failure(exc: BaseException, cfg: RunConfig, device: str, run_dir: P
         return _disk_full_message(text, run_dir)
     oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text.lower()
     if oom:
-        where = "GPU memory" if device == "cuda" else "RAM"
+        where = "GPU memory" if devices.kind(device) == devices.CUDA else "RAM"
         return f"Out of {where} during training ({text.splitlines()[0][:200]}). {_memory_advice(cfg, device)}"
-    if isinstance(exc, (TrainError, ConfigError, modeling.ModelError)) or type(exc).__name__ == "DataError":
+    plain = (TrainError, ConfigError, modeling.ModelError, objectives.ObjectiveError)
+    if isinstance(exc, plain) or type(exc).__name__ == "DataError":
         return text
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]} (full traceback in error.log)"
 
@@ -782,7 +701,8 @@ def build(
         hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would go to the app's log
     set_seed(cfg.train.seed)
     tokenizer = modeling.load_tokenizer(modeling.resolve_model(cfg.model.name_or_path), cfg.model.trust_remote_code)
-    data = prepare_data(cfg, tokenizer)
+    objective = objectives.of(cfg)
+    data = objective.prepare(cfg, tokenizer)
     if stop.is_set():
         return None
     loaded = load_for_training(cfg, device)
@@ -813,6 +733,7 @@ def build(
         sampler=EpochSampler(data.train.lengths, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
         gather=gather,
         eval_collator=data.eval_collator,
+        objective=objective,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; events.jsonl has them
     callback.trainer = trainer

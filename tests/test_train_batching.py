@@ -90,7 +90,7 @@ def test_packed_row_logits_equal_each_example_alone(tiny):
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_label_only_loss_equals_the_models_own_loss(tiny, packed):
-    from app.train import LabelGather, label_loss
+    from app.objectives import LabelGather, label_loss
 
     examples = _examples(6, seed=3)
     store = TokenStore.from_examples(examples)

@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from gradio.components.plot import PlotData
 
-from app import catalog, devices, estimate, memory, paths
+from app import catalog, devices, estimate, memory, methods, paths
 from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
@@ -177,7 +177,7 @@ class ModelHolder:
             self._release()
             self.loaded = modeling.load_model(
                 cfg.model,
-                cfg.quant if cfg.method == "qlora" else None,
+                cfg.quant if methods.of(cfg).quantized else None,
                 cfg.train.device,
                 cfg.train.precision,
                 progress,
@@ -316,21 +316,22 @@ def require_trust_confirmation(confirm: Any, data: dict[str, Any], values: dict[
 
 
 def _build_method_column(ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-    tr, form, method = ctx.tr, ctx.form, ctx.defaults.method
+    tr, form = ctx.tr, ctx.form
+    shown = _sections_shown(ctx.defaults.method)
     _section(tr, "model.section.method")
     fields.update(form.build(METHOD_FIELDS))
-    with gr.Group(visible=method == "qlora") as quant_group:
+    with gr.Group(visible=shown["quant"]) as quant_group:
         _section(tr, "model.section.quant")
         with gr.Row():
             fields.update(form.build(QUANT_FIELDS))
-    with gr.Group(visible=method in ("lora", "qlora")) as lora_group:
+    with gr.Group(visible=shown["lora"]) as lora_group:
         _section(tr, "model.section.lora")
         with gr.Row():
             fields.update(form.build(LORA_FIELDS[:3]))
         fields.update(form.build(LORA_FIELDS[3:4], module_choices=DEFAULT_LINEAR))
         with gr.Row():
             fields.update(form.build(LORA_FIELDS[4:]))
-    with gr.Group(visible=method == "freeze") as freeze_group:
+    with gr.Group(visible=shown["freeze"]) as freeze_group:
         _section(tr, "model.section.freeze")
         with gr.Row():
             fields.update(form.build(FREEZE_FIELDS))
@@ -376,11 +377,22 @@ def _build_compare(tr: i18n.Translator) -> gr.Dataframe:
     return compare
 
 
-def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
+def _sections_shown(method: str) -> dict[str, bool]:
+    """Which settings sections a method reads (app.methods): quantization, LoRA, freeze."""
+    m = methods.TABLE.get(method)  # None while the dropdown is cleared: no section
     return {
-        h.quant_group: gr.update(visible=method == "qlora"),
-        h.lora_group: gr.update(visible=method in ("lora", "qlora")),
-        h.freeze_group: gr.update(visible=method == "freeze"),
+        "quant": bool(m and m.quantized),
+        "lora": bool(m and m.adapter),
+        "freeze": bool(m and m.trains == methods.LAST_LAYERS),
+    }
+
+
+def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
+    shown = _sections_shown(method)
+    return {
+        h.quant_group: gr.update(visible=shown["quant"]),
+        h.lora_group: gr.update(visible=shown["lora"]),
+        h.freeze_group: gr.update(visible=shown["freeze"]),
     }
 
 

@@ -1,0 +1,157 @@
+"""Training objectives: what the trainer optimises, as a small registry; supervised fine-tuning (sft) now.
+
+An objective is two functions the trainer (app/train.py) calls and nothing else changes:
+
+* `prepare(cfg, tokenizer) -> Prepared`: the data as training rows (token stores, a collator, facts for the log);
+* `loss(model, batch, gather, num_items) -> (loss, label count)`: one micro-batch's loss.
+
+Supervised fine-tuning tokenizes records with app.data (labels -100 on the prompt) and takes the cross-entropy at
+label positions only, computing logits for those rows alone (LabelGather). A preference objective (DPO, a later
+issue) is a new entry here: its own prepare (chosen/rejected pairs) and loss (log-probs at the same positions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app import modeling
+from app.batching import IGNORE, Collator, RowDataset, TokenStore
+from app.config import RunConfig
+
+
+class ObjectiveError(RuntimeError):
+    """The data or model cannot be trained with this objective; the message says what to fix."""
+
+
+# ---- supervised fine-tuning: loss only where there are labels --------------------------------------------------
+class LabelGather:
+    """A forward pre-hook on the output layer that keeps only the rows selected by `mask` (B x T bool).
+
+    The model's own forward then computes logits for those N rows only ([1, N, vocab]); outside `only()` the
+    hook does nothing (generation, plain forwards). Works through PEFT and DDP wrappers, since the forward still
+    goes through them and the hook sits on the module object itself.
+    """
+
+    def __init__(self, model: Any):
+        head = modeling.base_model(model).get_output_embeddings()
+        if head is None:
+            raise ObjectiveError(
+                f"{type(modeling.base_model(model)).__name__} has no output layer to compute a loss on"
+            )
+        self.mask: torch.Tensor | None = None
+        self.handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: Any, args: tuple) -> tuple | None:
+        if self.mask is None or not args:
+            return None
+        return (args[0][self.mask].unsqueeze(0), *args[1:])
+
+    @contextlib.contextmanager
+    def only(self, mask: torch.Tensor):
+        self.mask = mask
+        try:
+            yield
+        finally:
+            self.mask = None
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def label_loss(model: Any, batch: dict[str, Any], gather: LabelGather, num_items: Any = None) -> tuple[Any, int]:
+    """(loss, label count): summed cross-entropy over positions whose next-token label is not -100, divided by
+    `num_items` (the label count of the whole accumulated batch, from the Trainer) or by its own label count.
+    Equals the model's own causal-LM loss, without ever making batch x seq x vocab logits."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "num_tokens")}
+    keep = labels[:, 1:] != IGNORE
+    targets = labels[:, 1:][keep]
+    with gather.only(F.pad(keep, (0, 1), value=False)):
+        logits = model(**inputs, use_cache=False).logits
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+    count = targets.numel()
+    return total / (num_items if num_items is not None else max(count, 1)), count
+
+
+# ---- supervised fine-tuning: the data ------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    train: RowDataset
+    val: RowDataset | None
+    collator: Collator
+    facts: dict
+    eval_collator: Collator | None = None
+
+
+def prepare_data(cfg: RunConfig, tokenizer: Any) -> Prepared:
+    """Tokenize with app.data (the same encoding as the Data tab preview) into compact token stores."""
+    from app import data as data_mod
+
+    prepared = data_mod.prepare(cfg.data, tokenizer, seed=cfg.train.seed)
+    if not prepared.train:
+        raise ObjectiveError(
+            f"{cfg.data.path}: no usable training examples after validation; open the Data tab to see "
+            "which records were rejected and why"
+        )
+    train_store = TokenStore.from_examples(prepared.train)
+    val_store = TokenStore.from_examples(prepared.val) if prepared.val else None
+    stats = prepared.stats
+    facts = {
+        "train_examples": len(train_store),
+        "val_examples": len(val_store) if val_store else 0,
+        "skipped_records": stats.skipped,
+        "truncated": stats.truncated,
+        "tokens_per_epoch": stats.tokens_per_epoch,
+        "label_tokens_per_epoch": train_store.label_count(),
+        "template": prepared.template,
+    }
+    del prepared  # the token stores hold everything training needs, in ~1/4 of the memory
+    packing, max_len = cfg.train.packing, cfg.data.max_seq_len
+    train = RowDataset.build(train_store, packing, max_len)
+    val = RowDataset.build(val_store, packing, max_len, sort=True) if val_store and len(val_store) else None
+    facts["train_rows"] = len(train)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Eval rows index the val store: they need a collator over that store, not the train one.
+    eval_collator = Collator(val_store, pad, packing) if val is not None else None
+    return Prepared(train, val, Collator(train_store, pad, packing), facts, eval_collator)
+
+
+# ---- the registry ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    description: str
+    prepare: Callable[[RunConfig, Any], Prepared]
+    """(config, tokenizer) -> the training and validation rows, their collators and facts for the log."""
+    loss: Callable[..., tuple[Any, int]]
+    """(model, batch, gather, num_items) -> (loss scaled for gradient accumulation, label count)."""
+
+
+REGISTRY: dict[str, Objective] = {
+    "sft": Objective(
+        "sft",
+        "supervised fine-tuning: cross-entropy on the response tokens (labels -100 on the prompt)",
+        prepare_data,
+        label_loss,
+    ),
+}
+DEFAULT = "sft"
+
+
+def get(name: str) -> Objective:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"objective {name!r}: use one of {', '.join(REGISTRY)}") from None
+
+
+def of(cfg: RunConfig) -> Objective:
+    """The objective a run trains with: supervised fine-tuning for every RunConfig today (the config gains a
+    train.objective field with the second objective)."""
+    return get(DEFAULT)
