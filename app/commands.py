@@ -129,9 +129,7 @@ class MergeConfig:
         return _from_dict(cls, data, source)
 
     def validate(self) -> list[str]:
-        p: list[str] = []
-        _choice(p, "dtype", self.dtype, DTYPES)
-        return p
+        return _choice_problems(self)
 
 
 @dataclass
@@ -153,9 +151,7 @@ class ExportConfig:
         return _from_dict(cls, data, source)
 
     def validate(self) -> list[str]:
-        p: list[str] = []
-        _choice(p, "quant", self.quant, GGUF_QUANTS)
-        return p
+        return _choice_problems(self)
 
 
 COMMAND_CONFIGS: dict[str, type] = {
@@ -218,6 +214,14 @@ def _from_dict(cls: type, data: dict[str, Any] | None, source: str | None) -> An
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _choice_problems(cfg: Any) -> list[str]:
+    """A value outside its CHOICES, for each field that has them."""
+    p: list[str] = []
+    for name, allowed in cfg.CHOICES.items():
+        _choice(p, name, getattr(cfg, name), allowed)
+    return p
 
 
 def _finite(cfg: Any) -> list[str]:

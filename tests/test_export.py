@@ -103,6 +103,7 @@ def test_model_card_reads_the_run_folder(tmp_path, adapter, tiny_model_dir):
         "| Steps | 4 |" in card and "| Final train loss | 0.5000 |" in card and "| Final eval loss | 0.7500 |" in card
     )
     assert "`data/my.json`" in card and cfg.to_yaml().strip() in card and "# 20250101-120000-lora-tiny" in card
+    assert "saved in float16" in card  # MergeConfig's default dtype, the CLI's and the Export tab's
     card = (merge(run / "checkpoints" / "checkpoint-2", tmp_path / "out-2") / "README.md").read_text(encoding="utf-8")
     assert (
         "| Steps | 2 |" in card and "| Final train loss | 1.0000 |" in card and "| Final eval loss | 1.2500 |" in card
