@@ -333,7 +333,7 @@ def load_model(
     qcfg = bnb_config(quant, dev)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
-        kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": "cpu"}
+        kwargs["device_map"] = {"": 0 if dev == devices.CUDA else dev}  # GPU 0, cuda:N or cpu
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except SafetensorError as exc:  # not an OSError: a truncated or overwritten .safetensors file

@@ -69,10 +69,11 @@ class TrainError(RuntimeError):
 def preflight(cfg: RunConfig) -> list[str]:
     """Every problem that makes the run impossible, found without loading anything (config, device, optimizer)."""
     problems = cfg.validate()
-    cuda = torch.cuda.is_available()
-    if cfg.train.device == "cuda" and not cuda:
-        problems.append("train.device: cuda, but PyTorch sees no CUDA GPU; use auto or cpu")
-    on_cpu = cfg.train.device == "cpu" or not cuda
+    try:
+        on_cpu = devices.resolve(cfg.train.device) == devices.CPU
+    except devices.DeviceError as exc:
+        problems.append(f"train.device: {exc}")
+        on_cpu = True
     if on_cpu and cfg.train.optimizer.startswith("paged_"):
         problems.append(
             f"train.optimizer: {cfg.train.optimizer} pages optimizer state through CUDA unified memory and needs "
@@ -184,9 +185,10 @@ def _busy_seconds(t: Any) -> float:
 
 def configure_threads(device: str, local_world: int = 1) -> int:
     """Set torch's CPU threads (unless OMP_NUM_THREADS says otherwise) or enable TF32 on CUDA; returns threads."""
-    if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    kind = devices.kind(device)
+    if kind == devices.CPU and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(local_world))
-    elif device == "cuda":
+    elif kind == devices.CUDA:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: ~8x faster, 10-bit mantissa
         torch.backends.cudnn.allow_tf32 = True
     return torch.get_num_threads()
@@ -456,8 +458,8 @@ def training_arguments(
         seed=t.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        use_cpu=device == "cpu",
-        dataloader_pin_memory=device == "cuda",
+        use_cpu=devices.kind(device) == devices.CPU,
+        dataloader_pin_memory=devices.kind(device) == devices.CUDA,
         dataloader_num_workers=0,  # collation is a few numpy copies; worker processes would only add memory
         remove_unused_columns=False,
         label_names=["labels"],
@@ -663,7 +665,7 @@ def _run_claimed(
     finally:
         state.clear()
         gc.collect()
-        if device == "cuda":
+        if devices.kind(device) == devices.CUDA:
             torch.cuda.empty_cache()
     return status
 
@@ -805,8 +807,7 @@ def launch_command(config_path: str, num_processes: int = 2, device: str = "auto
     cfg = shlex.quote(str(config_path))
     if num_processes <= 1:
         return f"python -m app train {cfg}"
-    cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if cuda:
+    if devices.kind(device) == devices.CUDA:
         return f"accelerate launch --multi_gpu --num_processes {num_processes} -m app train {cfg}"
     return f"torchrun --standalone --nproc_per_node {num_processes} -m app train {cfg}"
 
