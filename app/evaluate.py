@@ -22,7 +22,7 @@ Public API (stable; the Evaluate tab and the CLI use only these):
     report.to_json() dict (what metrics.json holds); report.saved_to: the eval folder, or None
     run_evaluation = evaluate (the name first announced in the core API note)
 
-    score(predictions, references) -> dict     rouge1, rouge2, rougeL, bleu, exact_match: all percentages 0-100
+    app.metrics.score(predictions, references) -> dict   rouge1, rouge2, rougeL, bleu, exact_match: 0-100 each
 
 The models are one app.modelset.ModelSet (the base once, adapters attached, answers from its one Decoder, the same
 generation path chat uses); the examples come from app.eval_data; the report, its files and the saved evaluations
