@@ -21,7 +21,6 @@ class EstimateError(ValueError):
     """The model or config cannot be estimated; the message says which input and what to do."""
 
 
-
 @dataclass(frozen=True)
 class Linear:
     """One nn.Linear of a decoder block: leaf name (what LoRA target_modules match), shape and bias."""

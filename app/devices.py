@@ -112,7 +112,7 @@ def is_valid(device: str) -> bool:
 
 
 def kind(device: str = AUTO) -> str:
-    """"cuda" or "cpu": the kind of device a run set to `device` uses. Never raises for a GPU this machine lacks
+    """The kind, "cuda" or "cpu", of device a run set to `device` uses. Never raises for a GPU this machine lacks
     (an estimate for a cuda config is meaningful on a laptop); "auto" looks at this machine."""
     if device == AUTO:
         return detect().kind

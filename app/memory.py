@@ -72,7 +72,6 @@ LABELS: dict[str, str] = {
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit states for tensors with fewer elements (min_8bit_size)
 
 
-
 @dataclass(frozen=True)
 class _Plan:
     """Widths and switches resolved from the config and device."""
@@ -420,4 +419,3 @@ def estimate_config(cfg: RunConfig, device: str | None = None, device_memory_byt
     cfg.train.device (devices.kind: auto is this machine's GPU, else its CPU)."""
     arch = architecture_from(cfg.model.name_or_path)
     return estimate(arch, cfg, device or devices.kind(cfg.train.device), device_memory_bytes)
-

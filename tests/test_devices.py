@@ -53,7 +53,7 @@ def test_a_claim_holds_until_the_run_ends_and_names_it():
     assert devices.holder("cuda") is None
     with pytest.raises(devices.DeviceBusy, match="run-1"):
         devices.claim("cpu", "run-2")
-    with pytest.raises(devices.DeviceBusy, match='training run run-1 is using cpu.*share the CPU'):
+    with pytest.raises(devices.DeviceBusy, match="training run run-1 is using cpu.*share the CPU"):
         devices.require_free("cpu", "auto", "evaluate")
     devices.require_free("cpu", "cpu")  # an explicit cpu is the way around a busy device
     running.clear()
@@ -65,7 +65,7 @@ def test_a_claim_holds_until_the_run_ends_and_names_it():
 def test_cuda_and_cuda_0_are_one_gpu_and_the_message_names_the_action():
     holder = devices.claim("cuda", "gpu-run")
     assert devices.holder("cuda:0") is holder and devices.holder("cuda:1") is None
-    with pytest.raises(devices.DeviceBusy, match='evaluate on the CPU instead'):
+    with pytest.raises(devices.DeviceBusy, match="evaluate on the CPU instead"):
         devices.require_free("cuda:0", "cuda", "evaluate")
 
 

@@ -168,3 +168,14 @@ def test_an_empty_number_box_sent_as_0_means_not_set(built):
     assert (cfg.train.max_steps, cfg.train.eval_steps, cfg.data.max_samples) == (None, None, None)
     assert cfg.validate() == [] and f["train.max_steps"].minimum == 0
     assert ctx.form.to_config(_values(ctx, extra={f["train.save_steps"]: 0})).train.save_steps == 0
+
+
+def test_a_training_run_claiming_the_device_frees_the_loaded_model():
+    """The Model tab's loaded copy would only compete with training for memory: it goes when a run claims a device
+    (app.devices.on_claim), whoever starts the run (the Train tab, the CLI's job manager)."""
+    model_tab.HOLDER.loaded = object()
+    holder = devices.claim("cpu", "run-x")
+    try:
+        assert model_tab.HOLDER.loaded is None
+    finally:
+        devices.release(holder)

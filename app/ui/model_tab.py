@@ -690,7 +690,7 @@ def _empty_panel(h: ModelHandles, message: str) -> dict[Any, Any]:
 
 
 def compare_table(rows: list[dict[str, Any]], lang: str = "en") -> pd.DataFrame:
-    """memory.compare_methods rows as a small table: method, GiB, trainable parameters, fits, relative speed,
+    """estimate.compare_methods rows as a small table: method, GiB, trainable parameters, fits, relative speed,
     notes."""
     t = functools.partial(i18n.t, lang=lang)
     records = [
