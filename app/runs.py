@@ -11,8 +11,8 @@
         adapter/ | model/  the final LoRA adapter, or the full model for full/freeze (tokenizer included)
         error.log          tracebacks of failures
 
-Status is derived from the files alone (no database), so it survives an app restart and works for runs
-started from the CLI. No torch import.
+Status (`run_status`: app.history's reading of the events plus the lock) and the runs list are derived from the
+files alone (no database), so they survive an app restart and work for runs started from the CLI. No torch import.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from app.config import RunConfig
 # they use through the run folder's module too.
 from app.history import (  # noqa: F401  (re-exported)
     CHECKPOINTS,
-    SESSION_START,
     TERMINAL,
     append_event,
     checkpoint_step,
