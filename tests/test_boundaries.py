@@ -21,6 +21,7 @@ NEEDS_TORCH = {
     "batching": "collates token tensors for the trainer",
     "jobs": "runs app.train in a thread",
     "modeling": "loads, quantizes and wraps models",
+    "objectives": "each training objective's loss on a micro-batch",
     "train": "the training loop",
 }
 """Core modules that may import torch when imported; every other core module must not (the CLI's --help, the
