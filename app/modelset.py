@@ -187,13 +187,14 @@ class Decoder:
     def _pick(self, logits: Any) -> list[int]:
         import torch
 
-        all_ids = self.seq.to(logits.device)
-        for proc in self.procs:
-            logits = proc(all_ids, logits)
+        if self.procs:
+            all_ids = self.seq.to(logits.device)
+            for proc in self.procs:
+                logits = proc(all_ids, logits)
         if self.settings.temperature <= 0:
-            return [int(t) for t in logits.argmax(-1)]
+            return logits.argmax(-1).tolist()  # one device sync per step, not one per prompt
         probs = torch.softmax(logits, -1).cpu()
-        return [int(t) for t in torch.multinomial(probs, 1, generator=self.generator)[:, 0]]
+        return torch.multinomial(probs, 1, generator=self.generator)[:, 0].tolist()
 
     def finish(self) -> None:
         self.texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in self.rows]
