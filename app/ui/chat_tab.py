@@ -15,13 +15,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
 
 from app import chat, modelset, prompt_sets
 from app.ui import i18n, pickers
+
+if TYPE_CHECKING:
+    from app.ui.app import AppContext
 
 STRINGS = {
     "chat.load": ("Load", "加载"),
@@ -156,12 +159,12 @@ HOLDER = SessionHolder()
 
 
 # ---- build -------------------------------------------------------------------------------------------------------
-def build(ctx: Any) -> ChatHandles:
+def build(ctx: AppContext) -> ChatHandles:
     tr = ctx.tr
     picker = pickers.build(tr, ctx.defaults.model.name_or_path, "chat")
     with gr.Row():
-        load = tr.bind(gr.Button(tr("chat.load"), variant="primary", elem_id="chat-load"), value="chat.load")
-        unload = tr.bind(gr.Button(tr("chat.unload"), elem_id="chat-unload"), value="chat.unload")
+        load = tr.text(gr.Button, "chat.load", variant="primary", elem_id="chat-load")
+        unload = tr.text(gr.Button, "chat.unload", elem_id="chat-unload")
     # not bound to a key: a language switch must not reset "Loaded on cpu" to the idle text (see _wire)
     status = gr.Markdown(tr("chat.idle"), elem_classes="td-status", elem_id="chat-status")
     columns = _build_columns()
@@ -196,32 +199,25 @@ def _build_columns() -> dict[str, Any]:
 
 def _build_prompt(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row(equal_height=True):
-        prompt = gr.Textbox(
-            lines=2, max_lines=8, label=tr("chat.prompt"), info=tr("chat.prompt.info"), scale=6, elem_id="chat-prompt"
+        prompt = tr.labelled(
+            gr.Textbox, "chat.prompt", info=True, lines=2, max_lines=8, scale=6, elem_id="chat-prompt"
         )
-        tr.bind(prompt, label="chat.prompt", info="chat.prompt.info")
         with gr.Column(scale=1, min_width=110):
-            send = tr.bind(gr.Button(tr("chat.send"), variant="primary", elem_id="chat-send"), value="chat.send")
-            clear = tr.bind(gr.Button(tr("chat.clear"), elem_id="chat-clear"), value="chat.clear")
+            send = tr.text(gr.Button, "chat.send", variant="primary", elem_id="chat-send")
+            clear = tr.text(gr.Button, "chat.clear", elem_id="chat-clear")
     return {"prompt": prompt, "send": send, "clear": clear}
 
 
 def _slider(tr: i18n.Translator, key: str, lo: float, hi: float, step: float, value: float) -> gr.Slider:
-    widget = gr.Slider(
-        minimum=lo,
-        maximum=hi,
-        step=step,
-        value=value,
-        label=tr(f"chat.{key}"),
-        info=tr(f"chat.{key}.info"),
-        elem_id=f"chat-{key}",
+    widget = tr.labelled(
+        gr.Slider, f"chat.{key}", info=True, minimum=lo, maximum=hi, step=step, value=value, elem_id=f"chat-{key}"
     )
-    return tr.bind(widget, label=f"chat.{key}", info=f"chat.{key}.info")
+    return widget
 
 
 def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
     d = modelset.GenSettings()
-    with gr.Accordion(tr("chat.section.sampling"), open=False) as acc:
+    with tr.labelled(gr.Accordion, "chat.section.sampling", open=False):
         with gr.Row():
             s = {
                 "max_new_tokens": _slider(tr, "max_new_tokens", 1, 2048, 1, d.max_new_tokens),
@@ -231,57 +227,29 @@ def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
         with gr.Row():
             s["top_k"] = _slider(tr, "top_k", 0, 200, 1, d.top_k)
             s["repetition_penalty"] = _slider(tr, "repetition_penalty", 0.8, 2.0, 0.05, d.repetition_penalty)
-            s["seed"] = tr.bind(
-                gr.Number(
-                    value=d.seed,
-                    precision=0,
-                    minimum=0,
-                    label=tr("chat.seed"),
-                    info=tr("chat.seed.info"),
-                    elem_id="chat-seed",
-                ),
-                label="chat.seed",
-                info="chat.seed.info",
+            s["seed"] = tr.labelled(
+                gr.Number, "chat.seed", info=True, value=d.seed, precision=0, minimum=0, elem_id="chat-seed"
             )
-        s["system_prompt"] = tr.bind(
-            gr.Textbox(
-                value=d.system_prompt,
-                label=tr("chat.system_prompt"),
-                info=tr("chat.system_prompt.info"),
-                elem_id="chat-system",
-            ),
-            label="chat.system_prompt",
-            info="chat.system_prompt.info",
+        s["system_prompt"] = tr.labelled(
+            gr.Textbox, "chat.system_prompt", info=True, value=d.system_prompt, elem_id="chat-system"
         )
-    tr.bind(acc, label="chat.section.sampling")
     return s
 
 
 def _build_prompt_set(tr: i18n.Translator) -> dict[str, Any]:
-    with gr.Accordion(tr("chat.section.prompt_set"), open=False) as acc:
+    with tr.labelled(gr.Accordion, "chat.section.prompt_set", open=False):
         with gr.Row(equal_height=False):
-            prompt_file = tr.bind(
-                gr.File(
-                    file_types=[".txt", ".json", ".jsonl"], label=tr("chat.prompt_file"), elem_id="chat-prompt-file"
-                ),
-                label="chat.prompt_file",
+            prompt_file = tr.labelled(
+                gr.File, "chat.prompt_file", file_types=[".txt", ".json", ".jsonl"], elem_id="chat-prompt-file"
             )
-            prompt_lines = tr.bind(
-                gr.Textbox(
-                    lines=5,
-                    label=tr("chat.prompt_lines"),
-                    info=tr("chat.prompt_lines.info"),
-                    elem_id="chat-prompt-lines",
-                ),
-                label="chat.prompt_lines",
-                info="chat.prompt_lines.info",
+            prompt_lines = tr.labelled(
+                gr.Textbox, "chat.prompt_lines", info=True, lines=5, elem_id="chat-prompt-lines"
             )
-        tr.bind(gr.Markdown(tr("chat.prompt_file.info"), elem_classes="td-info"), value="chat.prompt_file.info")
-        run_set = tr.bind(gr.Button(tr("chat.run_set"), elem_id="chat-run-set"), value="chat.run_set")
+        tr.text(gr.Markdown, "chat.prompt_file.info", elem_classes="td-info")
+        run_set = tr.text(gr.Button, "chat.run_set", elem_id="chat-run-set")
         set_status = gr.Markdown("", elem_classes="td-status", elem_id="chat-set-status")
         set_table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="chat-set-table")
-        set_csv = tr.bind(gr.File(label=tr("chat.csv"), interactive=False, elem_id="chat-set-csv"), label="chat.csv")
-    tr.bind(acc, label="chat.section.prompt_set")
+        set_csv = tr.labelled(gr.File, "chat.csv", interactive=False, elem_id="chat-set-csv")
     return {
         "prompt_file": prompt_file,
         "prompt_lines": prompt_lines,
@@ -292,7 +260,7 @@ def _build_prompt_set(tr: i18n.Translator) -> dict[str, Any]:
     }
 
 
-def _wire(ctx: Any, h: ChatHandles) -> None:
+def _wire(ctx: AppContext, h: ChatHandles) -> None:
     p = h.picker
     lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
     views = [h.status, *h.panes, *h.chatbots, *h.speeds, h.histories]
@@ -340,7 +308,7 @@ def _wire(ctx: Any, h: ChatHandles) -> None:
 
 
 # ---- handlers -------------------------------------------------------------------------------------------------------
-def _lang(ctx: Any, values: dict[Any, Any] | None) -> str:
+def _lang(ctx: AppContext, values: dict[Any, Any] | None) -> str:
     return ctx.lang(values) if values is not None else ctx.tr.lang
 
 
@@ -348,9 +316,9 @@ def _progress(progress: Any) -> Any:
     return (lambda frac, msg: progress(frac, desc=msg)) if progress is not None else None
 
 
-def load_models(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+def load_models(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
     """Load: the base and chosen adapters into one ChatSession; shows a column per model. Never raises."""
-    h: ChatHandles = ctx.handles["chat"]
+    h = ctx.chat
     lang = _lang(ctx, values)
     base = str(values.get(h.picker.base) or "").strip() or None
     adapters = pickers.selected(values.get(h.picker.adapters))
@@ -369,8 +337,8 @@ def load_models(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[
     return {h.status: "✅ " + "\n\n".join(lines), **_column_views(h, session.columns), h.histories: {}}
 
 
-def unload(ctx: Any, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
-    h: ChatHandles = ctx.handles["chat"]
+def unload(ctx: AppContext, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    h = ctx.chat
     HOLDER.close()
     return {h.status: i18n.t("chat.unloaded", _lang(ctx, values)), **_column_views(h, []), h.histories: {}}
 
@@ -406,9 +374,9 @@ def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> modelset.GenSettings
     )
 
 
-def send(ctx: Any, values: dict[Any, Any]) -> Any:
+def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
     """Send the prompt to every column; yields updates as the answers stream in, then the new histories."""
-    h: ChatHandles = ctx.handles["chat"]
+    h = ctx.chat
     lang = _lang(ctx, values)
     session = HOLDER.session
     prompt = str(values.get(h.prompt) or "").strip()
@@ -466,8 +434,8 @@ def _chat_views(
     return out
 
 
-def clear(ctx: Any) -> dict[Any, Any]:
-    h: ChatHandles = ctx.handles["chat"]
+def clear(ctx: AppContext) -> dict[Any, Any]:
+    h = ctx.chat
     return {**{bot: [] for bot in h.chatbots}, **{s: "" for s in h.speeds}, h.histories: {}}
 
 
@@ -480,9 +448,9 @@ def prompts_from(h: ChatHandles, values: dict[Any, Any]) -> list[Any]:
     return [line.strip() for line in str(values.get(h.prompt_lines) or "").splitlines() if line.strip()]
 
 
-def run_prompt_set(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+def run_prompt_set(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
     """Every prompt through every column: a table (prompt, reference, one answer column each) and its CSV."""
-    h: ChatHandles = ctx.handles["chat"]
+    h = ctx.chat
     lang = _lang(ctx, values)
     session = HOLDER.session
     settings = gen_settings(h, values)

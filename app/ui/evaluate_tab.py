@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -24,6 +24,9 @@ from app.adapters import run_dir_of
 from app.commands import EvaluateConfig
 from app.efficiency import efficiency_report
 from app.ui import i18n, pickers
+
+if TYPE_CHECKING:
+    from app.ui.app import AppContext
 
 STRINGS = {
     "eval.section.data": ("Data", "数据"),
@@ -125,13 +128,13 @@ RUNNING = _Running()
 
 
 # ---- build ------------------------------------------------------------------------------------------------------
-def build(ctx: Any) -> EvaluateHandles:
+def build(ctx: AppContext) -> EvaluateHandles:
     tr = ctx.tr
     picker = pickers.build(tr, ctx.defaults.model.name_or_path, "eval")
     settings = _build_settings(tr)
     with gr.Row():
-        run = tr.bind(gr.Button(tr("eval.run"), variant="primary", elem_id="eval-run"), value="eval.run")
-        cancel = tr.bind(gr.Button(tr("eval.cancel"), variant="stop", elem_id="eval-cancel"), value="eval.cancel")
+        run = tr.text(gr.Button, "eval.run", variant="primary", elem_id="eval-run")
+        cancel = tr.text(gr.Button, "eval.cancel", variant="stop", elem_id="eval-cancel")
     # not bound to a key: a language switch must not reset a result to the idle text (see _wire)
     status = gr.Markdown(tr("eval.idle"), elem_classes="td-status", elem_id="eval-status")
     results = _build_results(tr)
@@ -144,73 +147,62 @@ def build(ctx: Any) -> EvaluateHandles:
 def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            data_path = gr.Textbox(value="", label=tr("eval.data"), info=tr("eval.data.info"), elem_id="eval-data")
-            tr.bind(data_path, label="eval.data", info="eval.data.info")
-            use = tr.bind(
-                gr.Button(tr("eval.use_data_tab"), size="sm", elem_id="eval-use-data"), value="eval.use_data_tab"
-            )
-        max_examples = gr.Number(
+            data_path = tr.labelled(gr.Textbox, "eval.data", info=True, value="", elem_id="eval-data")
+            use = tr.text(gr.Button, "eval.use_data_tab", size="sm", elem_id="eval-use-data")
+        max_examples = tr.labelled(
+            gr.Number,
+            "eval.max_examples",
+            info=True,
             value=EvaluateConfig.max_examples,
             minimum=0,
             precision=0,
-            label=tr("eval.max_examples"),
             scale=1,
-            info=tr("eval.max_examples.info"),
             elem_id="eval-max-examples",
         )
-        tr.bind(max_examples, label="eval.max_examples", info="eval.max_examples.info")
-        max_new = gr.Slider(
+        max_new = tr.labelled(
+            gr.Slider,
+            "eval.max_new_tokens",
+            info=True,
             minimum=1,
             maximum=1024,
             step=1,
             value=EvaluateConfig.max_new_tokens,
-            label=tr("eval.max_new_tokens"),
             scale=1,
-            info=tr("eval.max_new_tokens.info"),
             elem_id="eval-max-new-tokens",
         )
-        tr.bind(max_new, label="eval.max_new_tokens", info="eval.max_new_tokens.info")
     return {"data_path": data_path, "use_data_tab": use, "max_examples": max_examples, "max_new_tokens": max_new}
 
 
 def _build_results(tr: i18n.Translator) -> dict[str, Any]:
-    tr.bind(gr.Markdown(tr("eval.metrics"), elem_classes="td-section-title"), value="eval.metrics")
-    tr.bind(gr.Markdown(tr("eval.metrics.help"), elem_classes="td-info"), value="eval.metrics.help")
+    tr.text(gr.Markdown, "eval.metrics", elem_classes="td-section-title")
+    tr.text(gr.Markdown, "eval.metrics.help", elem_classes="td-info")
     metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-metrics")
     plot = gr.Plot(show_label=False, elem_id="eval-plot")
-    examples = tr.bind(
-        gr.Dataframe(interactive=False, wrap=True, max_height=480, label=tr("eval.examples"), elem_id="eval-examples"),
-        label="eval.examples",
+    examples = tr.labelled(
+        gr.Dataframe, "eval.examples", interactive=False, wrap=True, max_height=480, elem_id="eval-examples"
     )
-    files = tr.bind(
-        gr.File(label=tr("eval.files"), file_count="multiple", interactive=False, elem_id="eval-files"),
-        label="eval.files",
-    )
+    files = tr.labelled(gr.File, "eval.files", file_count="multiple", interactive=False, elem_id="eval-files")
     return {"metrics": metrics, "plot": plot, "examples": examples, "files": files}
 
 
 def _build_efficiency(tr: i18n.Translator) -> dict[str, Any]:
-    with gr.Accordion(tr("eval.section.efficiency"), open=False) as acc:
+    with tr.labelled(gr.Accordion, "eval.section.efficiency", open=False):
         with gr.Row(equal_height=True):
-            run_pick = gr.Dropdown(
+            run_pick = tr.labelled(
+                gr.Dropdown,
+                "eval.run_pick",
+                info=True,
                 choices=run_choices(),
                 value=None,
-                label=tr("eval.run_pick"),
-                info=tr("eval.run_pick.info"),
                 scale=3,
                 elem_id="eval-run-pick",
             )
-            tr.bind(run_pick, label="eval.run_pick", info="eval.run_pick.info")
-            show = tr.bind(
-                gr.Button(tr("eval.show_efficiency"), scale=1, elem_id="eval-show-efficiency"),
-                value="eval.show_efficiency",
-            )
+            show = tr.text(gr.Button, "eval.show_efficiency", scale=1, elem_id="eval-show-efficiency")
         efficiency = gr.Markdown("", elem_classes="td-info", elem_id="eval-efficiency")
-    tr.bind(acc, label="eval.section.efficiency")
     return {"run_pick": run_pick, "show_efficiency": show, "efficiency": efficiency}
 
 
-def _wire(ctx: Any, h: EvaluateHandles) -> None:
+def _wire(ctx: AppContext, h: EvaluateHandles) -> None:
     p = h.picker
     lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
     i18n.keep_result_on_switch(ctx.lang_selector, h.status, "eval.idle")
@@ -256,9 +248,9 @@ def run_choices() -> list[tuple[str, str]]:
     return [(f"{r.id} ({r.status})", str(r.path)) for r in runs.list_runs()]
 
 
-def run_evaluation(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+def run_evaluation(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
     """Run: the base and each adapter on the same examples. Never raises: problems show in the status line."""
-    h: EvaluateHandles = ctx.handles["evaluate"]
+    h = ctx.evaluate
     lang = ctx.lang(values)
     device = values.get(h.picker.device) or "auto"
     blocked, note = pickers.busy_note(device, lang)
@@ -293,8 +285,8 @@ def _evaluate(h: EvaluateHandles, values: dict[Any, Any], device: str, progress:
     )
 
 
-def cancel(ctx: Any, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
-    h: EvaluateHandles = ctx.handles["evaluate"]
+def cancel(ctx: AppContext, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    h = ctx.evaluate
     lang = ctx.lang(values) if values is not None else ctx.tr.lang
     if not RUNNING.lock.locked():
         return {h.status: i18n.t("eval.not_running", lang)}
@@ -353,8 +345,8 @@ def _csv_files(report: eval_report.EvalReport) -> list[str]:
 
 
 # ---- efficiency ---------------------------------------------------------------------------------------------------
-def efficiency(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    h: EvaluateHandles = ctx.handles["evaluate"]
+def efficiency(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    h = ctx.evaluate
     lang = ctx.lang(values)
     run = values.get(h.run_pick)
     if not run:

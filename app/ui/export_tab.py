@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -25,6 +25,9 @@ import pandas as pd
 from app import adapters, commands, devices, export, gguf, history, paths
 from app.commands import ExportConfig, MergeConfig
 from app.ui import i18n, pickers
+
+if TYPE_CHECKING:
+    from app.ui.app import AppContext
 
 _ARCHS = ", ".join(gguf.SUPPORTED_GGUF_ARCHITECTURES)
 STRINGS = {
@@ -124,7 +127,7 @@ _WORKING = threading.Lock()  # one merge/export at a time: each holds a whole mo
 
 
 # ---- build ------------------------------------------------------------------------------------------------------
-def build(ctx: Any) -> ExportHandles:
+def build(ctx: AppContext) -> ExportHandles:
     tr = ctx.tr
     tr.text(gr.Markdown, "export.section.merge", elem_classes="td-section-title")
     picker = pickers.build(tr, "", "export", single=True, with_device=False)
@@ -178,7 +181,7 @@ def _build_gguf(tr: i18n.Translator) -> dict[str, Any]:
     }
 
 
-def _wire(ctx: Any, h: ExportHandles) -> None:
+def _wire(ctx: AppContext, h: ExportHandles) -> None:
     lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
 
     def merge_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
@@ -237,9 +240,9 @@ def _guard(h: ExportHandles, values: dict[Any, Any], lang: str) -> str | None:
     return i18n.t("export.cpu_busy", lang, run=holder.run)
 
 
-def merge_adapter(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+def merge_adapter(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
     """Merge: the adapter into its base, saved in the output folder; lists the folder's files. Never raises."""
-    h: ExportHandles = ctx.handles["export"]
+    h = ctx.export
     lang = ctx.lang(values)
     adapter = next(iter(pickers.selected(values.get(h.picker.adapters))), None)
     out = str(values.get(h.out_dir) or "").strip()
@@ -272,9 +275,9 @@ def merge_adapter(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dic
     }
 
 
-def export_gguf(ctx: Any, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
+def export_gguf(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
     """Export GGUF: the model folder (or the adapter, merged first) as model-<quant>.gguf + Modelfile."""
-    h: ExportHandles = ctx.handles["export"]
+    h = ctx.export
     lang = ctx.lang(values)
     src = str(values.get(h.gguf_src) or "").strip() or next(iter(pickers.selected(values.get(h.picker.adapters))), "")
     out = str(values.get(h.gguf_out) or "").strip()

@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import devices, files, runs
+from app import catalog, devices, files, runs
 from app.adapters import base_of
 from app.ui import i18n
 
@@ -88,12 +88,7 @@ def adapter_choices(output_dir: str | Path | None = None) -> list[tuple[str, str
 
 
 def base_choices(default: str) -> list[str]:
-    try:
-        from app import catalog
-
-        ids = list(catalog.ids())
-    except ImportError:
-        ids = []
+    ids = catalog.ids()
     return ids if not default or default in ids else [default, *ids]
 
 
@@ -109,45 +104,43 @@ def build(
     """The picker in the current Blocks context; `prefix` makes elem ids unique per tab. Without a device choice
     (Export: merging always runs on the CPU) `device` is None."""
     with gr.Row(equal_height=False):
-        base = gr.Dropdown(
+        base = tr.labelled(
+            gr.Dropdown,
+            "pick.base",
+            info=True,
             choices=base_choices(default_base),
             value=default_base,
             allow_custom_value=True,
             filterable=True,
-            label=tr("pick.base"),
-            info=tr("pick.base.info"),
             scale=2,
             elem_id=f"{prefix}-base",
         )
-        tr.bind(base, label="pick.base", info="pick.base.info")
         key = "pick.adapter" if single else "pick.adapters"
-        adapters = gr.Dropdown(
+        adapters = tr.labelled(
+            gr.Dropdown,
+            key,
+            info=True,
             choices=adapter_choices(),
             value=None if single else [],
             multiselect=not single,
             max_choices=None if single else max_adapters,
             allow_custom_value=True,
             filterable=True,
-            label=tr(key),
-            info=tr(f"{key}.info"),
             scale=3,
             elem_id=f"{prefix}-adapters",
         )
-        tr.bind(adapters, label=key, info=f"{key}.info")
         with gr.Column(scale=1, min_width=160):
             device = None
             if with_device:
-                device = gr.Radio(
+                device = tr.labelled(
+                    gr.Radio,
+                    "pick.device",
+                    info=True,
                     choices=list(DEVICE_CHOICES),
                     value="auto",
-                    label=tr("pick.device"),
-                    info=tr("pick.device.info"),
                     elem_id=f"{prefix}-device",
                 )
-                tr.bind(device, label="pick.device", info="pick.device.info")
-            refresh = tr.bind(
-                gr.Button(tr("pick.refresh"), size="sm", elem_id=f"{prefix}-refresh"), value="pick.refresh"
-            )
+            refresh = tr.text(gr.Button, "pick.refresh", size="sm", elem_id=f"{prefix}-refresh")
     picker = ModelPicker(base=base, adapters=adapters, refresh=refresh, device=device)
     refresh.click(lambda: gr.update(choices=adapter_choices()), outputs=adapters, show_progress="hidden")
     adapters.change(follow_base, inputs=[adapters, base], outputs=base, show_progress="hidden")
