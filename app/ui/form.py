@@ -9,7 +9,7 @@ estimate, the presets and Start all go through `Form.to_config` / `Form.updates_
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -494,6 +494,17 @@ class Form:
             minimum = 0 if _unset_by_zero(f) else f.minimum
             comp = gr.Number(minimum=minimum, maximum=f.maximum, **common)
         return self.tr.bind(comp, label=f"field.{f.path}", info=f"field.{f.path}.info")
+
+    def build_rows(self, rows: Sequence[Sequence[str]]) -> dict[str, Any]:
+        """build() a layout row by row: the paths of a row side by side in a gr.Row, a row of one at full width."""
+        out: dict[str, Any] = {}
+        for row in rows:
+            if len(row) == 1:
+                out.update(self.build(list(row)))
+                continue
+            with gr.Row():
+                out.update(self.build(list(row)))
+        return out
 
     def memory_inputs(self) -> list[Any]:
         """Widgets whose change can move the memory estimate (the estimate redraws on each)."""

@@ -13,7 +13,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -23,6 +23,9 @@ from app import catalog, devices, estimate, memory, methods, paths
 from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
+
+if TYPE_CHECKING:
+    from app.ui.app import AppContext
 
 STRINGS = {
     "model.preset": ("Preset", "预设"),
@@ -128,10 +131,13 @@ TRUST_UNCONFIRMED = (
     "model's code and trust it\" under it (Advanced model options), or turn it off"
 )
 
-MODEL_FIELDS = ["model.name_or_path", "model.attn_implementation", "model.trust_remote_code"]
+BASE_FIELD = "model.name_or_path"  # under the presets, the catalog ids as suggestions
+ADVANCED_FIELDS = ["model.attn_implementation", "model.trust_remote_code"]  # folded under Advanced
 METHOD_FIELDS = ["method"]
 QUANT_FIELDS = ["quant.bits", "quant.type", "quant.double_quant", "quant.compute_dtype"]
-LORA_FIELDS = ["lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules", "lora.use_dora", "lora.use_rslora"]
+LORA_NUMBERS = ["lora.rank", "lora.alpha", "lora.dropout"]  # one row
+LORA_TARGETS = ["lora.target_modules"]  # full width: the model's linear layers as choices
+LORA_SWITCHES = ["lora.use_dora", "lora.use_rslora"]  # one row
 FREEZE_FIELDS = ["freeze.trainable_layers", "freeze.train_norms"]
 # Llama-family names: the picker's choices before a model is loaded or inspected (then replaced by the real ones).
 DEFAULT_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -199,7 +205,7 @@ devices.on_claim(lambda device: HOLDER.release())  # a training run starts: its 
 
 
 # ---- build -----------------------------------------------------------------------------------------------------
-def build(ctx: Any) -> ModelHandles:
+def build(ctx: AppContext) -> ModelHandles:
     tr = ctx.tr
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
@@ -219,32 +225,25 @@ def build(ctx: Any) -> ModelHandles:
 
 
 def _section(tr: i18n.Translator, key: str) -> None:
-    tr.bind(gr.Markdown(tr(key), elem_classes="td-section-title"), value=key)
+    tr.text(gr.Markdown, key, elem_classes="td-section-title")
 
 
-def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _build_model_column(ctx: AppContext) -> tuple[dict[str, Any], dict[str, Any]]:
     tr = ctx.tr
     _section(tr, "model.section.model")
     with gr.Row():
-        preset = tr.bind(
-            gr.Dropdown(
-                choices=preset_choices(), value=None, label=tr("model.preset"), info=tr("model.preset.info"), scale=4
-            ),
-            label="model.preset",
-            info="model.preset.info",
-        )
-        apply_preset = tr.bind(gr.Button(tr("model.apply_preset"), scale=1, min_width=120), value="model.apply_preset")
-    fields = ctx.form.build(MODEL_FIELDS[:1], choices={"model.name_or_path": catalog.ids()})
+        preset = tr.labelled(gr.Dropdown, "model.preset", info=True, choices=preset_choices(), value=None, scale=4)
+        apply_preset = tr.text(gr.Button, "model.apply_preset", scale=1, min_width=120)
+    fields = ctx.form.build([BASE_FIELD], choices={BASE_FIELD: catalog.ids()})
     with gr.Row():
-        load = tr.bind(gr.Button(tr("model.load"), variant="primary", min_width=100), value="model.load")
-        inspect = tr.bind(gr.Button(tr("model.inspect"), min_width=100), value="model.inspect")
+        load = tr.text(gr.Button, "model.load", variant="primary", min_width=100)
+        inspect = tr.text(gr.Button, "model.inspect", min_width=100)
     status = gr.Markdown("", elem_classes="td-status")
     # not bound to a key: it shows the loaded model; a language switch re-renders it from info_state (see wire)
     info = gr.Markdown(tr("model.info_empty"), elem_classes="td-info")
-    with gr.Accordion(tr("model.section.advanced"), open=False) as acc:
-        fields.update(ctx.form.build(MODEL_FIELDS[1:]))
+    with tr.labelled(gr.Accordion, "model.section.advanced", open=False):
+        fields.update(ctx.form.build(ADVANCED_FIELDS))
         trust_confirm = _build_trust_confirm(ctx, fields["model.trust_remote_code"])
-    tr.bind(acc, label="model.section.advanced")
     return fields, {
         "preset": preset,
         "apply_preset": apply_preset,
@@ -257,7 +256,7 @@ def _build_model_column(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     }
 
 
-def _build_trust_confirm(ctx: Any, trust: gr.Checkbox) -> gr.Checkbox:
+def _build_trust_confirm(ctx: AppContext, trust: gr.Checkbox) -> gr.Checkbox:
     """The second tick remote code needs: shown with its warning when Trust remote code is ticked, cleared each time
     it is ticked again or a config is loaded into the form. Until it is ticked, reading the form raises ConfigError
     (TRUST_UNCONFIRMED), so Start, Load, Inspect and the Data tab refuse with that message."""
@@ -315,7 +314,7 @@ def require_trust_confirmation(confirm: Any, data: dict[str, Any], values: dict[
         raise ConfigError([TRUST_UNCONFIRMED], "form")
 
 
-def _build_method_column(ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+def _build_method_column(ctx: AppContext, fields: dict[str, Any]) -> dict[str, Any]:
     tr, form = ctx.tr, ctx.form
     shown = _sections_shown(ctx.defaults.method)
     _section(tr, "model.section.method")
@@ -327,10 +326,10 @@ def _build_method_column(ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
     with gr.Group(visible=shown["lora"]) as lora_group:
         _section(tr, "model.section.lora")
         with gr.Row():
-            fields.update(form.build(LORA_FIELDS[:3]))
-        fields.update(form.build(LORA_FIELDS[3:4], module_choices=DEFAULT_LINEAR))
+            fields.update(form.build(LORA_NUMBERS))
+        fields.update(form.build(LORA_TARGETS, module_choices=DEFAULT_LINEAR))
         with gr.Row():
-            fields.update(form.build(LORA_FIELDS[4:]))
+            fields.update(form.build(LORA_SWITCHES))
     with gr.Group(visible=shown["freeze"]) as freeze_group:
         _section(tr, "model.section.freeze")
         with gr.Row():
@@ -344,15 +343,14 @@ def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
         verdict = gr.Markdown("", elem_classes="td-verdict", elem_id="estimate-verdict")
         plot = gr.Plot(show_label=False, elem_id="estimate-plot")
         trainable = gr.Markdown("", elem_id="estimate-trainable")
-        fixes_title = tr.bind(gr.Markdown(tr("model.fixes_title"), visible=False), value="model.fixes_title")
+        fixes_title = tr.text(gr.Markdown, "model.fixes_title", visible=False)
         fix_buttons = [
             gr.Button("", visible=False, size="sm", elem_classes="td-fix", elem_id=f"fix-{i}")
             for i in range(MAX_FIXES)
         ]
         fix_state = gr.State([])
-        with gr.Accordion(tr("model.details"), open=False) as acc:
+        with tr.labelled(gr.Accordion, "model.details", open=False):
             details = gr.JSON(show_label=False)
-        tr.bind(acc, label="model.details")
     return {
         "plot": plot,
         "verdict": verdict,
@@ -366,14 +364,13 @@ def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
 
 def _build_compare(tr: i18n.Translator) -> gr.Dataframe:
     """Full width under both columns: the notes column needs the room."""
-    with gr.Accordion(tr("model.section.compare"), open=True) as acc:
+    with tr.labelled(gr.Accordion, "model.section.compare", open=True):
         compare = gr.Dataframe(
             interactive=False,
             wrap=True,
             column_widths=["9%", "11%", "12%", "8%", "10%", "50%"],
             elem_id="method-compare",
         )
-    tr.bind(acc, label="model.section.compare")
     return compare
 
 
@@ -397,8 +394,8 @@ def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
 
 
 # ---- wiring across tabs (called by app.build_blocks once every tab is built) ---------------------------------
-def wire(ctx: Any) -> None:
-    h: ModelHandles = ctx.handles["model"]
+def wire(ctx: AppContext) -> None:
+    h = ctx.model
     inputs = ctx.form.inputs() | {ctx.lang_selector}
     form_outputs = list(ctx.form.components.values())
     panel = [h.plot, h.verdict, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state, h.compare, h.details]
@@ -463,10 +460,10 @@ def preset_choices() -> list[tuple[str, str]]:
     return [(p.stem, str(p)) for p in sorted(paths.presets_dir().glob("*.yaml"))]
 
 
-def apply_preset(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def apply_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Preset over the defaults, keeping the current data section (a preset for another model should not
     leave the last preset's quantization behind, but should not lose the user's dataset either)."""
-    h: ModelHandles = ctx.handles["model"]
+    h = ctx.model
     lang, preset = ctx.lang(values), values.get(h.preset)
     if not preset:
         return {h.status: i18n.t("model.no_preset", lang)}
@@ -495,10 +492,12 @@ def _problems(exc: ConfigError) -> str:
 
 
 # ---- load / inspect -------------------------------------------------------------------------------------------
-def load_or_inspect(ctx: Any, values: dict[Any, Any], inspect_only: bool, progress: Any = None) -> dict[Any, Any]:
+def load_or_inspect(
+    ctx: AppContext, values: dict[Any, Any], inspect_only: bool, progress: Any = None
+) -> dict[Any, Any]:
     from app import modeling  # torch and transformers: imported on first use, not at app start
 
-    h: ModelHandles = ctx.handles["model"]
+    h = ctx.model
     lang = ctx.lang(values)
     try:
         cfg = ctx.form.to_config(values)
@@ -614,9 +613,9 @@ def compute_estimate(cfg: RunConfig) -> estimate.Answer:
     return estimate.service(cfg, arch=_architecture(cfg.model.name_or_path.strip()))
 
 
-def estimate_panel(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def estimate_panel(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Redraw the memory panel from the form; never raises (a bad value shows as a message in the panel)."""
-    h: ModelHandles = ctx.handles["model"]
+    h = ctx.model
     lang = ctx.lang(values)
     try:
         result = compute_estimate(ctx.form.to_config(values))
@@ -626,7 +625,7 @@ def estimate_panel(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     return _panel_updates(h, result, lang)
 
 
-def estimate_api(ctx: Any, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def estimate_api(ctx: AppContext, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `estimate` endpoint: `config` is a partial RunConfig (as in a preset) over the app's defaults.
 
     Returns the estimate as JSON with the verdict, the fixes and the method comparison, or {"error": message}.
@@ -707,9 +706,9 @@ def compare_table(rows: list[dict[str, Any]], lang: str = "en") -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def apply_fix(ctx: Any, values: dict[Any, Any], index: int) -> dict[Any, Any]:
+def apply_fix(ctx: AppContext, values: dict[Any, Any], index: int) -> dict[Any, Any]:
     """Apply suggestion `index` of the last estimate (`cfg.replace(**fix.changes)`) to the form."""
-    h: ModelHandles = ctx.handles["model"]
+    h = ctx.model
     lang = ctx.lang(values)
     fixes = values.get(h.fix_state) or []
     if index >= len(fixes):
@@ -725,5 +724,5 @@ def apply_fix(ctx: Any, values: dict[Any, Any], index: int) -> dict[Any, Any]:
     }
 
 
-def _apply_fix_event(ctx: Any, index: int, values: dict[Any, Any]) -> dict[Any, Any]:
+def _apply_fix_event(ctx: AppContext, index: int, values: dict[Any, Any]) -> dict[Any, Any]:
     return apply_fix(ctx, values, index)

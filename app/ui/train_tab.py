@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -21,6 +21,9 @@ import pandas as pd
 from app import history, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
+
+if TYPE_CHECKING:
+    from app.ui.app import AppContext
 
 STRINGS = {
     "train.section.schedule": ("Schedule", "训练计划"),
@@ -119,34 +122,23 @@ STRINGS = {
 }
 i18n.add(STRINGS)
 
-SCHEDULE_FIELDS = [
-    "train.epochs",
-    "train.max_steps",
-    "train.batch_size",
-    "train.grad_accum",
-    "train.learning_rate",
-    "train.lr_scheduler",
-    "train.warmup_ratio",
-    "train.weight_decay",
-    "train.max_grad_norm",
-]
-SPEED_FIELDS = [
-    "train.optimizer",
-    "train.gradient_checkpointing",
-    "train.precision",
-    "train.device",
-    "train.group_by_length",
-    "train.packing",
-]
-LOGGING_FIELDS = [
-    "train.logging_steps",
-    "train.save_steps",
-    "train.eval_steps",
-    "train.sample_every",
-    "train.seed",
-    "train.run_name",
-    "train.sample_prompts",
-]
+# The form's sections, row by row (Form.build_rows): the fields of a row side by side, a row of one at full width.
+SCHEDULE_ROWS = (
+    ("train.epochs", "train.max_steps"),
+    ("train.batch_size", "train.grad_accum"),
+    ("train.learning_rate", "train.lr_scheduler"),
+    ("train.warmup_ratio",),
+    ("train.weight_decay", "train.max_grad_norm"),
+)
+SPEED_ROWS = (
+    ("train.optimizer", "train.precision", "train.device"),
+    ("train.gradient_checkpointing", "train.group_by_length", "train.packing"),
+)
+LOGGING_ROWS = (
+    ("train.logging_steps", "train.save_steps", "train.eval_steps"),
+    ("train.sample_every", "train.seed", "train.run_name"),
+    ("train.sample_prompts",),
+)
 LIVE = ("starting", "running")
 LOG_LINES = 200
 # The timer looks for a run started elsewhere (the CLI, another tab) every 5th tick: list_runs reads every run
@@ -274,7 +266,7 @@ class TrainHandles:
 
 
 # ---- build ------------------------------------------------------------------------------------------------------
-def build(ctx: Any) -> TrainHandles:
+def build(ctx: AppContext) -> TrainHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=380):
             fields = _build_fields(ctx)
@@ -285,59 +277,39 @@ def build(ctx: Any) -> TrainHandles:
     return TrainHandles(fields=fields, **live, **runs_part, **commands)
 
 
-def _accordion(tr: i18n.Translator, key: str, open_: bool = True) -> gr.Accordion:
-    acc = gr.Accordion(tr(key), open=open_)
-    tr.bind(acc, label=key)
-    return acc
-
-
-def _build_fields(ctx: Any) -> dict[str, Any]:
+def _build_fields(ctx: AppContext) -> dict[str, Any]:
     tr, form = ctx.tr, ctx.form
     fields: dict[str, Any] = {}
-    with _accordion(tr, "train.section.schedule"):
-        with gr.Row():
-            fields.update(form.build(SCHEDULE_FIELDS[:2]))
-        with gr.Row():
-            fields.update(form.build(SCHEDULE_FIELDS[2:4]))
-        with gr.Row():
-            fields.update(form.build(SCHEDULE_FIELDS[4:6]))
-        fields.update(form.build(SCHEDULE_FIELDS[6:7]))
-        with gr.Row():
-            fields.update(form.build(SCHEDULE_FIELDS[7:]))
-    with _accordion(tr, "train.section.speed"):
-        with gr.Row():
-            fields.update(form.build(SPEED_FIELDS[:1] + SPEED_FIELDS[2:4]))
-        with gr.Row():
-            fields.update(form.build(SPEED_FIELDS[1:2] + SPEED_FIELDS[4:]))
-    with _accordion(tr, "train.section.logging", open_=False):
-        with gr.Row():
-            fields.update(form.build(LOGGING_FIELDS[:3]))
-        with gr.Row():
-            fields.update(form.build(LOGGING_FIELDS[3:6]))
-        fields.update(form.build(LOGGING_FIELDS[6:]))
+    with tr.labelled(gr.Accordion, "train.section.schedule", open=True):
+        fields.update(form.build_rows(SCHEDULE_ROWS))
+    with tr.labelled(gr.Accordion, "train.section.speed", open=True):
+        fields.update(form.build_rows(SPEED_ROWS))
+    with tr.labelled(gr.Accordion, "train.section.logging", open=False):
+        fields.update(form.build_rows(LOGGING_ROWS))
     return fields
 
 
 def _build_live(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row():
-        start = tr.bind(gr.Button(tr("train.start"), variant="primary", elem_id="train-start"), value="train.start")
-        stop = tr.bind(gr.Button(tr("train.stop"), variant="stop", elem_id="train-stop"), value="train.stop")
+        start = tr.text(gr.Button, "train.start", variant="primary", elem_id="train-start")
+        stop = tr.text(gr.Button, "train.stop", variant="stop", elem_id="train-stop")
     # not bound to a key: it shows the run's state; a language switch re-renders it (see wire)
     status = gr.Markdown(tr("train.idle"), elem_classes="td-status", elem_id="train-status")
     progress = gr.HTML(plots.progress_html(0, None), elem_id="train-progress")
     plot = gr.Plot(show_label=False, elem_id="train-plot")
-    samples = gr.Dataframe(
+    samples = tr.labelled(
+        gr.Dataframe,
+        "train.samples",
         headers=[tr("train.col.step"), tr("train.col.prompt"), tr("train.col.answer")],
-        label=tr("train.samples"),
         interactive=False,
         wrap=True,
         max_height=260,
         elem_id="train-samples",
     )
-    tr.bind(samples, label="train.samples")
-    log = gr.Textbox(
-        label=tr("train.log"),
-        info=tr("train.log.info"),
+    log = tr.labelled(
+        gr.Textbox,
+        "train.log",
+        info=True,
         lines=8,
         max_lines=8,
         interactive=False,
@@ -345,7 +317,6 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
         elem_classes="td-mono",
         elem_id="train-log",
     )
-    tr.bind(log, label="train.log", info="train.log.info")
     return {
         "start": start,
         "stop": stop,
@@ -361,34 +332,20 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
 
 
 def _build_runs(tr: i18n.Translator) -> dict[str, Any]:
-    with _accordion(tr, "train.section.runs"):
+    with tr.labelled(gr.Accordion, "train.section.runs", open=True):
         table, ids = run_table(tr.lang)  # filled at build too: the page-load refresh may queue behind others
         run_table_ = gr.Dataframe(table, interactive=False, wrap=True, max_height=300, elem_id="run-table")
         with gr.Row(equal_height=False, elem_classes="td-run-actions"):
-            run_pick = tr.bind(
-                gr.Dropdown(
-                    choices=ids,
-                    label=tr("train.run_pick"),
-                    info=tr("train.run_pick.info"),
-                    scale=4,
-                    elem_id="run-pick",
-                ),
-                label="train.run_pick",
-                info="train.run_pick.info",
-            )
-            refresh = tr.bind(gr.Button(tr("train.refresh"), size="sm", scale=1), value="train.refresh")
-            open_ = tr.bind(gr.Button(tr("train.open"), size="sm", scale=1), value="train.open")
-            resume = tr.bind(gr.Button(tr("train.resume"), size="sm", scale=1), value="train.resume")
-            delete = tr.bind(
-                gr.Button(tr("train.delete"), size="sm", scale=1, elem_classes="td-danger"), value="train.delete"
-            )
+            run_pick = tr.labelled(gr.Dropdown, "train.run_pick", info=True, choices=ids, scale=4, elem_id="run-pick")
+            refresh = tr.text(gr.Button, "train.refresh", size="sm", scale=1)
+            open_ = tr.text(gr.Button, "train.open", size="sm", scale=1)
+            resume = tr.text(gr.Button, "train.resume", size="sm", scale=1)
+            delete = tr.text(gr.Button, "train.delete", size="sm", scale=1, elem_classes="td-danger")
         with gr.Group(visible=False, elem_classes="td-confirm") as confirm_box:
             confirm_text = gr.Markdown("")
             with gr.Row():
-                confirm_yes = tr.bind(
-                    gr.Button(tr("train.confirm_yes"), variant="stop", size="sm"), value="train.confirm_yes"
-                )
-                confirm_no = tr.bind(gr.Button(tr("train.confirm_no"), size="sm"), value="train.confirm_no")
+                confirm_yes = tr.text(gr.Button, "train.confirm_yes", variant="stop", size="sm")
+                confirm_no = tr.text(gr.Button, "train.confirm_no", size="sm")
     return {
         "run_table": run_table_,
         "run_pick": run_pick,
@@ -404,17 +361,18 @@ def _build_runs(tr: i18n.Translator) -> dict[str, Any]:
 
 
 def _build_commands(tr: i18n.Translator) -> dict[str, Any]:
-    with _accordion(tr, "train.section.commands", open_=False):
-        tr.bind(gr.Markdown(tr("train.commands.info")), value="train.commands.info")
-        save_config = tr.bind(gr.Button(tr("train.save_config"), size="sm"), value="train.save_config")
-        commands = gr.Code(language="shell", label=tr("train.commands"), interactive=False, elem_id="train-commands")
-        tr.bind(commands, label="train.commands")
+    with tr.labelled(gr.Accordion, "train.section.commands", open=False):
+        tr.text(gr.Markdown, "train.commands.info")
+        save_config = tr.text(gr.Button, "train.save_config", size="sm")
+        commands = tr.labelled(
+            gr.Code, "train.commands", language="shell", interactive=False, elem_id="train-commands"
+        )
     return {"save_config": save_config, "commands": commands}
 
 
 # ---- wiring (after every tab is built: Start reads every form field) --------------------------------------------
-def wire(ctx: Any) -> None:
-    h: TrainHandles = ctx.handles["train"]
+def wire(ctx: AppContext) -> None:
+    h = ctx.train
     lang = ctx.lang_selector
     form_in = ctx.form.inputs() | {lang, h.view}
     live = [h.view, h.status, h.progress, h.plot, h.samples, h.log]
@@ -483,14 +441,14 @@ def wire(ctx: Any) -> None:
     )
 
 
-def _lang(ctx: Any, values: dict[Any, Any]) -> str:
+def _lang(ctx: AppContext, values: dict[Any, Any]) -> str:
     return ctx.lang(values)
 
 
 # ---- rendering --------------------------------------------------------------------------------------------------
-def render(ctx: Any, view: RunView, lang: str, status_text: str | None = None) -> dict[Any, Any]:
+def render(ctx: AppContext, view: RunView, lang: str, status_text: str | None = None) -> dict[Any, Any]:
     """Every live output for `view`: status line, progress bar, plot, samples and log tail."""
-    h: TrainHandles = ctx.handles["train"]
+    h = ctx.train
     t = functools.partial(i18n.t, lang=lang)
     facts, progress = view.facts, view.facts.progress
     labels = {
@@ -568,8 +526,8 @@ def _when(started: Any) -> str:
     return str(started or "")
 
 
-def _listing(ctx: Any, lang: str, pick: str | None = None) -> dict[Any, Any]:
-    h: TrainHandles = ctx.handles["train"]
+def _listing(ctx: AppContext, lang: str, pick: str | None = None) -> dict[Any, Any]:
+    h = ctx.train
     table, ids = run_table(lang)
     return {h.run_table: table, h.run_pick: gr.update(choices=ids, value=pick if pick in ids else None)}
 
@@ -584,9 +542,9 @@ def _run_path(run_id: str | None) -> Path | None:
 
 
 # ---- handlers -----------------------------------------------------------------------------------------------------
-def start_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def start_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Validate the whole config (every problem listed), refuse when a run is active, else start in background."""
-    h: TrainHandles = ctx.handles["train"]
+    h = ctx.train
     lang = _lang(ctx, values)
     try:
         cfg = ctx.form.to_config(values).check(source="form")
@@ -626,8 +584,8 @@ def _bullets(exc: ConfigError) -> str:
     return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
 
 
-def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    h: TrainHandles = ctx.handles["train"]
+def stop_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    h = ctx.train
     lang, view = _lang(ctx, values), values[h.view]
     manager = getattr(sys.modules.get("app.jobs"), "manager", None)
     if manager is None or not manager.stop():
@@ -639,9 +597,9 @@ def stop_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     return render(ctx, view, lang)
 
 
-def tick(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def tick(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Timer: redraw only when the events file grew; every 5th tick, look for a run started elsewhere."""
-    h: TrainHandles = ctx.handles["train"]
+    h = ctx.train
     lang, view, ticks = _lang(ctx, values), values[h.view], (values.get(h.ticks) or 0) + 1
     out: dict[Any, Any] = {h.ticks: ticks, h.view: view}  # the view's byte offset moves even when nothing is drawn
     if view.status not in LIVE and ticks % DISCOVER_EVERY == 0:
@@ -673,10 +631,10 @@ def find_live_run() -> Path | None:
     return None
 
 
-def attach(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def attach(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Page load: reattach to the active or latest running run, else show the newest run, with its full history;
     fill the run list."""
-    h: TrainHandles = ctx.handles["train"]
+    h = ctx.train
     lang, view = _lang(ctx, values), values[h.view]
     found = find_live_run()
     if found is None and view.run_dir is None:
@@ -687,8 +645,8 @@ def attach(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     return {**render(ctx, view, lang), **_listing(ctx, lang, view.name or None)}
 
 
-def refresh_runs(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    h: TrainHandles = ctx.handles["train"]
+def refresh_runs(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    h = ctx.train
     return _listing(ctx, _lang(ctx, values), values.get(h.run_pick))
 
 
@@ -697,9 +655,9 @@ def pick_from_table(evt: gr.SelectData) -> Any:
     return gr.update(value=row[0]) if row else gr.skip()
 
 
-def open_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def open_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Redraw the run's history and load its config.yaml into the form."""
-    h: TrainHandles = ctx.handles["train"]
+    h = ctx.train
     lang, run_id = _lang(ctx, values), values.get(h.run_pick)
     path = _run_path(run_id)
     if path is None:
@@ -717,9 +675,9 @@ def open_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     return out
 
 
-def resume_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+def resume_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     """Continue a stopped, failed or interrupted run from its last checkpoint, with its own config.yaml."""
-    h: TrainHandles = ctx.handles["train"]
+    h = ctx.train
     lang, run_id = _lang(ctx, values), values.get(h.run_pick)
     path = _run_path(run_id)
     if path is None:
@@ -734,16 +692,16 @@ def resume_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
     return {**render(ctx, view, lang, i18n.t("train.resumed", lang, run=view.name)), **_listing(ctx, lang, view.name)}
 
 
-def ask_delete(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    h: TrainHandles = ctx.handles["train"]
+def ask_delete(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    h = ctx.train
     lang, run_id = _lang(ctx, values), values.get(h.run_pick)
     if not run_id:
         return {h.status: i18n.t("train.pick_first", lang), h.confirm_box: gr.update(visible=False)}
     return {h.confirm_box: gr.update(visible=True), h.confirm_text: i18n.t("train.confirm_delete", lang, run=run_id)}
 
 
-def delete_run(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    h: TrainHandles = ctx.handles["train"]
+def delete_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    h = ctx.train
     lang, run_id, view = _lang(ctx, values), values.get(h.run_pick), values[h.view]
     hide = {h.confirm_box: gr.update(visible=False)}
     path = _run_path(run_id)
@@ -784,8 +742,8 @@ def commands_text(config_path: Path) -> str:
     )
 
 
-def save_config(ctx: Any, values: dict[Any, Any]) -> dict[Any, Any]:
-    h: TrainHandles = ctx.handles["train"]
+def save_config(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    h = ctx.train
     lang = _lang(ctx, values)
     try:
         cfg = ctx.form.to_config(values).check(source="form")
