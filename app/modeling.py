@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from app import consent, devices, libs, methods, paths
+from app import catalog, consent, devices, libs, methods, paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
 
 libs.load()  # transformers and peft, fully, before any thread uses them (see app/libs.py)
@@ -197,12 +197,8 @@ def resolve_model(name_or_path: str, progress: Progress | None = None) -> str:
 
 
 def _catalog_hub_id(name: str) -> str | None:
-    try:
-        from app import catalog
-    except ImportError:
-        return None
-    facts = catalog.lookup(name) if hasattr(catalog, "lookup") else None
-    return getattr(facts, "hub_id", None) if facts else None
+    facts = catalog.lookup(name)
+    return facts.hub_id if facts else None
 
 
 def _looks_like_hub_id(name: str) -> bool:
