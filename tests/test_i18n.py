@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 
 import gradio as gr
@@ -172,3 +173,33 @@ def test_labelled_and_text_build_and_bind_in_one_call():
     assert (bindings[id(number)].label, bindings[id(number)].info) == ("test.widget", "test.widget.info")
     assert bindings[id(plain)].info is None and bindings[id(button)].value == "test.widget"
     assert tr.updates("en")[number] == gr.update(label="Rank", info="Higher = more")
+
+
+# ---- figures: every word of a plot comes from the page's language ---------------------------------------------------
+def test_the_training_plot_takes_every_word_from_the_train_tab():
+    from app.ui import plots
+
+    importlib.import_module("app.ui.train_tab")  # registers train.plot.*
+    assert [k for k in plots.TRAINING_LABELS if f"train.plot.{k}" not in i18n.STRINGS] == []
+    marked = {key: f"<{key}>" for key in plots.TRAINING_LABELS}
+    fig = plots.training_figure([1, 2], [2.0, 1.5], [2], [1.8], [1e-4, 2e-4], marked)
+    layout = fig.layout
+    words = [trace.name for trace in fig.data] + [
+        axis.title.text for axis in (layout.xaxis, layout.yaxis, layout.yaxis2)
+    ]
+    assert [w for w in words if w not in marked.values()] == []
+
+
+def test_the_memory_bar_names_its_parts_in_the_page_language():
+    from ui_ctx import tab_context, values_of
+
+    from app import memory
+
+    model_tab = importlib.import_module("app.ui.model_tab")
+    assert [k for k in memory.BREAKDOWN_KEYS if f"model.part.{k}" not in i18n.STRINGS] == []
+    assert {k: i18n.t(f"model.part.{k}", "en") for k in memory.BREAKDOWN_KEYS} == dict(memory.LABELS)
+    _, ctx = tab_context(["model"], "smollm2-135m-instruct", lang="zh")
+    out = model_tab.estimate_panel(ctx, values_of(ctx))
+    names = [bar["name"] for bar in json.loads(out[ctx.model.plot].plot)["data"]]
+    chinese = {i18n.t(f"model.part.{k}", "zh") for k in memory.BREAKDOWN_KEYS}
+    assert names and set(names) <= chinese, names

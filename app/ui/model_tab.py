@@ -116,6 +116,16 @@ STRINGS = {
     "model.col.fits": ("fits", "能否装下"),
     "model.col.speed": ("speed vs LoRA", "相对 LoRA 速度"),
     "model.col.notes": ("notes", "说明"),
+    # the memory bar's parts (memory.BREAKDOWN_KEYS), English as memory.LABELS
+    "model.part.weights": ("model weights", "模型权重"),
+    "model.part.adapter": ("LoRA adapter", "LoRA 适配器"),
+    "model.part.gradients": ("gradients", "梯度"),
+    "model.part.optimizer": ("optimizer states", "优化器状态"),
+    "model.part.activations": ("activations", "激活值"),
+    "model.part.logits": ("logits + loss", "logits + 损失"),
+    "model.part.workspace": ("backward / step buffers", "反向 / 更新步缓冲区"),
+    "model.part.allocator": ("allocator cache", "分配器缓存"),
+    "model.part.runtime": ("CUDA context / process baseline", "CUDA 上下文 / 进程基线"),
     "model.trust_confirm": ("I have read this model's code and trust it", "我已阅读并信任该模型的代码"),
     "model.trust_warning": (
         "Trust remote code runs the Python files shipped with the model (modeling_*.py) with your account's rights: "
@@ -649,7 +659,7 @@ def _panel_updates(h: ModelHandles, result: estimate.Answer, lang: str) -> dict[
         device=label,
     )
     share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
-    parts = {memory.LABELS.get(k, k): v for k, v in est.breakdown.items() if v > 0}
+    parts = {i18n.t(f"model.part.{k}", lang): v for k, v in est.breakdown.items() if v > 0}
     out: dict[Any, Any] = {
         h.plot: _plot_data(plots.memory_bar_spec(parts, capacity, label)),
         h.verdict: f'<span class="td-{result.verdict}">{text}</span>',

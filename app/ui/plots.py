@@ -113,6 +113,18 @@ def ema(values: Sequence[float], smoothing: float = 0.9) -> list[float]:
     return out
 
 
+TRAINING_LABELS: dict[str, str] = {
+    "loss": "train loss",
+    "smooth": "train loss (EMA)",
+    "eval": "eval loss",
+    "lr": "learning rate",
+    "step": "step",
+    "loss_axis": "loss",
+    "lr_axis": "lr",
+}
+"""Every word training_figure shows, in English; the Train tab passes each in the page's language (train.plot.*)."""
+
+
 def training_figure(
     steps: Sequence[int],
     losses: Sequence[float],
@@ -122,14 +134,7 @@ def training_figure(
     labels: dict[str, str] | None = None,
 ) -> go.Figure:
     """Loss (raw, smoothed, eval) on top, learning rate in a small panel below, sharing the step axis."""
-    lb = {
-        "loss": "train loss",
-        "smooth": "train loss (EMA)",
-        "eval": "eval loss",
-        "lr": "learning rate",
-        "step": "step",
-        **(labels or {}),
-    }
+    lb = {**TRAINING_LABELS, **(labels or {})}
     traces = [
         go.Scatter(
             x=list(steps),
@@ -180,8 +185,8 @@ def training_figure(
         "legend": {"orientation": "h", "y": 1.06, "x": 0},
         # whole steps only: at most ~10 ticks, never 1.5
         "xaxis": {**_AXIS, "title": {"text": lb["step"]}, "anchor": "y2", "dtick": max(1, math.ceil(last / 10))},
-        "yaxis": {**_AXIS, "title": {"text": "loss"}, "domain": [0.3, 1.0]},
-        "yaxis2": {**_AXIS, "title": {"text": "lr"}, "domain": [0.0, 0.2], "exponentformat": "e"},
+        "yaxis": {**_AXIS, "title": {"text": lb["loss_axis"]}, "domain": [0.3, 1.0]},
+        "yaxis2": {**_AXIS, "title": {"text": lb["lr_axis"]}, "domain": [0.0, 0.2], "exponentformat": "e"},
     }
     return go.Figure(data=traces, layout=layout)
 

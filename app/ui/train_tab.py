@@ -67,6 +67,8 @@ STRINGS = {
     "train.plot.eval": ("eval loss", "验证损失"),
     "train.plot.lr": ("learning rate", "学习率"),
     "train.plot.step": ("step", "步数"),
+    "train.plot.loss_axis": ("loss", "损失"),
+    "train.plot.lr_axis": ("lr", "学习率"),
     "train.elapsed": ("elapsed", "已用时"),
     "train.eta": ("ETA", "预计剩余"),
     "train.tokens": ("tokens/s", "tokens/秒"),
@@ -451,13 +453,7 @@ def render(ctx: AppContext, view: RunView, lang: str, status_text: str | None = 
     h = ctx.train
     t = functools.partial(i18n.t, lang=lang)
     facts, progress = view.facts, view.facts.progress
-    labels = {
-        "loss": t("train.plot.loss"),
-        "smooth": t("train.plot.smooth"),
-        "eval": t("train.plot.eval"),
-        "lr": t("train.plot.lr"),
-        "step": t("train.plot.step"),
-    }
+    labels = {key: t(f"train.plot.{key}") for key in plots.TRAINING_LABELS}
     step = int(progress.step or (facts.steps[-1] if facts.steps else 0))
     bar = plots.progress_html(
         step,
