@@ -235,9 +235,8 @@ def _wire(ctx: AppContext, h: EvaluateHandles) -> None:
     )
     p.refresh.click(lambda: gr.update(choices=run_choices()), outputs=h.run_pick, show_progress="hidden")
     p.adapters.change(follow_run, inputs=p.adapters, outputs=h.run_pick, show_progress="hidden")
-    data_h = ctx.handles.get("data")
-    if data_h is not None:
-        h.use_data_tab.click(lambda path: path, inputs=data_h.fields["data.path"], outputs=h.data_path)
+    if "data" in ctx.handles:  # a tab-only build (tests) has no Data tab: then the default path
+        h.use_data_tab.click(lambda path: path, inputs=ctx.data.fields["data.path"], outputs=h.data_path)
     else:
         h.use_data_tab.click(lambda: ctx.defaults.data.path, outputs=h.data_path)
 
