@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("app.ui.app", "start the web app (what launch.py ends in)"),
     "setup": ("app.setup", "fetch and convert the embedded default model into the model cache"),
-    "train": ("app.train", "train from a config YAML, headless, writing the same run folder as the UI"),
+    "train": ("app.train_cli", "train from a config YAML, headless, writing the same run folder as the UI"),
     "estimate": ("app.estimate", "estimate peak memory of a run config, say whether it fits and how to make it fit"),
     "data": ("app.data", "inspect and validate a dataset file"),
     "chat": ("app.chat_cli", "chat with a base model and adapters from the terminal"),

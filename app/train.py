@@ -1,7 +1,7 @@
-"""The training recipe: setup -> fit -> save, shared by the UI's background thread, the CLI and DDP launches.
+"""The training recipe: preflight -> build -> fit -> save, shared by the UI's background thread, the CLI and DDP.
 
     run(config, run_dir, stop)         never raises for training errors; returns finished | stopped | failed
-    python -m app train CONFIG.yaml    the same, headless, with a progress bar
+    python -m app train CONFIG.yaml    the same, headless, with a progress bar (app.train_cli)
     torchrun --nproc_per_node 2 -m app train CONFIG.yaml     data-parallel (accelerate launch on GPUs)
 
 It is a Hugging Face `Trainer` (standard resumable checkpoints, gradient accumulation, schedulers, DDP) with
@@ -11,25 +11,19 @@ three changes that make it about 2x faster per useful token than a plain Trainer
   gathers those hidden states, so the batch x seq x vocab logits tensor is never made
   (4 x 256 tokens x 49,152 vocab x 4 B = 201 MB for SmolLM2, ~60% of it prompt positions that carry no loss);
 - a `TrainerCallback` writes events.jsonl (the UI's one channel) and honours Stop at the next optimizer step.
+The Trainer is `app.trainer`, the callback and samples `app.train_events`, a failure's message
+`app.train_failures`, CPU threads `app.threads`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import errno
 import gc
 import logging
-import math
 import os
 import shlex
 import shutil
-import signal
-import sys
 import tempfile
 import threading
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,31 +32,20 @@ import torch
 
 from app import libs
 from app.batching import EpochSampler
-from app.config import ConfigError, RunConfig
+from app.config import RunConfig
 
 libs.load()  # transformers, whole, under the lock another thread's first use waits on (see app/libs.py)
 
-from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from app import consent, devices, history, methods, modeling, objectives, runs  # noqa: E402
-from app.objectives import LabelGather, Objective  # noqa: E402
+from app import devices, history, methods, modeling, objectives, runs  # noqa: E402
+from app.objectives import LabelGather  # noqa: E402
+from app.threads import configure_threads  # noqa: E402
+from app.train_events import EventsCallback, peak_memory  # noqa: E402
+from app.train_failures import TrainError, record_failure  # noqa: E402
+from app.trainer import TuneTrainer, training_arguments  # noqa: E402
 
 log = logging.getLogger("tunedesk.train")
-
-OPTIMIZERS = {  # config name -> transformers OptimizerNames
-    "adamw_torch": "adamw_torch",
-    "adamw_8bit": "adamw_bnb_8bit",
-    "paged_adamw_8bit": "paged_adamw_8bit",
-    "paged_adamw_32bit": "paged_adamw_32bit",
-}
-SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-SAMPLE_TOKENS = 48
-"""New tokens per sample generation: enough for a sentence, ~1 s on the default model on a CPU."""
-
-
-class TrainError(RuntimeError):
-    """A problem found before or during training; the message says what to change."""
 
 
 # ---- checks before anything is loaded ------------------------------------------------------------------------
@@ -140,263 +123,6 @@ def _output_problem(cfg: RunConfig) -> str | None:
     return f"train.output_dir: {existing} {what}, so no run folder can be made under {root}; choose another folder"
 
 
-def cpu_threads(local_world: int = 1) -> int:
-    """Intra-op threads for training on the CPU: one per physical core (hyper-threads share the same FP units),
-    split among local processes, and fewer when other programs keep the cores busy right now: OpenMP threads wait
-    for each other at every op, so on an oversubscribed CPU each extra thread costs more than it brings
-    (measured here at load 9 on 2 cores: tiny-model steps 5x slower with 2 threads than with 1)."""
-    import psutil
-
-    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    share = max(1, cores // max(1, local_world))
-    spare = (os.cpu_count() or cores) - busy_cpus()
-    return max(1, min(share, round(spare)))
-
-
-def busy_cpus(interval_s: float = 0.3) -> float:
-    """CPUs that other programs keep busy now: all CPUs' busy time over `interval_s`, less this process's own.
-
-    Sampled rather than read from the 1-minute load average, which still says "busy" for a minute after the
-    previous job ends (it decays with a 60 s time constant) and then starved the next run at 1 thread."""
-    import psutil
-
-    me = psutil.Process()
-    all0, own0, t0 = psutil.cpu_times(), me.cpu_times(), time.perf_counter()
-    time.sleep(interval_s)
-    all1, own1, wall = psutil.cpu_times(), me.cpu_times(), time.perf_counter() - t0
-    busy = _busy_seconds(all1) - _busy_seconds(all0)
-    total = _total_seconds(all1) - _total_seconds(all0)
-    if total <= 0:
-        return 0.0
-    cpus = psutil.cpu_count() or 1
-    others = busy / total * cpus - ((own1.user + own1.system) - (own0.user + own0.system)) / wall
-    return min(float(cpus), max(0.0, others))
-
-
-def _total_seconds(t: Any) -> float:
-    # guest time is already counted in user time on Linux (psutil docs)
-    return sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-
-
-def _busy_seconds(t: Any) -> float:
-    # steal counts as busy: on a shared VM it is time another guest had our core
-    return _total_seconds(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def configure_threads(device: str, local_world: int = 1) -> int:
-    """Set torch's CPU threads (unless OMP_NUM_THREADS says otherwise) or enable TF32 on CUDA; returns threads."""
-    kind = devices.kind(device)
-    if kind == devices.CPU and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(cpu_threads(local_world))
-    elif kind == devices.CUDA:
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: ~8x faster, 10-bit mantissa
-        torch.backends.cudnn.allow_tf32 = True
-    return torch.get_num_threads()
-
-
-class TuneTrainer(Trainer):
-    """Trainer with our batches, the objective's loss, counters for tokens/s and atomic checkpoints."""
-
-    loss_is_scaled_for_ga = True  # the objective's loss divides by the label count of the whole accumulated step
-
-    def __init__(
-        self,
-        *args: Any,
-        sampler: EpochSampler,
-        gather: LabelGather,
-        eval_collator: Any = None,
-        objective: Objective | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self.sampler, self.gather, self.eval_collator = sampler, gather, eval_collator
-        self.objective = objective or objectives.get(objectives.DEFAULT)
-        self.model_accepts_loss_kwargs = True  # makes the Trainer count labels per step -> num_items_in_batch
-        self.tokens_seen = 0
-        self.labels_seen = 0
-
-    def _get_train_sampler(self, train_dataset: Any = None) -> EpochSampler:
-        return self.sampler
-
-    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-        train_collator = self.data_collator
-        self.data_collator = self.eval_collator or train_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
-
-    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
-        return torch.utils.data.SequentialSampler(eval_dataset)  # RowDataset.build(sort=True) already sorted it
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, count = self.objective.loss(model, inputs, self.gather, num_items_in_batch)
-        if model.training:
-            self.tokens_seen += int(inputs.get("num_tokens", 0))
-            self.labels_seen += count
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo for a token mean
-        return (loss, {}) if return_outputs else loss
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """Write checkpoint-<step> under a staging folder, then rename it into place: a crash mid-save never
-        leaves a half-written checkpoint that resume would pick."""
-        final_root = self.args.output_dir
-        staging = os.path.join(final_root, ".partial")
-        self.args.output_dir = staging
-        try:
-            super()._save_checkpoint(model, trial)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # half a checkpoint only holds space the failure report needs
-            raise
-        finally:
-            self.args.output_dir = final_root
-        self.accelerator.wait_for_everyone()  # every rank has written its rng_state_<rank>.pth
-        if self.args.should_save:
-            name = history.checkpoint_name(self.state.global_step)
-            target = Path(final_root) / name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(Path(staging) / name, target)
-            shutil.rmtree(staging, ignore_errors=True)
-            for old in runs.checkpoints(Path(final_root).parent)[: -self.args.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)  # keep the newest save_total_limit, by step
-        self.accelerator.wait_for_everyone()
-
-
-# ---- events ---------------------------------------------------------------------------------------------
-class EventsCallback(TrainerCallback):
-    """Writes events.jsonl (rank 0 only), honours Stop at the next optimizer step, and generates samples."""
-
-    def __init__(self, run_dir: Path, cfg: RunConfig, stop: threading.Event, started: dict, main: bool):
-        self.run_dir, self.cfg, self.stop, self.started, self.main = run_dir, cfg, stop, started, main
-        self.trainer: TuneTrainer | None = None
-        self.stopped = False
-        self.last_loss: float | None = None
-        self.last_eval: float | None = None
-        self.best_eval: float | None = None
-        self.elapsed_before = float(started.pop("elapsed_before", 0.0))
-        self.t_begin = self.t_step = time.perf_counter()
-        self.train_s = 0.0
-        self.first_step = 0
-        self.mark = (0.0, 0, 0)  # train seconds, tokens, label tokens at the last log
-
-    def event(self, type: str, **fields: Any) -> None:
-        if self.main:
-            runs.append_event(self.run_dir, type, **fields)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.first_step = state.global_step
-        self.t_begin = time.perf_counter()
-        kind = "resumed" if self.started.get("from_step") is not None else "started"
-        self.event(kind, total_steps=state.max_steps, **self.started)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.t_step = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.train_s += time.perf_counter() - self.t_step
-        every = self.cfg.train.sample_every
-        if every and state.global_step % every == 0 and self.cfg.train.sample_prompts:
-            self.sample(state.global_step, kwargs.get("processing_class"))
-        if self._should_stop(args):
-            self.stopped = True
-            control.should_training_stop = True
-            control.should_save = True  # a checkpoint at this step, so Resume continues exactly here
-        return control
-
-    def _should_stop(self, args: Any) -> bool:
-        flag = self.stop.is_set()
-        if args.world_size > 1 and torch.distributed.is_initialized():
-            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)  # every rank stops at the same step
-            flag = bool(t.item())
-        return flag
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "eval_loss" in logs:
-            self.last_eval = logs["eval_loss"]
-            self.best_eval = min(self.best_eval or math.inf, self.last_eval)
-            self.event("eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"])
-        if "loss" in logs:
-            self.last_loss = logs["loss"]
-            self.event("log", **self.log_fields(state, logs, args.world_size))
-
-    def log_fields(self, state: Any, logs: dict, world: int) -> dict:
-        trainer = self.trainer
-        seconds, tokens, labels = self.train_s, trainer.tokens_seen, trainer.labels_seen
-        span = max(seconds - self.mark[0], 1e-9)
-        rate = (tokens - self.mark[1]) * world / span
-        label_rate = (labels - self.mark[2]) * world / span
-        self.mark = (seconds, tokens, labels)
-        elapsed = time.perf_counter() - self.t_begin
-        done = state.global_step - self.first_step
-        eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
-        return {
-            "step": state.global_step,
-            "total_steps": state.max_steps,
-            "epoch": _round(state.epoch, 4),
-            "loss": logs.get("loss"),
-            "learning_rate": logs.get("learning_rate"),
-            "grad_norm": _round(logs.get("grad_norm"), 6),
-            "tokens_per_s": round(rate, 1),
-            "label_tokens_per_s": round(label_rate, 1),
-            "elapsed_s": round(self.elapsed_before + elapsed, 2),
-            "eta_s": round(eta, 1) if eta is not None else None,
-        }
-
-    def on_save(self, args, state, control, **kwargs):
-        path = Path(args.output_dir) / history.checkpoint_name(state.global_step)
-        self.event("checkpoint", step=state.global_step, path=str(path))
-
-    def sample(self, step: int, tokenizer: Any) -> None:
-        if not self.main or self.trainer is None or tokenizer is None:
-            return
-        answers = generate_samples(self.trainer.model, tokenizer, self.cfg, self.cfg.train.sample_prompts[:3])
-        self.event("sample", step=step, samples=answers)
-
-
-def _round(value: Any, digits: int) -> Any:
-    return round(float(value), digits) if isinstance(value, (int, float)) else value
-
-
-def render_prompt(tokenizer: Any, cfg: RunConfig, prompt: str) -> str:
-    """The prompt exactly as training renders it (app.data's template and system prompt), up to where the answer
-    starts, so samples show what the model learned in the format it learned it."""
-    from app import data as data_mod
-
-    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
-    example = data_mod.Example(turns, 0, {"instruction": prompt, "input": ""})
-    segments = data_mod.render_segments(example, tokenizer, cfg.data.template, cfg.data.system_prompt)
-    return segments[0][0]
-
-
-@torch.no_grad()
-def generate_samples(model: Any, tokenizer: Any, cfg: RunConfig, prompts: list[str]) -> list[dict]:
-    """Greedy answers (48 new tokens) to a few prompts, in eval mode; the model is put back in train mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        device = next(model.parameters()).device
-        for prompt in prompts:
-            text = render_prompt(tokenizer, cfg, prompt)
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-            gen = model.generate(
-                **ids,
-                max_new_tokens=SAMPLE_TOKENS,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            answer = tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.append({"prompt": prompt, "answer": answer.strip()})
-    finally:
-        model.train(was_training)
-    return out
-
-
 # ---- setup ---------------------------------------------------------------------------------------------------
 @dataclass
 class Dist:
@@ -425,48 +151,6 @@ def load_for_training(cfg: RunConfig, device: str) -> modeling.LoadedModel:
         precision = "fp32"
     quant = cfg.quant if method.quantized else None
     return modeling.load_model(cfg.model, quant, device=device, precision=precision, progress=lambda f, m: None)
-
-
-def training_arguments(
-    cfg: RunConfig, run_dir: Path, device: str, progress: bool, evaluate: bool
-) -> TrainingArguments:
-    t = cfg.train
-    dtype = modeling.resolve_dtype(t.precision, device)
-    save_steps = t.save_steps if t.save_steps > 0 else None
-    eval_steps = t.eval_steps or save_steps or 10**9  # 10**9: only the evaluation at the end
-    return TrainingArguments(
-        output_dir=str(run_dir / runs.CHECKPOINTS),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=SCHEDULERS[t.lr_scheduler],
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        optim=OPTIMIZERS[t.optimizer],
-        logging_strategy="steps",
-        logging_steps=t.logging_steps,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=eval_steps,
-        prediction_loss_only=True,
-        seed=t.seed,
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        use_cpu=devices.kind(device) == devices.CPU,
-        dataloader_pin_memory=devices.kind(device) == devices.CUDA,
-        dataloader_num_workers=0,  # collation is a few numpy copies; worker processes would only add memory
-        remove_unused_columns=False,
-        label_names=["labels"],
-        report_to="none",
-        disable_tqdm=not progress,
-        ddp_find_unused_parameters=False,  # gradient checkpointing is enabled by modeling.prepare_for_method
-    )
 
 
 def memory_estimate(cfg: RunConfig, device: str) -> dict | None:
@@ -504,100 +188,6 @@ def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str) -> Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def peak_memory() -> dict:
-    import resource
-
-    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
-    if torch.cuda.is_available():
-        peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return peak
-
-
-# ---- failures -------------------------------------------------------------------------------------------
-def describe_failure(exc: BaseException, cfg: RunConfig, device: str, run_dir: Path | None = None) -> str:
-    """The message a person can act on; the traceback goes to error.log."""
-    text = str(exc).strip() or type(exc).__name__
-    if run_dir is not None and disk_full(exc, run_dir):
-        return _disk_full_message(text, run_dir)
-    oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text.lower()
-    if oom:
-        where = "GPU memory" if devices.kind(device) == devices.CUDA else "RAM"
-        return f"Out of {where} during training ({text.splitlines()[0][:200]}). {_memory_advice(cfg, device)}"
-    plain = (TrainError, ConfigError, modeling.ModelError, objectives.ObjectiveError)
-    if isinstance(exc, plain) or type(exc).__name__ == "DataError":
-        return text
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]} (full traceback in error.log)"
-
-
-def _memory_advice(cfg: RunConfig, device: str) -> str:
-    """app.memory's estimate and suggested fixes in words; generic advice when it cannot estimate this model."""
-    try:
-        from app import estimate, memory
-
-        est = memory.estimate_config(cfg, device)
-        fixes = estimate.suggest_fixes(memory.architecture_from(cfg.model.name_or_path), cfg, device)
-        return (
-            f"The estimate for this run is {est.total_gib:.1f} GiB. Try: "
-            + "; ".join(f.description for f in fixes)
-            + "."
-        )
-    except Exception:  # an architecture app.memory does not know
-        return (
-            "Try: a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter "
-            "data.max_seq_len, train.gradient_checkpointing on, or method qlora."
-        )
-
-
-LOW_DISK_MB = 64
-"""Under this much free space a failed write counts as a full disk."""
-
-
-def disk_full(exc: BaseException, run_dir: Path) -> bool:
-    """ENOSPC in the exception chain, or a failed write with under 64 MB free where the run is saved (torch.save
-    reports a full disk as RuntimeError 'file write failed', without the errno)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # __context__ chains are short; a bound guards against cycles
-        if seen is None:
-            break
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).lower()
-    return "no space left" in text or ("write" in text and _free_mb(run_dir) < LOW_DISK_MB)
-
-
-def _free_mb(path: Path) -> float:
-    try:
-        return shutil.disk_usage(path).free / 2**20
-    except OSError:
-        return math.inf
-
-
-def _disk_full_message(text: str, run_dir: Path) -> str:
-    ckpt = runs.latest_checkpoint(run_dir)
-    kept = (
-        f"the last complete checkpoint ({ckpt.name}) is intact and Resume continues from it"
-        if ckpt
-        else "no checkpoint was saved before it"
-    )
-    return (
-        f"The disk is full ({_free_mb(run_dir):.1f} MB free where {run_dir.name} is saved): "
-        f"{text.splitlines()[0][:200]}. Free some space, or set train.output_dir to another drive; {kept}."
-    )
-
-
-def record_failure(run_dir: Path, exc: BaseException, cfg: RunConfig, device: str, step: int | None) -> str:
-    message = describe_failure(exc, cfg, device, run_dir)
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    log.error("training failed: %s\n%s", message, tb)
-    with contextlib.suppress(OSError):  # the event first: on a nearly full disk its line is what the UI needs
-        runs.append_event(run_dir, "failed", message=message, error=type(exc).__name__, step=step, **peak_memory())
-    with contextlib.suppress(OSError):
-        with open(run_dir / runs.ERROR_LOG, "a", encoding="utf-8") as fh:
-            fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} step {step}\n{tb}\n")
-    return "failed"
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -793,7 +383,7 @@ def _finish(
 
 def _stopped_early(run_dir: Path, dist: Dist) -> str:
     if dist.main:
-        runs.append_event(run_dir, "stopped", step=0, adapter=None, model=None, message="stopped before training")
+        history.append_event(run_dir, "stopped", step=0, adapter=None, model=None, message="stopped before training")
     return "stopped"
 
 
@@ -810,114 +400,3 @@ def launch_command(config_path: str, num_processes: int = 2, device: str = "auto
     if devices.kind(device) == devices.CUDA:
         return f"accelerate launch --multi_gpu --num_processes {num_processes} -m app train {cfg}"
     return f"torchrun --standalone --nproc_per_node {num_processes} -m app train {cfg}"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="run config YAML: a preset, or a run's config.yaml")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
-    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.max_steps)")
-    parser.add_argument("--run-name", help="name appended to the run folder")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="you have read the model folder's .py files and let them run (needed when the config has "
-        "model.trust_remote_code: true; the config alone does not run a model's code)",
-    )
-
-
-def _load_cli_config(args: argparse.Namespace) -> RunConfig:
-    if args.resume:
-        cfg = runs.load_config(args.resume)
-    elif args.config:
-        cfg = RunConfig.from_yaml(args.config)
-    else:
-        raise ConfigError(["give a config YAML, or --resume RUN_DIR"])
-    changes: dict[str, Any] = {}
-    if args.max_steps is not None:
-        changes["train.max_steps"] = args.max_steps
-    if args.run_name:
-        changes["train.run_name"] = args.run_name
-    return cfg.replace(**changes) if changes else cfg
-
-
-def _consent_from_cli(cfg: RunConfig, args: argparse.Namespace) -> None:
-    """--trust-remote-code is the user's consent (app.consent) to the config's model code, for this process."""
-    if getattr(args, "trust_remote_code", False) and cfg.model.trust_remote_code:
-        try:
-            consent.grant(modeling.resolve_model(cfg.model.name_or_path))
-        except modeling.ModelError:
-            pass  # preflight names the missing model
-
-
-def _shared_run_dir(cfg: RunConfig, args: argparse.Namespace, dist: Dist) -> Path:
-    """Rank 0 creates the run folder; under torchrun every rank receives its path."""
-    run_dir = Path(args.resume) if args.resume else None
-    if run_dir is None and dist.main:
-        run_dir = runs.create_run(cfg, args.run_name)
-    if dist.world > 1:
-        from accelerate import PartialState
-
-        PartialState(cpu=not torch.cuda.is_available())  # joins the process group (gloo on CPU, nccl on CUDA)
-        box = [str(run_dir) if run_dir else None]
-        torch.distributed.broadcast_object_list(box, src=0)
-        run_dir = Path(box[0])
-    return run_dir
-
-
-def main(args: argparse.Namespace) -> int:
-    """Every check before the run folder is made (or, for --resume, before anything is written into it): a
-    refusal prints one message and leaves runs/ as it was."""
-    logging.basicConfig(level=logging.INFO, format="[tunedesk] %(message)s")
-    try:
-        cfg = _load_cli_config(args)
-        _consent_from_cli(cfg, args)
-        problems = preflight(cfg)  # validate() and what needs the machine: device, model, data, output folder
-        if problems:
-            raise ConfigError(problems, args.config or args.resume)
-    except ConfigError as exc:
-        print(f"python -m app train: {exc}", file=sys.stderr)
-        return 2
-    dist = dist_info()
-    claim = None
-    if args.resume and dist.main:
-        try:
-            claim = runs.claim(args.resume, resume=True)
-        except runs.RunBusy as exc:
-            print(f"python -m app train: {exc}", file=sys.stderr)
-            return 1
-    run_dir = _shared_run_dir(cfg, args, dist)
-    if args.resume and args.max_steps is not None and dist.main:
-        cfg.save(run_dir / runs.CONFIG)
-    stop = threading.Event()
-    _install_stop_signals(stop)
-    if dist.main:
-        print(f"[tunedesk] run folder: {run_dir}", file=sys.stderr, flush=True)
-    status = run(cfg, run_dir, stop, resume=bool(args.resume), progress=True, claim=claim)
-    if dist.main:
-        _print_outcome(run_dir, status)
-    return 0 if status in ("finished", "stopped") else 1
-
-
-def _install_stop_signals(stop: threading.Event) -> None:
-    """First Ctrl-C / SIGTERM: stop at the next step and save; a second Ctrl-C aborts (the run is resumable)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print(
-            "\n[tunedesk] stopping after this step (saving a checkpoint); Ctrl-C again to abort",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _print_outcome(run_dir: Path, status: str) -> None:
-    end = history.read(run_dir).ending or history.Ending(status, 0.0)
-    if status == "failed":
-        print(f"[tunedesk] failed: {end.message}", file=sys.stderr)
-    else:
-        print(f"[tunedesk] {status} at step {end.step}, loss {end.loss}; saved {end.artifact}", file=sys.stderr)

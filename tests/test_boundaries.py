@@ -23,6 +23,9 @@ NEEDS_TORCH = {
     "modeling": "loads, quantizes and wraps models",
     "objectives": "each training objective's loss on a micro-batch",
     "train": "the training loop",
+    "train_events": "the TrainerCallback that writes events and samples",
+    "train_failures": "names torch's out-of-memory error in a failed run's message",
+    "trainer": "the Hugging Face Trainer subclass",
 }
 """Core modules that may import torch when imported; every other core module must not (the CLI's --help, the
 estimate and the app's first page stay fast, and work where torch is not installed)."""

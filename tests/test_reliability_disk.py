@@ -20,7 +20,7 @@ import pytest
 from safetensors.torch import load_file
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import runs, train
+from app import runs, train, train_events
 from app.ui import train_tab
 
 
@@ -135,14 +135,14 @@ def test_a_really_full_disk_fails_the_run_clearly_and_keeps_the_checkpoint(
         tiny_model_dir, data_file, **{"train.max_steps": 4, "train.save_steps": 2, "train.output_dir": str(tiny_disk)}
     )
     run_dir = runs.create_run(cfg)
-    real_on_save = train.EventsCallback.on_save
+    real_on_save = train_events.EventsCallback.on_save
 
     def fill_after_first_save(self, args, state, control, **kwargs):
         real_on_save(self, args, state, control, **kwargs)
         if state.global_step == 2:
             _fill(tiny_disk, leave=24 * 1024)
 
-    monkeypatch.setattr(train.EventsCallback, "on_save", fill_after_first_save)
+    monkeypatch.setattr(train_events.EventsCallback, "on_save", fill_after_first_save)
     assert train.run(cfg, run_dir) == "failed"
     _check_failed_for_disk(run_dir)
     _check_checkpoint_2_intact(run_dir)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import runs, train
+from app import runs, threads, train, train_failures
 from app.train import Dist
 
 
@@ -210,12 +210,12 @@ def test_out_of_memory_message_gives_the_estimate_and_fixes():
     from app.config import RunConfig
 
     cfg = RunConfig().replace(**{"model.name_or_path": "llama-3.1-8b", "method": "full"})
-    message = train.describe_failure(
+    message = train_failures.describe_failure(
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg, "cuda"
     )
     assert message.startswith("Out of GPU memory") and "Tried to allocate 2.00 GiB" in message
     assert "The estimate for this run is" in message and "QLoRA" in message
-    generic = train.describe_failure(MemoryError(), cfg.replace(**{"model.name_or_path": "/no/such"}), "cpu")
+    generic = train_failures.describe_failure(MemoryError(), cfg.replace(**{"model.name_or_path": "/no/such"}), "cpu")
     assert generic.startswith("Out of RAM") and "batch_size" in generic
 
 
@@ -243,18 +243,18 @@ def test_cpu_threads_follow_what_other_programs_use_now(monkeypatch):
     import psutil
 
     cores = psutil.cpu_count(logical=False) or 1
-    monkeypatch.setattr(train.os, "getloadavg", lambda: (50.0, 50.0, 50.0), raising=False)
-    monkeypatch.setattr(train, "busy_cpus", lambda: 0.0)
-    assert train.cpu_threads() == cores
-    assert train.cpu_threads(local_world=cores * 2) == 1
-    monkeypatch.setattr(train, "busy_cpus", lambda: float(train.os.cpu_count()))
-    assert train.cpu_threads() == 1
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (50.0, 50.0, 50.0), raising=False)
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)
+    assert threads.cpu_threads() == cores
+    assert threads.cpu_threads(local_world=cores * 2) == 1
+    monkeypatch.setattr(threads, "busy_cpus", lambda: float(threads.os.cpu_count()))
+    assert threads.cpu_threads() == 1
 
 
 def test_busy_cpus_is_a_short_sample_within_the_cpu_count():
     import psutil
 
     start = time.perf_counter()
-    busy = train.busy_cpus(0.2)
+    busy = threads.busy_cpus(0.2)
     assert time.perf_counter() - start < 1.0  # Start is not held up
     assert 0.0 <= busy <= psutil.cpu_count()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train_kit import events_of
 
-from app import runs, train
+from app import runs, train, train_events
 from app.config import RunConfig
 
 pytestmark = pytest.mark.slow
@@ -30,11 +30,11 @@ def identity_config(data_dir, **changes) -> RunConfig:
 
 
 def greedy(model, tokenizer, cfg: RunConfig, prompt: str) -> str:
-    text = train.render_prompt(tokenizer, cfg, prompt)
+    text = train_events.render_prompt(tokenizer, cfg, prompt)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(
-            **ids, max_new_tokens=train.SAMPLE_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            **ids, max_new_tokens=train_events.SAMPLE_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
         )
     return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 

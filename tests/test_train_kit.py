@@ -73,7 +73,7 @@ def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
 @pytest.fixture(autouse=True)
 def one_torch_thread(monkeypatch):
     """Tiny-model steps are microseconds of math; on a shared 2-core box, two OpenMP threads spin-waiting on each
-    other made them ~5x slower. Tests import this fixture; train.configure_threads leaves OMP_NUM_THREADS alone."""
+    other made them ~5x slower. Tests import this fixture; threads.configure_threads leaves OMP_NUM_THREADS alone."""
     import torch
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

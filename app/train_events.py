@@ -1,0 +1,171 @@
+"""The TrainerCallback that writes a run's events.jsonl (rank 0), honours Stop at the next optimizer step and samples.
+
+Every event goes through `app.history.append_event` (the file is the UI's one channel); sample answers are greedy
+generations from prompts rendered exactly as training renders them (app.data's template and system prompt).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from app import libs
+from app.config import RunConfig
+
+libs.load()  # transformers, whole, under the lock another thread's first use waits on (see app/libs.py)
+
+from transformers import TrainerCallback  # noqa: E402
+
+from app import history  # noqa: E402
+
+if TYPE_CHECKING:
+    from app.trainer import TuneTrainer
+
+SAMPLE_TOKENS = 48
+"""New tokens per sample generation: enough for a sentence, ~1 s on the default model on a CPU."""
+
+
+class EventsCallback(TrainerCallback):
+    """Writes events.jsonl (rank 0 only), honours Stop at the next optimizer step, and generates samples."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, stop: threading.Event, started: dict, main: bool):
+        self.run_dir, self.cfg, self.stop, self.started, self.main = run_dir, cfg, stop, started, main
+        self.trainer: TuneTrainer | None = None
+        self.stopped = False
+        self.last_loss: float | None = None
+        self.last_eval: float | None = None
+        self.best_eval: float | None = None
+        self.elapsed_before = float(started.pop("elapsed_before", 0.0))
+        self.t_begin = self.t_step = time.perf_counter()
+        self.train_s = 0.0
+        self.first_step = 0
+        self.mark = (0.0, 0, 0)  # train seconds, tokens, label tokens at the last log
+
+    def event(self, type: str, **fields: Any) -> None:
+        if self.main:
+            history.append_event(self.run_dir, type, **fields)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+        self.t_begin = time.perf_counter()
+        kind = "resumed" if self.started.get("from_step") is not None else "started"
+        self.event(kind, total_steps=state.max_steps, **self.started)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.t_step = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.train_s += time.perf_counter() - self.t_step
+        every = self.cfg.train.sample_every
+        if every and state.global_step % every == 0 and self.cfg.train.sample_prompts:
+            self.sample(state.global_step, kwargs.get("processing_class"))
+        if self._should_stop(args):
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint at this step, so Resume continues exactly here
+        return control
+
+    def _should_stop(self, args: Any) -> bool:
+        flag = self.stop.is_set()
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)  # every rank stops at the same step
+            flag = bool(t.item())
+        return flag
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "eval_loss" in logs:
+            self.last_eval = logs["eval_loss"]
+            self.best_eval = min(self.best_eval or math.inf, self.last_eval)
+            self.event("eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"])
+        if "loss" in logs:
+            self.last_loss = logs["loss"]
+            self.event("log", **self.log_fields(state, logs, args.world_size))
+
+    def log_fields(self, state: Any, logs: dict, world: int) -> dict:
+        trainer = self.trainer
+        seconds, tokens, labels = self.train_s, trainer.tokens_seen, trainer.labels_seen
+        span = max(seconds - self.mark[0], 1e-9)
+        rate = (tokens - self.mark[1]) * world / span
+        label_rate = (labels - self.mark[2]) * world / span
+        self.mark = (seconds, tokens, labels)
+        elapsed = time.perf_counter() - self.t_begin
+        done = state.global_step - self.first_step
+        eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
+        return {
+            "step": state.global_step,
+            "total_steps": state.max_steps,
+            "epoch": _round(state.epoch, 4),
+            "loss": logs.get("loss"),
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": _round(logs.get("grad_norm"), 6),
+            "tokens_per_s": round(rate, 1),
+            "label_tokens_per_s": round(label_rate, 1),
+            "elapsed_s": round(self.elapsed_before + elapsed, 2),
+            "eta_s": round(eta, 1) if eta is not None else None,
+        }
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / history.checkpoint_name(state.global_step)
+        self.event("checkpoint", step=state.global_step, path=str(path))
+
+    def sample(self, step: int, tokenizer: Any) -> None:
+        if not self.main or self.trainer is None or tokenizer is None:
+            return
+        answers = generate_samples(self.trainer.model, tokenizer, self.cfg, self.cfg.train.sample_prompts[:3])
+        self.event("sample", step=step, samples=answers)
+
+
+def _round(value: Any, digits: int) -> Any:
+    return round(float(value), digits) if isinstance(value, (int, float)) else value
+
+
+def render_prompt(tokenizer: Any, cfg: RunConfig, prompt: str) -> str:
+    """The prompt exactly as training renders it (app.data's template and system prompt), up to where the answer
+    starts, so samples show what the model learned in the format it learned it."""
+    from app import data as data_mod
+
+    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
+    example = data_mod.Example(turns, 0, {"instruction": prompt, "input": ""})
+    segments = data_mod.render_segments(example, tokenizer, cfg.data.template, cfg.data.system_prompt)
+    return segments[0][0]
+
+
+@torch.no_grad()
+def generate_samples(model: Any, tokenizer: Any, cfg: RunConfig, prompts: list[str]) -> list[dict]:
+    """Greedy answers (48 new tokens) to a few prompts, in eval mode; the model is put back in train mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        device = next(model.parameters()).device
+        for prompt in prompts:
+            text = render_prompt(tokenizer, cfg, prompt)
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+            gen = model.generate(
+                **ids,
+                max_new_tokens=SAMPLE_TOKENS,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            answer = tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            out.append({"prompt": prompt, "answer": answer.strip()})
+    finally:
+        model.train(was_training)
+    return out
+
+
+def peak_memory() -> dict:
+    import resource
+
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
+    if torch.cuda.is_available():
+        peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
