@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "setup": ("app.setup", "fetch and convert the embedded default model into the model cache"),
     "train": ("app.train_cli", "train from a config YAML, headless, writing the same run folder as the UI"),
     "estimate": ("app.estimate", "estimate peak memory of a run config, say whether it fits and how to make it fit"),
-    "data": ("app.data", "inspect and validate a dataset file"),
+    "data": ("app.data_cli", "inspect and validate a dataset file"),
     "chat": ("app.chat_cli", "chat with a base model and adapters from the terminal"),
     "merge": ("app.export", "merge an adapter into its base model and save a Hugging Face folder"),
     "export": ("app.export", "export a merged model or adapter to GGUF with an Ollama Modelfile"),
