@@ -43,7 +43,7 @@ def resolve_source(path: str | Path) -> tuple[str, Path]:
             f"{p}: not found or not a folder; pick an adapter folder (with {ADAPTER_CONFIG}), "
             "a checkpoint-N folder, a run folder or a model folder"
         )
-    checkpoints = [*history.checkpoint_folders(p / runs.CHECKPOINTS), *history.checkpoint_folders(p)]
+    checkpoints = [*history.checkpoint_folders(p / history.CHECKPOINTS), *history.checkpoint_folders(p)]
     newest_first = sorted(checkpoints, key=history.checkpoint_step, reverse=True)
     for candidate in (p, p / "adapter", p / "model", *newest_first):
         if (candidate / ADAPTER_CONFIG).is_file():
@@ -371,6 +371,6 @@ def candidates(output_dir: str | Path | None = None) -> list[tuple[str, str]]:
     for run in runs.list_runs(output_dir):
         if run.adapter is not None:
             out.append((f"{run.id} ({run.adapter.name})", str(run.adapter)))
-        for ckpt in reversed(runs.checkpoints(run.path)):
+        for ckpt in reversed(history.checkpoints(run.path)):
             out.append((f"{run.id}/{ckpt.name}", str(ckpt)))
     return out

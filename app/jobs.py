@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app import devices, runs, train
+from app import devices, history, runs, train
 from app.config import ConfigError, RunConfig
 
 
@@ -98,7 +98,7 @@ class JobManager:
             job.status = "failed"
             with open(job.run_dir / runs.ERROR_LOG, "a", encoding="utf-8") as fh:
                 fh.write(traceback.format_exc())
-            runs.append_event(job.run_dir, "failed", message=f"{type(exc).__name__}: {exc} (see error.log)")
+            history.append_event(job.run_dir, "failed", message=f"{type(exc).__name__}: {exc} (see error.log)")
 
     def stop(self) -> bool:
         """Ask every running job to stop after its current optimizer step; False when none runs."""

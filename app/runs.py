@@ -34,20 +34,6 @@ import yaml
 from app import history, paths
 from app.config import RunConfig
 
-# The event log and the checkpoint folders are app.history's; the trainer, the jobs and the tests reach the ones
-# they use through the run folder's module too.
-from app.history import (  # noqa: F401  (re-exported)
-    CHECKPOINTS,
-    TERMINAL,
-    append_event,
-    checkpoint_step,
-    checkpoints,
-    effective_events,
-    latest_checkpoint,
-    load_events,
-    read_events,
-)
-
 try:  # POSIX
     import fcntl
 

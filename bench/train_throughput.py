@@ -136,7 +136,7 @@ def heldin_loss(model: Any, examples: list[Any], pad_id: int, batch: int = BATCH
 
 # ---- child: TuneDesk ------------------------------------------------------------------------------------------
 def child_tunedesk(args: argparse.Namespace) -> dict[str, Any]:
-    from app import runs, train
+    from app import history, runs, train
 
     with tempfile.TemporaryDirectory(prefix="tunedesk-bench-") as tmp:
         cfg = tunedesk_config(args, tmp)
@@ -145,7 +145,7 @@ def child_tunedesk(args: argparse.Namespace) -> dict[str, Any]:
         status = train.run(cfg, run_dir)
         run_wall = time.perf_counter() - start
         rss = common.peak_rss_bytes()
-        events = runs.load_events(run_dir)
+        events = history.load_events(run_dir)
         end = events[-1] if events else {}
         if status != "finished":
             raise common.BenchError(f"TuneDesk run ended {status}: {end.get('message')}")

@@ -63,7 +63,7 @@ def identity_run(shared_data, default_model_dir, tmp_path_factory):
     step on 2 CPU cores, so the 60-120 steps one would pick on a GPU do not fit a test."""
     import json
 
-    from app import runs, train
+    from app import history, runs, train
     from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 
     folder = tmp_path_factory.mktemp("identity")
@@ -92,5 +92,5 @@ def identity_run(shared_data, default_model_dir, tmp_path_factory):
         ),
     )
     run = runs.create_run(cfg, "identity")
-    assert train.run(cfg, run) == "finished", runs.load_events(run)[-1]
+    assert train.run(cfg, run) == "finished", history.load_events(run)[-1]
     return run, cfg, held_file

@@ -10,7 +10,7 @@ import pytest
 import torch
 from ui_ctx import make_adapter, make_run
 
-from app import adapters, runs
+from app import adapters, history, runs
 from app.adapters import AdapterError
 
 
@@ -18,7 +18,7 @@ from app.adapters import AdapterError
 def run(tiny_model_dir, runs_tmp) -> Path:
     """A finished run whose adapter/ was trained on the tiny model, plus a checkpoint-3 copy of it."""
     run_dir = make_run(tiny_model_dir)
-    ckpt = run_dir / runs.CHECKPOINTS / "checkpoint-3"
+    ckpt = run_dir / history.CHECKPOINTS / "checkpoint-3"
     shutil.copytree(run_dir / runs.ADAPTER, ckpt)
     (ckpt / "trainer_state.json").write_text("{}")
     return run_dir
@@ -36,7 +36,7 @@ def untouched(model_dir: Path, folder: Path, safe: bool = True) -> Path:
 
 
 def test_run_adapter_and_checkpoint_resolve_to_the_loadable_folder(run, tiny_model_dir):
-    ckpt = run / runs.CHECKPOINTS / "checkpoint-3"
+    ckpt = run / history.CHECKPOINTS / "checkpoint-3"
     assert adapters.resolve_source(run) == ("adapter", run / runs.ADAPTER)
     assert adapters.resolve_source(run / runs.ADAPTER) == ("adapter", run / runs.ADAPTER)
     assert adapters.resolve_source(ckpt) == ("adapter", ckpt)
@@ -55,7 +55,7 @@ def test_facts_of_a_trained_run_adapter(run, tiny_model_dir):
     assert info.method == "lora"
     assert (info.rank, info.alpha, info.targets) == (4, 8, ("q_proj", "v_proj"))
     assert info.trained is True
-    ckpt = adapters.describe(run / runs.CHECKPOINTS / "checkpoint-3")
+    ckpt = adapters.describe(run / history.CHECKPOINTS / "checkpoint-3")
     assert ckpt.name == f"{run.name}/checkpoint-3" and ckpt.run_dir == run and ckpt.trained
 
 
@@ -96,7 +96,7 @@ def test_an_adapter_fits_its_base_and_not_another(tmp_path, tiny_model_dir):
 
 
 def test_display_names_base_of_and_candidates(run, tmp_path):
-    ckpt = run / runs.CHECKPOINTS / "checkpoint-3"
+    ckpt = run / history.CHECKPOINTS / "checkpoint-3"
     assert adapters.display_name(run / runs.ADAPTER) == run.name
     assert adapters.display_name(ckpt) == f"{run.name}/checkpoint-3"
     assert adapters.display_name(tmp_path / "loose") == "loose"

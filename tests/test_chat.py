@@ -274,7 +274,7 @@ def test_cli_prompt_set_writes_csv(tmp_path, adapters, capsys):
 
 
 def test_a_tunedesk_run_is_a_chat_column_and_merges_with_its_card(tiny_model_dir, tokenizer, tmp_path, runs_tmp):
-    from app import runs, train
+    from app import history, runs, train
     from app.export import merge
 
     cfg = tiny_config(tiny_model_dir, write_alpaca(tmp_path / "data.json"), "lora")
@@ -288,7 +288,7 @@ def test_a_tunedesk_run_is_a_chat_column_and_merges_with_its_card(tiny_model_dir
     card = (merge(run_dir, tmp_path / "merged") / "README.md").read_text(encoding="utf-8")
     summary = runs.summarize(run_dir)
     assert f"| Steps | {summary.step} |" in card and f"| Final train loss | {summary.last_loss:.4f} |" in card
-    evals = [e["eval_loss"] for e in runs.load_events(run_dir) if e["type"] == "eval"]
+    evals = [e["eval_loss"] for e in history.load_events(run_dir) if e["type"] == "eval"]
     assert evals and f"| Final eval loss | {evals[-1]:.4f} |" in card
     assert "method: lora" in card and str(tiny_model_dir) in card
 

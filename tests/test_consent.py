@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app import consent, jobs, modeling, runs
+from app import consent, history, jobs, modeling, runs
 from app.config import ConfigError
 from app.ui import app as ui_app
 
@@ -127,7 +127,7 @@ def test_resume_of_a_run_with_trust_on_asks_again_and_leaves_the_run_untouched(u
     folder, marker = remote
     cfg = ui.defaults
     run_dir = runs.create_run(cfg, name="trusting")
-    runs.append_event(run_dir, "started", step=0, total_steps=4, method="lora", device="cpu")
+    history.append_event(run_dir, "started", step=0, total_steps=4, method="lora", device="cpu")
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     with pytest.raises(ConfigError, match="Trust remote code"):
         jobs.manager.start(cfg, resume_dir=run_dir)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import IDENTITY_HOLDOUT, IDENTITY_NAMES
 
-from app import adapters, efficiency, eval_data, eval_report, evaluate, runs
+from app import adapters, efficiency, eval_data, eval_report, evaluate, history, runs
 from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +316,7 @@ def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_mo
     run.mkdir()
     RunConfig(model=ModelConfig(name_or_path=str(tiny_model_dir))).save(run / "config.yaml")
     est = {"total_gib": 400 / 1024, "device": "cpu"}  # MemoryEstimate.to_json: nothing writes total_bytes
-    runs.append_event(
+    history.append_event(
         run,
         "started",
         method="lora",
@@ -327,10 +327,10 @@ def test_efficiency_report_reads_the_event_fields_train_writes(tmp_path, tiny_mo
         memory=est,
     )
     for step, rate in ((1, 10.0), (2, 40.0), (3, 50.0)):
-        runs.append_event(run, "log", step=step, loss=1.0, tokens_per_s=rate)
-    runs.append_event(run, "stopped", step=3, train_s=12.5, peak_rss_mb=300.0)
-    runs.append_event(run, "resumed", from_step=3, method="lora", model=str(tiny_model_dir), device="cpu")
-    runs.append_event(run, "finished", step=5, train_s=7.5, peak_rss_mb=500.0, label_tokens_per_s=20.0)
+        history.append_event(run, "log", step=step, loss=1.0, tokens_per_s=rate)
+    history.append_event(run, "stopped", step=3, train_s=12.5, peak_rss_mb=300.0)
+    history.append_event(run, "resumed", from_step=3, method="lora", model=str(tiny_model_dir), device="cpu")
+    history.append_event(run, "finished", step=5, train_s=7.5, peak_rss_mb=500.0, label_tokens_per_s=20.0)
     (run / "adapter").mkdir()
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"x" * 1000)
     (run / "adapter" / "adapter_config.json").write_text("{}")
@@ -381,7 +381,7 @@ def test_validation_loss_matches_the_trainers_eval_loss(tiny_model_dir, tmp_path
     )
     run = runs.create_run(cfg, "crosscheck")
     assert train.run(cfg, run) == "finished"
-    logged = [e for e in runs.load_events(run) if e["type"] == "eval"][-1]["eval_loss"]
+    logged = [e for e in history.load_events(run) if e["type"] == "eval"][-1]["eval_loss"]
     report = evaluate.evaluate(None, [str(run / "adapter")], max_new_tokens=1, save=False)
     assert report.n_examples == 3
     assert report.table.loc[1, "loss"] == pytest.approx(logged, rel=1e-4)

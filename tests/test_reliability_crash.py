@@ -16,7 +16,7 @@ from apprunner import HEADERS, running_app
 from safetensors.torch import load_file
 from test_reliability_kit import app_env, ended, events, only_run, page_inputs, start_training, table_rows, wait_for
 
-from app import runs
+from app import history, runs
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_sigkill_mid_training_then_restart_lists_interrupted_and_resume_finishes
         client = _client(url)
         start_training(client, STEPS, **{"f-train-save_steps": SAVE_EVERY}).result(timeout=180)
         run_dir = wait_for(lambda: only_run(runs_dir), 30, "the run folder")
-        wait_for(lambda: runs.checkpoints(run_dir), 300, "the first checkpoint", poll=0.02)
+        wait_for(lambda: history.checkpoints(run_dir), 300, "the first checkpoint", poll=0.02)
         proc.send_signal(signal.SIGKILL)  # no handler runs: as if the machine lost power for this process
         proc.wait(30)
         client.close()
@@ -48,22 +48,22 @@ def test_sigkill_mid_training_then_restart_lists_interrupted_and_resume_finishes
 
     # what the kill left on disk
     # every finished line is whole JSON (a kill inside the write of a line can only cut that last line, which
-    # runs.read_events leaves until it has its newline)
+    # history.read_events leaves until it has its newline)
     lines = (run_dir / "events.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
     parsed = [json.loads(line) for line in lines]
-    assert [e["type"] for e in runs.load_events(run_dir)] == [e["type"] for e in parsed]
+    assert [e["type"] for e in history.load_events(run_dir)] == [e["type"] for e in parsed]
     logged = [e["step"] for e in parsed if e["type"] == "log"]
     assert logged == list(range(1, len(logged) + 1)) and logged, logged
-    ckpts = runs.checkpoints(run_dir)
+    ckpts = history.checkpoints(run_dir)
     for ckpt in ckpts:
-        step = runs.checkpoint_step(ckpt)
+        step = history.checkpoint_step(ckpt)
         assert step % SAVE_EVERY == 0 and step <= logged[-1]
         weights = load_file(str(ckpt / "adapter_model.safetensors"))
         assert weights and all(t.isfinite().all() for t in weights.values())
         assert (ckpt / "optimizer.pt").is_file()
         assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == step
     assert not list(run_dir.glob("checkpoints/.partial*/**/trainer_state.json")), "a half-written checkpoint"
-    resume_from = runs.checkpoint_step(ckpts[-1])
+    resume_from = history.checkpoint_step(ckpts[-1])
 
     with running_app("--model", str(tiny_model_dir), env=env, log_path=tmp_path / "app2.log", timeout=180) as (
         url,
@@ -85,7 +85,7 @@ def test_sigkill_mid_training_then_restart_lists_interrupted_and_resume_finishes
     resumed = events(run_dir, "resumed")
     assert resumed and resumed[-1]["previous_status"] == "interrupted"
     # the resumed session starts after the checkpoint: no step is trained twice in the effective history
-    steps = [e["step"] for e in runs.effective_events(events(run_dir)) if e["type"] == "log"]
+    steps = [e["step"] for e in history.effective_events(events(run_dir)) if e["type"] == "log"]
     assert steps == list(range(1, STEPS + 1)), steps
     after = [e["step"] for e in events(run_dir, "log")][len(logged) :]
     assert after and after[0] == resume_from + 1, (resume_from, after[:3])

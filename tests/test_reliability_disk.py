@@ -20,7 +20,7 @@ import pytest
 from safetensors.torch import load_file
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import runs, train, train_events
+from app import history, runs, train, train_events
 from app.ui import train_tab
 
 
@@ -59,7 +59,7 @@ def _check_failed_for_disk(run_dir: Path) -> str:
 
 
 def _check_checkpoint_2_intact(run_dir: Path) -> None:
-    assert [p.name for p in runs.checkpoints(run_dir)] == ["checkpoint-2"]
+    assert [p.name for p in history.checkpoints(run_dir)] == ["checkpoint-2"]
     ckpt = run_dir / "checkpoints" / "checkpoint-2"
     assert load_file(str(ckpt / "adapter_model.safetensors"))  # loads: not the half-written file
     assert (ckpt / "optimizer.pt").is_file() and (ckpt / "trainer_state.json").is_file()
@@ -81,7 +81,7 @@ def test_disk_full_at_the_second_checkpoint_keeps_the_first_and_resume_finishes(
     monkeypatch.undo()  # space freed: Resume continues from checkpoint-2
     assert train.run(cfg, run_dir, resume=True) == "finished"
     assert events_of(run_dir, "resumed")[0]["from_step"] == 2
-    logged = [e["step"] for e in runs.effective_events(events_of(run_dir)) if e["type"] == "log"]
+    logged = [e["step"] for e in history.effective_events(events_of(run_dir)) if e["type"] == "log"]
     assert logged == [1, 2, 3, 4]
     assert load_file(str(runs.final_artifact(run_dir) / "adapter_model.safetensors"))
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app import runs
+from app import history, runs
 
 FAST_TRAINING = {
     "f-train-batch_size": 2,
@@ -69,12 +69,12 @@ def only_run(runs_dir: Path) -> Path | None:
 
 
 def events(run_dir: Path, kind: str | None = None) -> list[dict]:
-    return [e for e in runs.load_events(run_dir) if kind is None or e["type"] == kind]
+    return [e for e in history.load_events(run_dir) if kind is None or e["type"] == kind]
 
 
 def ended(run_dir: Path) -> dict | None:
     """The run's terminal event once it has one."""
-    last = [e for e in runs.load_events(run_dir) if e["type"] in runs.TERMINAL]
+    last = [e for e in history.load_events(run_dir) if e["type"] in history.TERMINAL]
     return last[-1] if last else None
 
 

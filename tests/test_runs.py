@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from app import runs
+from app import history, runs
 from app.config import RunConfig
 
 
@@ -35,12 +35,12 @@ def test_status_from_events_and_lock(runs_tmp):
     run_dir = runs.create_run(_cfg())
     runs.write_lock(run_dir)
     assert runs.run_status(run_dir) == "running"  # this process holds it
-    runs.append_event(run_dir, "started", total_steps=3)
-    runs.append_event(run_dir, "stopped", step=2)
+    history.append_event(run_dir, "started", total_steps=3)
+    history.append_event(run_dir, "stopped", step=2)
     assert runs.run_status(run_dir) == "running"  # still locked until the trainer lets go
     runs.clear_lock(run_dir)
     assert runs.run_status(run_dir) == "stopped"
-    runs.append_event(run_dir, "resumed", from_step=2, total_steps=3)
+    history.append_event(run_dir, "resumed", from_step=2, total_steps=3)
     assert runs.run_status(run_dir) == "interrupted"  # a session began, no process, no final event
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -48,18 +48,18 @@ def test_status_from_events_and_lock(runs_tmp):
     assert runs.run_status(run_dir) == "interrupted"
     _lock(run_dir, pid=os.getpid(), hostname=socket.gethostname(), process_start=12.0)  # a reused pid
     assert runs.run_status(run_dir) == "interrupted"
-    runs.append_event(run_dir, "finished", step=3)
+    history.append_event(run_dir, "finished", step=3)
     assert runs.run_status(run_dir) == "finished"
 
 
 def test_list_runs_newest_first_with_summary_and_delete(runs_tmp):
     old = runs.create_run(_cfg(method="full"))
-    runs.append_event(old, "started", total_steps=4)
-    runs.append_event(old, "log", step=1, loss=2.0)
-    runs.append_event(old, "eval", step=1, eval_loss=1.8)
-    runs.append_event(old, "eval", step=2, eval_loss=1.6)
-    runs.append_event(old, "log", step=2, loss=1.7)
-    runs.append_event(old, "failed", step=2, message="Out of RAM")
+    history.append_event(old, "started", total_steps=4)
+    history.append_event(old, "log", step=1, loss=2.0)
+    history.append_event(old, "eval", step=1, eval_loss=1.8)
+    history.append_event(old, "eval", step=2, eval_loss=1.6)
+    history.append_event(old, "log", step=2, loss=1.7)
+    history.append_event(old, "failed", step=2, message="Out of RAM")
     os.rename(old, old.with_name("20000101-000000-old"))
     new = runs.create_run(_cfg())
     listed = runs.list_runs()

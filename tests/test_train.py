@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import runs, threads, train, train_failures
+from app import history, runs, threads, train, train_failures
 from app.train import Dist
 
 
@@ -79,7 +79,7 @@ def test_each_method_writes_a_complete_run_folder(tiny_model_dir, data_file, run
     assert started["memory"]["total_gib"] > 0  # app.memory's estimate, for the UI to show beside the real peak
     finished = events_of(run_dir, "finished")[0]
     assert finished["peak_rss_mb"] > 0 and finished["step"] == 3
-    assert [p.name for p in runs.checkpoints(run_dir)] == ["checkpoint-2", "checkpoint-3"]
+    assert [p.name for p in history.checkpoints(run_dir)] == ["checkpoint-2", "checkpoint-3"]
     assert runs.run_status(run_dir) == "finished" and not (run_dir / runs.LOCK).exists()
     artifact = runs.final_artifact(run_dir)
     assert (artifact / "tokenizer_config.json").is_file()
@@ -130,7 +130,7 @@ def _stop_when(run_dir, stop: threading.Event, step: int) -> threading.Thread:
     def watch():
         offset = 0
         while not stop.is_set():
-            events, offset = runs.read_events(run_dir, offset)
+            events, offset = history.read_events(run_dir, offset)
             if any(e["type"] == "log" and e["step"] >= step for e in events):
                 stop.set()
             time.sleep(0.01)
@@ -156,7 +156,7 @@ def test_stop_saves_adapter_and_resume_continues_exactly(tiny_model_dir, data_fi
     at = stopped["step"]
     assert 3 <= at < 8 and runs.run_status(run_dir) == "stopped"
     assert stopped["adapter"] and (run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert runs.latest_checkpoint(run_dir).name == f"checkpoint-{at}"  # saved on Stop, so resume starts here
+    assert history.latest_checkpoint(run_dir).name == f"checkpoint-{at}"  # saved on Stop, so resume starts here
 
     assert train.run(cfg, run_dir, resume=True) == "finished"
     steps = [e["step"] for e in events_of(run_dir, "log")]

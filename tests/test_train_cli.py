@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import runs, train
+from app import history, runs, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,14 +50,14 @@ def test_kill_9_leaves_an_interrupted_run_that_resumes(tiny_model_dir, runs_tmp,
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     assert runs.run_status(run_dir) == "interrupted"
-    ckpt = runs.latest_checkpoint(run_dir)
+    ckpt = history.latest_checkpoint(run_dir)
     assert (ckpt / "adapter_model.safetensors").is_file() and (ckpt / "optimizer.pt").is_file()
     assert not list((run_dir / "checkpoints").glob(".partial/checkpoint-*/trainer_state.json"))
 
-    short = cfg.replace(**{"train.max_steps": runs.checkpoint_step(ckpt) + 3})
+    short = cfg.replace(**{"train.max_steps": history.checkpoint_step(ckpt) + 3})
     short.save(run_dir / "config.yaml")  # finish 3 steps after the checkpoint instead of 400
     assert train.run(short, run_dir, resume=True) == "finished"
-    steps = [e["step"] for e in runs.effective_events(events_of(run_dir)) if e["type"] == "log"]
+    steps = [e["step"] for e in history.effective_events(events_of(run_dir)) if e["type"] == "log"]
     assert steps == list(range(1, short.train.max_steps + 1))
     assert events_of(run_dir, "resumed")[0]["previous_status"] == "interrupted"
     assert runs.run_status(run_dir) == "finished" and runs.final_artifact(run_dir).name == "adapter"
@@ -96,7 +96,7 @@ def test_two_process_ddp_on_cpu_writes_one_run(tiny_model_dir, runs_tmp, tmp_pat
     assert counts == {"started": 1, "log": 4, "checkpoint": 2, "finished": 1}  # only rank 0 writes
     started = events_of(run_dir, "started")[0]
     assert started["world_size"] == 2 and started["total_steps"] == 4
-    ckpt = runs.latest_checkpoint(run_dir)
+    ckpt = history.latest_checkpoint(run_dir)
     assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert runs.run_status(run_dir) == "finished"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app import runs
+from app import history
 from app.config import RunConfig
 
 WORDS = (
@@ -66,7 +66,7 @@ def tree_hashes(folder: Path) -> dict[str, str]:
 
 
 def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
-    events = runs.load_events(run_dir)
+    events = history.load_events(run_dir)
     return [e for e in events if kind is None or e["type"] == kind]
 
 

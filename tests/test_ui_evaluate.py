@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 from ui_ctx import make_adapter, make_run, tab_context, values_of
 
-from app import runs
+from app import history
 from app.ui import evaluate_tab
 
 RECORDS = [
@@ -112,7 +112,7 @@ def test_problems_are_messages(eval_ctx, tmp_path, data_file):
 def test_efficiency_report_of_a_run(eval_ctx, runs_tmp, tiny_model_dir):
     h = eval_ctx.handles["evaluate"]
     run = make_run(tiny_model_dir)
-    runs.append_event(run, "log", step=1, loss=2.0, tokens_per_s=1234.5)
+    history.append_event(run, "log", step=1, loss=2.0, tokens_per_s=1234.5)
     assert "Pick a run first" in evaluate_tab.efficiency(eval_ctx, _values(eval_ctx, run_pick=None))[h.efficiency]
     text = evaluate_tab.efficiency(eval_ctx, _values(eval_ctx, run_pick=str(run)))[h.efficiency]
     assert run.name in text and "Tokens/s (median)" in text and "1,234.5" in text

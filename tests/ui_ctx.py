@@ -71,11 +71,11 @@ def make_adapter(model_dir: Any, folder: Any, seed: int = 1, scale: float = 0.5)
 def make_run(model_dir: Any, model_name: str | None = None, status: str = "finished") -> Any:
     """A run folder under $TUNEDESK_RUNS (use the runs_tmp fixture) with config.yaml, a started and a final event,
     and an adapter trained on `model_dir`; returns the run folder."""
-    from app import runs
+    from app import history, runs
 
     cfg = app.default_config(model_name or str(model_dir))
     run_dir = runs.create_run(cfg, name="ui-test")
     make_adapter(model_dir, run_dir / runs.ADAPTER)
-    runs.append_event(run_dir, "started", step=0, total_steps=2, method="lora", device="cpu")
-    runs.append_event(run_dir, status, step=2, adapter=str(run_dir / runs.ADAPTER))
+    history.append_event(run_dir, "started", step=0, total_steps=2, method="lora", device="cpu")
+    history.append_event(run_dir, status, step=2, adapter=str(run_dir / runs.ADAPTER))
     return run_dir

@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import catalog, devices, files, runs
+from app import catalog, devices, files, history, runs
 from app.adapters import base_of
 from app.ui import i18n
 
@@ -82,7 +82,7 @@ def adapter_choices(output_dir: str | Path | None = None) -> list[tuple[str, str
             continue
         if run.adapter is not None:
             out.append((f"{run.id} · {run.adapter.name}", str(run.adapter)))
-        for ckpt in reversed(runs.checkpoints(run.path)):
+        for ckpt in reversed(history.checkpoints(run.path)):
             out.append((f"{run.id} · {ckpt.name}", str(ckpt)))
     return out
 
