@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app import devices, history, runs, train
+from app import devices, history, runs
 from app.config import ConfigError, RunConfig
 
 
@@ -58,6 +58,8 @@ class JobManager:
         resume_dir = Path(resume_dir) if resume_dir is not None else None
         if resume_dir is not None:
             config = runs.load_config(resume_dir)
+        from app import train  # torch, transformers: imported when a run starts, so the UI can import this module
+
         problems = train.preflight(config)
         if problems:
             raise ConfigError(problems)
@@ -93,6 +95,8 @@ class JobManager:
 
     def _work(self, job: Job, config: RunConfig, resume: bool, claim: runs.Claim) -> None:
         try:
+            from app import train
+
             job.status = train.run(config, job.run_dir, job.stop_event, resume=resume, claim=claim)
         except BaseException as exc:  # train.run never raises for training errors; this is the last safety net
             job.status = "failed"

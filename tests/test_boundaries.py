@@ -19,7 +19,6 @@ CORE = sorted(p.stem for p in (ROOT / "app").glob("*.py") if p.stem != "__init__
 UI = sorted(p.stem for p in (ROOT / "app" / "ui").glob("*.py") if p.stem != "__init__")
 NEEDS_TORCH = {
     "batching": "collates token tensors for the trainer",
-    "jobs": "runs app.train in a thread",
     "modeling": "loads, quantizes and wraps models",
     "objectives": "each training objective's loss on a micro-batch",
     "train": "the training loop",

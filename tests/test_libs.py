@@ -51,7 +51,7 @@ import threading
 errors = []
 def trainer():
     try:
-        import app.jobs  # noqa: F401
+        import app.train  # noqa: F401  (what the warm-up imports)
     except Exception as exc:
         errors.append(repr(exc))
 def tokenizer():

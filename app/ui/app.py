@@ -337,7 +337,7 @@ def warm_up() -> None:
     look for the GPU, so the first Start and the first estimate do not wait for them. The tabs import these
     lazily, which keeps the page's first appearance fast."""
     try:
-        importlib.import_module("app.jobs")
+        importlib.import_module("app.train")
         devices.detect()
     except Exception as exc:  # a broken torch install must not kill the app; the tabs report it when used
         print(f"tunedesk: warm-up failed: {exc}", file=sys.stderr)

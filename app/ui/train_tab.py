@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from app import history, paths, runs
+from app import history, jobs, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
 
@@ -560,9 +559,7 @@ def _refused(h: TrainHandles, message: str) -> dict[Any, Any]:
 
 def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[RunView | None, str]:
     """(view of the new run, "") or (None, why not): one run at a time, and every problem named."""
-    from app import jobs  # imports the trainer (torch, transformers): on first use, not at app start
-
-    active = jobs.manager.active()
+    active = jobs.manager.active()  # app.jobs imports the trainer (torch) only when a run starts
     if active is not None:
         return None, i18n.t("train.busy", lang, run=Path(active.run_dir).name)
     try:
@@ -583,8 +580,8 @@ def _bullets(exc: ConfigError) -> str:
 def stop_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     h = ctx.train
     lang, view = _lang(ctx, values), values[h.view]
-    manager = getattr(sys.modules.get("app.jobs"), "manager", None)
-    if manager is None or not manager.stop():
+    manager = jobs.manager
+    if not manager.stop():
         return {h.status: i18n.t("train.not_running", lang)}
     active = manager.active()
     if active is not None and str(Path(active.run_dir)) != view.run_dir:
@@ -611,9 +608,8 @@ def tick(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def active_job() -> Any:
-    """This process's running job; None when app.jobs was never imported (then no run was started here)."""
-    manager = getattr(sys.modules.get("app.jobs"), "manager", None)  # None while the warm-up still imports it
-    return manager.active() if manager is not None else None
+    """This process's running job, or None."""
+    return jobs.manager.active()
 
 
 def find_live_run() -> Path | None:
