@@ -111,6 +111,8 @@ def test_resume_of_a_run_another_process_trains_changes_no_byte(stopped_run):
 
 def test_cli_resume_of_a_run_training_in_the_app_leaves_it_training(stopped_run):
     manager = jobs.JobManager()
+    # Far more steps than the CLI needs to start and be refused (400 tiny steps once ended first): Stop ends it.
+    runs.load_config(stopped_run).replace(**{"train.max_steps": 100_000}).save(stopped_run / runs.CONFIG)
     cfg = runs.load_config(stopped_run)
     assert manager.start(cfg, resume_dir=stopped_run) == stopped_run  # the UI's Resume: a job of this process
     try:
