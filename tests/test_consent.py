@@ -22,7 +22,7 @@ from app.ui import app as ui_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
-EVIL = '''from pathlib import Path
+EVIL = """from pathlib import Path
 
 Path({marker!r}).write_text("the model's code ran")
 
@@ -31,7 +31,7 @@ from transformers import PreTrainedTokenizerFast
 
 class EvilTokenizerFast(PreTrainedTokenizerFast):
     pass
-'''
+"""
 
 
 def _remote_code_model(tiny_model_dir: Path, folder: Path) -> tuple[Path, Path]:
