@@ -240,18 +240,23 @@ def _guard(h: ExportHandles, values: dict[Any, Any], lang: str) -> str | None:
     return i18n.t("export.cpu_busy", lang, run=holder.run)
 
 
+def _not_ready(h: ExportHandles, values: dict[Any, Any], lang: str, src: Any, out: str) -> str | None:
+    """The status line when an export cannot start (no source, no output folder, the CPU busy), else None."""
+    if not src or not out:
+        return "❌ " + i18n.t("export.no_adapter" if not src else "export.no_out", lang)
+    busy = _guard(h, values, lang)
+    return "⏳ " + busy if busy else None
+
+
 def merge_adapter(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
     """Merge: the adapter into its base, saved in the output folder; lists the folder's files. Never raises."""
     h = ctx.export
     lang = ctx.lang(values)
     adapter = next(iter(pickers.selected(values.get(h.picker.adapters))), None)
     out = str(values.get(h.out_dir) or "").strip()
-    missing = i18n.t("export.no_adapter", lang) if not adapter else i18n.t("export.no_out", lang) if not out else ""
-    if missing:
-        return {h.status: "❌ " + missing}
-    busy = _guard(h, values, lang)
-    if busy:
-        return {h.status: "⏳ " + busy}
+    refused = _not_ready(h, values, lang, adapter, out)
+    if refused:
+        return {h.status: refused}
     base = str(values.get(h.picker.base) or "").strip() or None
     try:
         with _exclusive(lang):
@@ -281,12 +286,9 @@ def export_gguf(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     lang = ctx.lang(values)
     src = str(values.get(h.gguf_src) or "").strip() or next(iter(pickers.selected(values.get(h.picker.adapters))), "")
     out = str(values.get(h.gguf_out) or "").strip()
-    missing = i18n.t("export.no_adapter", lang) if not src else i18n.t("export.no_out", lang) if not out else ""
-    if missing:
-        return {h.gguf_status: "❌ " + missing}
-    busy = _guard(h, values, lang)
-    if busy:
-        return {h.gguf_status: "⏳ " + busy}
+    refused = _not_ready(h, values, lang, src, out)
+    if refused:
+        return {h.gguf_status: refused}
     base = str(values.get(h.picker.base) or "").strip() or None
     try:
         with _exclusive(lang):
