@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ui_ctx import wired
 
 from app import consent, history, jobs, modeling, runs
 from app.config import ConfigError
@@ -82,20 +83,11 @@ def ui(remote, tmp_path):
     return ctx
 
 
-def _wired(ctx, api_name: str):
-    """(fn, its input components) of the event with that api_name, exactly as the Blocks registered it."""
-    for dep in ctx.demo.fns.values():
-        if dep.api_name == api_name:
-            return dep.fn, dep.inputs
-    raise AssertionError(f"no event named {api_name}")
-
-
 def test_data_tab_load_with_its_real_inputs_refuses_untrusted_code(ui, remote):
     """The Data tab's Load does not receive the confirmation box: the refusal must come from the core."""
     _, marker = remote
-    fn, inputs = _wired(ui, "data_load")
-    assert ui.handles["model"].trust_confirm not in inputs  # what made the form-level check a no-op
-    values = {c: c.value for c in inputs}
+    fn, values = wired(ui, "data_load")
+    assert ui.handles["model"].trust_confirm not in values  # what made the form-level check a no-op
     assert values[ui.form.components["model.trust_remote_code"]] is True
     out = fn(values)
     statuses = [v for v in out.values() if isinstance(v, str) and "Trust remote code" in v]

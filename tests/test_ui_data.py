@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from ui_ctx import tab_context, values_of
+from ui_ctx import tab_context, values_of, wired
 
 from app import data, data_io, paths
 from app.ui import data_tab, i18n
@@ -247,18 +247,6 @@ def test_importing_the_tabs_does_not_import_torch():
 
 
 # ---- issue 20: large, oversized and deeply nested files (items 6 and 8) ------------------------------------------
-def _wired(ctx, api_name: str, **by_path):
-    """{component: value} for exactly the inputs the UI wires to the event named `api_name`, at their initial
-    values, then `by_path` (data__path=...) as in _values."""
-    [fn] = [f for f in ctx.demo.fns.values() if f.api_name == api_name]
-    values = {c: c.value for c in fn.inputs}
-    for path, value in by_path.items():
-        component = ctx.form.components[path.replace("__", ".")]
-        assert component in values, f"{path} is not an input of {api_name}"
-        values[component] = value
-    return values
-
-
 def test_load_sends_the_browser_one_page_of_a_large_file(data_ctx, tmp_path, monkeypatch):
     monkeypatch.setattr(
         data, "TOKEN_SAMPLE", 200, raising=False
@@ -267,7 +255,7 @@ def test_load_sends_the_browser_one_page_of_a_large_file(data_ctx, tmp_path, mon
     lines = [json.dumps({"instruction": f"Q{i}", "output": f"A{i}"}) for i in range(3000)] + ["{broken"] * 1500
     path = tmp_path / "large.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = data_tab.load_data(data_ctx, _wired(data_ctx, "data_load", data__path=str(path)))
+    out = data_tab.load_data(data_ctx, wired(data_ctx, "data_load", data__path=str(path))[1])
     assert out[h.status].startswith("⚠️") and "4500 records" in out[h.status] and "3000 valid" in out[h.status]
     assert len(out[h.table]) == data_tab.PAGE_SIZE and "page 1 of 225" in out[h.page_info].lower()
     problems = out[h.problems]
@@ -287,13 +275,13 @@ def test_load_lists_a_record_over_the_cap_and_shows_the_others(data_ctx, tmp_pat
     rows = [{"instruction": "Hi", "output": "Hello."}, big, {"instruction": "Bye", "output": "Goodbye."}]
     path = tmp_path / "big.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    values = _wired(data_ctx, "data_load", data__path=str(path))
+    values = wired(data_ctx, "data_load", data__path=str(path))[1]
     out = data_tab.load_data(data_ctx, values)
     assert out[h.status].startswith("⚠️") and "2 valid" in out[h.status] and "1 skipped" in out[h.status]
     row = out[h.problems].iloc[0].tolist()
     assert row[:2] == [1, 2] and "over the limit of 1,000,000" in row[-1]
     assert all(len(str(cell)) < 3000 for cell in out[h.table].to_numpy().ravel())
-    values = _wired(data_ctx, "data_record", data__path=str(path))
+    values = wired(data_ctx, "data_record", data__path=str(path))[1]
     values[h.record] = 1
     shown = data_tab.show_record(data_ctx, values)
     assert "skipped" in shown[h.record_info] and "1,000,000" in shown[h.record_info] and shown[h.rendered] is None
@@ -304,11 +292,11 @@ def test_load_of_a_deeply_nested_file_is_a_message_not_an_exception(data_ctx, tm
     deep = "[" * 100_000 + "]" * 100_000
     whole = tmp_path / "deep.json"
     whole.write_text(deep, encoding="utf-8")
-    out = data_tab.load_data(data_ctx, _wired(data_ctx, "data_load", data__path=str(whole)))
+    out = data_tab.load_data(data_ctx, wired(data_ctx, "data_load", data__path=str(whole))[1])
     assert out[h.status].startswith("❌") and "deep.json" in out[h.status] and "nested too deeply" in out[h.status]
     lines = tmp_path / "deep.jsonl"
     lines.write_text('{"instruction": "Hi", "output": "Hello."}\n' + deep + "\n", encoding="utf-8")
-    out = data_tab.load_data(data_ctx, _wired(data_ctx, "data_load", data__path=str(lines)))
+    out = data_tab.load_data(data_ctx, wired(data_ctx, "data_load", data__path=str(lines))[1])
     assert out[h.status].startswith("⚠️") and "1 valid" in out[h.status]
     row = out[h.problems].iloc[0].tolist()
     assert row[:2] == [1, 2] and "nested too deeply" in row[-1]

@@ -35,6 +35,18 @@ def values_of(ctx: app.AppContext, *components: Any, **overrides: Any) -> dict[A
     return out
 
 
+def wired(ctx: Any, api_name: str, **by_path: Any) -> tuple[Any, dict[Any, Any]]:
+    """(the event's function, {component: value}) for exactly the inputs the UI wires to the event named `api_name`
+    (as the Blocks registered it), at their initial values, then `by_path` (data__path=...) changed."""
+    [dep] = [d for d in ctx.demo.fns.values() if d.api_name == api_name]
+    values = {c: c.value for c in dep.inputs}
+    for path, value in by_path.items():
+        component = ctx.form.components[path.replace("__", ".")]
+        assert component in values, f"{path} is not an input of {api_name}"
+        values[component] = value
+    return dep.fn, values
+
+
 def chat_values(ctx: app.AppContext, **changes: Any) -> dict[Any, Any]:
     """The Chat tab's inputs at their initial values, no history, 6 new tokens, then `changes` by name (a picker,
     tab or sampling-setting attribute: adapters=[...], prompt="...", temperature=0.0)."""
