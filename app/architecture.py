@@ -304,8 +304,9 @@ def architecture_from(name_or_path: str) -> Architecture:
         return _from_config_file(cached, name)
     raise EstimateError(
         f"model {name!r} is not a catalog id, not a folder with config.json, not a .gguf file and not in the "
-        "Hugging Face cache. Pick a catalog id (e.g. llama-3.1-8b-instruct; `catalog.ids()` lists them), or give "
-        "a local folder that holds the model's config.json (the weights are not needed for an estimate)."
+        "Hugging Face cache. Pick a catalog id (e.g. llama-3.1-8b-instruct; the Model tab's Base model list "
+        f"suggests all {len(catalog.ids())}), or give a local folder that holds the model's config.json (the "
+        "weights are not needed for an estimate)."
     )
 
 

@@ -219,7 +219,8 @@ def _cached_hub_snapshot(hub_id: str) -> str:
         raise ModelError(
             f"model {hub_id!r} is not a local folder, not a .gguf file, and not in the Hugging Face cache "
             f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). This app does not download at run time: on a "
-            f"machine with internet run `huggingface-cli download {hub_id}`, or pass a local folder or .gguf path."
+            f"machine with internet run `hf download {hub_id}` (the Hugging Face client), or pass a local folder "
+            "or .gguf path."
         ) from None
 
 
