@@ -67,3 +67,20 @@ def test_the_quantization_choices_are_the_configs():
     assert BY_PATH["quant.type"].choices == C.QUANT_TYPES
     assert _problems_naming(RunConfig().replace(**{"quant.bits": 2}), "quant.bits")
     assert _problems_naming(RunConfig().replace(**{"quant.type": "int4"}), "quant.type")
+
+
+def test_explain_puts_the_label_on_screen_in_place_of_every_config_key():
+    broken = RunConfig().replace(
+        **{"method": "qlora", "train.epochs": 0.0, "train.learning_rate": 2.0, "lora.target_modules": []}
+    )
+    problems = broken.validate()
+    assert len(problems) == 4 and any("quant.bits" in p for p in problems)
+    shown = form.explain(problems, "en")
+    assert shown[0].startswith("Quantization bits: ") and "set Quantization bits to 4 or 8" in shown[0]
+    assert "Max steps" in " ".join(shown)  # "(or set train.max_steps)" in the epochs problem
+    for line in shown + form.explain(problems, "zh"):
+        for path in [*BY_PATH, *C.HIDDEN]:
+            assert "." not in path or path not in line, line
+    assert form.explain(problems, "zh")[0].startswith("量化位数: ")
+    assert form.explain(["data.placeholders.name: expected str"], "en") == ["Placeholders (name): expected str"]
+    assert form.explain(["train.eval_steps: 0 must be >= 1 or null"]) == ["Eval steps: 0 must be >= 1 or empty"]

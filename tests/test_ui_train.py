@@ -170,9 +170,21 @@ def test_start_lists_every_problem_of_the_form(train_app):
     f = ctx.form.components
     values = _values(ctx, extra={f["train.learning_rate"]: 0.0, f["data.max_seq_len"]: 8, f["train.batch_size"]: 0})
     out = train_tab.start_run(ctx, values)
-    for key in ("train.learning_rate", "data.max_seq_len", "train.batch_size"):
-        assert key in out[h.status]
+    for key, label in (
+        ("train.learning_rate", "Learning rate"),
+        ("data.max_seq_len", "Max sequence length"),
+        ("train.batch_size", "Micro-batch size"),
+    ):  # each problem names the label on screen, never the config key
+        assert f"- {label}:" in out[h.status] and key not in out[h.status]
     assert runs.list_runs() == [] and jobs.manager.active() is None
+
+
+def test_start_names_the_quantization_label_when_qlora_lacks_bits(train_app):
+    ctx, _ = train_app
+    h = ctx.handles["train"]
+    f = ctx.form.components
+    out = train_tab.start_run(ctx, _values(ctx, extra={f["method"]: "qlora", ctx.lang_selector: "zh"}))
+    assert "量化位数" in out[h.status] and "quant.bits" not in out[h.status] and "无法开始" in out[h.status]
 
 
 def test_stop_without_a_run_says_so(train_app):

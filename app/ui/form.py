@@ -9,6 +9,7 @@ estimate, the presets and Start all go through `Form.to_config` / `Form.updates_
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -374,10 +375,57 @@ def _register_strings() -> None:
         strings[f"field.{f.path}.info"] = (en_info, zh_info)
     strings["form.all_linear"] = ("all linear layers", "所有线性层")
     strings["form.none"] = ("none", "无")
+    strings["form.empty"] = ("empty", "留空")
+    strings.update({f"field.{path}": labels for path, labels in HIDDEN_LABELS.items()})
     i18n.add(strings)
 
 
+HIDDEN_LABELS: dict[str, tuple[str, str]] = {
+    "data.columns": ("Column mapping", "列映射"),
+    "data.placeholders": ("Placeholders", "占位符"),
+    "train.save_total_limit": ("Checkpoints kept", "保留的检查点数"),
+    "train.output_dir": ("Runs folder", "运行文件夹"),
+    "model.allow_pickle": ("Allow pickle weights", "允许 pickle 权重"),
+}
+"""On-screen names of config fields without a FIELDS row (config.HIDDEN), for messages that name them."""
+
+
 _register_strings()
+
+
+_DOTTED = sorted((p for p in {*BY_PATH, *C.HIDDEN} if "." in p), key=len, reverse=True)  # longest first
+_KEY = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, _DOTTED)) + r")(?![\w.])")
+
+
+def explain(problems: Sequence[str], lang: str = "en") -> list[str]:
+    """validate()'s problems as a person reads them: every config key becomes the label on screen, in `lang`.
+
+    >>> explain(["quant.bits: method qlora needs quantized base weights; set quant.bits to 4 or 8"])
+    ['Quantization bits: method qlora needs quantized base weights; set Quantization bits to 4 or 8']
+    >>> explain(["train.max_steps: 0 must be >= 1 or null"])
+    ['Max steps: 0 must be >= 1 or empty']
+    """
+    return [_explain_one(problem, lang) for problem in problems]
+
+
+def _explain_one(problem: str, lang: str) -> str:
+    key, sep, rest = problem.partition(": ")
+    # null is the YAML word; the quantization dropdown shows "none", an optional number is left empty
+    empty = i18n.t("form.none" if "quant.bits" in problem else "form.empty", lang)
+    rest = re.sub(r"\bnull\b", empty, rest)
+    if not sep:
+        return problem
+    if key.startswith(("data.columns.", "data.placeholders.")):
+        parent, _, name = key.rpartition(".")
+        key = f"{label_of(parent, lang)} ({name})"
+    # the key first (top-level ones like `method` too); in the text only dotted keys, not the plain word "method"
+    return f"{label_of(key, lang)}: " + _KEY.sub(lambda m: label_of(m.group(1), lang), rest)
+
+
+def label_of(path: str, lang: str = "en") -> str:
+    """The on-screen label of a config field (its FIELDS row, else HIDDEN_LABELS); the path itself otherwise."""
+    key = f"field.{path}"
+    return i18n.t(key, lang) if key in i18n.STRINGS else path
 
 
 def get_path(cfg: RunConfig, path: str) -> Any:

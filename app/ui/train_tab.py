@@ -20,6 +20,7 @@ import pandas as pd
 from app import history, jobs, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
+from app.ui.form import explain
 
 if TYPE_CHECKING:
     from app.ui.app import AppContext
@@ -544,7 +545,7 @@ def start_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     try:
         cfg = ctx.form.to_config(values).check(source="form")
     except ConfigError as exc:
-        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
     view, refusal = _launch(cfg, lang)
     if view is None:
         return _refused(h, refusal)
@@ -567,14 +568,15 @@ def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[
     except jobs.JobBusy as exc:
         return None, i18n.t("train.refused", lang, msg=str(exc))
     except ConfigError as exc:
-        return None, i18n.t("train.invalid", lang, msg=_bullets(exc))
+        return None, i18n.t("train.invalid", lang, msg=_bullets(exc, lang))
     except (OSError, ValueError, RuntimeError) as exc:
         return None, i18n.t("train.start_failed", lang, msg=str(exc))
     return load_history(run_dir, just_started=True), ""
 
 
-def _bullets(exc: ConfigError) -> str:
-    return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
+def _bullets(exc: ConfigError, lang: str) -> str:
+    """Every problem on its own line, naming the label on screen (form.explain), not the config key."""
+    return "\n".join(f"- {p}" for p in explain(exc.problems, lang)) if exc.problems else str(exc)
 
 
 def stop_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
@@ -677,7 +679,7 @@ def resume_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     try:
         cfg = runs.load_config(path)
     except ConfigError as exc:
-        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
     view, refusal = _launch(cfg, lang, resume_dir=path)
     if view is None:
         return _refused(h, refusal)
@@ -740,7 +742,7 @@ def save_config(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     try:
         cfg = ctx.form.to_config(values).check(source="form")
     except ConfigError as exc:
-        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc))}
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
     path = config_file_for(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg.save(path)
