@@ -24,6 +24,7 @@ from app import paths
 
 PREFIX = "tunedesk-"
 OWNER = ".owner.json"
+UPLOADS = "uploads"
 LEGACY_AGE_S = 24 * 3600
 """Folders of versions that wrote no owner file are removed once untouched this long (no owner to ask)."""
 
@@ -85,7 +86,7 @@ def _start_time(pid: int) -> float | None:
 
 
 def uploads_dir() -> Path:
-    folder = paths.home() / "uploads"
+    folder = paths.home() / UPLOADS
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     return folder
@@ -105,6 +106,21 @@ def keep_upload(src: str | os.PathLike[str], name: str | None = None) -> Path:
     if _scratch is not None and _scratch in src.resolve().parents:
         src.unlink(missing_ok=True)
     return target
+
+
+def upload_name(path: str | os.PathLike[str]) -> str | None:
+    """The file's own name when `path` is a kept upload (uploads_dir()/<content hash>/<name>), else None: the Data
+    tab shows "my_data.json (uploaded)", not ~/.cache/tunedesk/uploads/3f2a.../my_data.json.
+
+    >>> upload_name(uploads_dir() / "3f2a9c0d1e2b4a5c" / "my_data.json")  # doctest: +SKIP
+    'my_data.json'
+    """
+    p = Path(path).expanduser()
+    try:
+        inside = p.resolve().relative_to((paths.home() / UPLOADS).resolve())
+    except (OSError, ValueError):
+        return None
+    return p.name if len(inside.parts) == 2 else None
 
 
 def _sha256(path: Path) -> str:

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 
-from app import files
+from app import files, recent
 
 
 def test_an_upload_in_the_scratch_folder_is_moved_and_kept_once(tmp_path, monkeypatch):
@@ -45,3 +45,45 @@ def test_clean_stale_removes_dead_owners_and_keeps_live_and_foreign_folders(tmp_
     removed = files.clean_stale(tmp_path)
     assert sorted(removed) == sorted([dead, old_legacy])
     assert live.exists() and recent_legacy.exists() and other.exists()
+
+
+def test_upload_name_is_the_files_own_name_only_for_kept_uploads(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    src = tmp_path / "my_data.json"
+    src.write_text("[]")
+    kept = files.keep_upload(src)
+    assert files.upload_name(kept) == "my_data.json" and files.upload_name(str(kept)) == "my_data.json"
+    assert files.upload_name(src) is None  # the user's own file is no upload
+    assert files.upload_name(files.uploads_dir()) is None and files.upload_name("assets/sample_data.json") is None
+
+
+def test_recent_data_files_survive_a_restart_newest_first_without_duplicates_or_gone_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    a, b = tmp_path / "a.json", tmp_path / "b.jsonl"
+    a.write_text("[]")
+    b.write_text("")
+    assert recent.recent() == []
+    recent.remember(str(a))
+    recent.remember(str(b))
+    assert recent.remember(str(a)) == [str(a), str(b)]  # used again: first, and once
+    recent.remember(str(tmp_path / "typo.json"))  # names no file: not remembered
+    recent.remember("HuggingFaceH4/no_robots")  # a Hub id is no local file either
+    stored = json.loads((tmp_path / "home" / recent.FILE).read_text())
+    assert stored == [str(a), str(b)]  # on disk: a fresh process reads the same list
+    b.unlink()
+    assert recent.recent() == [str(a)]
+    for i in range(recent.MAX + 3):
+        f = tmp_path / f"f{i}.json"
+        f.write_text("[]")
+        recent.remember(f)
+    assert len(recent.recent()) == recent.MAX and recent.recent()[0] == str(tmp_path / f"f{recent.MAX + 2}.json")
+
+
+def test_a_broken_recent_list_reads_as_empty_and_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / recent.FILE).write_text('{"not": "a list"')
+    assert recent.recent() == []
+    f = tmp_path / "x.csv"
+    f.write_text("q,a\n")
+    assert recent.remember(f) == [str(f)]
