@@ -93,19 +93,31 @@ def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def _run_model_name(folder: Path) -> str | None:
-    """model.name_or_path of the run around `folder` (the name the user chose, e.g. a catalog id), or None."""
+def _run_setting(folder: Path, section: str, key: str) -> Any:
+    """`section.key` of the run config around `folder` (as the user set it), or None (no run, a damaged
+    config.yaml: never raises)."""
     run = run_dir_of(folder)
     if run is None or not (run / runs.CONFIG).is_file():
         return None
     from app.config import load_yaml
 
     try:
-        model = load_yaml(run / runs.CONFIG).get("model") or {}
+        part = load_yaml(run / runs.CONFIG).get(section) or {}
     except Exception:  # a damaged config.yaml: the adapter's own record still names a base
         return None
-    name = model.get("name_or_path") if isinstance(model, dict) else None
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def _run_model_name(folder: Path) -> str | None:
+    """model.name_or_path of the run around `folder` (the name the user chose, e.g. a catalog id), or None."""
+    name = _run_setting(folder, "model", "name_or_path")
     return str(name) if name else None
+
+
+def system_prompt_of(folder: str | Path) -> str:
+    """The system prompt an adapter was trained with (its run's data.system_prompt); "" for none or no run."""
+    value = _run_setting(Path(folder), "data", "system_prompt")
+    return value if isinstance(value, str) else ""
 
 
 def base_of(folder: str | Path) -> str | None:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.adapters import AdapterError, infer_base, resolve_source
+from app.adapters import AdapterError, infer_base, resolve_source, system_prompt_of
+from app.data_render import with_system
 from app.modelset import Decoder, GenSettings, ModelSet, ModelSetError, stop_ids
 
 MAX_ADAPTERS = 4
@@ -45,10 +46,13 @@ def build_messages(history: list[dict], prompt: str, system_prompt: str = "") ->
 
 
 def encode_chat(tokenizer: Any, messages: list[dict]) -> list[int]:
-    """Token ids of the conversation with the generation prompt: the chat template, or Alpaca when there is none."""
+    """Token ids of the conversation with the generation prompt: the chat template (never injecting the model's
+    built-in system prompt: data_render.with_system), or Alpaca when there is none."""
     if getattr(tokenizer, "chat_template", None):
         try:
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            text = tokenizer.apply_chat_template(
+                with_system(messages, tokenizer), add_generation_prompt=True, tokenize=False
+            )
         except Exception as exc:  # jinja raises TemplateError (e.g. "roles must alternate", no system role)
             raise ChatError(f"the model's chat template rejected this conversation: {exc}") from None
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -112,7 +116,9 @@ class ChatSession:
             member = self.models.member(column)
         except ModelSetError as exc:
             raise ChatError(str(exc)) from None
-        ids = encode_chat(member.tokenizer, build_messages(history, prompt, settings.system_prompt))
+        # The run's own system prompt for an adapter when the chat sets none; never the base's built-in one
+        system = settings.system_prompt or (system_prompt_of(member.path) if member.path is not None else "")
+        ids = encode_chat(member.tokenizer, build_messages(history, prompt, system))
         return self.models.decoder(column, [ids], settings)
 
     def stream_all(

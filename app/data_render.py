@@ -231,9 +231,7 @@ def _chat_segments(example: Example, tokenizer: Any, system_prompt: str) -> list
     full text for well-behaved templates; the response is upto_i[len(prompt_i):] minus trailing whitespace, so
     `Paris.<|im_end|>` is trained and the `\\n` before the next turn is not.
     """
-    messages = list(example.messages)
-    if system_prompt and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt})
+    messages = with_system(list(example.messages), tokenizer, system_prompt)
     full = _apply(tokenizer, messages, False)
     segments: list[tuple[str, bool]] = []
     pos = 0
@@ -246,6 +244,90 @@ def _chat_segments(example: Example, tokenizer: Any, system_prompt: str) -> list
     if pos < len(full):
         segments.append((full[pos:], False))
     return [s for s in segments if s[0]]
+
+
+def with_system(messages: list[dict], tokenizer: Any, system_prompt: str = "") -> list[dict]:
+    """The conversation with the run's system prompt, and never the model's built-in one: a record's own system
+    message wins; else `system_prompt`; else, when the chat template would inject its own default (SmolLM2: "You
+    are a helpful AI assistant named SmolLM, trained by Hugging Face"), an explicit empty system message, so that
+    empty means none. Training, samples, chat, evaluation and the Data tab all render through this.
+
+    >>> with_system([{"role": "user", "content": "Hi"}], smollm_tok)  # doctest: +SKIP
+    [{'role': 'system', 'content': ''}, {'role': 'user', 'content': 'Hi'}]
+    """
+    if messages and messages[0]["role"] == "system":
+        return messages
+    if system_prompt:
+        return [{"role": "system", "content": system_prompt}, *messages]
+    if template_default_system(tokenizer):
+        return [{"role": "system", "content": ""}, *messages]
+    return messages
+
+
+_SYS, _USER = "\x02TUNEDESK-SYSTEM\x02", "\x02TUNEDESK-USER\x02"
+
+
+def template_default_system(tokenizer: Any) -> str:
+    """The system prompt the chat template writes when a conversation has none ("" when it writes none).
+
+    Found by rendering [user] and [system S, user]: the text the first has where the second has S. Cached per
+    tokenizer and template (four renders, ~1 ms).
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or not template:
+        return ""
+    try:
+        cache = _DEFAULT_SYSTEM.setdefault(tokenizer, {})
+    except TypeError:
+        cache = {}
+    if template not in cache:
+        cache[template] = _probe_default_system(tokenizer)
+    return cache[template]
+
+
+_DEFAULT_SYSTEM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _probe_default_system(tokenizer: Any) -> str:
+    try:
+        plain = _apply(tokenizer, [{"role": "user", "content": _USER}], False)
+        given = _apply(tokenizer, [{"role": "system", "content": _SYS}, {"role": "user", "content": _USER}], False)
+    except RenderError:  # a template without a system role
+        return ""
+    head, head_given = plain.split(_USER)[0], given.split(_USER)[0]
+    if _SYS not in head_given:
+        return ""
+    pre, post = head_given.split(_SYS, 1)
+    if len(head) < len(pre) + len(post) or not (head.startswith(pre) and head.endswith(post)):
+        return ""
+    return head[len(pre) : len(head) - len(post)]
+
+
+def template_with_system(tokenizer: Any, system_prompt: str) -> str | None:
+    """The chat template with its built-in default system prompt replaced by `system_prompt` ("" = an empty system
+    block), for an exported model that answers as it was trained; None when the template has no default or the
+    replacement does not render as intended (then the template is left as it is)."""
+    default = template_default_system(tokenizer)
+    template = getattr(tokenizer, "chat_template", None)
+    if not default or not isinstance(template, str) or template.count(default) != 1:
+        return None
+    for escaped in (system_prompt, system_prompt.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')):
+        candidate = template.replace(default, escaped)
+        if _renders_system(tokenizer, candidate, system_prompt):
+            return candidate
+    return None
+
+
+def _renders_system(tokenizer: Any, template: str, system_prompt: str) -> bool:
+    user = [{"role": "user", "content": _USER}]
+    try:
+        implicit = tokenizer.apply_chat_template(user, tokenize=False, chat_template=template)
+        explicit = tokenizer.apply_chat_template(
+            [{"role": "system", "content": system_prompt}, *user], tokenize=False, chat_template=template
+        )
+    except Exception:  # noqa: BLE001 - a template the replacement broke
+        return False
+    return implicit == explicit
 
 
 def _assistant_span(tokenizer: Any, messages: list[dict], i: int, full: str, pos: int) -> tuple[int, int]:

@@ -41,6 +41,7 @@ from app.adapters import (
     read_adapter_config,
     resolve_source,
     run_dir_of,
+    system_prompt_of,
 )
 from app.commands import DTYPES, ExportConfig, MergeConfig
 from app.config import ConfigError, ModelConfig
@@ -94,6 +95,7 @@ def merge(
     _say(progress, 0.4, f"merging {adapter}")
     merged = _merge_into(loaded.model, adapter, base_name, allow_pickle)
     tokenizer = adapter_tokenizer(adapter, loaded.tokenizer)
+    _answer_as_trained(tokenizer, adapter)
     _say(progress, 0.6, f"saving to {out}")
     info = {"base": loaded.path, "base_name": base_name, "adapter": str(adapter.resolve()), "dtype": dtype}
     with _staging(out, overwrite) as tmp:
@@ -104,6 +106,17 @@ def merge(
         (tmp / MERGE_INFO).write_text(json.dumps(info | {"merged": time.time()}, indent=2), encoding="utf-8")
     _say(progress, 1.0, f"merged model saved in {out}")
     return out
+
+
+def _answer_as_trained(tokenizer: Any, adapter: Path) -> None:
+    """The merged model's chat template uses the run's system prompt where the base's had its own default
+    (SmolLM2's "You are a helpful AI assistant named SmolLM..."), so transformers, llama.cpp (the GGUF keeps
+    this template) and Ollama (the Modelfile is derived from it) prompt the model as training did."""
+    from app.data_render import template_with_system
+
+    template = template_with_system(tokenizer, system_prompt_of(adapter))
+    if template is not None:
+        tokenizer.chat_template = template
 
 
 def _adapter_folder(path: str | Path) -> Path:

@@ -341,6 +341,14 @@ CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
+# ChatML for a model whose template writes a system block when a conversation has none (SmolLM2, Qwen): the same
+# block here, empty unless the Modelfile's SYSTEM (the run's system prompt) gives one, as training rendered it.
+CHATML_SYSTEM_TEMPLATE = (
+    """{{- if or (not .Messages) (ne (index .Messages 0).Role "system") }}<|im_start|>system
+<|im_end|>
+{{ end }}"""
+    + CHATML_TEMPLATE
+)
 LLAMA3_TEMPLATE = """{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>
 
 {{ .Content }}<|eot_id|>
@@ -358,12 +366,19 @@ def ollama_template(chat_template: str | None) -> tuple[str | None, list[str], s
     if not chat_template:
         return None, [], None
     if "<|im_start|>" in chat_template and "<|im_end|>" in chat_template:
-        system = re.search(r"<\|im_start\|>system\s*\n(.+?)<\|im_end\|>", chat_template, re.DOTALL)
-        default = system.group(1).strip() if system and not re.search(r"[{}]|message", system.group(1)) else None
-        return CHATML_TEMPLATE, ["<|im_start|>", "<|im_end|>"], default
+        system = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", chat_template, re.DOTALL)
+        default = _literal(system.group(1)) if system and not re.search(r"[{}]|message", system.group(1)) else None
+        if default is None:
+            return CHATML_TEMPLATE, ["<|im_start|>", "<|im_end|>"], None
+        return CHATML_SYSTEM_TEMPLATE, ["<|im_start|>", "<|im_end|>"], default.strip()
     if "<|start_header_id|>" in chat_template:
         return LLAMA3_TEMPLATE, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], None
     return None, [], None
+
+
+def _literal(text: str) -> str:
+    """Text from inside a Jinja string literal, its backslash escapes undone (a system prompt with quotes)."""
+    return re.sub(r"\\(.)", r"\1", text) if "\\" in text else text
 
 
 def write_modelfile(gguf_path: str | Path, chat_template: str | None, out_dir: str | Path) -> Path:
