@@ -90,7 +90,8 @@ class ModelConfig:
 @dataclass
 class QuantConfig:
     bits: int | None = None
-    """Storage width of the frozen base weights: null (16/32-bit), 8 (LLM.int8) or 4 (NF4/FP4). QLoRA needs 4 or 8."""
+    """Storage width of the frozen base weights: none (16/32-bit), 8 (LLM.int8) or 4 (NF4/FP4). QLoRA needs 4 or 8.
+    In YAML, none is written null."""
     type: str = "nf4"
     """4-bit data type: nf4 (normal float, better for weights) or fp4."""
     double_quant: bool = True
@@ -141,7 +142,7 @@ class DataConfig:
     max_seq_len: int = 512
     """Tokens per example; longer examples are cut (the Data tab shows how many)."""
     max_samples: int | None = None
-    """Use only the first N valid records (null = all)."""
+    """Use only the first N valid records; leave empty (or 0) for all records (null in YAML)."""
     val_size: float = 0.05
     """Share of records held out for eval loss, in [0, 1)."""
     train_on_prompt: bool = False
@@ -151,13 +152,13 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: float = 3.0
-    """Passes over the training data (ignored when max_steps is set)."""
+    """Passes over the training data (ignored when a maximum number of steps is set)."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps (null = use epochs)."""
+    """Stop after this many optimizer steps; leave empty (or 0) to train for the number of epochs (null in YAML)."""
     batch_size: int = 4
     """Examples per micro-batch: activation memory grows linearly with it."""
     grad_accum: int = 4
-    """Micro-batches per optimizer step: effective batch = batch_size x grad_accum, no extra memory."""
+    """Micro-batches per optimizer step: effective batch = micro-batch size x accumulation, no extra memory."""
     learning_rate: float = 2.0e-4
     """Peak learning rate: 1e-4 to 3e-4 for LoRA, 1e-5 to 5e-5 for full fine-tuning."""
     lr_scheduler: str = "cosine"
@@ -185,13 +186,14 @@ class TrainConfig:
     save_steps: int = 100
     """Save a resumable checkpoint every N optimizer steps (0 = only at the end)."""
     eval_steps: int | None = None
-    """Compute eval loss every N steps (null = at save_steps and at the end)."""
+    """Compute eval loss every N steps; leave empty (or 0) to compute it at each checkpoint save and at the end
+    (null in YAML)."""
     save_total_limit: int = 3
     """Keep at most this many checkpoints (oldest removed first)."""
     sample_every: int = 0
-    """Generate answers to sample_prompts every N steps and log them (0 = off)."""
+    """Generate answers to the sample prompts every N steps and log them (0 = off)."""
     sample_prompts: list[str] = field(default_factory=list)
-    """Up to 3 prompts answered during training when sample_every > 0."""
+    """Up to 3 prompts answered during training, one per line, when sampling is on (every N steps above 0)."""
     seed: int = 42
     """Random seed for data order and adapter initialisation."""
     output_dir: str = "runs"

@@ -96,3 +96,106 @@ def test_startup_objects_are_frozen_out_of_the_cyclic_gc():
         assert time.perf_counter() - start < 0.5
     finally:
         gc.unfreeze()
+
+
+# ---- the last form: a page refresh and an app restart keep every setting -------------------------------------------
+@pytest.fixture(scope="module")
+def app_ctx():
+    """One full app for the last-form tests (a build takes 10-20 s on a busy 2-core machine)."""
+    return ui_app.build_blocks("en")[1]
+
+
+@pytest.fixture()
+def own_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TUNEDESK_RUNS", raising=False)
+    return tmp_path / "home"
+
+
+def _initial(ctx, component):
+    """The value a newly opened page gets for `component` (what Gradio serves in its config)."""
+    [props] = [c["props"] for c in ctx.demo.config["components"] if c["id"] == component._id]
+    return props.get("value")
+
+
+CHANGED = {
+    "data__path": "assets/identity.json",
+    "train__max_steps": 30,
+    "train__grad_accum": 2,
+    "train__run_name": "my-identity",
+    "train__sample_prompts": "Who are you?\nWho made you?",
+    "train__gradient_checkpointing": False,
+}
+
+
+def test_every_change_saves_the_form_and_the_next_page_opens_with_it(app_ctx, own_home):
+    from ui_ctx import wired
+
+    from app import last_form
+
+    ctx = app_ctx
+    fn, values = wired(ctx, "remember_form", **CHANGED)
+    placeholders = ctx.data.placeholders
+    assert placeholders in values, "the placeholder table is not saved with the form"
+    values[placeholders] = [["name", "Ada"], ["author", "Lovelace Labs"]]
+    fn(values)
+    saved, note = last_form.load()
+    assert note == "" and last_form.path() == own_home / "last-form.yaml"
+    assert saved.data.path == "assets/identity.json" and saved.data.placeholders == {
+        "name": "Ada",
+        "author": "Lovelace Labs",
+    }
+    assert (saved.train.max_steps, saved.train.grad_accum, saved.train.run_name) == (30, 2, "my-identity")
+    assert (
+        saved.train.sample_prompts == ["Who are you?", "Who made you?"] and saved.train.gradient_checkpointing is False
+    )
+    f = ctx.form.components
+    assert _initial(ctx, f["data.path"]) == "assets/identity.json" and _initial(ctx, f["train.max_steps"]) == 30
+    assert _initial(ctx, f["train.run_name"]) == "my-identity"
+    assert _initial(ctx, f["train.sample_prompts"]) == "Who are you?\nWho made you?"
+    assert _initial(ctx, f["train.gradient_checkpointing"]) is False
+    assert _initial(ctx, placeholders)["data"] == [["name", "Ada"], ["author", "Lovelace Labs"]]
+    assert f["train.grad_accum"].value == 2  # launch() rebuilds the served config from the components
+
+
+def test_an_app_start_shows_the_saved_form_and_ignores_a_broken_one(app_ctx, own_home):
+    from app import last_form
+    from app.config import RunConfig
+
+    ctx = app_ctx
+    last_form.save(RunConfig().replace(**{"train.max_steps": 7, "data.path": "mine.jsonl"}))
+    assert ui_app.restore_last_form(ctx) == ""
+    assert _initial(ctx, ctx.form.components["train.max_steps"]) == 7
+    assert _initial(ctx, ctx.form.components["data.path"]) == "mine.jsonl"
+    assert ui_app.restore_last_form(ctx, model="other-model") == ""  # --model wins over the saved model
+    assert _initial(ctx, ctx.form.components["model.name_or_path"]) == "other-model"
+
+    last_form.path().write_text("train: {max_stepz: 3}\n", encoding="utf-8")
+    note = ui_app.restore_last_form(ctx)
+    assert str(last_form.path()) in note and "max_stepz" in note and "unknown key" in note
+
+
+def test_a_test_app_with_its_own_runs_folder_keeps_its_own_form(tmp_path, monkeypatch):
+    from app import last_form
+
+    monkeypatch.delenv("TUNEDESK_HOME", raising=False)
+    monkeypatch.setenv("TUNEDESK_RUNS", str(tmp_path / "runs"))
+    assert last_form.path() == tmp_path / "runs" / ".last-form.yaml"
+    last_form.save(ui_app.default_config())
+    from app import runs
+
+    assert runs.list_runs() == []  # the file is no run
+
+
+def test_the_remote_code_confirmation_is_never_saved_as_given(app_ctx, own_home):
+    from ui_ctx import wired
+
+    from app import last_form
+
+    ctx = app_ctx
+    fn, values = wired(ctx, "remember_form", model__trust_remote_code=True)
+    fn(values)  # unconfirmed: Start would refuse; the form is still saved as it stands
+    saved, _ = last_form.load()
+    assert saved.model.trust_remote_code is True
+    confirm = [c for c in ctx.form.inputs() if c not in ctx.form.components.values() and _initial(ctx, c) is False]
+    assert confirm, "the confirmation box opens unticked on the next page"

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from starlette.middleware import Middleware
 
-from app import access, devices, paths
-from app.config import RunConfig
+from app import access, devices, last_form, paths
+from app.config import ConfigError, RunConfig
 from app.ui import i18n, pickers
 from app.ui.form import Form
 
@@ -141,6 +141,7 @@ def build_blocks(
         for module in modules.values():
             if hasattr(module, "wire"):
                 module.wire(ctx)
+        _keep_form(ctx)
         ctx.lang_selector.change(
             lambda lang: _switch(tr, lang),
             inputs=ctx.lang_selector,
@@ -149,6 +150,62 @@ def build_blocks(
             api_visibility="private",
         )
     return demo, ctx
+
+
+# ---- the last form: every setting survives a page refresh and an app restart ---------------------------------
+def _keep_form(ctx: AppContext) -> None:
+    """Save the form (app.last_form) whenever any of its widgets changes, on every tab: one event for all of them,
+    the last change wins (a preset or an opened run changes forty widgets at once)."""
+    inputs = ctx.form.inputs()
+    gr.on(
+        [c.change for c in inputs],
+        lambda values: remember_form(ctx, values),
+        inputs=inputs,
+        outputs=None,
+        trigger_mode="always_last",
+        show_progress="hidden",
+        concurrency_limit=1,
+        concurrency_id="last-form",
+        api_name="remember_form",
+        api_visibility="private",
+    )
+
+
+def remember_form(ctx: AppContext, values: dict[Any, Any]) -> None:
+    """Write the form to app.last_form and make it what the next page opens with. A value that does not fit its
+    type (never from a typed widget) skips this save; the next change saves again."""
+    try:
+        cfg = ctx.form.to_config(values, lenient=True)
+    except ConfigError:
+        return
+    last_form.save(cfg)
+    show_initially(ctx, cfg)
+
+
+def show_initially(ctx: AppContext, cfg: RunConfig) -> None:
+    """Make `cfg` the value every widget of the form has when a page opens (a refresh, another browser tab).
+
+    Gradio serves each new page the values of `demo.config`; changing them there (and on the components, from
+    which launch() rebuilds that config) means every tab's own page-load event (the data preview, the estimate)
+    already reads these values, where a separate load event filling the form would race them."""
+    props = {c["id"]: c["props"] for c in (ctx.demo.config or {}).get("components", [])}
+    for comp, update in ctx.form.updates_from(cfg).items():
+        if not isinstance(update, dict) or "value" not in update:
+            continue
+        value = comp.postprocess(update["value"])
+        value = value.model_dump() if hasattr(value, "model_dump") else value
+        comp.value = value
+        if comp._id in props:
+            props[comp._id]["value"] = value
+
+
+def restore_last_form(ctx: AppContext, model: str | None = None) -> str:
+    """At app start: show the last saved form (with `model` when --model named one); returns a note when the
+    saved file could not be used, "" otherwise."""
+    cfg, note = last_form.load()
+    if cfg is not None:
+        show_initially(ctx, cfg.replace(**{"model.name_or_path": model}) if model else cfg)
+    return note
 
 
 def _header(ctx: AppContext, lang: str) -> None:
@@ -297,7 +354,10 @@ def main(args: argparse.Namespace) -> int:
     # Four events of a kind at once (Gradio's default is 1). Read by the queue that gr.Blocks() creates: calling
     # demo.queue(default_concurrency_limit=4) instead rebuilds the FastAPI app (~170 routes), 0.7 s of cold start.
     os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", "4")
-    demo = build_app(args.lang, args.model)
+    demo, ctx = build_blocks(args.lang, args.model)
+    note = restore_last_form(ctx, args.model)
+    if note:
+        print(f"tunedesk: {note}", file=sys.stderr)
     demo.launch(
         server_name="0.0.0.0" if args.listen else "127.0.0.1",
         server_port=args.port,

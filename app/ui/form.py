@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from app import config as C
-from app.config import RunConfig, field_doc
+from app.config import ConfigError, RunConfig, field_doc
 from app.ui import i18n
 
 
@@ -209,7 +209,13 @@ FIELDS: tuple[Field, ...] = (
         step=16,
         moves_memory=True,
     ),
-    F("data.max_samples", "number", "Max samples", "最大样本数", "只使用前 N 条有效记录（留空 = 全部）。"),
+    F(
+        "data.max_samples",
+        "number",
+        "Max samples",
+        "最大样本数",
+        "只使用前 N 条有效记录；留空（或 0）表示使用全部记录。",
+    ),
     F(
         "data.val_size",
         "slider",
@@ -228,7 +234,13 @@ FIELDS: tuple[Field, ...] = (
         "提示部分也计算损失（默认只在回答上计算）。",
     ),
     F("train.epochs", "number", "Epochs", "训练轮数", "遍历训练数据的次数（设置了最大步数时忽略）。", minimum=0.01),
-    F("train.max_steps", "number", "Max steps", "最大步数", "训练这么多个优化步后停止（留空 = 按轮数）。"),
+    F(
+        "train.max_steps",
+        "number",
+        "Max steps",
+        "最大步数",
+        "训练这么多个优化步后停止；留空（或 0）则按训练轮数训练。",
+    ),
     F(
         "train.batch_size",
         "slider",
@@ -333,7 +345,7 @@ FIELDS: tuple[Field, ...] = (
         "number",
         "Eval steps",
         "评估间隔",
-        "每 N 步计算验证损失（留空 = 在保存时和结束时）。",
+        "每 N 步计算验证损失；留空（或 0）则在每次保存检查点时和结束时计算。",
     ),
     F(
         "train.sample_every",
@@ -370,8 +382,6 @@ def _register_strings() -> None:
         section, _, name = f.path.rpartition(".")
         strings[f"field.{f.path}"] = (f.en, f.zh)
         en_info, zh_info = field_doc(section or None, name) or f.en, f.zh_info
-        if _unset_by_zero(f):
-            en_info, zh_info = en_info + " 0 means not set.", zh_info + "（0 等同留空。）"
         strings[f"field.{f.path}.info"] = (en_info, zh_info)
     strings["form.all_linear"] = ("all linear layers", "所有线性层")
     strings["form.none"] = ("none", "无")
@@ -561,10 +571,11 @@ class Form:
     def inputs(self) -> set[Any]:
         return set(self.components.values()) | {c for extra in self.extras for c in extra.components}
 
-    def to_config(self, values: dict[Any, Any], base: RunConfig | None = None) -> RunConfig:
+    def to_config(self, values: dict[Any, Any], base: RunConfig | None = None, lenient: bool = False) -> RunConfig:
         """Read widget values (a {component: value} dict, as Gradio passes a set of inputs) into a RunConfig.
 
-        Raises ConfigError naming each field whose value does not fit its type."""
+        Raises ConfigError naming each field whose value does not fit its type. `lenient` (saving the form as it
+        stands, not starting a run): an extra that refuses its values (the remote-code confirmation) is left out."""
         data = (base or self.defaults).to_dict()
         for path, comp in self.components.items():
             if comp in values:
@@ -575,7 +586,11 @@ class Form:
                 node[leaf] = from_widget(BY_PATH[path], values[comp])
         for extra in self.extras:
             if all(c in values for c in extra.components):
-                extra.apply(data, values)
+                try:
+                    extra.apply(data, values)
+                except ConfigError:
+                    if not lenient:
+                        raise
         return RunConfig.from_dict(data, source="form")
 
     def updates_from(self, cfg: RunConfig) -> dict[Any, Any]:
