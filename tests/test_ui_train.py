@@ -36,7 +36,20 @@ def test_fold_collects_points_samples_and_the_final_status():
     assert facts.samples == [(2, "Hi?", "Hello.")]
     assert view.status == "finished" and view.artifact == "/tmp/r/adapter"
     assert (facts.progress.step, facts.progress.tokens_per_s, facts.progress.eta_s) == (2, 900.0, 12.0)
-    assert len(view.log) == len(events) and "loss 1.5000" in view.log[2]
+    assert len(view.log) == len(events) and "loss 1.5000" in train_tab.event_line(view.log[2])
+
+
+def test_the_log_shows_the_newest_event_first_in_the_page_language():
+    view = RunView(run_dir="/tmp/r")
+    fold(view, [{"type": "started", "time": 1.0, "total_steps": 10}, _log(1, 2.0), _log(2, 1.5, tokens_per_s=900.0)])
+    lines = train_tab.event_line(view.log[-1], "en"), train_tab.event_line(view.log[-1], "zh")
+    assert "log" in lines[0] and "step 2/10" in lines[0] and "loss 1.5000" in lines[0] and "900 tok/s" in lines[0]
+    assert "日志" in lines[1] and "步 2/10" in lines[1] and "损失 1.5000" in lines[1] and "900 tokens/秒" in lines[1]
+    assert "loss" not in lines[1] and "step" not in lines[1]
+    assert (
+        train_tab.state_word("running", "zh") == "训练中"
+        and train_tab.state_word("interrupted", "en") == "interrupted"
+    )
 
 
 def test_resumed_event_drops_the_steps_the_resumed_session_logs_again():
@@ -205,3 +218,166 @@ def test_save_config_writes_the_form_and_shows_the_headless_commands(train_app, 
     assert f"python -m app train {path}" in lines
     assert any(line.startswith("accelerate launch --multi_gpu --num_processes 2 -m app train") for line in lines)
     assert any(line.startswith("torchrun --standalone --nproc_per_node 2 -m app train") for line in lines)
+
+
+# ---- the tab's handlers with exactly the inputs the UI wires (one app for all: a build takes 10-20 s) ------------
+@pytest.fixture(scope="module")
+def app_ctx():
+    return ui_app.build_blocks("en")[1]
+
+
+@pytest.fixture()
+def small_ram(monkeypatch):
+    """This machine judged as a 16 GiB CPU, so a verdict does not depend on the RAM of the machine running tests."""
+    from app import estimate
+
+    target = estimate.Target("cpu", 16 * 2**30, "CPU RAM")
+    monkeypatch.setattr(estimate.Target, "of", classmethod(lambda cls, device="auto", capacity_bytes=None: target))
+
+
+# 64 x 158 tokens (the sample data's longest batch) without gradient checkpointing: ~25 GiB of 16
+TOO_BIG = {"train__batch_size": 64, "data__max_seq_len": 4096, "train__gradient_checkpointing": False}
+
+
+def test_start_waits_at_a_run_estimated_not_to_fit_and_start_anyway_starts_it(
+    app_ctx, runs_tmp, small_ram, monkeypatch
+):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    fn, values = wired(ctx, "start_training", **TOO_BIG)
+    with pytest.warns(UserWarning, match="not to fit"):
+        out = fn(values)
+    assert out[h.nofit_box]["visible"] is True and out[h.nofit_text] == out[h.status]
+    assert "not to fit" in out[h.status] and "16.0 GiB" in out[h.status] and "gradient checkpointing" in out[h.status]
+    assert "Start anyway" in out[h.status]
+    assert runs.list_runs() == [] and jobs.manager.active() is None  # nothing started, no run folder
+
+    launched = []
+    monkeypatch.setattr(
+        train_tab, "_launch", lambda cfg, lang, resume_dir=None: (launched.append(cfg), (None, "x"))[1]
+    )
+    fn, values = wired(ctx, "start_anyway", **TOO_BIG)
+    with pytest.warns(UserWarning):  # the stand-in launcher refuses: a toast
+        out = fn(values)
+    assert len(launched) == 1 and launched[0].train.batch_size == 64 and out[h.nofit_box]["visible"] is False
+
+
+def test_apply_the_fix_puts_the_best_fix_into_the_form(app_ctx, runs_tmp, small_ram):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    fn, values = wired(ctx, "apply_fit_fix", **TOO_BIG)
+    out = fn(values)
+    checkpointing = ctx.form.components["train.gradient_checkpointing"]
+    assert out[checkpointing]["value"] is True and "Applied" in out[h.status]
+    assert ctx.form.components["train.batch_size"] not in out  # only what the fix changes
+    fn, values = wired(ctx, "start_training", **{**TOO_BIG, "train__gradient_checkpointing": True})
+    assert train_tab._estimate(ctx.form.to_config(values)).verdict != "no"
+
+
+def test_the_run_list_shows_steps_and_start_time_while_running_and_the_timer_redraws_it_only_on_change(
+    app_ctx, runs_tmp
+):
+    from ui_ctx import wired
+
+    from app import history
+
+    ctx, h = app_ctx, app_ctx.train
+    fn, values = wired(ctx, "train_tick")
+    values[h.ticks] = train_tab.DISCOVER_EVERY - 1  # the next tick looks at the runs
+    first = fn(values)
+    values[h.listed] = first.get(h.listed, values[h.listed])
+    assert h.run_table not in fn(values), "redrawn although nothing changed"
+
+    run_dir = runs.create_run(ctx.defaults, name="listed")
+    table, _ = train_tab.run_table("en")
+    assert table.iloc[0]["steps"] == "-" and table.iloc[0]["started"]  # before the trainer's first event
+    redrawn = fn(values)
+    assert redrawn[h.run_table].iloc[0]["run"] == run_dir.name and redrawn[h.run_pick]["choices"] == [run_dir.name]
+    values[h.listed] = redrawn[h.listed]
+    history.append_event(run_dir, "started", step=0, total_steps=20, method="lora", device="cpu")
+    history.append_event(run_dir, "log", step=2, total_steps=20, loss=1.0)
+    table = fn(values)[h.run_table]
+    assert table.iloc[0]["steps"] == "2/20"
+    zh, _ = train_tab.run_table("zh")
+    assert zh.iloc[0]["步数"] == "2/20" and zh.iloc[0]["状态"] in ("训练中", "已中断")
+
+
+def test_open_fills_every_tab_from_the_run_config(app_ctx, runs_tmp):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    cfg = ctx.defaults.replace(
+        **{
+            "data.path": "assets/identity.json",
+            "data.placeholders": {"name": "Ada", "author": "Lovelace Labs"},
+            "train.max_steps": 12,
+            "train.run_name": "opened",
+        }
+    )
+    run_dir = runs.create_run(cfg)
+    fn, values = wired(ctx, "open_run")
+    values[h.run_pick] = run_dir.name
+    out = fn(values)
+    f = ctx.form.components
+    assert out[f["data.path"]]["value"] == "assets/identity.json" and out[f["train.max_steps"]]["value"] == 12
+    assert out[f["train.run_name"]]["value"] == "opened"
+    assert out[ctx.data.placeholders]["value"] == [["name", "Ada"], ["author", "Lovelace Labs"]]
+    [dep] = [d for d in ctx.demo.fns.values() if d.api_name == "open_run"]
+    assert set(out) <= set(dep.outputs), "Open returns updates for widgets it is not wired to"
+
+
+def test_save_settings_as_preset_and_load_it_back(app_ctx, tmp_path, monkeypatch):
+    from ui_ctx import wired
+
+    from app.config import RunConfig
+
+    ctx, h = app_ctx, app_ctx.train
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    fn, values = wired(ctx, "save_preset", train__run_name="my preset", train__max_steps=9, data__path="x.jsonl")
+    out = fn(values)
+    path = tmp_path / "home" / "presets" / "my-preset.yaml"
+    assert out[h.preset_file]["value"] == str(path) and out[h.preset_file]["visible"] is True
+    assert "my-preset.yaml" in out[h.status]
+    loaded = RunConfig.from_preset(path)
+    assert (loaded.train.max_steps, loaded.data.path, loaded.train.run_name) == (9, "x.jsonl", "my preset")
+
+    fn, values = wired(ctx, "load_preset")
+    values[h.load_preset] = str(path)
+    out = fn(values)
+    f = ctx.form.components
+    assert out[f["train.max_steps"]]["value"] == 9 and out[f["data.path"]]["value"] == "x.jsonl"
+    assert "Loaded **my-preset.yaml**" in out[h.status]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [("train: {max_stepz: 3}\n", "Max steps"), ("train: [1, 2\n", "not valid YAML"), ("- a\n", "mapping")],
+)
+def test_load_preset_names_the_file_and_the_problem(app_ctx, tmp_path, text, said):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(text, encoding="utf-8")
+    fn, values = wired(ctx, "load_preset")
+    values[h.load_preset] = str(bad)
+    out = fn(values)
+    assert set(out) == {h.status} and "Could not load **broken.yaml**" in out[h.status]
+    assert said in out[h.status] or ("max_stepz" in out[h.status] and said == "Max steps")
+
+
+def test_use_the_identity_demo_selects_and_applies_its_preset(app_ctx):
+    [select] = [d for d in app_ctx.demo.fns.values() if d.api_name == "use_identity_demo"]
+    assert train_tab.IDENTITY_PRESET.is_file(), "presets/smollm2-135m-identity-cpu.yaml is the suggested first run"
+    chosen = select.fn()
+    assert chosen["value"] == str(train_tab.IDENTITY_PRESET) and select.outputs == [app_ctx.model.preset]
+    from ui_ctx import values_of
+
+    ctx, h = app_ctx, app_ctx.train
+    values = values_of(ctx, ctx.model.preset)
+    values[ctx.model.preset] = chosen["value"]
+    out = train_tab.use_identity(ctx, values)
+    data_path = ctx.form.components["data.path"]
+    assert "identity" in str(out[data_path]["value"]) and "name" in out[h.status] and "author" in out[h.status]

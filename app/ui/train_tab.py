@@ -73,10 +73,7 @@ STRINGS = {
     "train.eta": ("ETA", "预计剩余"),
     "train.tokens": ("tokens/s", "tokens/秒"),
     "train.log": ("Log", "日志"),
-    "train.log.info": (
-        "The newest events of the run, as written to events.jsonl.",
-        "训练的最新事件（来自 events.jsonl）。",
-    ),
+    "train.log.info": ("The run's events, newest first.", "训练事件，最新的在最上面。"),
     "train.samples": ("Sample generations", "示例生成"),
     "train.col.step": ("step", "步数"),
     "train.col.prompt": ("prompt", "提示"),
@@ -121,6 +118,80 @@ STRINGS = {
     "train.save_config": ("Save config and show commands", "保存配置并显示命令"),
     "train.commands": ("Commands", "命令"),
     "train.saved_config": ("Saved {path}.", "已保存 {path}。"),
+    # ---- Start asks the estimate first
+    "train.nofit": (
+        "**This run is estimated not to fit:** it needs about {need:.1f} GiB, and {device} has {have:.1f} GiB. "
+        "It would most likely stop with an out-of-memory error.",
+        "**预计这次训练放不下：** 约需 {need:.1f} GiB，而 {device} 只有 {have:.1f} GiB，很可能因内存不足而中止。",
+    ),
+    "train.nofit.fix": ("Best fix: {fix} ({total:.1f} GiB).", "最佳修正：{fix}（{total:.1f} GiB）。"),
+    "train.nofit.nofix": (
+        "No single change makes it fit: try a smaller model or QLoRA on the Model tab.",
+        "没有单项修改能让它放下：请在“模型”页换更小的模型或使用 QLoRA。",
+    ),
+    "train.nofit.ask": (
+        "Press **Start anyway** to start it as it is.",
+        "点击“仍然开始”将按当前设置开始。",
+    ),
+    "train.start_anyway": ("Start anyway", "仍然开始"),
+    "train.apply_fix": ("Apply the fix", "应用修正"),
+    "train.fix_applied": (
+        "Applied: {fix} (about {total:.1f} GiB). Press Start.",
+        "已应用：{fix}（约 {total:.1f} GiB）。请点击“开始训练”。",
+    ),
+    "train.fix_gone": ("This run now fits; press Start.", "现在可以放下了，请点击“开始训练”。"),
+    # ---- presets from and to a file
+    "train.save_preset": ("Save settings as preset", "将设置保存为预设"),
+    "train.load_preset": ("Load preset file", "加载预设文件"),
+    "train.preset_file": ("Preset file", "预设文件"),
+    "train.preset_saved": (
+        "Saved the settings as **{name}**: download it above; **Load preset file** reads it back.",
+        "已将设置保存为 **{name}**：可在上方下载；“加载预设文件”可读回。",
+    ),
+    "train.preset_loaded": (
+        "Loaded **{name}**: its settings are now in the form.",
+        "已加载 **{name}**，其设置已填入表单。",
+    ),
+    "train.preset_bad": ("Could not load **{name}**:\n{msg}", "无法加载 **{name}**：\n{msg}"),
+    # ---- the suggested first run
+    "train.first_run": (
+        "**New here?** Teach the model its own name in about 3 minutes on a CPU: the identity demo sets the model, "
+        "the data and settings that work. Then fill in a name and an author on the Data tab and press Start.",
+        "**第一次使用？** 在 CPU 上约 3 分钟就能教会模型它自己的名字：身份演示会设置好模型、数据和可用的参数。"
+        "然后在“数据”页填写名字和作者，点击“开始训练”。",
+    ),
+    "train.use_identity": ("Use the identity demo", "使用身份演示"),
+    "train.identity_set": (
+        "Identity demo set. Fill in **name** and **author** under Placeholders on the Data tab, then press Start.",
+        "身份演示已设置。请在“数据”页的占位符中填写 **name** 和 **author**，然后点击“开始训练”。",
+    ),
+    # ---- run states, event kinds and the words of a log line
+    "train.state.idle": ("idle", "空闲"),
+    "train.state.created": ("created", "已创建"),
+    "train.state.starting": ("starting", "启动中"),
+    "train.state.running": ("running", "训练中"),
+    "train.state.finished": ("finished", "已完成"),
+    "train.state.stopped": ("stopped", "已停止"),
+    "train.state.failed": ("failed", "失败"),
+    "train.state.interrupted": ("interrupted", "已中断"),
+    "train.event.started": ("started", "开始"),
+    "train.event.resumed": ("resumed", "恢复"),
+    "train.event.log": ("log", "日志"),
+    "train.event.eval": ("eval", "验证"),
+    "train.event.checkpoint": ("checkpoint", "检查点"),
+    "train.event.sample": ("sample", "采样"),
+    "train.event.finished": ("finished", "完成"),
+    "train.event.stopped": ("stopped", "已停止"),
+    "train.event.failed": ("failed", "失败"),
+    "train.word.step": ("step", "步"),
+    "train.word.loss": ("loss", "损失"),
+    "train.word.eval_loss": ("eval loss", "验证损失"),
+    "train.word.learning_rate": ("lr", "学习率"),
+    "train.word.grad_norm": ("grad norm", "梯度范数"),
+    "train.word.tokens_per_s": ("tok/s", "tokens/秒"),
+    "train.word.message": ("message", "消息"),
+    "train.word.adapter": ("adapter", "适配器"),
+    "train.word.path": ("path", "路径"),
 }
 i18n.add(STRINGS)
 
@@ -158,7 +229,8 @@ class RunView:
     offset: int = 0
     status: str = "idle"
     facts: history.RunHistory = field(default_factory=history.RunHistory)
-    log: list[str] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    """The newest LOG_LINES events, oldest first; drawn as lines in the page's language (event_line)."""
     stopping: bool = False
     quiet_ticks: int = 0
 
@@ -184,31 +256,42 @@ def fold(view: RunView, events: list[dict[str, Any]]) -> None:
         if view.facts.add(ev):
             view.status = view.facts.phase
             view.stopping = view.stopping and view.status not in history.TERMINAL
-        view.log = (view.log + [event_line(ev)])[-LOG_LINES:]
+    view.log = (view.log + list(events))[-LOG_LINES:]
 
 
-def event_line(ev: dict[str, Any]) -> str:
-    """One log line per event: `12:03:04 log step 10/100 loss 1.2345 lr 2.0e-04 812 tok/s`."""
+def event_line(ev: dict[str, Any], lang: str = "en") -> str:
+    """One log line per event, its words in `lang` (numbers, paths and messages as written):
+    `12:03:04  log  step 10/100  loss 1.2345  lr 2.0e-04  812 tok/s`."""
     import time
 
+    t = functools.partial(i18n.t, lang=lang)
     stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", 0)))
-    kind = ev.get("type", "?")
-    parts = [stamp, f"{kind:<10}"]
+    kind = str(ev.get("type", "?"))
+    parts = [stamp, t(f"train.event.{kind}") if f"train.event.{kind}" in i18n.STRINGS else kind]
     if "step" in ev:
-        parts.append(f"step {ev['step']}" + (f"/{ev['total_steps']}" if ev.get("total_steps") else ""))
+        parts.append(
+            f"{t('train.word.step')} {ev['step']}" + (f"/{ev['total_steps']}" if ev.get("total_steps") else "")
+        )
     for key, fmt in (
-        ("loss", "loss {:.4f}"),
-        ("eval_loss", "eval_loss {:.4f}"),
-        ("learning_rate", "lr {:.1e}"),
-        ("grad_norm", "grad_norm {:.3f}"),
-        ("tokens_per_s", "{:,.0f} tok/s"),
+        ("loss", "{:.4f}"),
+        ("eval_loss", "{:.4f}"),
+        ("learning_rate", "{:.1e}"),
+        ("grad_norm", "{:.3f}"),
     ):
         if isinstance(ev.get(key), (int, float)):
-            parts.append(fmt.format(ev[key]))
+            parts.append(f"{t('train.word.' + key)} {fmt.format(ev[key])}")
+    if isinstance(ev.get("tokens_per_s"), (int, float)):
+        parts.append(f"{ev['tokens_per_s']:,.0f} {t('train.word.tokens_per_s')}")
     for key in ("message", "adapter", "path"):
         if ev.get(key):
-            parts.append(f"{key}: {ev[key]}")
+            parts.append(f"{t('train.word.' + key)}: {ev[key]}")
     return "  ".join(parts)
+
+
+def state_word(status: str, lang: str) -> str:
+    """A run's status (runs.status / the view's phase) in `lang`."""
+    key = f"train.state.{status}"
+    return i18n.t(key, lang) if key in i18n.STRINGS else status
 
 
 def load_history(run_dir: str | Path, just_started: bool = False) -> RunView:
@@ -265,6 +348,17 @@ class TrainHandles:
     confirm_no: gr.Button
     save_config: gr.Button
     commands: gr.Code
+    first_run: gr.Group
+    use_identity: gr.Button
+    nofit_box: gr.Group
+    nofit_text: gr.Markdown
+    start_anyway: gr.Button
+    apply_fix: gr.Button
+    nofit_cancel: gr.Button
+    save_preset: gr.Button
+    load_preset: gr.UploadButton
+    preset_file: gr.File
+    listed: gr.State
 
 
 # ---- build ------------------------------------------------------------------------------------------------------
@@ -272,11 +366,34 @@ def build(ctx: AppContext) -> TrainHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=380):
             fields = _build_fields(ctx)
+            preset_part = _build_presets(ctx.tr)
         with gr.Column(scale=3, min_width=480):
+            first = _build_first_run(ctx.tr)
             live = _build_live(ctx.tr)
     runs_part = _build_runs(ctx.tr)
     commands = _build_commands(ctx.tr)
-    return TrainHandles(fields=fields, **live, **runs_part, **commands)
+    return TrainHandles(fields=fields, **first, **live, **preset_part, **runs_part, **commands)
+
+
+IDENTITY_PRESET = paths.presets_dir() / "smollm2-135m-identity-cpu.yaml"
+"""The suggested first run: the identity data with name/author placeholders, settings that teach the name on a CPU."""
+
+
+def _build_first_run(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Group(elem_classes="td-first-run", elem_id="train-first-run") as first_run:
+        tr.text(gr.Markdown, "train.first_run")
+        use_identity = tr.text(gr.Button, "train.use_identity", size="sm", elem_id="train-use-identity")
+    return {"first_run": first_run, "use_identity": use_identity}
+
+
+def _build_presets(tr: i18n.Translator) -> dict[str, Any]:
+    with gr.Row(equal_height=True):
+        save_preset = tr.text(gr.Button, "train.save_preset", size="sm", elem_id="train-save-preset")
+        load_preset = tr.text(
+            gr.UploadButton, "train.load_preset", file_types=[".yaml", ".yml"], size="sm", elem_id="train-load-preset"
+        )
+    preset_file = tr.labelled(gr.File, "train.preset_file", visible=False, interactive=False, elem_id="train-preset")
+    return {"save_preset": save_preset, "load_preset": load_preset, "preset_file": preset_file}
 
 
 def _build_fields(ctx: AppContext) -> dict[str, Any]:
@@ -295,6 +412,12 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row():
         start = tr.text(gr.Button, "train.start", variant="primary", elem_id="train-start")
         stop = tr.text(gr.Button, "train.stop", variant="stop", elem_id="train-stop")
+    with gr.Group(visible=False, elem_classes="td-confirm", elem_id="train-nofit") as nofit_box:
+        nofit_text = gr.Markdown("")
+        with gr.Row():
+            start_anyway = tr.text(gr.Button, "train.start_anyway", variant="stop", size="sm", elem_id="train-anyway")
+            apply_fix = tr.text(gr.Button, "train.apply_fix", variant="primary", size="sm", elem_id="train-apply-fix")
+            nofit_cancel = tr.text(gr.Button, "train.confirm_no", size="sm")
     # not bound to a key: it shows the run's state; a language switch re-renders it (see wire)
     status = gr.Markdown(tr("train.idle"), elem_classes="td-status", elem_id="train-status")
     progress = gr.HTML(plots.progress_html(0, None), elem_id="train-progress")
@@ -315,7 +438,7 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
         lines=8,
         max_lines=8,
         interactive=False,
-        autoscroll=True,
+        autoscroll=False,  # the newest line is the first
         elem_classes="td-mono",
         elem_id="train-log",
     )
@@ -330,6 +453,11 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
         "timer": gr.Timer(1.0),
         "view": gr.State(RunView()),
         "ticks": gr.State(0),
+        "nofit_box": nofit_box,
+        "nofit_text": nofit_text,
+        "start_anyway": start_anyway,
+        "apply_fix": apply_fix,
+        "nofit_cancel": nofit_cancel,
     }
 
 
@@ -349,6 +477,7 @@ def _build_runs(tr: i18n.Translator) -> dict[str, Any]:
                 confirm_yes = tr.text(gr.Button, "train.confirm_yes", variant="stop", size="sm")
                 confirm_no = tr.text(gr.Button, "train.confirm_no", size="sm")
     return {
+        "listed": gr.State(_signature(table)),
         "run_table": run_table_,
         "run_pick": run_pick,
         "refresh": refresh,
@@ -377,35 +506,56 @@ def wire(ctx: AppContext) -> None:
     h = ctx.train
     lang = ctx.lang_selector
     form_in = ctx.form.inputs() | {lang, h.view}
+    form_out = list(ctx.form.inputs())  # every widget of every tab, the Data tab's columns and placeholders too
     live = [h.view, h.status, h.progress, h.plot, h.samples, h.log]
-    listing = [h.run_table, h.run_pick]
+    listing = [h.run_table, h.run_pick, h.listed]
     api = {"api_visibility": "undocumented"}
+    private = {"api_visibility": "private"}
     h.start.click(
-        lambda v: start_run(ctx, v), inputs=form_in, outputs=live + listing, api_name="start_training", **api
+        lambda v: start_run(ctx, v),
+        inputs=form_in,
+        outputs=live + listing + [h.nofit_box, h.nofit_text],
+        api_name="start_training",
+        **api,
     )
+    h.start_anyway.click(
+        lambda v: start_run(ctx, v, confirmed=True),
+        inputs=form_in,
+        outputs=live + listing + [h.nofit_box, h.nofit_text],
+        api_name="start_anyway",
+        **api,
+    )
+    h.apply_fix.click(
+        lambda v: apply_best_fix(ctx, v),
+        inputs=form_in,
+        outputs=form_out + [h.status, h.nofit_box],
+        api_name="apply_fit_fix",
+        **private,
+    )
+    h.nofit_cancel.click(lambda: gr.update(visible=False), outputs=h.nofit_box, **private)
     h.stop.click(lambda v: stop_run(ctx, v), inputs={lang, h.view}, outputs=live, api_name="stop_training", **api)
     h.timer.tick(
         lambda v: tick(ctx, v),
-        inputs={lang, h.view, h.ticks},
+        inputs={lang, h.view, h.ticks, h.run_pick, h.listed},
         outputs=live + [h.ticks] + listing,
         show_progress="hidden",
         concurrency_limit=None,
         concurrency_id="train-tick",
-        api_visibility="private",
+        api_name="train_tick",
+        **private,
     )
-    ctx.demo.load(lambda v: attach(ctx, v), inputs={lang, h.view}, outputs=live + listing, api_visibility="private")
+    ctx.demo.load(lambda v: attach(ctx, v), inputs={lang, h.view}, outputs=live + listing, **private)
     lang.change(
         lambda v: {**render(ctx, v[h.view], _lang(ctx, v)), **_listing(ctx, _lang(ctx, v), v.get(h.run_pick))},
         inputs={lang, h.view, h.run_pick},
         outputs=live + listing,
         show_progress="hidden",
-        api_visibility="private",
+        **private,
     )
     h.refresh.click(
         lambda v: refresh_runs(ctx, v), inputs={lang, h.run_pick}, outputs=listing, api_name="list_runs", **api
     )
-    h.run_table.select(pick_from_table, inputs=None, outputs=h.run_pick, api_visibility="private")
-    form_out = list(ctx.form.components.values())
+    h.run_table.select(pick_from_table, inputs=None, outputs=h.run_pick, **private)
     h.open.click(
         lambda v: open_run(ctx, v),
         inputs={lang, h.run_pick, h.view},
@@ -424,9 +574,9 @@ def wire(ctx: AppContext) -> None:
         lambda v: ask_delete(ctx, v),
         inputs={lang, h.run_pick},
         outputs=[h.confirm_box, h.confirm_text, h.status],
-        api_visibility="private",
+        **private,
     )
-    h.confirm_no.click(lambda: gr.update(visible=False), outputs=h.confirm_box, api_visibility="private")
+    h.confirm_no.click(lambda: gr.update(visible=False), outputs=h.confirm_box, **private)
     h.confirm_yes.click(
         lambda v: delete_run(ctx, v),
         inputs={lang, h.run_pick, h.view},
@@ -441,6 +591,58 @@ def wire(ctx: AppContext) -> None:
         api_name="save_config",
         **api,
     )
+    h.save_preset.click(
+        lambda v: save_preset(ctx, v),
+        inputs=ctx.form.inputs() | {lang},
+        outputs=[h.preset_file, h.status],
+        api_name="save_preset",
+        **api,
+    )
+    h.load_preset.upload(
+        lambda v: load_preset(ctx, v),
+        inputs=ctx.form.inputs() | {lang, h.load_preset},
+        outputs=form_out + [h.status],
+        api_name="load_preset",
+        **api,
+    )
+    _wire_first_run(ctx)
+
+
+def _wire_first_run(ctx: AppContext) -> None:
+    """ "Use the identity demo": select its preset on the Model tab, then apply it with the Model tab's own event
+    (its inputs and outputs as registered there), then say what is left to do."""
+    from app.ui import model_tab
+
+    h, model = ctx.train, ctx.model
+    [applied] = [d for d in ctx.demo.fns.values() if d.api_name == "apply_preset"]
+    h.use_identity.click(
+        lambda: gr.update(choices=model_tab.preset_choices(), value=str(IDENTITY_PRESET)),
+        outputs=model.preset,
+        api_name="use_identity_demo",
+        api_visibility="private",
+    ).then(
+        lambda v: use_identity(ctx, v),
+        inputs=set(applied.inputs) | {ctx.lang_selector},
+        outputs=list(applied.outputs) + [h.status],
+        api_visibility="private",
+    )
+
+
+def use_identity(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Apply the identity preset the Model tab's preset picker now holds (model_tab.apply_preset: over the defaults,
+    bringing its data along) and say on the Train tab what is left: the name and author placeholders."""
+    from app.ui import model_tab
+
+    lang = _lang(ctx, values)
+    out = model_tab.apply_preset(ctx, values)
+    try:
+        RunConfig.from_preset(IDENTITY_PRESET)
+    except ConfigError as exc:  # the Model tab's status says the same; say it where the button was pressed
+        return {
+            **out,
+            ctx.train.status: i18n.t("train.preset_bad", lang, name=IDENTITY_PRESET.name, msg=_bullets(exc, lang)),
+        }
+    return {**out, ctx.train.status: i18n.t("train.identity_set", lang)}
 
 
 def _lang(ctx: AppContext, values: dict[Any, Any]) -> str:
@@ -479,7 +681,7 @@ def render(ctx: AppContext, view: RunView, lang: str, status_text: str | None = 
         h.progress: bar,
         h.plot: figure,
         h.samples: samples,
-        h.log: "\n".join(view.log),
+        h.log: "\n".join(event_line(ev, lang) for ev in reversed(view.log)),  # newest first: no scrolling to it
     }
 
 
@@ -490,7 +692,7 @@ def status_line(view: RunView, lang: str) -> str:
         return i18n.t("train.stopping", lang)
     key = f"train.status.{view.status}"
     if key not in i18n.STRINGS:
-        return i18n.t("train.status.viewing", lang, run=view.name, status=view.status)
+        return i18n.t("train.status.viewing", lang, run=view.name, status=state_word(view.status, lang))
     return i18n.t(key, lang, run=view.name, artifact=view.artifact or view.run_dir, message=view.message)
 
 
@@ -501,17 +703,32 @@ def run_table(lang: str) -> tuple[pd.DataFrame, list[str]]:
     records = [
         {
             t("train.col.run"): r.id,
-            t("train.col.status"): r.status,
+            t("train.col.status"): state_word(r.status, lang),
             t("train.col.method"): r.method,
             t("train.col.model"): r.model,
-            t("train.col.steps"): f"{r.step or 0}/{r.total_steps or '?'}",
+            t("train.col.steps"): _steps(r.step, r.total_steps),
             t("train.col.best_eval"): round(r.best_eval_loss, 4) if r.best_eval_loss is not None else None,
-            t("train.col.started"): _when(r.started),
+            t("train.col.started"): _when(r.started or _created(r.path)),
         }
         for r in rows
     ]
     columns = [t(f"train.col.{c}") for c in ("run", "status", "method", "model", "steps", "best_eval", "started")]
     return pd.DataFrame.from_records(records, columns=columns), [r.id for r in rows]
+
+
+def _steps(step: int | None, total: int | None) -> str:
+    """`2/20`; `2` while the total is not known yet; `-` before the first step of a run that has no total yet."""
+    if total:
+        return f"{step or 0}/{total}"
+    return str(step) if step else "-"
+
+
+def _created(run_dir: Path) -> float | None:
+    """When the run folder got its config.yaml: the start time to show before the trainer's `started` event."""
+    try:
+        return (Path(run_dir) / runs.CONFIG).stat().st_mtime
+    except OSError:
+        return None
 
 
 def _when(started: Any) -> str:
@@ -525,7 +742,23 @@ def _when(started: Any) -> str:
 def _listing(ctx: AppContext, lang: str, pick: str | None = None) -> dict[Any, Any]:
     h = ctx.train
     table, ids = run_table(lang)
-    return {h.run_table: table, h.run_pick: gr.update(choices=ids, value=pick if pick in ids else None)}
+    return {
+        h.run_table: table,
+        h.run_pick: gr.update(choices=ids, value=pick if pick in ids else None),
+        h.listed: _signature(table),
+    }
+
+
+def _signature(table: pd.DataFrame) -> str:
+    """What the run list shows, as one string: the timer redraws the list only when this changes."""
+    return table.to_json(orient="split")
+
+
+def _listing_if_changed(ctx: AppContext, lang: str, pick: str | None, shown: str | None) -> dict[Any, Any]:
+    """The run list's updates when the runs differ from what the page shows (a run started from the CLI or
+    another page, a step or a status that moved), keeping the picked run; {} otherwise."""
+    listing = _listing(ctx, lang, pick)
+    return listing if listing[ctx.train.listed] != shown else {}
 
 
 def _run_path(run_id: str | None) -> Path | None:
@@ -538,18 +771,76 @@ def _run_path(run_id: str | None) -> Path | None:
 
 
 # ---- handlers -----------------------------------------------------------------------------------------------------
-def start_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
-    """Validate the whole config (every problem listed), refuse when a run is active, else start in background."""
+def start_run(ctx: AppContext, values: dict[Any, Any], confirmed: bool = False) -> dict[Any, Any]:
+    """Validate the whole config (every problem listed); unless `confirmed` (Start anyway), ask the estimate and
+    stop at a run estimated not to fit, showing why and the best fix; refuse when a run is active; else start in
+    the background."""
     h = ctx.train
     lang = _lang(ctx, values)
     try:
         cfg = ctx.form.to_config(values).check(source="form")
     except ConfigError as exc:
         return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
+    if not confirmed:
+        answer = _estimate(cfg)
+        if answer is not None and answer.verdict == "no":
+            warning = nofit_text(answer, lang)
+            gr.Warning(warning.split("\n", 1)[0].replace("**", ""))
+            return {h.nofit_box: gr.update(visible=True), h.nofit_text: warning, h.status: warning}
+    hide = {h.nofit_box: gr.update(visible=False)}
     view, refusal = _launch(cfg, lang)
     if view is None:
-        return _refused(h, refusal)
-    return {**render(ctx, view, lang), **_listing(ctx, lang, view.name)}
+        return {**_refused(h, refusal), **hide}
+    return {**render(ctx, view, lang), **_listing(ctx, lang, view.name), **hide}
+
+
+def _estimate(cfg: RunConfig) -> Any:
+    """The estimate service's answer for `cfg` (app.estimate: the verdict the Model tab shows), or None when the
+    model's size cannot be read here (an unknown hub id offline): then Start goes ahead as before."""
+    from app import estimate
+
+    try:
+        return estimate.service(cfg)
+    except (estimate.EstimateError, ConfigError, OSError, ValueError):
+        return None
+
+
+def nofit_text(answer: Any, lang: str) -> str:
+    """Why Start waits: the estimate against the device, the best fix (the estimate's first) and what to press."""
+    est = answer.estimate
+    have = (est.device_memory_bytes or 0) / 2**30
+    lines = [i18n.t("train.nofit", lang, need=est.total_gib, have=have, device=answer.label)]
+    if answer.fixes:
+        best = answer.fixes[0]
+        lines.append(i18n.t("train.nofit.fix", lang, fix=best.label, total=best.estimate.total_gib))
+    else:
+        lines.append(i18n.t("train.nofit.nofix", lang))
+    lines.append(i18n.t("train.nofit.ask", lang))
+    return "\n\n".join(lines)
+
+
+def apply_best_fix(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """ "Apply the fix": the estimate's best fix into the form (only the widgets it changes); Start is then the
+    user's next press."""
+    from app.ui.model_tab import changed_updates
+
+    h = ctx.train
+    lang = _lang(ctx, values)
+    hide = {h.nofit_box: gr.update(visible=False)}
+    try:
+        cfg = ctx.form.to_config(values).check(source="form")
+    except ConfigError as exc:
+        return {**hide, h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
+    answer = _estimate(cfg)
+    if answer is None or answer.verdict != "no" or not answer.fixes:
+        return {
+            **hide,
+            h.status: i18n.t("train.fix_gone" if answer and answer.verdict != "no" else "train.nofit.nofix", lang),
+        }
+    best = answer.fixes[0]
+    fixed = cfg.replace(**best.changes)
+    status = i18n.t("train.fix_applied", lang, fix=best.label, total=best.estimate.total_gib)
+    return {**changed_updates(ctx.form, cfg, fixed), **hide, h.status: status}
 
 
 def _refused(h: TrainHandles, message: str) -> dict[Any, Any]:
@@ -593,9 +884,11 @@ def stop_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def tick(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
-    """Timer: redraw only when the events file grew; every 5th tick, look for a run started elsewhere."""
+    """Timer: redraw the run only when its events file grew; every 5th tick, look for a run started elsewhere and
+    redraw the run list when it changed (new runs, steps, statuses: no Refresh press needed)."""
     h = ctx.train
     lang, view, ticks = _lang(ctx, values), values[h.view], (values.get(h.ticks) or 0) + 1
+    pick, shown = values.get(h.run_pick), values.get(h.listed)
     out: dict[Any, Any] = {h.ticks: ticks, h.view: view}  # the view's byte offset moves even when nothing is drawn
     if view.status not in LIVE and ticks % DISCOVER_EVERY == 0:
         found = find_live_run()
@@ -604,8 +897,8 @@ def tick(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     before = view.status
     if advance(view):
         out.update(render(ctx, view, lang))
-        if view.status != before and view.status not in LIVE:
-            out.update(_listing(ctx, lang, view.name))  # the finished run's row changes status and best loss
+    if ticks % DISCOVER_EVERY == 0 or view.status != before:
+        out.update(_listing_if_changed(ctx, lang, pick, shown))
     return out
 
 
@@ -734,6 +1027,38 @@ def commands_text(config_path: Path) -> str:
             train.launch_command(str(config_path), 2, "cpu"),
         ]
     )
+
+
+def save_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """ "Save settings as preset": every setting of every tab as one YAML file under $TUNEDESK_HOME/presets/, offered
+    for download; `RunConfig.from_preset` (Load preset file, the Model tab's presets, the CLI) reads it back."""
+    h = ctx.train
+    lang = _lang(ctx, values)
+    try:
+        cfg = ctx.form.to_config(values)
+    except ConfigError as exc:
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
+    path = paths.home() / "presets" / config_file_for(cfg).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.save(path)
+    return {
+        h.preset_file: gr.update(value=str(path), visible=True),
+        h.status: i18n.t("train.preset_saved", lang, name=path.name),
+    }
+
+
+def load_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """ "Load preset file": an uploaded YAML preset over the defaults, keeping the current data section where the
+    file names none (as the Model tab's presets do), into every tab; a bad file gets its name and its problems."""
+    h = ctx.train
+    lang, upload = _lang(ctx, values), values.get(h.load_preset)
+    path = Path(getattr(upload, "name", None) or str(upload or ""))
+    try:
+        current = ctx.form.to_config(values, lenient=True)
+        cfg = RunConfig.from_preset(path, base=ctx.defaults.replace(data=current.to_dict()["data"]))
+    except ConfigError as exc:
+        return {h.status: i18n.t("train.preset_bad", lang, name=path.name, msg=_bullets(exc, lang))}
+    return {**ctx.form.updates_from(cfg), h.status: i18n.t("train.preset_loaded", lang, name=path.name)}
 
 
 def save_config(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
