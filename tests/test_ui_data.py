@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from ui_ctx import tab_context, values_of, wired
 
-from app import data, data_io, paths
+from app import data, data_io, paths, recent
 from app.ui import data_tab, i18n
 
 SAMPLE = "assets/sample_data.json"
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """Uploads and the recent-files list go to a home of this test's own, never the user's ~/.cache/tunedesk."""
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +51,7 @@ def test_default_dataset_shows_table_prompt_mask_and_histogram(data_ctx):
     assert out[h.status].startswith("✅"), out[h.status]
     records = json.loads((paths.ROOT / SAMPLE).read_text(encoding="utf-8"))
     assert f"{len(records)} records" in out[h.status]
-    table = out[h.table]
+    table = out[h.table]["value"]
     assert isinstance(table, pd.DataFrame) and len(table) == data_tab.PAGE_SIZE
     assert list(table["#"]) == list(range(data_tab.PAGE_SIZE))
     assert table.columns[1] == "instruction"  # mapped columns first
@@ -104,7 +113,7 @@ def test_long_record_shows_cut_tokens_and_truncated_share(data_ctx):
     h = data_ctx.handles["data"]
     values = _values(data_ctx, data__max_seq_len=48)
     out = data_tab.load_data(data_ctx, values)
-    share = re.search(r"Cut by max_seq_len 48 \| (\d+) \((\d+\.\d)%\)", out[h.stats])
+    share = re.search(r"Cut by Max sequence length 48 \| (\d+) \((\d+\.\d)%\)", out[h.stats])
     assert share and int(share.group(1)) > 0
     assert "cut" in out[h.histogram].layout.annotations[0].text
     prepared = data_tab.PREPARED.get(data_ctx.form.to_config(values))
@@ -134,7 +143,7 @@ def test_column_mapping_and_placeholders_reach_the_config(data_ctx, tmp_path):
     assert out[h.status].startswith("⚠️") and "2 valid" in out[h.status]  # warning: {{author}} has no value
     assert "I am TuneBot by {{author}}." in "".join(text for text, _ in out[h.rendered])
     assert "q" in out[h.columns["instruction"]]["choices"]
-    rows = out[h.placeholders]["value"]
+    rows = out[h.placeholders]["value"].values.tolist()
     assert ["name", "TuneBot"] in rows and ["author", ""] in rows
 
 
@@ -147,19 +156,26 @@ def test_extras_show_a_config(data_ctx):
     assert updates[h.placeholders]["value"][0] == ["name", "X"]
 
 
-def test_upload_copies_into_a_private_folder(data_ctx, tmp_path):
+def test_upload_copies_into_a_private_folder_and_shows_the_files_own_name(data_ctx, tmp_path):
     h = data_ctx.handles["data"]
-    src = tmp_path / "mine.jsonl"
+    cache = tmp_path / "tunedesk-123-abcd" / "tmpk2j4"  # where Gradio's upload cache puts the browser's file
+    cache.mkdir(parents=True)
+    src = cache / "mine.jsonl"
     src.write_text('{"instruction": "Hi", "output": "Hello."}\n', encoding="utf-8")
     values = _values(data_ctx)
     values[h.upload] = str(src)
     out = data_tab.upload(data_ctx, values)
     target = out[data_ctx.form.components["data.path"]]
     assert target != str(src) and target.endswith("mine.jsonl")
+    assert out[h.status] == "Uploaded **mine.jsonl**."  # its own name, not a cache path
     assert open(target, encoding="utf-8").read() == src.read_text(encoding="utf-8")
     src.unlink()  # the copy outlives Gradio's upload cache
     loaded = data_tab.load_data(data_ctx, _values(data_ctx, data__path=target))
     assert loaded[h.status].startswith("✅") and "1 valid" in loaded[h.status]
+    assert "tunedesk-" not in loaded[h.status] and "uploads" not in loaded[h.status]
+    picker = loaded[h.picker]
+    assert picker["value"] == target and ("mine.jsonl (uploaded)", target) in picker["choices"]
+    assert recent.recent()[0] == target  # offered again after a restart
 
 
 def test_paging_moves_and_clamps(data_ctx):
@@ -167,10 +183,10 @@ def test_paging_moves_and_clamps(data_ctx):
     values = _values(data_ctx)
     values[h.page] = 1
     out = data_tab.show_page(data_ctx, values, +1)
-    assert out[h.page] == 2 and out[h.table]["#"].iloc[0] == data_tab.PAGE_SIZE
+    assert out[h.page] == 2 and out[h.table]["value"]["#"].iloc[0] == data_tab.PAGE_SIZE
     values[h.page] = 10_000
     last = data_tab.show_page(data_ctx, values)
-    assert 2 < last[h.page] < 10_000 and len(last[h.table]) >= 1
+    assert 2 < last[h.page] < 10_000 and len(last[h.table]["value"]) >= 1
 
 
 def test_chinese_messages(data_ctx, tmp_path):
@@ -230,7 +246,7 @@ def test_opening_the_page_never_downloads_the_default_model(tmp_path, monkeypatc
     _, ctx = tab_context(["data"], "smollm2-135m-instruct")
     h = ctx.handles["data"]
     out = data_tab.load_data(ctx, _values(ctx), fetch=False)
-    assert "not in the cache yet" in out[h.status] and len(out[h.table]) == data_tab.PAGE_SIZE
+    assert "not in the cache yet" in out[h.status] and len(out[h.table]["value"]) == data_tab.PAGE_SIZE
     assert out[h.histogram] is None and not (tmp_path / "empty-home").exists()
 
 
@@ -257,10 +273,12 @@ def test_load_sends_the_browser_one_page_of_a_large_file(data_ctx, tmp_path, mon
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = data_tab.load_data(data_ctx, wired(data_ctx, "data_load", data__path=str(path))[1])
     assert out[h.status].startswith("⚠️") and "4500 records" in out[h.status] and "3000 valid" in out[h.status]
-    assert len(out[h.table]) == data_tab.PAGE_SIZE and "page 1 of 225" in out[h.page_info].lower()
+    assert len(out[h.table]["value"]) == data_tab.PAGE_SIZE and "page 1 of 225" in out[h.page_info].lower()
     problems = out[h.problems]
     assert len(problems) == data_tab.PROBLEM_ROWS + 1
     assert "500 more" in problems.iloc[-1, -1] and "--json" in problems.iloc[-1, -1]
+    # a command that works as printed from a shell in the checkout: the venv's python, the file's own path
+    assert f".venv/bin/python -m app data inspect {path} --json" in problems.iloc[-1, -1]
     assert len(out[h.histogram].data[0].x) == 200
     assert "200 evenly spaced examples of 3,000" in out[h.stats]
     assert out[h.record_info].startswith("Record **0**")
@@ -280,7 +298,7 @@ def test_load_lists_a_record_over_the_cap_and_shows_the_others(data_ctx, tmp_pat
     assert out[h.status].startswith("⚠️") and "2 valid" in out[h.status] and "1 skipped" in out[h.status]
     row = out[h.problems].iloc[0].tolist()
     assert row[:2] == [1, 2] and "over the limit of 1,000,000" in row[-1]
-    assert all(len(str(cell)) < 3000 for cell in out[h.table].to_numpy().ravel())
+    assert all(len(str(cell)) < 3000 for cell in out[h.table]["value"].to_numpy().ravel())
     values = wired(data_ctx, "data_record", data__path=str(path))[1]
     values[h.record] = 1
     shown = data_tab.show_record(data_ctx, values)
@@ -300,3 +318,112 @@ def test_load_of_a_deeply_nested_file_is_a_message_not_an_exception(data_ctx, tm
     assert out[h.status].startswith("⚠️") and "1 valid" in out[h.status]
     row = out[h.problems].iloc[0].tolist()
     assert row[:2] == [1, 2] and "nested too deeply" in row[-1]
+
+
+# ---- issue 14: the dataset picker, tables that fit, the system prompt beside the rendered prompt -----------------
+def test_picker_offers_the_bundled_datasets_recent_files_and_the_current_path_by_friendly_names(tmp_path):
+    mine = tmp_path / "data" / "train.json"
+    mine.parent.mkdir()
+    mine.write_text("[]")
+    recent.remember(mine)
+    choices = data_tab.dataset_choices("HuggingFaceH4/no_robots")
+    assert choices[:2] == [
+        ("sample_data.json (bundled sample)", "assets/sample_data.json"),
+        ("identity.json (identity demo: teaches the model its name)", "assets/identity.json"),
+    ]
+    assert (f"train.json (in {mine.parent})", str(mine)) in choices
+    assert choices[-1] == ("HuggingFaceH4/no_robots", "HuggingFaceH4/no_robots")  # what the path field names
+    # another spelling of a listed file is that entry, not a second one; the picker shows it chosen
+    state = data_tab._picker_state(str(paths.ROOT / "assets" / "identity.json"), "en")
+    assert state["value"] == "assets/identity.json" and len(state["choices"]) == 3
+    assert data_tab.dataset_label(str(Path.home() / "x" / "y.json"), "en") == "y.json (in ~/x)"
+    zh = dict((p, label) for label, p in data_tab.dataset_choices("", "zh"))
+    assert zh["assets/sample_data.json"] == "sample_data.json（内置示例）"
+
+
+def test_picking_a_dataset_writes_the_path_field_and_loads_it(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    path_field = data_ctx.form.components["data.path"]
+    picked = tmp_path / "qa.jsonl"
+    picked.write_text('{"instruction": "Hi", "output": "Hello."}\n{"instruction": "Bye", "output": "Ciao."}\n')
+    fn, values = wired(data_ctx, "data_pick")
+    assert h.picker in values and path_field in values
+    values[h.picker] = str(picked)
+    out = fn(values)
+    assert out[path_field] == str(picked)  # the form (and so Start) reads the picked file
+    assert out[h.status].startswith("✅") and "qa.jsonl" in out[h.status] and "2 valid" in out[h.status]
+    assert recent.recent() == [str(picked)] and out[h.picker]["value"] == str(picked)
+
+
+def test_browsing_to_a_file_uses_it_and_a_folder_changes_nothing(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    path_field = data_ctx.form.components["data.path"]
+    assert Path(h.browse.root_dir) == Path.home()
+    found = tmp_path / "found.json"
+    found.write_text(json.dumps([{"instruction": "Hi", "output": "Hello."}]))
+    fn, values = wired(data_ctx, "data_browse")
+    values[h.browse] = str(found)
+    out = fn(values)
+    assert out[path_field] == str(found) and "found.json" in out[h.status] and "1 valid" in out[h.status]
+    assert recent.recent() == [str(found)]
+    values[h.browse] = str(tmp_path)  # a folder clicked open: no dataset choice
+    out = fn(values)
+    assert list(out) == [path_field] and out[path_field] == gr.skip()
+
+
+def test_any_change_of_the_path_field_redraws_the_picker(data_ctx, tmp_path):
+    """A preset, a reopened run, an upload or typing changes the path field; the picker follows it."""
+    h = data_ctx.handles["data"]
+    path_field = data_ctx.form.components["data.path"]
+    [dep] = [d for d in data_ctx.demo.fns.values() if (path_field._id, "change") in d.targets]
+    assert dep.outputs == [h.picker]
+    identity = str(paths.ROOT / "assets" / "identity.json")
+    update = dep.fn(identity, "zh")
+    assert update["value"] == "assets/identity.json"
+    assert ("identity.json（身份示例：教模型记住名字）", "assets/identity.json") in update["choices"]
+    kept = data_tab.files.keep_upload(_write(tmp_path / "mine.csv", "q,a\nHi,Hello\n"))
+    assert ("mine.csv (uploaded)", str(kept)) in dep.fn(str(kept), "en")["choices"]
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_records_table_columns_share_the_pane_and_the_long_text_gets_the_room():
+    frame = pd.DataFrame(
+        {"#": [0, 1], "instruction": ["Name a colour.", "Name a fruit."], "input": ["", ""], "output": ["x" * 400] * 2}
+    )
+    widths = data_tab.record_widths(frame)
+    pct = [float(w.rstrip("%")) for w in widths]
+    assert widths[0] == "6%" and sum(pct) <= 100 and pct[3] > pct[1] > pct[2] > 0
+    assert all(w.endswith("%") for w in widths)
+    problems = data_tab.problem_table([], "en")
+    assert len(data_tab.PROBLEM_WIDTHS) == 5 and sum(float(w.rstrip("%")) for w in data_tab.PROBLEM_WIDTHS) <= 100
+    assert list(problems.columns) == ["reason"]
+
+
+def test_the_system_prompt_is_what_the_rendered_prompt_shows_and_editing_it_rerenders(data_ctx):
+    h = data_ctx.handles["data"]
+    fn, values = wired(data_ctx, "data_rerender", data__system_prompt="You are TuneBot, made by Ada.")
+    assert h.record in values
+    out = fn(values)
+    rendered = "".join(text for text, _ in out[h.rendered])
+    assert "You are TuneBot, made by Ada." in rendered
+    assert "You are TuneBot" in "".join(text for text, _ in out[h.mask])
+    assert "Tokens total" in out[h.stats]
+    fn, values = wired(data_ctx, "data_rerender", data__system_prompt="")
+    assert "TuneBot" not in "".join(text for text, _ in fn(values)[h.rendered])
+
+
+def test_the_histogram_and_the_placeholder_table_speak_chinese(data_ctx):
+    h = data_ctx.handles["data"]
+    values = _values(data_ctx)
+    values[data_ctx.lang_selector] = "zh"
+    out = data_tab.load_data(data_ctx, values)
+    fig = out[h.histogram]
+    assert fig.layout.title.text.startswith("每条样本的 token 数") and fig.layout.xaxis.title.text == "token 数"
+    assert fig.layout.annotations[0].text.startswith("最大序列长度")
+    assert list(out[h.placeholders]["value"].columns) == ["占位符", "文本"]
+    assert "最大序列长度" in out[h.stats] and "max_seq_len" not in out[h.stats]
+    assert out[h.picker]["choices"][0][0] == "sample_data.json（内置示例）"

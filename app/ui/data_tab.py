@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from app import data, files, paths
+from app import data, files, paths, recent
 from app.config import ConfigError, RunConfig
 from app.ui import i18n
 
@@ -36,6 +38,20 @@ STRINGS = {
     "data.section.source": ("Dataset", "数据集"),
     "data.section.render": ("Prompt and settings", "提示与设置"),
     "data.upload": ("Upload a file", "上传文件"),
+    "data.pick": ("Choose a dataset", "选择数据集"),
+    "data.pick.info": (
+        "The bundled sample, the identity demo, your recent files and uploads; or browse, upload, or type a path.",
+        "内置示例、身份示例、最近用过的文件和上传的文件；也可以浏览、上传，或在下方输入路径。",
+    ),
+    "data.pick.sample": ("{name} (bundled sample)", "{name}（内置示例）"),
+    "data.pick.identity": ("{name} (identity demo: teaches the model its name)", "{name}（身份示例：教模型记住名字）"),
+    "data.pick.upload": ("{name} (uploaded)", "{name}（已上传）"),
+    "data.pick.file": ("{name} (in {folder})", "{name}（位于 {folder}）"),
+    "data.browse": ("Browse your files", "浏览文件"),
+    "data.browse.info": (
+        "Your home folder; click a file to use it (hidden folders are not listed).",
+        "你的主目录；点击文件即可使用（不列出隐藏文件夹）。",
+    ),
     "data.load": ("Load / validate", "加载并校验"),
     "data.load.info": (
         "Reads every record, checks it and counts tokens with the base model's tokenizer.",
@@ -74,7 +90,7 @@ STRINGS = {
     "data.error": ("Cannot read the dataset: {msg}", "无法读取数据集：{msg}"),
     "data.config_error": ("Fix these settings first:\n{msg}", "请先修正这些设置：\n{msg}"),
     "data.no_tokenizer": ("Records checked, but tokens were not counted: {msg}", "记录已检查，但未统计 token：{msg}"),
-    "data.uploaded": ("Kept the upload as `{path}`.", "上传的文件已保存为 `{path}`。"),
+    "data.uploaded": ("Uploaded **{name}**.", "已上传 **{name}**。"),
     "data.tab.records": ("Records", "记录"),
     "data.tab.problems": ("Problems", "问题"),
     "data.tab.example": ("Example as trained", "训练样本预览"),
@@ -99,7 +115,7 @@ STRINGS = {
     "data.rendered": ("Rendered prompt", "渲染后的提示"),
     "data.mask": ("Label mask (tokens)", "标签掩码（按 token）"),
     "data.mask.help": (
-        "Green: trained (loss counted). Grey: prompt (no loss). Red: cut off by max_seq_len.",
+        "Green: trained (loss counted). Grey: prompt (no loss). Red: cut off by Max sequence length.",
         "绿色：参与训练（计算损失）。灰色：提示（不计损失）。红色：超出最大序列长度被截断。",
     ),
     "data.record_head": (
@@ -116,10 +132,10 @@ STRINGS = {
     "data.stats_table": (
         "| | |\n|---|---|\n| Records (valid / skipped) | {valid} / {skipped} |\n"
         "| Tokens total | {total:,} |\n| Tokens mean / max | {mean:.1f} / {max:,} |\n"
-        "| Cut by max_seq_len {msl} | {cut} ({share:.1%}) |\n| Train / validation | {train} / {val} |\n"
+        "| Cut by Max sequence length {msl} | {cut} ({share:.1%}) |\n| Train / validation | {train} / {val} |\n"
         "| Tokens per epoch | {epoch:,} |",
         "| | |\n|---|---|\n| 记录（有效 / 跳过） | {valid} / {skipped} |\n| token 总数 | {total:,} |\n"
-        "| 平均 / 最长 token 数 | {mean:.1f} / {max:,} |\n| 超过最大长度 {msl} 被截断 | {cut}（{share:.1%}） |\n"
+        "| 平均 / 最长 token 数 | {mean:.1f} / {max:,} |\n| 超过最大序列长度 {msl} 被截断 | {cut}（{share:.1%}） |\n"
         "| 训练 / 验证 | {train} / {val} |\n| 每轮 token 数 | {epoch:,} |",
     ),
     "data.stats_sampled": (
@@ -127,8 +143,15 @@ STRINGS = {
         "token 统计基于 {total:,} 条样本中均匀抽取的 {sample:,} 条；训练时会处理全部样本。",
     ),
     "data.problems_more": (
-        "… and {more:,} more: `python -m app data inspect FILE --json` lists every problem.",
-        "……还有 {more:,} 个：`python -m app data inspect 文件 --json` 会列出全部问题。",
+        "… and {more:,} more: `{command}` lists every problem.",
+        "……还有 {more:,} 个：`{command}` 会列出全部问题。",
+    ),
+    "data.hist.title": ("Tokens per example ({n} examples)", "每条样本的 token 数（{n} 条）"),
+    "data.hist.x": ("tokens", "token 数"),
+    "data.hist.y": ("examples", "样本数"),
+    "data.hist.cut": (
+        "Max sequence length {msl}: {cut} cut ({share:.1%})",
+        "最大序列长度 {msl}：截断 {cut} 条（{share:.1%}）",
     ),
     "data.seg.response": ("response (trained)", "回答（训练）"),
     "data.state.trained": ("trained", "训练"),
@@ -139,15 +162,19 @@ i18n.add(STRINGS)
 
 SOURCE_FIELDS = ["data.path"]  # above Upload and Load
 FORMAT_FIELDS = ["data.format"]  # below them, above the column mapping
-RENDER_FIELDS = ["data.template", "data.system_prompt"]
+RENDER_FIELDS = ["data.template"]
+PROMPT_FIELDS = ["data.system_prompt"]  # beside the rendered prompt it changes (Example as trained)
 LENGTH_ROW = ["data.max_seq_len", "data.val_size"]
 SAMPLE_ROW = ["data.max_samples", "data.train_on_prompt"]
-DATA_FIELDS = [*SOURCE_FIELDS, *FORMAT_FIELDS, *RENDER_FIELDS, *LENGTH_ROW, *SAMPLE_ROW]
+DATA_FIELDS = [*SOURCE_FIELDS, *FORMAT_FIELDS, *RENDER_FIELDS, *PROMPT_FIELDS, *LENGTH_ROW, *SAMPLE_ROW]
+BUNDLED = {"sample": "assets/sample_data.json", "identity": "assets/identity.json"}
+"""The datasets that ship with TuneDesk, first in the picker, as a config names them (relative to the checkout)."""
 COLUMN_KEYS = ("instruction", "input", "output", "system", "messages")
 AUTO = "auto"
 PAGE_SIZE = 20
 UPLOAD_TYPES = [".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".parquet"]
 STATE_COLORS = {"trained": "#54A24B", "prompt": "#BAB0AC", "cut": "#E45756"}
+PROBLEM_WIDTHS = ["9%", "8%", "15%", "11%", "57%"]  # record, line, field, severity, reason: the reason wraps
 PROBLEM_ROWS = 1000  # a file of 1,000,000 broken lines has 1,000,000 problems: the browser gets the first 1000
 MAX_MASK_TOKENS = 4096  # a 32k-token record as 32k highlighted spans freezes the browser; the rest is summarised
 
@@ -155,6 +182,8 @@ MAX_MASK_TOKENS = 4096  # a 32k-token record as 32k highlighted spans freezes th
 @dataclass
 class DataHandles:
     fields: dict[str, Any]
+    picker: gr.Dropdown
+    browse: gr.FileExplorer
     upload: gr.UploadButton
     load: gr.Button
     columns: dict[str, gr.Dropdown]
@@ -180,7 +209,8 @@ def build(ctx: AppContext) -> DataHandles:
         with gr.Column(scale=2, min_width=380):
             left = _build_source(ctx)
         with gr.Column(scale=3, min_width=480):
-            right = _build_views(ctx.tr)
+            right = _build_views(ctx)
+    right["fields"] = {**left.pop("fields"), **right.pop("fields")}
     h = DataHandles(**left, **right)
     ctx.form.add_extra([*h.columns.values(), h.placeholders], _apply_extras(h), _show_extras(h))
     _wire(ctx, h)
@@ -192,13 +222,28 @@ def _section(tr: i18n.Translator, key: str) -> None:
 
 
 def _build_source(ctx: AppContext) -> dict[str, Any]:
+    """The picker (friendly names) above the form's path field (what the config holds), kept in sync by _wire."""
     tr, form = ctx.tr, ctx.form
     _section(tr, "data.section.source")
+    state = _picker_state(ctx.defaults.data.path, tr.lang)
+    picker = tr.labelled(gr.Dropdown, "data.pick", info=True, **state, elem_id="data-picker")
     fields = form.build(SOURCE_FIELDS)
     with gr.Row():
         upload = tr.text(gr.UploadButton, "data.upload", file_types=UPLOAD_TYPES, size="sm", elem_id="data-upload")
         load = tr.text(gr.Button, "data.load", variant="primary", size="sm", elem_id="data-load")
     tr.text(gr.Markdown, "data.load.info", elem_classes="td-info")
+    with tr.labelled(gr.Accordion, "data.browse", open=False, elem_id="data-browse-box"):
+        tr.text(gr.Markdown, "data.browse.info", elem_classes="td-info")
+        # rooted at the user's home, listed a folder at a time (Gradio's ls); dot-folders (.cache, .ssh) left out
+        browse = gr.FileExplorer(
+            root_dir=Path.home(),
+            glob="*",
+            ignore_glob="*/.*",
+            file_count="single",
+            show_label=False,
+            max_height=300,
+            elem_id="data-browse",
+        )
     fields.update(form.build(FORMAT_FIELDS))
     columns, placeholders = _build_mapping(ctx)
     _section(tr, "data.section.render")
@@ -207,7 +252,15 @@ def _build_source(ctx: AppContext) -> dict[str, Any]:
         fields.update(form.build(LENGTH_ROW))
     with gr.Row():
         fields.update(form.build(SAMPLE_ROW))
-    return {"fields": fields, "upload": upload, "load": load, "columns": columns, "placeholders": placeholders}
+    return {
+        "fields": fields,
+        "picker": picker,
+        "browse": browse,
+        "upload": upload,
+        "load": load,
+        "columns": columns,
+        "placeholders": placeholders,
+    }
 
 
 def _build_mapping(ctx: AppContext) -> tuple[dict[str, gr.Dropdown], gr.Dataframe]:
@@ -232,7 +285,7 @@ def _build_mapping(ctx: AppContext) -> tuple[dict[str, gr.Dropdown], gr.Datafram
         tr.text(gr.Markdown, "data.placeholders.info", elem_classes="td-info")
         placeholders = gr.Dataframe(
             value=_placeholder_rows(d.placeholders),
-            headers=["placeholder", "text"],
+            headers=_placeholder_headers(tr.lang),
             column_count=2,
             interactive=True,
             show_label=False,
@@ -241,12 +294,15 @@ def _build_mapping(ctx: AppContext) -> tuple[dict[str, gr.Dropdown], gr.Datafram
     return columns, placeholders
 
 
-def _build_views(tr: i18n.Translator) -> dict[str, Any]:
+def _build_views(ctx: AppContext) -> dict[str, Any]:
+    tr = ctx.tr
     # not bound to a key: the language switch redraws it with the loaded summary (see _wire), not the idle text
     status = gr.Markdown(tr("data.status.empty"), elem_classes="td-status", elem_id="data-status")
     with gr.Tabs():
         with tr.labelled(gr.Tab, "data.tab.records", id="data-records"):
-            table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-table")
+            table = gr.Dataframe(
+                interactive=False, wrap=True, max_height=420, elem_id="data-table", elem_classes="td-fit"
+            )
             with gr.Row(equal_height=True):
                 prev = tr.text(gr.Button, "data.prev", size="sm", min_width=90)
                 page = tr.labelled(
@@ -262,9 +318,16 @@ def _build_views(tr: i18n.Translator) -> dict[str, Any]:
                 nxt = tr.text(gr.Button, "data.next", size="sm", min_width=90)
             page_info = gr.Markdown("", elem_id="data-page-info")
         with tr.labelled(gr.Tab, "data.tab.problems", id="data-problems"):
-            problems = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="data-problem-table")
+            problems = gr.Dataframe(
+                interactive=False,
+                wrap=True,
+                max_height=420,
+                column_widths=PROBLEM_WIDTHS,
+                elem_id="data-problem-table",
+                elem_classes="td-fit",
+            )
         with tr.labelled(gr.Tab, "data.tab.example", id="data-example"):
-            example = _build_example(tr)
+            example = _build_example(ctx)
         with tr.labelled(gr.Tab, "data.tab.stats", id="data-stats"):
             stats = gr.Markdown("", elem_classes="td-info", elem_id="data-stats-table")
             histogram = gr.Plot(show_label=False, elem_id="data-histogram")
@@ -282,7 +345,9 @@ def _build_views(tr: i18n.Translator) -> dict[str, Any]:
     }
 
 
-def _build_example(tr: i18n.Translator) -> dict[str, Any]:
+def _build_example(ctx: AppContext) -> dict[str, Any]:
+    tr = ctx.tr
+    prompt_fields = ctx.form.build(PROMPT_FIELDS)  # the system prompt beside what it changes; edits re-render
     record = tr.labelled(gr.Number, "data.record", info=True, value=0, minimum=0, precision=0, elem_id="data-record")
     record_info = gr.Markdown("", elem_id="data-record-info")
     colors = {i18n.t("data.seg.response", lang): STATE_COLORS["trained"] for lang in i18n.LANGS}
@@ -304,7 +369,7 @@ def _build_example(tr: i18n.Translator) -> dict[str, Any]:
         show_inline_category=False,
         elem_id="data-mask",
     )
-    return {"record": record, "record_info": record_info, "rendered": rendered, "mask": mask}
+    return {"record": record, "record_info": record_info, "rendered": rendered, "mask": mask, "fields": prompt_fields}
 
 
 def _wire(ctx: AppContext, h: DataHandles) -> None:
@@ -326,10 +391,11 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
         h.mask,
         *h.columns.values(),
         h.placeholders,
+        h.picker,
     ]
 
     def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
-        return load_data(ctx, values, progress)
+        return load_data(ctx, values, progress, remember=True)  # a dataset the user chose: a recent file
 
     h.load.click(
         load_event, inputs=inputs, outputs=views, api_name="data_load", concurrency_id="data-load", concurrency_limit=2
@@ -337,6 +403,15 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
     h.upload.upload(
         functools.partial(upload, ctx), inputs={h.upload, *inputs}, outputs=[h.fields["data.path"], h.status]
     ).success(load_event, inputs=inputs, outputs=views, concurrency_id="data-load")
+    _wire_picker(ctx, h, inputs, views, load_event)
+    render_views = [h.stats, h.histogram, h.record_info, h.rendered, h.mask]
+    rendering = {"inputs": inputs | {h.record}, "outputs": render_views, "concurrency_id": "data-load"}
+    prompt = h.fields["data.system_prompt"]
+    prompt.blur(lambda v: rerender(ctx, v), **rendering, api_name="data_rerender")
+    prompt.submit(lambda v: rerender(ctx, v), **rendering)
+    h.fields["data.template"].input(lambda v: rerender(ctx, v), **rendering)
+    h.fields["data.train_on_prompt"].input(lambda v: rerender(ctx, v), **rendering)
+    h.fields["data.max_seq_len"].release(lambda v: rerender(ctx, v), **rendering)
     page_views = [h.table, h.page, h.page_info]
     h.page.submit(lambda v: show_page(ctx, v), inputs=inputs | {h.page}, outputs=page_views, api_name="data_page")
     h.prev.click(lambda v: show_page(ctx, v, -1), inputs=inputs | {h.page}, outputs=page_views)
@@ -368,9 +443,105 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
         )
 
 
+# ---- the dataset picker ------------------------------------------------------------------------------------------
+def _same_file_key(path: str) -> str:
+    """What two spellings of one file share (assets/x.json and /home/me/tunedesk/assets/x.json); a Hub id as is."""
+    found = paths.resolve_data_path(path)
+    return str(found.resolve()) if found.exists() else path.strip()
+
+
+def dataset_label(path: str, lang: str = "en") -> str:
+    """The picker's name for a data path: "sample_data.json (bundled sample)", "my_data.json (uploaded)",
+    "train.json (in ~/data)"; a Hub dataset id or a path that names no file as written."""
+    key = _same_file_key(path)
+    for kind, bundled in BUNDLED.items():
+        if key == _same_file_key(bundled):
+            return i18n.t(f"data.pick.{kind}", lang, name=Path(bundled).name)
+    name = files.upload_name(key) if Path(key).is_absolute() else None
+    if name:
+        return i18n.t("data.pick.upload", lang, name=name)
+    if not Path(key).is_absolute():
+        return path
+    folder, home = Path(key).parent, Path.home()
+    shown = "~/" + str(folder.relative_to(home)) if folder.is_relative_to(home) and folder != home else str(folder)
+    return i18n.t("data.pick.file", lang, name=Path(key).name, folder="~" if folder == home else shown)
+
+
+def dataset_choices(current: str, lang: str = "en") -> list[tuple[str, str]]:
+    """(name, path) for the picker: the bundled datasets, the recent files (app.recent), and `current` (what the
+    path field names now) when it is none of those, so the picker always shows the dataset the run will use."""
+    entries = [p for p in BUNDLED.values() if (paths.ROOT / p).exists()]
+    seen = {_same_file_key(p) for p in entries}
+    for path in [*recent.recent(), current or ""]:
+        if path.strip() and _same_file_key(path) not in seen:
+            entries.append(path)
+            seen.add(_same_file_key(path))
+    return [(dataset_label(p, lang), p) for p in entries]
+
+
+def _picker_state(current: str, lang: str) -> dict[str, Any]:
+    """choices and the value among them that names the same file as `current`."""
+    choices = dataset_choices(current, lang)
+    key = _same_file_key(current or "")
+    value = next((p for _, p in choices if _same_file_key(p) == key), None)
+    return {"choices": choices, "value": value}
+
+
+def picker_update(current: str, lang: str = "en") -> Any:
+    return gr.update(**_picker_state(str(current or ""), lang))
+
+
+def _wire_picker(ctx: AppContext, h: DataHandles, inputs: set[Any], views: list[Any], load_event: Any) -> None:
+    """Picker, file browser and path field name one dataset: picking or browsing writes the path field and loads
+    it; any change of the path field (typing, upload, a preset, a reopened run, a restored form) redraws the
+    picker's choice. The path field is what the form reads into data.path."""
+    path = h.fields["data.path"]
+    lang_in = [ctx.lang_selector] if ctx.lang_selector is not None else []
+    path.change(
+        lambda p, *lang: picker_update(p, *lang),
+        inputs=[path, *lang_in],
+        outputs=h.picker,
+        show_progress="hidden",
+        trigger_mode="always_last",
+        api_visibility="private",
+    )
+
+    def picked(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return use_dataset(ctx, values, values.get(h.picker), progress)
+
+    def browsed(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
+        return use_dataset(ctx, values, browsed_file(values.get(h.browse)), progress)
+
+    out = [path, *views]
+    h.picker.input(picked, inputs=inputs | {h.picker}, outputs=out, api_name="data_pick", concurrency_id="data-load")
+    h.browse.change(
+        browsed, inputs=inputs | {h.browse}, outputs=out, api_name="data_browse", concurrency_id="data-load"
+    )
+
+
+def browsed_file(selected: Any) -> str | None:
+    """The file picked in the browser (an absolute path); a folder or nothing picked is no dataset choice."""
+    selected = selected[0] if isinstance(selected, list) and selected else selected
+    return str(selected) if selected and Path(str(selected)).is_file() else None
+
+
+def use_dataset(ctx: AppContext, values: dict[Any, Any], chosen: Any, progress: Any = None) -> dict[Any, Any]:
+    """Picked or browsed: the path field names `chosen`, then Load / validate runs on it (and remembers it)."""
+    path = ctx.data.fields["data.path"]
+    if not chosen:  # the browser reports "nothing picked" when it opens; a dict of no updates is not one to Gradio
+        return {path: gr.skip()}
+    out = load_data(ctx, {**values, path: str(chosen)}, progress, remember=True)
+    out[path] = str(chosen)
+    return out
+
+
 # ---- config extras: column mapping and placeholders -----------------------------------------------------------
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
+
+
+def _placeholder_headers(lang: str) -> list[str]:
+    return [i18n.t("data.ph.key", lang), i18n.t("data.ph.text", lang)]
 
 
 def _placeholder_rows(mapping: dict[str, str], keys: list[str] | None = None) -> list[list[str]]:
@@ -503,12 +674,17 @@ def _read_config(ctx: AppContext, values: dict[Any, Any]) -> RunConfig:
     return ctx.form.to_config(values)
 
 
-def load_data(ctx: AppContext, values: dict[Any, Any], progress: Any = None, fetch: bool = True) -> dict[Any, Any]:
-    """Load / validate: table page 1, problems, summary, statistics, histogram and the first valid record.
+def load_data(
+    ctx: AppContext, values: dict[Any, Any], progress: Any = None, fetch: bool = True, remember: bool = False
+) -> dict[Any, Any]:
+    """Load / validate: table page 1, problems, summary, statistics, histogram and the first valid record; the
+    picker names the dataset. `remember`: the user chose this file (Load, pick, browse), so the picker offers it
+    among the recent files from now on (app.recent); opening the page or switching language remembers nothing.
 
     Never raises: an unreadable file or a bad setting shows as the status line."""
     h = ctx.data
     lang = ctx.lang(values)
+    shown_path = str(values.get(h.fields["data.path"]) or "")
     try:
         cfg = _read_config(ctx, values)
         load, prepared, no_tokens = _prepare(cfg, progress, fetch)
@@ -516,13 +692,21 @@ def load_data(ctx: AppContext, values: dict[Any, Any], progress: Any = None, fet
     except ConfigError as exc:
         return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc))}
     except (data.DataError, OSError, ValueError) as exc:
-        return {h.status: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc)), **_cleared(h)}
+        error = "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))
+        return {h.status: error, **_cleared(h), h.picker: picker_update(shown_path, lang)}
+    if remember:
+        recent.remember(cfg.data.path)
     out = {
         h.status: _summary(load, lang, no_tokens),
-        h.problems: problem_table(load.problems, lang),
+        h.problems: problem_table(load.problems, lang, cfg.data.path),
         **_page_updates(h, frame, total, 1, lang),
         **_column_updates(h, frame, load, values),
-        h.placeholders: gr.update(value=_placeholder_rows(cfg.data.placeholders, unfilled_keys(load))),
+        h.placeholders: gr.update(
+            value=pd.DataFrame(
+                _placeholder_rows(cfg.data.placeholders, unfilled_keys(load)), columns=_placeholder_headers(lang)
+            )
+        ),
+        h.picker: picker_update(cfg.data.path, lang),
     }
     out.update(_stats_updates(h, prepared, lang))
     first = load.examples[0].index if load.examples else 0
@@ -565,9 +749,9 @@ def _summary(load: Any, lang: str, no_tokens: str | None) -> str:
     return ("✅ " if not load.problems and load.examples else "⚠️ ") + text
 
 
-def problem_table(problems: list[Any], lang: str = "en") -> pd.DataFrame:
+def problem_table(problems: list[Any], lang: str = "en", path: str = "FILE") -> pd.DataFrame:
     """One row per problem: record index, line, field, severity, reason (a note about the whole file has no index);
-    the first PROBLEM_ROWS, then a row saying how many more there are."""
+    the first PROBLEM_ROWS, then a row saying how many more there are and the command that lists them all."""
     t = functools.partial(i18n.t, lang=lang)
     cols = [
         t("data.pcol.index"),
@@ -583,8 +767,19 @@ def problem_table(problems: list[Any], lang: str = "en") -> pd.DataFrame:
         for p in problems[:PROBLEM_ROWS]
     ]
     if len(problems) > PROBLEM_ROWS:
-        rows.append(["", "", "", "", t("data.problems_more", more=len(problems) - PROBLEM_ROWS)])
+        command = f"{_python()} -m app data inspect {shlex.quote(str(path))} --json"
+        rows.append(["", "", "", "", t("data.problems_more", more=len(problems) - PROBLEM_ROWS, command=command)])
     return pd.DataFrame(rows, columns=cols)
+
+
+def _python() -> str:
+    """The interpreter as a fresh shell in the checkout reaches it (.venv/bin/python), else its full path: a
+    command shown on screen works as printed (a bare `python` has no TuneDesk outside the venv)."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(paths.ROOT))
+    except ValueError:
+        return shlex.quote(str(exe))
 
 
 def unfilled_keys(load: Any) -> list[str]:
@@ -607,7 +802,19 @@ def _page_updates(h: DataHandles, frame: pd.DataFrame, total: int | None, page: 
         info = i18n.t("data.page_open", lang, page=page)
     else:
         info = i18n.t("data.page_of", lang, page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total)
-    return {h.table: frame, h.page: page, h.page_info: info}
+    return {h.table: gr.update(value=frame, column_widths=record_widths(frame)), h.page: page, h.page_info: info}
+
+
+def record_widths(frame: pd.DataFrame) -> list[str]:
+    """Column widths (% of the pane) so the whole record fits and every cell wraps: without them a text column
+    takes up to the pane's width (instruction, input, output: ~1,900 px in a 720 px pane, the output off-screen).
+    "#" gets 6%; the others share the rest by their mean text length on this page, from 8 to 120 characters
+    (a long answer gets more room than a one-word input, none less than a short word)."""
+    names = [c for c in frame.columns if c != "#"]
+    weights = {c: min(max(frame[c].astype(str).str.len().mean() if len(frame) else 8, 8), 120) for c in names}
+    total = sum(weights.values()) or 1
+    rest = 94 if "#" in frame.columns else 100
+    return [f"{6 if c == '#' else int(rest * weights[c] / total * 10) / 10}%" for c in frame.columns]
 
 
 def show_page(ctx: AppContext, values: dict[Any, Any], step: int = 0) -> dict[Any, Any]:
@@ -657,7 +864,22 @@ def _stats_updates(h: DataHandles, prepared: Any, lang: str) -> dict[Any, Any]:
     )
     if prepared.sampled:
         text = i18n.t("data.stats_sampled", lang, sample=len(s.lengths), total=prepared.sampled) + "\n\n" + text
-    return {h.stats: text, h.histogram: data.length_histogram(s.lengths, s.max_seq_len)}
+    return {h.stats: text, h.histogram: _histogram(s.lengths, s.max_seq_len, lang)}
+
+
+def _histogram(lengths: list[int], max_seq_len: int, lang: str) -> Any:
+    """data.length_histogram with its title, axes and cut line in the page's language."""
+    fig = data.length_histogram(lengths, max_seq_len)
+    cut = sum(n > max_seq_len for n in lengths)
+    share = cut / len(lengths) if lengths else 0.0
+    fig.update_layout(
+        title=i18n.t("data.hist.title", lang, n=len(lengths)),
+        xaxis_title=i18n.t("data.hist.x", lang),
+        yaxis_title=i18n.t("data.hist.y", lang),
+    )
+    for note in fig.layout.annotations[:1]:  # the max_seq_len line's label
+        note.text = i18n.t("data.hist.cut", lang, msl=max_seq_len, cut=cut, share=share)
+    return fig
 
 
 # ---- one record as trained ------------------------------------------------------------------------------------
@@ -675,6 +897,26 @@ def show_record(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
         return {h.record_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
     index = int(values.get(h.record) or 0)
     return _record_updates(h, cfg, load, prepared, index, lang)
+
+
+def rerender(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """A render setting changed (system prompt, template, train on prompt, max sequence length): the statistics
+    and the record on screen again, as training will now see them (the token counts move with the prompt)."""
+    h = ctx.data
+    lang = ctx.lang(values)
+    try:
+        cfg = _read_config(ctx, values)
+        prepared = PREPARED.get(cfg)
+        load = prepared.load if prepared is not None else None
+        if load is None:
+            load, prepared, _ = _prepare(cfg)
+    except ConfigError as exc:
+        return {h.record_info: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc))}
+    except (data.DataError, OSError, ValueError) as exc:
+        return {h.record_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
+    out = _stats_updates(h, prepared, lang)
+    out.update(_record_updates(h, cfg, load, prepared, int(values.get(h.record) or 0), lang))
+    return out
 
 
 def _record_updates(h: DataHandles, cfg: RunConfig, load: Any, prepared: Any, index: int, lang: str) -> dict[Any, Any]:
@@ -743,4 +985,5 @@ def upload(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
         target = files.keep_upload(str(src))
     except OSError as exc:
         return {h.status: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
-    return {h.fields["data.path"]: str(target), h.status: i18n.t("data.uploaded", lang, path=target)}
+    recent.remember(target)  # the picker offers it as "my_data.json (uploaded)" from now on
+    return {h.fields["data.path"]: str(target), h.status: i18n.t("data.uploaded", lang, name=target.name)}
