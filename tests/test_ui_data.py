@@ -395,9 +395,13 @@ def test_records_table_columns_share_the_pane_and_the_long_text_gets_the_room():
         {"#": [0, 1], "instruction": ["Name a colour.", "Name a fruit."], "input": ["", ""], "output": ["x" * 400] * 2}
     )
     widths = data_tab.record_widths(frame)
-    pct = [float(w.rstrip("%")) for w in widths]
-    assert widths[0] == "6%" and sum(pct) <= 100 and pct[3] > pct[1] > pct[2] > 0
     assert all(w.endswith("%") for w in widths)
+    pct = [float(w.rstrip("%")) for w in widths]
+    assert 99 <= sum(pct) <= 100 and pct[3] > 50 and pct[3] > pct[1] > pct[2] > pct[0] > 0
+    px = [p / 100 * data_tab.PANE_PX for p in pct]  # in the 720 px pane every header word fits on one line
+    assert all(px[i] >= len(name) * 9.5 + 24 - 1 for i, name in enumerate(frame.columns))
+    many = pd.DataFrame({f"a_rather_long_column_name_{i}": ["x"] for i in range(12)})
+    assert sum(float(w.rstrip("%")) for w in data_tab.record_widths(many)) <= 100  # too many to fit: shrunk alike
     problems = data_tab.problem_table([], "en")
     assert len(data_tab.PROBLEM_WIDTHS) == 5 and sum(float(w.rstrip("%")) for w in data_tab.PROBLEM_WIDTHS) <= 100
     assert list(problems.columns) == ["reason"]

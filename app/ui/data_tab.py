@@ -174,7 +174,14 @@ AUTO = "auto"
 PAGE_SIZE = 20
 UPLOAD_TYPES = [".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".parquet"]
 STATE_COLORS = {"trained": "#54A24B", "prompt": "#BAB0AC", "cut": "#E45756"}
-PROBLEM_WIDTHS = ["9%", "8%", "15%", "11%", "57%"]  # record, line, field, severity, reason: the reason wraps
+PANE_PX = 720  # the Data tab's right pane in a 1440 px window: the header floors of record_widths are sized for it
+PROBLEM_WIDTHS = [
+    "10%",
+    "8%",
+    "17%",
+    "13%",
+    "52%",
+]  # record, line, field, severity, reason: headers whole, reason wraps
 PROBLEM_ROWS = 1000  # a file of 1,000,000 broken lines has 1,000,000 problems: the browser gets the first 1000
 MAX_MASK_TOKENS = 4096  # a 32k-token record as 32k highlighted spans freezes the browser; the rest is summarised
 
@@ -808,13 +815,25 @@ def _page_updates(h: DataHandles, frame: pd.DataFrame, total: int | None, page: 
 def record_widths(frame: pd.DataFrame) -> list[str]:
     """Column widths (% of the pane) so the whole record fits and every cell wraps: without them a text column
     takes up to the pane's width (instruction, input, output: ~1,900 px in a 720 px pane, the output off-screen).
-    "#" gets 6%; the others share the rest by their mean text length on this page, from 8 to 120 characters
-    (a long answer gets more room than a one-word input, none less than a short word)."""
-    names = [c for c in frame.columns if c != "#"]
-    weights = {c: min(max(frame[c].astype(str).str.len().mean() if len(frame) else 8, 8), 120) for c in names}
+
+    Each column first gets room for its header word (and "#" for its numbers), so no header breaks letter by
+    letter; the rest is shared by mean text length on this page, 8 to 120 characters (a long answer gets more room
+    than a one-word input)."""
+    floors = {c: _floor_pct(max([str(c), *(frame[c].astype(str) if c == "#" else [])], key=len)) for c in frame}
+    weights = {c: 0.0 if c == "#" else _mean_len(frame[c]) for c in frame}
+    scale = min(1.0, 100 / (sum(floors.values()) or 1))  # a pane too narrow for every header: shrink them alike
+    rest = 100 - scale * sum(floors.values())
     total = sum(weights.values()) or 1
-    rest = 94 if "#" in frame.columns else 100
-    return [f"{6 if c == '#' else int(rest * weights[c] / total * 10) / 10}%" for c in frame.columns]
+    return [f"{int((scale * floors[c] + rest * weights[c] / total) * 10) / 10}%" for c in frame]
+
+
+def _floor_pct(text: str) -> float:
+    """The share of a PANE_PX pane that `text` needs in the table's font: 9.5 px a character + 24 px padding."""
+    return (len(text) * 9.5 + 24) / PANE_PX * 100
+
+
+def _mean_len(column: pd.Series) -> float:
+    return float(min(max(column.astype(str).str.len().mean() if len(column) else 8, 8), 120))
 
 
 def show_page(ctx: AppContext, values: dict[Any, Any], step: int = 0) -> dict[Any, Any]:
