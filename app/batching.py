@@ -202,3 +202,23 @@ class Collator:
             batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
         batch["num_tokens"] = int(sum(lengths))
         return batch
+
+
+def longest_batch(lengths: Sequence[int], batch_size: int, max_len: int, packing: bool) -> tuple[int, int]:
+    """(rows, tokens per row) of the largest micro-batch the trainer builds from examples of these token lengths.
+
+    Unpacked, the Collator pads a batch to its longest example (cut at `max_len`), and the batch holding the
+    longest example is as wide as that example whether or not batches are grouped by length (grouping puts it
+    first). Packed, rows are filled to at most `max_len` tokens by `pack`, and the widest row sets the width.
+    Fewer examples (or packed rows) than `batch_size` make a smaller batch.
+
+    >>> longest_batch([40, 300, 12], 4, 256, False), longest_batch([5, 3, 4, 2, 6], 2, 8, True)
+    ((3, 256), (2, 8))
+    """
+    if not len(lengths):
+        return 0, 0
+    if not packing:
+        return min(batch_size, len(lengths)), min(max(int(n) for n in lengths), max_len)
+    rows = pack(lengths, max_len)
+    width = max(sum(min(int(lengths[i]), max_len) for i in row) for row in rows)
+    return min(batch_size, len(rows)), width

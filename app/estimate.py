@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from app import devices, methods
@@ -47,6 +50,174 @@ def verdict(total_bytes: int, capacity_bytes: int | None, tight_share: float = T
     return "tight" if total_bytes > tight_share * capacity_bytes else "fits"
 
 
+# ---- sized for the data -------------------------------------------------------------------------------------
+ALL_EXAMPLES = 5_000
+"""Datasets up to this many examples are tokenized whole (~2 s with a chat template on a busy 2-core machine);
+larger ones by their LONGEST_SAMPLE longest examples in characters, which hold the widest batch."""
+LONGEST_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class DataLengths:
+    """Token lengths of a run's examples (rendered with its template and system prompt, before the max_seq_len
+    cut), longest first: what the trainer's batches are built from.
+
+    >>> DataLengths((258, 40, 12), True, 3, "identity.json").batch(RunConfig())  # batch 4, max_seq_len 512
+    (3, 258)
+    """
+
+    lengths: tuple[int, ...]
+    complete: bool
+    """Every example was tokenized; else only the longest ones by characters (enough for the widest batch)."""
+    examples: int
+    name: str
+    """The dataset's file name, as the Model tab says it."""
+
+    def batch(self, cfg: RunConfig) -> tuple[int, int]:
+        """(rows, tokens per row) of the largest micro-batch the trainer builds (app.batching.longest_batch)."""
+        t, seq = cfg.train, cfg.data.max_seq_len
+        if not self.complete:  # a large dataset fills every micro-batch (and every packed row)
+            return t.batch_size, seq if t.packing else min(self.lengths[0], seq)
+        from app.batching import longest_batch  # torch: already imported by the tokenizer that made these lengths
+
+        rows, width = longest_batch(self.lengths, t.batch_size, seq, t.packing)
+        return (rows, width) if rows else (t.batch_size, seq)
+
+    def longer_than(self, seq: int) -> int | None:
+        """Examples that a max_seq_len of `seq` cuts; None when not every example was tokenized."""
+        return sum(1 for n in self.lengths if n > seq) if self.complete else None
+
+
+def sized_estimate(
+    arch: Architecture, cfg: RunConfig, device: str, capacity: int | None, data: DataLengths | None = None
+) -> MemoryEstimate:
+    """memory.estimate for the largest micro-batch the trainer builds from `data`; for batch_size x max_seq_len
+    tokens when there is no data to size for."""
+    if data is not None:
+        rows, width = data.batch(cfg)
+        cfg = cfg.replace(**{"train.batch_size": rows, "data.max_seq_len": width})
+    return estimate(arch, cfg, device, capacity)
+
+
+_LENGTHS: OrderedDict[tuple, DataLengths | None] = OrderedDict()
+_LENGTHS_LOCK = threading.Lock()
+
+
+def data_lengths(cfg: RunConfig) -> DataLengths | None:
+    """The token lengths of cfg's dataset with its base model's tokenizer, or None when the dataset is not a
+    readable local file or folder, or the tokenizer is not on this machine (the estimate then sizes for
+    batch_size x max_seq_len). Imports the tokenizer (torch) on first use.
+
+    Cached by file (path, mtime, size), model, format, columns, placeholders, template, system prompt and
+    max_samples, so the estimate stays live while sliders move: batch size, max_seq_len and packing apply to the
+    cached lengths. The last 8 datasets are kept."""
+    key = _lengths_key(cfg)
+    if key is None:
+        return None
+    with _LENGTHS_LOCK:  # one tokenization per dataset: a second estimate waits for it, then reads the cache
+        if key not in _LENGTHS:
+            model = _tokenizer_source(cfg)
+            _LENGTHS[key] = None if model is None else _tokenize_lengths(Path(key[0]), model, cfg)
+            while len(_LENGTHS) > 8:
+                _LENGTHS.popitem(last=False)
+        _LENGTHS.move_to_end(key)
+        return _LENGTHS[key]
+
+
+def lengths_known(cfg: RunConfig) -> bool:
+    """data_lengths(cfg) answers at once: there is no local dataset to measure, or it was measured (cheap: a stat
+    of the file, no tokenizer, no torch), so a UI can draw the estimate now and size it for the data after."""
+    key = _lengths_key(cfg)
+    return key is None or key in _LENGTHS
+
+
+def _lengths_key(cfg: RunConfig) -> tuple | None:
+    path = _data_file(cfg.data.path)
+    if path is None:
+        return None
+    stat, d = path.stat(), cfg.data
+    return (
+        str(path.resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        cfg.model.name_or_path.strip(),
+        cfg.model.trust_remote_code,
+        d.format,
+        json.dumps([d.columns, d.placeholders], sort_keys=True),
+        d.template,
+        d.system_prompt,
+        d.max_samples,
+    )
+
+
+def _data_file(name: str) -> Path | None:
+    from app import paths
+
+    if not name.strip():
+        return None
+    path = paths.resolve_data_path(name.strip())
+    return path if path.is_file() or path.is_dir() else None  # a hub dataset id is not read for an estimate
+
+
+def _tokenizer_source(cfg: RunConfig) -> str | None:
+    """The local folder of the base model's tokenizer; None when that would need a download or a GGUF
+    conversion (a load, not an estimate)."""
+    from app import modeling
+
+    name = cfg.model.name_or_path.strip()
+    if not name or name.lower().endswith(".gguf"):
+        return None
+    if name in modeling.DEFAULT_ALIASES and not (modeling.default_model_dir() / "config.json").is_file():
+        return None
+    try:
+        path = modeling.resolve_model(name)
+        if cfg.model.trust_remote_code:
+            modeling.require_consent(path, True)
+    except modeling.ModelError:
+        return None
+    return path
+
+
+def _tokenize_lengths(path: Path, model: str, cfg: RunConfig) -> DataLengths | None:
+    from app import data, modeling
+    from app.data_render import render_segments, resolve_template, tokenize_segments
+
+    try:
+        tokenizer = _tokenizer(model, cfg.model.trust_remote_code)
+        examples = data.load_from_config(cfg.data).examples
+    except (modeling.ModelError, data.DataError, OSError, ValueError):
+        return None  # the Data tab says what is wrong with the file; the estimate falls back to max_seq_len
+    count = min(len(examples), cfg.data.max_samples or len(examples))
+    picked: list[int] = list(range(count))
+    if count > ALL_EXAMPLES:  # the longest in characters hold the longest in tokens
+        picked = sorted(picked, key=lambda k: -len(examples.messages_json(k)))[:LONGEST_SAMPLE]
+    template = resolve_template(cfg.data.template, tokenizer)
+    lengths: list[int] = []
+    for start in range(0, len(picked), 256):
+        segments = []
+        for k in picked[start : start + 256]:
+            try:
+                segments.append(render_segments(examples[k], tokenizer, template, cfg.data.system_prompt))
+            except ValueError:  # RenderError: this record is reported by the Data tab and skipped in training
+                continue
+        lengths += [len(ids) for ids, _ in tokenize_segments(segments, tokenizer)]
+    if not lengths:
+        return None
+    return DataLengths(tuple(sorted(lengths, reverse=True)), count <= ALL_EXAMPLES, count, path.name)
+
+
+_TOKENIZERS: dict[tuple[str, bool], Any] = {}
+
+
+def _tokenizer(path: str, trust_remote_code: bool) -> Any:
+    from app import modeling
+
+    if (path, trust_remote_code) not in _TOKENIZERS:
+        _TOKENIZERS.clear()  # one tokenizer at a time: the base model named now
+        _TOKENIZERS[(path, trust_remote_code)] = modeling.load_tokenizer(path, trust_remote_code)
+    return _TOKENIZERS[(path, trust_remote_code)]
+
+
 # ---- what to change when it does not fit ---------------------------------------------------------------------
 @dataclass
 class Fix:
@@ -57,6 +228,9 @@ class Fix:
     changes: dict[str, Any]
     """Dotted RunConfig paths -> new values, usable as cfg.replace(**changes)."""
     estimate: MemoryEstimate
+    params: dict[str, Any] = field(default_factory=dict)
+    """The numbers in the label ({"batch": 2, "accum": 8}), so a UI can say it in its own language; a combined
+    fix lists its parts as {"parts": [[key, params], ...]}."""
 
     @property
     def description(self) -> str:
@@ -68,92 +242,150 @@ def suggest_fixes(
     cfg: RunConfig | None = None,
     device: str = "cuda",
     capacity_bytes: int | None = None,
+    data: DataLengths | None = None,
 ) -> list[Fix]:
-    """Changes that lower the estimate, cheapest in quality first: gradient checkpointing, a smaller micro-batch
-    with more accumulation (same effective batch), an 8-bit optimizer, a 4-bit base (QLoRA), shorter sequences.
+    """Changes that lower the estimate, cheapest in quality first: gradient checkpointing, the largest micro-batch
+    that fits with more accumulation (same effective batch), an 8-bit optimizer, a 4-bit base (QLoRA), the
+    largest sequence length that fits.
 
     Only changes that apply and reduce memory are listed, each with its own estimate. When a capacity is given and
     no single change fits, a last "combined" fix applies them in order until the run fits. `suggest_fixes(cfg)`
-    alone reads the architecture from cfg.model.name_or_path.
+    alone reads the architecture from cfg.model.name_or_path. With `data` (the dataset's token lengths) every
+    estimate is sized for the batches the trainer builds from it (see DataLengths.batch).
     """
     if isinstance(arch, RunConfig):
         cfg, arch = arch, architecture_from(arch.model.name_or_path)
         device = devices.kind(cfg.train.device)
     assert cfg is not None
-    base = estimate(arch, cfg, device, capacity_bytes)
+    base = sized_estimate(arch, cfg, device, capacity_bytes, data)
     fixes = []
-    for key, label, changes in _candidates(arch, cfg, device, capacity_bytes):
-        est = estimate(arch, cfg.replace(**changes), device, capacity_bytes)
+    for key, label, changes, params in _candidates(arch, cfg, device, capacity_bytes, data):
+        est = sized_estimate(arch, cfg.replace(**changes), device, capacity_bytes, data)
         if est.total_bytes < base.total_bytes:
-            fixes.append(Fix(key, label, changes, est))
+            fixes.append(Fix(key, label, changes, est, params))
     if capacity_bytes and fixes and not any(f.estimate.fits for f in fixes):
-        fixes.append(_combined(arch, cfg, device, capacity_bytes, fixes))
+        fixes.append(_combined(arch, cfg, device, capacity_bytes, fixes, data))
     return fixes
 
 
-def _candidates(arch: Architecture, cfg: RunConfig, device: str, capacity: int | None) -> list[tuple]:
+def _candidates(arch: Architecture, cfg: RunConfig, device: str, capacity: int | None, data: DataLengths | None):
     t = cfg.train
-    out: list[tuple[str, str, dict[str, Any]]] = []
+    out: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
     if not t.gradient_checkpointing:
         out.append(
             (
                 "gradient_checkpointing",
                 "Turn on gradient checkpointing (~30% slower, same result)",
                 {"train.gradient_checkpointing": True},
+                {},
             )
         )
     if t.batch_size > 1:
-        batch = _pick(arch, cfg, device, capacity, _divisors(t.batch_size), "train.batch_size")
+        batch, fits = _largest(arch, cfg, device, capacity, _divisors(t.batch_size), "train.batch_size", data)
         accum = t.grad_accum * t.batch_size // batch
         out.append(
             (
                 "micro_batch",
-                f"Micro-batch {batch} x {accum} accumulation steps (same effective batch)",
+                f"Micro-batch {batch} x {accum} accumulation steps (same effective batch)"
+                + (", the largest that fits" if fits else ""),
                 {"train.batch_size": batch, "train.grad_accum": accum},
+                {"batch": batch, "accum": accum},
             )
         )
     if t.optimizer in ("adamw_torch", "paged_adamw_32bit") and device == "cuda":
         new = "paged_adamw_8bit" if t.optimizer.startswith("paged") else "adamw_8bit"
-        out.append(("optimizer_8bit", f"8-bit AdamW states ({new})", {"train.optimizer": new}))
+        out.append(("optimizer_8bit", f"8-bit AdamW states ({new})", {"train.optimizer": new}, {"optimizer": new}))
     if not methods.of(cfg).quantized or cfg.quant.bits != 4:
         out.append(
-            ("quantize_4bit", "QLoRA: 4-bit NF4 base weights with LoRA adapters", {"method": "qlora", "quant.bits": 4})
+            (
+                "quantize_4bit",
+                "QLoRA: 4-bit NF4 base weights with LoRA adapters",
+                {"method": "qlora", "quant.bits": 4, "quant.type": "nf4"},
+                {},
+            )
         )
-    lengths = [n for n in (2048, 1024, 512, 256, 128) if n < cfg.data.max_seq_len]
+    lengths = list(range(cfg.data.max_seq_len - SEQ_STEP, 0, -SEQ_STEP))
     if lengths:
-        seq = _pick(arch, cfg, device, capacity, lengths, "data.max_seq_len")
+        seq, fits = _largest(arch, cfg, device, capacity, lengths, "data.max_seq_len", data)
+        cut = data.longer_than(seq) if data else None
+        words = f"{cut} of your examples are cut" if cut is not None else "longer examples are cut"
         out.append(
-            ("shorter_seq", f"Cut examples to {seq} tokens (longer ones are truncated)", {"data.max_seq_len": seq})
+            (
+                "shorter_seq",
+                f"{'Largest sequence length that fits' if fits else 'Cut examples to'}: {seq} tokens ({words})",
+                {"data.max_seq_len": seq},
+                {"seq": seq, "cut": cut},
+            )
         )
     return out
+
+
+SEQ_STEP = 16
+"""Sequence lengths a fix offers are multiples of 16 (the Max sequence length slider's step)."""
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(n - 1, 0, -1) if n % d == 0]
 
 
-def _pick(arch: Architecture, cfg: RunConfig, device: str, capacity: int | None, options: list[int], key: str) -> int:
-    """The largest option that fits the capacity (options in falling order); the smallest when none does."""
-    for value in options:
-        if capacity and estimate(arch, cfg.replace(**{key: value}), device, capacity).fits:
-            return value
-    return options[-1]
+def _largest(
+    arch: Architecture,
+    cfg: RunConfig,
+    device: str,
+    capacity: int | None,
+    options: list[int],
+    key: str,
+    data: DataLengths | None,
+) -> tuple[int, bool]:
+    """(the largest option that fits the capacity, True), options in falling order; (the smallest, False) when none
+    does. Memory grows with both batch size and sequence length, so a binary search finds it in ~log2(n) estimates."""
+
+    def fits(value: int) -> bool:
+        return bool(capacity) and bool(sized_estimate(arch, cfg.replace(**{key: value}), device, capacity, data).fits)
+
+    lo, hi = 0, len(options) - 1  # options[hi] is the smallest
+    if not fits(options[hi]):
+        return options[hi], False
+    while lo < hi:  # invariant: options[hi] fits
+        mid = (lo + hi) // 2
+        if fits(options[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return options[hi], True
 
 
-def _combined(arch: Architecture, cfg: RunConfig, device: str, capacity: int, fixes: list[Fix]) -> Fix:
-    changes: dict[str, Any] = {}
-    for fix in fixes:
-        changes.update(fix.changes)
-        est = estimate(arch, cfg.replace(**changes), device, capacity)
+def _combined(
+    arch: Architecture, cfg: RunConfig, device: str, capacity: int, fixes: list[Fix], data: DataLengths | None
+) -> Fix:
+    """Changes applied one after another, each time the first (cheapest in quality) that still lowers memory
+    for the config as changed so far, until the run fits or nothing lowers it: after QLoRA, gradient
+    checkpointing can matter where it did not beside full fine-tuning's optimizer step."""
+    current, changes, used = cfg, {}, []
+    est = sized_estimate(arch, cfg, device, capacity, data)
+    for _ in range(10):  # each step lowers memory; 10 is more steps than there are kinds of change
+        for key, label, change, params in _candidates(arch, current, device, capacity, data):
+            after = sized_estimate(arch, current.replace(**change), device, capacity, data)
+            if after.total_bytes < est.total_bytes:
+                current, est = current.replace(**change), after
+                changes.update(change)
+                used.append(Fix(key, label, change, after, params))
+                break
+        else:
+            break
         if est.fits:
             break
-    label = "All of: " + "; ".join(f.label for f in fixes if set(f.changes) <= set(changes))
-    return Fix("combined", label, changes, est)
+    label = "All of: " + "; ".join(f.label for f in used)
+    return Fix("combined", label, changes, est, {"parts": [[f.key, f.params] for f in used]})
 
 
 # ---- methods side by side ----------------------------------------------------------------------------------------
 def compare_methods(
-    arch: Architecture, cfg: RunConfig, device: str = "cuda", device_memory_bytes: int | None = None
+    arch: Architecture,
+    cfg: RunConfig,
+    device: str = "cuda",
+    device_memory_bytes: int | None = None,
+    data: DataLengths | None = None,
 ) -> list[dict[str, Any]]:
     """Every method of the table (full / freeze / lora / qlora) on this model with this batch and sequence length:
     estimate, trainable params, relative speed and a quality note, one dict per method."""
@@ -163,7 +395,7 @@ def compare_methods(
         changes: dict[str, Any] = {"method": method.name, "quant.bits": bits}
         if method.trains == methods.LAST_LAYERS:
             changes["freeze.trainable_layers"] = min(cfg.freeze.trainable_layers, arch.layers)
-        est = estimate(arch, cfg.replace(**changes), device, device_memory_bytes)
+        est = sized_estimate(arch, cfg.replace(**changes), device, device_memory_bytes, data)
         speed, note = method.speed, method.note
         rows.append(
             {
@@ -210,8 +442,11 @@ class Answer:
     """fits | tight | no | unknown"""
     label: str
     fixes: list[Fix]
-    """Only when the run does not fit a known capacity; best first."""
+    """Only when the run does not fit a known capacity, and only changes that make it fit; best first."""
     methods: list[dict[str, Any]]
+    sized: dict[str, Any] = field(default_factory=dict)
+    """What the activations are sized for: {"by": "data", "rows", "tokens", "dataset", "examples", "complete"} (the
+    largest micro-batch built from the dataset) or {"by": "config", "rows", "tokens"} (batch_size x max_seq_len)."""
 
     def to_json(self) -> dict[str, Any]:
         """The `estimate` endpoint's object and `python -m app estimate --json`'s: the estimate, the verdict, the
@@ -220,25 +455,53 @@ class Answer:
             **self.estimate.to_json(),
             "verdict": self.verdict,
             "device_label": self.label,
+            "sized_for": self.sized,
             "fixes": [
-                {"key": f.key, "label": f.label, "changes": f.changes, "total_gib": round(f.estimate.total_gib, 3)}
+                {
+                    "key": f.key,
+                    "label": f.label,
+                    "changes": f.changes,
+                    "params": f.params,
+                    "total_gib": round(f.estimate.total_gib, 3),
+                }
                 for f in self.fixes
             ],
             "methods": [{k: v for k, v in row.items() if k != "estimate"} for row in self.methods],
         }
 
 
-def service(cfg: RunConfig, target: Target | None = None, arch: Architecture | None = None) -> Answer:
+def service(
+    cfg: RunConfig, target: Target | None = None, arch: Architecture | None = None, data: bool = True
+) -> Answer:
     """Estimate `cfg` on `target` (default: the device cfg.train.device names here), judge it, and when it does not
-    fit list the fixes; compare the methods either way. `arch` saves reading the model again (the Model tab caches
-    it). Raises EstimateError."""
+    fit list the fixes that make it fit; compare the methods either way. With `data` (the default) and a readable
+    dataset whose tokenizer is here, activations are sized for the largest micro-batch the trainer builds from
+    the data (data_lengths); else for batch_size x max_seq_len. `arch` saves reading the model again (the Model
+    tab caches it). Raises EstimateError."""
     target = target or Target.of(cfg.train.device)
     arch = arch or architecture_from(cfg.model.name_or_path.strip())
-    est = estimate(arch, cfg, target.kind, target.capacity_bytes)
+    lengths = data_lengths(cfg) if data else None
     capacity = target.capacity_bytes
-    fixes = suggest_fixes(arch, cfg, target.kind, capacity) if est.fits is False and capacity else []
-    methods = compare_methods(arch, cfg, target.kind, capacity)
-    return Answer(est, verdict(est.total_bytes, capacity), target.label, fixes, methods)
+    est = sized_estimate(arch, cfg, target.kind, capacity, lengths)
+    fixes: list[Fix] = []
+    if est.fits is False and capacity:  # a fix that saves 0.3 GiB of 160 GiB is not a fix: only those that fit
+        fixes = [f for f in suggest_fixes(arch, cfg, target.kind, capacity, lengths) if f.estimate.fits]
+    methods = compare_methods(arch, cfg, target.kind, capacity, lengths)
+    return Answer(est, verdict(est.total_bytes, capacity), target.label, fixes, methods, _sized(cfg, lengths))
+
+
+def _sized(cfg: RunConfig, data: DataLengths | None) -> dict[str, Any]:
+    if data is None:
+        return {"by": "config", "rows": cfg.train.batch_size, "tokens": cfg.data.max_seq_len}
+    rows, tokens = data.batch(cfg)
+    return {
+        "by": "data",
+        "rows": rows,
+        "tokens": tokens,
+        "dataset": data.name,
+        "examples": data.examples,
+        "complete": data.complete,
+    }
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
@@ -257,6 +520,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="GPU memory (or RAM for cpu) in GiB; default: what this machine has of that device",
     )
+    parser.add_argument(
+        "--no-data",
+        action="store_true",
+        help="size activations for train.batch_size x data.max_seq_len instead of the largest batch built from the "
+        "dataset's real token lengths (no tokenizer, no torch: faster)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -264,7 +533,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = RunConfig.from_preset(args.config)
         capacity = None if args.device_memory_gib is None else int(args.device_memory_gib * GIB)
-        answer = service(cfg, Target.of(args.device or cfg.train.device, capacity))
+        answer = service(cfg, Target.of(args.device or cfg.train.device, capacity), data=not args.no_data)
     except (ConfigError, EstimateError, devices.DeviceError) as exc:
         print(f"estimate: {exc}", file=sys.stderr)
         return 2
@@ -280,6 +549,11 @@ def format_table(answer: Answer, cfg: RunConfig) -> str:
         f" | gradient checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'} | {est.device}"
     )
     lines = [head, "-" * len(head)]
+    sized = answer.sized
+    if sized.get("by") == "data":
+        lines.append(
+            f"  sized for your data ({sized['dataset']}): longest batch {sized['rows']} x {sized['tokens']} tokens"
+        )
     for key, size in est.breakdown.items():
         label = "process baseline" if key == "runtime" and est.device == "cpu" else LABELS[key]
         lines.append(f"  {label:<32} {size / GIB:9.2f} GiB")
@@ -290,4 +564,6 @@ def format_table(answer: Answer, cfg: RunConfig) -> str:
         words = {"fits": "fits", "tight": "fits, tightly,", "no": "does NOT fit"}[answer.verdict]
         lines.append(f"  {words} in {est.device_memory_bytes / GIB:.1f} GiB ({answer.label})")
     lines += [f"  fix: {fix.description}" for fix in answer.fixes]
+    if answer.verdict == "no" and not answer.fixes:
+        lines.append("  no change offered here makes it fit: pick a smaller model or another device")
     return "\n".join(lines)

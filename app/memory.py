@@ -67,7 +67,7 @@ LABELS: dict[str, str] = {
     "logits": "logits + loss",
     "workspace": "backward / step buffers",
     "allocator": "allocator cache",
-    "runtime": "CUDA context / process baseline",
+    "runtime": "CUDA context",  # on a CPU the process baseline: the Model tab's chart leaves it out there
 }
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit states for tensors with fewer elements (min_8bit_size)
 

@@ -280,7 +280,9 @@ def test_cli_prints_a_valid_json_object_for_every_preset(preset, capsys):
         "device_label",
         "fixes",
         "methods",
+        "sized_for",
     }
+    assert out["sized_for"]["by"] in ("data", "config") and out["sized_for"]["rows"] >= 1
     assert out["total_gib"] == pytest.approx(sum(out["breakdown_gib"].values()), abs=0.01)
     assert 0 < out["trainable_params"] <= out["total_params"]
     assert out["device"] == devices.kind(RunConfig.from_preset(preset).train.device)  # auto: this machine's device

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 
+import gradio as gr
 import plotly.graph_objects as go
 import pytest
+import yaml
+from ui_ctx import wired
 
 from app import devices, estimate, memory
 from app.config import RunConfig
 from app.ui import app as ui_app
-from app.ui import model_tab, plots
+from app.ui import i18n, model_tab, plots
 from app.ui.form import ALL_LINEAR
+
+GIB = plots.GIB
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +68,18 @@ def test_estimate_panel_for_the_default_config(built):
     assert out[h.details]["trainable_params"] == 460_800
 
 
-def test_a_config_that_does_not_fit_offers_fixes_that_change_the_form(built):
+@pytest.fixture()
+def gpu_24(monkeypatch):
+    """Every estimate judged against a 24 GiB GPU, whatever this machine has."""
+    monkeypatch.setattr(
+        estimate.Target, "of", classmethod(lambda cls, device="auto", capacity=None: cls("cuda", 24 * GIB, "GPU"))
+    )
+
+
+def test_a_config_that_does_not_fit_offers_fixes_that_change_the_form(built, gpu_24):
     _, ctx = built
     h = ctx.handles["model"]
-    big = ctx.defaults.replace(**{"model.name_or_path": "llama-3.1-70b-instruct", "method": "full"})
+    big = ctx.defaults.replace(**{"model.name_or_path": "llama-3.1-8b-instruct", "method": "full"})
     values = _values(ctx, big)
     out = model_tab.estimate_panel(ctx, values)
     assert "Does not fit" in out[h.verdict] and 'class="td-no"' in out[h.verdict]
@@ -75,7 +88,7 @@ def test_a_config_that_does_not_fit_offers_fixes_that_change_the_form(built):
     qlora = next(i for i, f in enumerate(fixes) if f["changes"].get("method") == "qlora")
     applied = model_tab.apply_fix(ctx, {**values, h.fix_state: fixes}, qlora)
     after = _shown(ctx, values, applied)
-    assert after.method == "qlora" and after.quant.bits == 4 and after.model.name_or_path == "llama-3.1-70b-instruct"
+    assert after.method == "qlora" and after.quant.bits == 4 and after.model.name_or_path == "llama-3.1-8b-instruct"
     assert "Applied" in applied[h.status]
     # only the changed widgets are updated, so one click redraws the estimate once, not once per widget
     assert len([c for c in applied if c in ctx.form.inputs()]) == 2
@@ -89,8 +102,12 @@ def test_an_unknown_model_explains_instead_of_raising(built):
     values = _values(ctx, extra={ctx.form.components["model.name_or_path"]: "no-such/model-xyz"})
     out = model_tab.estimate_panel(ctx, values)
     assert "Cannot estimate" in out[h.verdict] and "catalog" in out[h.verdict] and out[h.plot] is None
+    assert list(out[h.compare].columns) == ["method", "memory (GiB)", "trainable params", "fits", "speed vs LoRA",
+                                            "notes"]  # fmt: skip
     loaded = model_tab.load_or_inspect(ctx, values, inspect_only=False)
     assert loaded[h.status].startswith("❌") and "no-such/model-xyz" in loaded[h.status]
+    # nothing of the model opened before stays under the error
+    assert loaded[h.info_state] is None and loaded[h.info] == i18n.t("model.info_empty")
 
 
 def test_apply_preset_keeps_the_dataset_and_replaces_the_rest(built, tmp_path):
@@ -179,3 +196,120 @@ def test_a_training_run_claiming_the_device_frees_the_loaded_model():
         assert model_tab.HOLDER.loaded is None
     finally:
         devices.release(holder)
+
+
+# ---- choices that imply others (issue 14, item 6) ------------------------------------------------------------
+def test_picking_qlora_sets_4_bit_nf4_and_a_plain_method_sets_it_back_to_none(built):
+    _, ctx = built
+    f = ctx.form.components
+    fn, values = wired(ctx, "method_quantization", method="qlora")
+    assert set(values) == {f["method"], f["quant.bits"], f["quant.type"]}
+    out = fn(values)
+    assert out[f["quant.bits"]]["value"] == "4" and out[f["quant.type"]]["value"] == "nf4"
+    shown = _shown(ctx, _values(ctx), {f["method"]: {"value": "qlora"}, **out})
+    assert shown.validate() == [] and shown.quant.bits == 4
+    # the estimate and the methods table now agree on QLoRA's figure
+    panel = model_tab.estimate_panel(ctx, _values(ctx, shown))
+    table = panel[ctx.model.compare]
+    qlora_gib = float(table[table["method"] == "qlora"]["memory (GiB)"].iloc[0])
+    assert panel[ctx.model.details]["total_gib"] == pytest.approx(qlora_gib, abs=0.01)
+    fn, values = wired(ctx, "method_quantization", method="qlora", quant__bits="8")
+    assert fn(values) == {}, "8-bit is a QLoRA choice too: kept"
+    fn, values = wired(ctx, "method_quantization", method="full", quant__bits="4")
+    assert fn(values) == {f["quant.bits"]: gr.update(value="none")}
+
+
+def test_all_linear_and_single_targets_exclude_each_other(built):
+    _, ctx = built
+    fn, values = wired(ctx, "exclusive_targets")
+    [chosen] = values.values()
+    assert chosen == ["q_proj", "v_proj"]  # the default
+    tick_all = fn(chosen + [ALL_LINEAR], gr.SelectData(None, {"index": 7, "value": ALL_LINEAR, "selected": True}))
+    assert tick_all["value"] == [ALL_LINEAR]
+    tick_one = fn([ALL_LINEAR, "k_proj"], gr.SelectData(None, {"index": 1, "value": "k_proj", "selected": True}))
+    assert tick_one["value"] == ["k_proj"]
+    untick = fn(["q_proj"], gr.SelectData(None, {"index": 2, "value": "v_proj", "selected": False}))
+    assert untick["value"] == ["q_proj"]
+
+
+def test_another_model_named_clears_the_last_ones_details_and_sets_the_freeze_range(built, tiny_model_dir):
+    _, ctx = built
+    h = ctx.handles["model"]
+    layers = h.fields["freeze.trainable_layers"]
+    fn, values = wired(ctx, "forget_model", model__name_or_path=str(tiny_model_dir), freeze__trainable_layers=8)
+    out = fn(values)
+    assert out[h.status] == "" and out[h.info_state] is None
+    assert "is not loaded" in out[h.info] and str(tiny_model_dir) in out[h.info]
+    assert out[layers]["maximum"] == 2 and out[layers]["value"] == 2  # the tiny model has 2 decoder layers
+    fn, values = wired(ctx, "forget_model", model__name_or_path="llama-3.1-70b-instruct", freeze__trainable_layers=8)
+    assert fn(values)[layers] == gr.update(maximum=80)
+
+
+def test_the_memory_chart_keeps_one_colour_per_part_and_no_cuda_context_on_a_cpu(built, monkeypatch):
+    _, ctx = built
+    h = ctx.handles["model"]
+
+    def bars(method: str, lang: str = "en") -> dict[str, str]:
+        cfg = ctx.defaults.replace(method=method, **{"quant.bits": 4 if method == "qlora" else None})
+        out = model_tab.estimate_panel(ctx, _values(ctx, cfg, {ctx.lang_selector: lang}))
+        return {bar["name"]: bar["marker"]["color"] for bar in json.loads(out[h.plot].plot)["data"]}
+
+    monkeypatch.setattr(estimate.Target, "of", classmethod(lambda cls, *a, **k: cls("cpu", 64 * GIB, "CPU RAM")))
+    full, lora = bars("full"), bars("lora")
+    assert "LoRA adapter" in lora and "LoRA adapter" not in full
+    assert full["model weights"] == lora["model weights"] == plots.PART_COLORS["weights"]
+    assert lora["LoRA adapter"] == plots.PART_COLORS["adapter"]
+    assert len(set(lora.values())) == len(lora), "one colour per part"
+    assert "CUDA context" not in full and "CUDA context" not in lora
+    chinese = bars("lora", "zh")
+    assert "LoRA 适配器" in chinese
+    assert not [n for n in chinese if n in memory.LABELS.values()], "no English part name in Chinese"
+    monkeypatch.setattr(estimate.Target, "of", classmethod(lambda cls, *a, **k: cls("cuda", 24 * GIB, "GPU")))
+    assert "CUDA context" in bars("lora")
+
+
+def test_fixes_and_method_notes_speak_the_page_language(built, gpu_24):
+    _, ctx = built
+    h = ctx.handles["model"]
+    big = ctx.defaults.replace(**{"model.name_or_path": "llama-3.1-8b-instruct", "method": "full"})
+    out = model_tab.estimate_panel(ctx, _values(ctx, big, {ctx.lang_selector: "zh"}))
+    labels = [f["label"] for f in out[h.fix_state]]
+    assert labels and all(label == i18n.t("model.fix.quantize_4bit", "zh") for label in labels[:1]), labels
+    notes = list(out[h.compare]["说明"])
+    assert notes == [i18n.t(f"model.note.{m}", "zh") for m in ("full", "freeze", "lora", "qlora")]
+    for key, params in [
+        ("gradient_checkpointing", {}),
+        ("micro_batch", {"batch": 2, "accum": 8}),
+        ("optimizer_8bit", {"optimizer": "adamw_8bit"}),
+        ("shorter_seq", {"seq": 256, "cut": 3}),
+        ("shorter_seq", {"seq": 256, "cut": None}),
+        ("combined", {"parts": [["gradient_checkpointing", {}], ["quantize_4bit", {}]]}),
+    ]:
+        zh, en = model_tab.fix_label(key, params, "zh"), model_tab.fix_label(key, params, "en")
+        assert zh != en and "{" not in zh, key
+
+
+def test_a_preset_that_names_a_dataset_brings_its_data_section(built, tmp_path):
+    _, ctx = built
+    h = ctx.handles["model"]
+    values = _values(ctx, ctx.defaults.replace(**{"data.path": str(tmp_path / "mine.json"), "data.max_seq_len": 384}))
+    preset = tmp_path / "tiny-identity-cpu.yaml"
+    data = {"path": "assets/sample_data.json", "placeholders": {"name": "Nova", "author": "Ada"}}
+    preset.write_text(yaml.safe_dump({"method": "lora", "data": {**data, "system_prompt": "You are Nova."}}))
+    out = model_tab.apply_preset(ctx, {**values, h.preset: str(preset)})
+    cfg = _shown(ctx, values, out)
+    assert cfg.data.path == "assets/sample_data.json" and cfg.data.system_prompt == "You are Nova."
+    assert cfg.data.max_seq_len == ctx.defaults.data.max_seq_len, "the whole data section, not only its path"
+    placeholders = [c for c, u in out.items() if c in ctx.form.inputs() and c not in ctx.form.components.values()]
+    assert placeholders, "the Data tab's placeholder table shows the preset's names"
+    assert "Applied preset tiny-identity-cpu" in out[h.status]
+
+
+def test_the_model_tabs_messages_name_the_labels_on_screen(built):
+    _, ctx = built
+    h = ctx.handles["model"]
+    f = ctx.form.components
+    values = _values(ctx, extra={f["model.trust_remote_code"]: True, h.trust_confirm: False})
+    out = model_tab.load_or_inspect(ctx, values, inspect_only=True)
+    assert "Trust remote code: on but not confirmed" in out[h.status], out[h.status]
+    assert "model.trust_remote_code" not in out[h.status]

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
+import yaml
 from gradio.components.plot import PlotData
 
 from app import catalog, devices, estimate, memory, methods, paths
 from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import i18n, plots
-from app.ui.form import ALL_LINEAR, BY_PATH, get_path, to_widget
+from app.ui.form import ALL_LINEAR, BY_PATH, explain, from_widget, get_path, to_widget
 
 if TYPE_CHECKING:
     from app.ui.app import AppContext
@@ -62,6 +63,10 @@ STRINGS = {
         "训练任务正在使用 {device}；只显示结构（未加载权重）。",
     ),
     "model.error": ("Could not open the model: {msg}", "无法打开模型：{msg}"),
+    "model.not_loaded": (
+        "**{name}** is not loaded: Load or Inspect shows its architecture and layers.",
+        "**{name}** 尚未加载：点击“加载”或“查看结构”显示其结构和层。",
+    ),
     "model.config_error": ("Fix these settings first:\n{msg}", "请先修正这些设置：\n{msg}"),
     "model.row.architecture": ("Architecture", "架构"),
     "model.row.parameters": ("Parameters", "参数量"),
@@ -87,6 +92,11 @@ STRINGS = {
         "Does not fit: {total:.2f} GiB needed, {cap:.1f} GiB on {device}. Try a fix below.",
         "装不下：需要 {total:.2f} GiB，{device} 只有 {cap:.1f} GiB。试试下面的修复方案。",
     ),
+    "model.verdict.no_fix": (
+        "Does not fit: {total:.2f} GiB needed, {cap:.1f} GiB on {device}, and no change offered here is enough: "
+        "pick a smaller model or another device.",
+        "装不下：需要 {total:.2f} GiB，{device} 只有 {cap:.1f} GiB，这里的修改都不够：请换更小的模型或其他设备。",
+    ),
     "model.verdict.unknown": (
         "Needs {total:.2f} GiB; no {device} device detected to compare with.",
         "需要 {total:.2f} GiB；未检测到可比较的 {device} 设备。",
@@ -97,6 +107,42 @@ STRINGS = {
     ),
     "model.estimate_error": ("Cannot estimate: {msg}", "无法估算：{msg}"),
     "model.fix": ("{label} → {total:.2f} GiB", "{label} → {total:.2f} GiB"),
+    # the fixes (app.estimate.Fix.key), their numbers from Fix.params
+    "model.fix.gradient_checkpointing": (
+        "Turn on gradient checkpointing (~30% slower, same result)",
+        "开启梯度检查点（约慢 30%，结果相同）",
+    ),
+    "model.fix.micro_batch": (
+        "Largest micro-batch that fits: {batch} × {accum} accumulation steps (same effective batch)",
+        "能装下的最大微批：{batch} × 累积 {accum} 步（有效批量不变）",
+    ),
+    "model.fix.optimizer_8bit": ("8-bit AdamW states ({optimizer})", "8 位 AdamW 优化器状态（{optimizer}）"),
+    "model.fix.quantize_4bit": (
+        "QLoRA: 4-bit NF4 base weights with LoRA adapters",
+        "QLoRA：4 位 NF4 底座权重 + LoRA 适配器",
+    ),
+    "model.fix.shorter_seq": (
+        "Largest sequence length that fits: {seq} tokens (longer examples are cut)",
+        "能装下的最大序列长度：{seq} 个 token（更长的样本会被截断）",
+    ),
+    "model.fix.shorter_seq.cut": (
+        "Largest sequence length that fits: {seq} tokens ({cut} of your examples are cut)",
+        "能装下的最大序列长度：{seq} 个 token（你的样本中有 {cut} 条会被截断）",
+    ),
+    "model.fix.combined": ("All of: {parts}", "全部应用：{parts}"),
+    "model.sized.data": (
+        "Sized for your data ({dataset}): the longest batch is {rows} × {tokens} tokens.",
+        "按你的数据估算（{dataset}）：最长的批次为 {rows} × {tokens} 个 token。",
+    ),
+    "model.sized.config": (
+        "Sized for Micro-batch size × Max sequence length: {rows} × {tokens} tokens (no dataset measured).",
+        "按 微批大小 × 最大序列长度 估算：{rows} × {tokens} 个 token（未测量数据集）。",
+    ),
+    "model.sized.pending": (
+        "Measuring the token lengths of {dataset}...; sized for {rows} × {tokens} tokens meanwhile.",
+        "正在测量 {dataset} 的 token 长度...；暂按 {rows} × {tokens} 个 token 估算。",
+    ),
+    "model.device.cpu": ("CPU RAM", "内存"),
     "model.fix_applied": ("Applied: {label}", "已应用：{label}"),
     "model.fix_stale": (
         "That suggestion no longer applies; the estimate has been redrawn.",
@@ -125,7 +171,24 @@ STRINGS = {
     "model.part.logits": ("logits + loss", "logits + 损失"),
     "model.part.workspace": ("backward / step buffers", "反向 / 更新步缓冲区"),
     "model.part.allocator": ("allocator cache", "分配器缓存"),
-    "model.part.runtime": ("CUDA context / process baseline", "CUDA 上下文 / 进程基线"),
+    "model.part.runtime": ("CUDA context", "CUDA 上下文"),
+    # the methods compared (app.methods.TABLE notes, English as there)
+    "model.note.full": (
+        "best fit to the data; most memory; can forget general skills",
+        "最贴合数据；显存最多；可能遗忘通用能力",
+    ),
+    "model.note.freeze": (
+        "trains only the last layers: fast, weaker on new formats",
+        "只训练最后几层：快，但学新格式较弱",
+    ),
+    "model.note.lora": (
+        "close to full fine-tuning on instruction data; small adapter files",
+        "在指令数据上接近全参数微调；适配器文件小",
+    ),
+    "model.note.qlora": (
+        "LoRA on a 4-bit base: ~1/3 the weight memory, slightly lower quality, slower steps",
+        "在 4 位底座上做 LoRA：权重显存约 1/3，质量略低，步更慢",
+    ),
     "model.trust_confirm": ("I have read this model's code and trust it", "我已阅读并信任该模型的代码"),
     "model.trust_warning": (
         "Trust remote code runs the Python files shipped with the model (modeling_*.py) with your account's rights: "
@@ -152,6 +215,8 @@ FREEZE_FIELDS = ["freeze.trainable_layers", "freeze.train_norms"]
 # Llama-family names: the picker's choices before a model is loaded or inspected (then replaced by the real ones).
 DEFAULT_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAX_FIXES = 4
+# Fields that change the dataset's token lengths (app.estimate.data_lengths): the estimate redraws on them too.
+DATA_FIELDS = ["data.path", "data.format", "data.template", "data.system_prompt", "data.max_samples", "train.packing"]
 
 
 @dataclass
@@ -169,6 +234,8 @@ class ModelHandles:
     freeze_group: gr.Group
     plot: gr.Plot
     verdict: gr.Markdown
+    sized: gr.Markdown
+    pending: gr.State
     trainable: gr.Markdown
     fixes_title: gr.Markdown
     fix_buttons: list[gr.Button]
@@ -231,7 +298,35 @@ def build(ctx: AppContext) -> ModelHandles:
         show_progress="hidden",
         api_visibility="private",
     )
+    _wire_choices(ctx, h)
     return h
+
+
+def _wire_choices(ctx: AppContext, h: ModelHandles) -> None:
+    """Choices that imply others: a method its quantization, all-linear or single targets, the model's layers."""
+    f = h.fields
+    hidden = {"show_progress": "hidden", "api_visibility": "undocumented"}
+    f["method"].input(
+        functools.partial(method_quantization, ctx),
+        inputs={f["method"], f["quant.bits"], f["quant.type"]},
+        outputs=[f["quant.bits"], f["quant.type"]],
+        api_name="method_quantization",
+        **hidden,
+    )
+    f["lora.target_modules"].select(
+        exclusive_targets,
+        inputs=f["lora.target_modules"],
+        outputs=f["lora.target_modules"],
+        api_name="exclusive_targets",
+        **hidden,
+    )
+    f["model.name_or_path"].change(
+        functools.partial(forget_model, ctx),
+        inputs={f["model.name_or_path"], f["freeze.trainable_layers"], ctx.lang_selector} - {None},
+        outputs=[h.status, h.info, h.info_state, f["freeze.trainable_layers"]],
+        api_name="forget_model",
+        **hidden,
+    )
 
 
 def _section(tr: i18n.Translator, key: str) -> None:
@@ -351,6 +446,7 @@ def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Column(elem_classes="td-panel"):
         _section(tr, "model.section.memory")
         verdict = gr.Markdown("", elem_classes="td-verdict", elem_id="estimate-verdict")
+        sized = gr.Markdown("", elem_id="estimate-sized")
         plot = gr.Plot(show_label=False, elem_id="estimate-plot")
         trainable = gr.Markdown("", elem_id="estimate-trainable")
         fixes_title = tr.text(gr.Markdown, "model.fixes_title", visible=False)
@@ -364,6 +460,8 @@ def _build_memory_panel(tr: i18n.Translator) -> dict[str, Any]:
     return {
         "plot": plot,
         "verdict": verdict,
+        "sized": sized,
+        "pending": gr.State(False),
         "trainable": trainable,
         "fixes_title": fixes_title,
         "fix_buttons": fix_buttons,
@@ -376,6 +474,7 @@ def _build_compare(tr: i18n.Translator) -> gr.Dataframe:
     """Full width under both columns: the notes column needs the room."""
     with tr.labelled(gr.Accordion, "model.section.compare", open=True):
         compare = gr.Dataframe(
+            value=compare_table([], tr.lang),  # its headers, not gradio's "1 | 2 | 3", until the first estimate
             interactive=False,
             wrap=True,
             column_widths=["9%", "11%", "12%", "8%", "10%", "50%"],
@@ -408,18 +507,37 @@ def wire(ctx: AppContext) -> None:
     h = ctx.model
     inputs = ctx.form.inputs() | {ctx.lang_selector}
     form_outputs = list(ctx.form.components.values())
-    panel = [h.plot, h.verdict, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state, h.compare, h.details]
+    panel = [h.plot, h.verdict, h.sized, h.pending, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state]
+    panel += [h.compare, h.details]
+    # the dataset's lengths move the estimate too: its file and how its examples are rendered
+    data_fields = [ctx.form.components[p] for p in DATA_FIELDS if p in ctx.form.components]
+    extras = [c for extra in ctx.form.extras for c in extra.components if c is not h.trust_confirm]
+    live = {"show_progress": "hidden", "concurrency_limit": None, "concurrency_id": "estimate"}
     gr.on(
-        [c.change for c in ctx.form.memory_inputs()] + [ctx.demo.load, ctx.lang_selector.change],
-        lambda values: estimate_panel(ctx, values),
+        [c.change for c in [*ctx.form.memory_inputs(), *data_fields, *extras]]
+        + [ctx.demo.load, ctx.lang_selector.change],
+        lambda values: estimate_now(ctx, values),
         inputs=inputs,
         outputs=panel,
         api_name="estimate_panel",
         api_visibility="undocumented",
         trigger_mode="always_last",
+        **live,
+    ).then(
+        lambda values: estimate_with_data(ctx, values),
+        inputs=inputs | {h.pending},
+        outputs=panel,
+        api_name="estimate_panel_data",
+        api_visibility="undocumented",
+        trigger_mode="always_last",
+        **live,
+    )
+    ctx.demo.load(
+        lambda name, layers: freeze_range(name, layers),
+        inputs=[ctx.form.components["model.name_or_path"], h.fields["freeze.trainable_layers"]],
+        outputs=h.fields["freeze.trainable_layers"],
         show_progress="hidden",
-        concurrency_limit=None,
-        concurrency_id="estimate",
+        api_visibility="private",
     )
 
     def estimate(config: dict | None = None) -> dict:
@@ -446,6 +564,7 @@ def wire(ctx: AppContext) -> None:
         **hidden,
     )
     load_outputs = [h.status, h.info, h.info_state, ctx.form.components["lora.target_modules"]]
+    load_outputs.append(h.fields["freeze.trainable_layers"])
     ctx.lang_selector.change(
         lambda lang, info: info_markdown(info, lang) if info else i18n.t("model.info_empty", lang),
         inputs=[ctx.lang_selector, h.info_state],
@@ -471,8 +590,9 @@ def preset_choices() -> list[tuple[str, str]]:
 
 
 def apply_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
-    """Preset over the defaults, keeping the current data section (a preset for another model should not
-    leave the last preset's quantization behind, but should not lose the user's dataset either)."""
+    """Preset over the defaults (a preset for another model should not leave the last preset's quantization
+    behind). A preset that names data.path brings its whole data section (the dataset, its placeholders, system
+    prompt, template); one without keeps the user's data, so picking a model size does not lose the dataset."""
     h = ctx.model
     lang, preset = ctx.lang(values), values.get(h.preset)
     if not preset:
@@ -480,25 +600,39 @@ def apply_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     name = Path(preset).stem
     try:
         current = ctx.form.to_config(values)
-        base = ctx.defaults.replace(data=current.to_dict()["data"])
+        base = ctx.defaults if _names_data(preset) else ctx.defaults.replace(data=current.to_dict()["data"])
         cfg = RunConfig.from_preset(preset, base=base)
-    except ConfigError as exc:
-        return {h.status: i18n.t("model.preset_error", lang, name=name, msg=_problems(exc))}
+    except (ConfigError, OSError, yaml.YAMLError) as exc:
+        msg = _problems(exc, lang) if isinstance(exc, ConfigError) else str(exc)
+        return {h.status: i18n.t("model.preset_error", lang, name=name, msg=msg)}
     return {**changed_updates(ctx.form, current, cfg), h.status: i18n.t("model.preset_applied", lang, name=name)}
 
 
+def _names_data(preset: str | Path) -> bool:
+    """The preset file sets data.path (an identity preset with its dataset), not only model and method."""
+    raw = yaml.safe_load(Path(preset).read_text(encoding="utf-8")) or {}
+    return isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "path" in raw["data"]
+
+
 def changed_updates(form: Any, old: RunConfig, new: RunConfig) -> dict[Any, Any]:
-    """gr.update only for widgets whose value differs, so one click fires one estimate, not forty."""
+    """gr.update only for widgets whose value differs, so one click fires one estimate, not forty; the same for
+    the form's extra widgets (the Data tab's placeholders and column mapping) whose shown value differs."""
     out = {}
     for path, comp in form.components.items():
         f = BY_PATH[path]
         if to_widget(f, get_path(old, path)) != to_widget(f, get_path(new, path)):
             out[comp] = gr.update(value=to_widget(f, get_path(new, path)))
+    for extra in form.extras:
+        if extra.show is None:
+            continue
+        before, after = extra.show(old), extra.show(new)
+        out.update({c: u for c, u in after.items() if before.get(c) != u})
     return out
 
 
-def _problems(exc: ConfigError) -> str:
-    return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
+def _problems(exc: ConfigError, lang: str = "en") -> str:
+    """A ConfigError's problems as a list, each naming the label on screen (form.explain), not the config key."""
+    return "\n".join(f"- {p}" for p in explain(exc.problems, lang)) if exc.problems else str(exc)
 
 
 # ---- load / inspect -------------------------------------------------------------------------------------------
@@ -509,25 +643,30 @@ def load_or_inspect(
 
     h = ctx.model
     lang = ctx.lang(values)
+    # what the tab showed belonged to the last model opened: a failure must not leave it under the error
+    cleared = {h.info: i18n.t("model.info_empty", lang), h.info_state: None}
     try:
         cfg = ctx.form.to_config(values)
     except ConfigError as exc:
-        return {h.status: i18n.t("model.config_error", lang, msg=_problems(exc))}
+        return {**cleared, h.status: i18n.t("model.config_error", lang, msg=_problems(exc, lang))}
     name = cfg.model.name_or_path
     report = _gradio_progress(progress)
     try:
         note, info = _open_model(cfg, inspect_only, lang, report)
     except (modeling.ModelError, ConfigError, OSError, ValueError) as exc:
-        return {h.status: "❌ " + i18n.t("model.error", lang, msg=str(exc))}
+        msg = _problems(exc, lang) if isinstance(exc, ConfigError) else str(exc)
+        return {**cleared, h.status: "❌ " + i18n.t("model.error", lang, msg=msg)}
     modules = list(info.get("linear_modules") or [])
     target = ctx.form.components["lora.target_modules"]
     chosen = [m for m in (values.get(target) or []) if m in modules or m == ALL_LINEAR] or modules[:1]
     note = note or i18n.t("model.inspected", lang, name=name)
+    layers = h.fields["freeze.trainable_layers"]
     return {
         h.status: note,
         h.info: info_markdown(info, lang),
         h.info_state: info,
         target: gr.update(choices=[*modules, ALL_LINEAR], value=chosen),
+        layers: _layers_update(info.get("layers"), values.get(layers)),
     }
 
 
@@ -611,6 +750,70 @@ def info_markdown(info: dict[str, Any], lang: str = "en") -> str:
     return "\n".join(lines) + f"\n\n**{t('model.row.linear')}:** {modules or '-'}"
 
 
+# ---- choices that imply others --------------------------------------------------------------------------------
+def method_quantization(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Picking a method sets the quantization its base loads in (app.methods): QLoRA a 4-bit NF4 base (unless 4 or
+    8 bits are chosen already), a method that loads an unquantized base sets it back to none. So the estimate,
+    the methods table and Start all read the same choice."""
+    f = ctx.form.components
+    method = methods.TABLE.get(values.get(f["method"]) or "")
+    bits = from_widget(BY_PATH["quant.bits"], values.get(f["quant.bits"]))
+    if method is None:
+        return {}
+    if method.quantized and bits not in (4, 8):
+        return {f["quant.bits"]: gr.update(value="4"), f["quant.type"]: gr.update(value="nf4")}
+    if not method.quantized and bits is not None:
+        return {f["quant.bits"]: gr.update(value="none")}
+    return {}
+
+
+def exclusive_targets(chosen: list[str] | None, evt: gr.SelectData) -> Any:
+    """all-linear and single target modules exclude each other: ticking all-linear clears the single ones,
+    ticking a single one clears all-linear. `evt` says which box was ticked or unticked."""
+    ticked = evt.value
+    now = [m for m in (chosen or []) if m != ticked]
+    if not evt.selected:
+        return gr.update(value=now)
+    if ticked == ALL_LINEAR:
+        return gr.update(value=[ALL_LINEAR])
+    return gr.update(value=[m for m in now if m != ALL_LINEAR] + [ticked])
+
+
+def forget_model(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Another model named: the status line and the details of the last one opened no longer apply; the Freeze
+    slider stops at the new model's layer count (config.json or the catalog, no weights)."""
+    h = ctx.model
+    lang = ctx.lang(values)
+    name = str(values.get(h.fields["model.name_or_path"]) or "").strip()
+    layers = h.fields["freeze.trainable_layers"]
+    info = i18n.t("model.not_loaded", lang, name=name) if name else i18n.t("model.info_empty", lang)
+    return {
+        h.status: "",
+        h.info: info,
+        h.info_state: None,
+        layers: freeze_range(name, values.get(layers)),
+    }
+
+
+def freeze_range(name: str | None, value: Any) -> Any:
+    """The Trainable layers slider's range: 1 to the model's decoder layers (its widest when the model is not known
+    yet), the value pulled down to fit."""
+    try:
+        layers = _architecture(str(name or "").strip()).layers
+    except (memory.EstimateError, OSError, ValueError):
+        layers = None
+    return _layers_update(layers, value)
+
+
+def _layers_update(layers: int | None, value: Any) -> Any:
+    if not layers:
+        return gr.update(maximum=BY_PATH["freeze.trainable_layers"].maximum)
+    update = {"maximum": int(layers)}
+    if isinstance(value, (int, float)) and value > layers:
+        update["value"] = int(layers)
+    return gr.update(**update)
+
+
 # ---- memory estimate -----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=32)
 def _architecture(name: str) -> Any:
@@ -618,21 +821,48 @@ def _architecture(name: str) -> Any:
     return memory.architecture_from(name)
 
 
-def compute_estimate(cfg: RunConfig) -> estimate.Answer:
-    """The estimate service's answer for `cfg` on the device it would train on. Raises EstimateError."""
-    return estimate.service(cfg, arch=_architecture(cfg.model.name_or_path.strip()))
+def compute_estimate(cfg: RunConfig, data: bool = True) -> estimate.Answer:
+    """The estimate service's answer for `cfg` on the device it would train on, sized for its dataset when `data`
+    (app.estimate.data_lengths: tokenizes it the first time, seconds) and it is readable. Raises EstimateError."""
+    return estimate.service(cfg, arch=_architecture(cfg.model.name_or_path.strip()), data=data)
 
 
-def estimate_panel(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+def estimate_panel(ctx: AppContext, values: dict[Any, Any], data: bool = True) -> dict[Any, Any]:
     """Redraw the memory panel from the form; never raises (a bad value shows as a message in the panel)."""
     h = ctx.model
     lang = ctx.lang(values)
     try:
-        result = compute_estimate(ctx.form.to_config(values))
+        result = compute_estimate(ctx.form.to_config(values), data)
     except (ConfigError, memory.EstimateError, ValueError) as exc:
-        msg = _problems(exc) if isinstance(exc, ConfigError) else str(exc)
-        return _empty_panel(h, i18n.t("model.estimate_error", lang, msg=msg))
+        msg = _problems(exc, lang) if isinstance(exc, ConfigError) else explain([str(exc)], lang)[0]
+        return _empty_panel(h, i18n.t("model.estimate_error", lang, msg=msg), lang)
     return _panel_updates(h, result, lang)
+
+
+def estimate_now(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """The panel at once, on every change: sized for the dataset when its lengths are known, else for
+    batch x max_seq_len with a note, and `pending` set so estimate_with_data (chained after it) measures them."""
+    h = ctx.model
+    try:
+        cfg = ctx.form.to_config(values)
+    except ConfigError:
+        return {**estimate_panel(ctx, values), h.pending: False}
+    pending = not estimate.lengths_known(cfg)
+    out = estimate_panel(ctx, values, data=not pending)
+    out[h.pending] = pending
+    if pending and h.sized in out:
+        sized = {"rows": cfg.train.batch_size, "tokens": cfg.data.max_seq_len, "dataset": Path(cfg.data.path).name}
+        out[h.sized] = i18n.t("model.sized.pending", ctx.lang(values), **sized)
+    return out
+
+
+def estimate_with_data(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """After estimate_now: when it could not size for the dataset yet, tokenize it (once per dataset, cached)
+    and redraw; otherwise nothing to do."""
+    h = ctx.model
+    if not values.get(h.pending):
+        return {}
+    return {**estimate_panel(ctx, values), h.pending: False}
 
 
 def estimate_api(ctx: AppContext, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -644,38 +874,63 @@ def estimate_api(ctx: AppContext, config: dict[str, Any] | None = None) -> dict[
         cfg = RunConfig.from_dict(deep_merge(ctx.defaults.to_dict(), config or {}), source="estimate request")
         result = compute_estimate(cfg)
     except (ConfigError, memory.EstimateError, ValueError) as exc:
-        return {"error": _problems(exc) if isinstance(exc, ConfigError) else str(exc)}
+        return {"error": "\n".join(exc.problems) if isinstance(exc, ConfigError) and exc.problems else str(exc)}
     return result.to_json()
 
 
 def _panel_updates(h: ModelHandles, result: estimate.Answer, lang: str) -> dict[Any, Any]:
-    est, fixes, label = result.estimate, result.fixes, result.label
+    est, fixes = result.estimate, result.fixes
+    label = i18n.t("model.device.cpu", lang) if est.device == devices.CPU else result.label
     capacity = est.device_memory_bytes
+    verdict_key = "no_fix" if result.verdict == "no" and not fixes else result.verdict
     text = i18n.t(
-        f"model.verdict.{result.verdict}",
+        f"model.verdict.{verdict_key}",
         lang,
         total=est.total_bytes / plots.GIB,
         cap=(capacity or 0) / plots.GIB,
         device=label,
     )
     share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
-    parts = {i18n.t(f"model.part.{k}", lang): v for k, v in est.breakdown.items() if v > 0}
+    # on a CPU there is no CUDA context: the runtime part is the process baseline, left out of the chart
+    shown = {k: v for k, v in est.breakdown.items() if v > 0 and not (k == "runtime" and est.device == devices.CPU)}
+    names = {k: i18n.t(f"model.part.{k}", lang) for k in shown}
+    spec = plots.memory_bar_spec(shown, capacity, label, names=names, total_bytes=est.total_bytes)
+    fix_labels = [fix_label(f.key, f.params, lang) for f in fixes[:MAX_FIXES]]
     out: dict[Any, Any] = {
-        h.plot: _plot_data(plots.memory_bar_spec(parts, capacity, label)),
+        h.plot: _plot_data(spec),
         h.verdict: f'<span class="td-{result.verdict}">{text}</span>',
+        h.sized: sized_line(result.sized, lang),
         h.trainable: i18n.t(
             "model.trainable", lang, trainable=est.trainable_params, total=est.total_params, share=share
         ),
         h.fixes_title: gr.update(visible=bool(fixes)),
-        h.fix_state: [{"label": f.label, "changes": dict(f.changes)} for f in fixes[:MAX_FIXES]],
+        h.fix_state: [{"label": lab, "changes": dict(f.changes)} for lab, f in zip(fix_labels, fixes, strict=False)],
         h.compare: compare_table(result.methods, lang),
-        h.details: est.to_json(),
+        h.details: {**est.to_json(), "sized_for": result.sized},
     }
     for i, button in enumerate(h.fix_buttons):
-        fix = fixes[i] if i < len(fixes) else None
-        label_i = i18n.t("model.fix", lang, label=fix.label, total=fix.estimate.total_gib) if fix else ""
-        out[button] = gr.update(visible=fix is not None, value=label_i)
+        fix = fixes[i] if i < len(fix_labels) else None
+        text_i = i18n.t("model.fix", lang, label=fix_labels[i], total=fix.estimate.total_gib) if fix else ""
+        out[button] = gr.update(visible=fix is not None, value=text_i)
     return out
+
+
+def fix_label(key: str, params: dict[str, Any], lang: str = "en") -> str:
+    """A fix (app.estimate.Fix key and params) in words of the page's language."""
+    if key == "combined":
+        parts = "; ".join(fix_label(k, p, lang) for k, p in params.get("parts", []))
+        return i18n.t("model.fix.combined", lang, parts=parts)
+    if key == "shorter_seq" and params.get("cut") is not None:
+        return i18n.t("model.fix.shorter_seq.cut", lang, **params)
+    return i18n.t(f"model.fix.{key}", lang, **params)
+
+
+def sized_line(sized: dict[str, Any], lang: str = "en") -> str:
+    """What the activations were sized for: the longest batch built from the dataset, or batch x max_seq_len."""
+    if not sized:
+        return ""
+    key = "model.sized.data" if sized.get("by") == "data" else "model.sized.config"
+    return i18n.t(key, lang, rows=sized["rows"], tokens=sized["tokens"], dataset=sized.get("dataset", ""))
 
 
 def _plot_data(spec: dict[str, Any]) -> PlotData:
@@ -684,36 +939,41 @@ def _plot_data(spec: dict[str, Any]) -> PlotData:
     return PlotData(type="plotly", plot=json.dumps(spec))
 
 
-def _empty_panel(h: ModelHandles, message: str) -> dict[Any, Any]:
+def _empty_panel(h: ModelHandles, message: str, lang: str = "en") -> dict[Any, Any]:
     out: dict[Any, Any] = {
         h.verdict: f'<span class="td-unknown">{message}</span>',
         h.plot: None,
+        h.sized: "",
         h.trainable: "",
         h.fixes_title: gr.update(visible=False),
         h.fix_state: [],
-        h.compare: None,
+        h.compare: compare_table([], lang),  # its headers stay: never gradio's bare "1 | 2 | 3"
         h.details: None,
     }
     out.update({b: gr.update(visible=False) for b in h.fix_buttons})
     return out
 
 
+COMPARE_COLUMNS = ("method", "memory", "trainable", "fits", "speed", "notes")
+
+
 def compare_table(rows: list[dict[str, Any]], lang: str = "en") -> pd.DataFrame:
     """estimate.compare_methods rows as a small table: method, GiB, trainable parameters, fits, relative speed,
-    notes."""
+    notes (in the page's language). No rows: the headers alone."""
     t = functools.partial(i18n.t, lang=lang)
+    columns = [t(f"model.col.{c}") for c in COMPARE_COLUMNS]
     records = [
-        {
-            t("model.col.method"): row["method"],
-            t("model.col.memory"): round(row["total_bytes"] / plots.GIB, 2),
-            t("model.col.trainable"): plots.fmt_count(row["trainable_params"]),
-            t("model.col.fits"): {True: t("model.fits_yes"), False: t("model.fits_no")}.get(row.get("fits"), "?"),
-            t("model.col.speed"): f"{row['speed']:.1f}x" if row.get("speed") else "",
-            t("model.col.notes"): row.get("notes") or "",
-        }
+        [
+            row["method"],
+            round(row["total_bytes"] / plots.GIB, 2),
+            plots.fmt_count(row["trainable_params"]),
+            {True: t("model.fits_yes"), False: t("model.fits_no")}.get(row.get("fits"), "?"),
+            f"{row['speed']:.1f}x" if row.get("speed") else "",
+            t(f"model.note.{row['method']}") if f"model.note.{row['method']}" in i18n.STRINGS else row.get("notes"),
+        ]
         for row in rows
     ]
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame(records, columns=columns)
 
 
 def apply_fix(ctx: AppContext, values: dict[Any, Any], index: int) -> dict[Any, Any]:

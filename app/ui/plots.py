@@ -22,34 +22,65 @@ _AXIS = {"gridcolor": "#E5E7EB", "zerolinecolor": "#D1D5DB", "linecolor": "#D1D5
 _PLAIN = {"paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"size": 12}}
 
 
+# One colour per memory part (app.memory.BREAKDOWN_KEYS), whatever parts a method has: weights stay blue from
+# full fine-tuning to QLoRA, and a part that appears (the LoRA adapter) does not shift the colours of the others.
+PART_COLORS = {
+    "weights": "#4C78A8",
+    "adapter": "#F58518",
+    "gradients": "#54A24B",
+    "optimizer": "#E45756",
+    "activations": "#72B7B2",
+    "logits": "#B279A2",
+    "workspace": "#EECA3B",
+    "allocator": "#9D755D",
+    "runtime": "#BAB0AC",
+}
+
+
 def memory_bar(
-    breakdown: dict[str, int], capacity_bytes: int | None = None, device_label: str = "", title: str = ""
+    breakdown: dict[str, int],
+    capacity_bytes: int | None = None,
+    device_label: str = "",
+    title: str = "",
+    names: dict[str, str] | None = None,
 ) -> go.Figure:
     """One horizontal stacked bar of the estimate's parts (GiB), with the device capacity as a dashed line."""
-    return go.Figure(memory_bar_spec(breakdown, capacity_bytes, device_label, title))
+    return go.Figure(memory_bar_spec(breakdown, capacity_bytes, device_label, title, names))
 
 
 def memory_bar_spec(
-    breakdown: dict[str, int], capacity_bytes: int | None = None, device_label: str = "", title: str = ""
+    breakdown: dict[str, int],
+    capacity_bytes: int | None = None,
+    device_label: str = "",
+    title: str = "",
+    names: dict[str, str] | None = None,
+    total_bytes: int | None = None,
 ) -> dict:
     """memory_bar as the plain plotly.js figure dict ({"data": [...], "layout": {...}}), for the estimate panel.
+
+    `breakdown` is keyed by part (memory.BREAKDOWN_KEYS: each keeps its PART_COLORS colour); `names` gives the
+    legend's words for them (the page's language), the key itself otherwise. `total_bytes` is the estimate's total
+    when the bar leaves a part out (the process baseline on a CPU): the capacity line's colour is its verdict.
 
     The panel redraws on every slider move: go.Figure validates every property (~20 ms for this bar on a busy
     2-core machine) and to_json adds ~8 ms, while json.dumps of this dict takes ~0.1 ms. No named template
     either ("plotly_white" plus add_vline cost ~140 ms): the light look is written out in _PLAIN and _AXIS."""
-    bars = [
-        {
-            "type": "bar",
-            "y": [""],
-            "x": [size / GIB],
-            "name": part,
-            "orientation": "h",
-            "marker": {"color": PALETTE[i % len(PALETTE)]},
-            "hovertemplate": f"{html.escape(part)}: %{{x:.2f}} GiB<extra></extra>",
-        }
-        for i, (part, size) in enumerate(breakdown.items())
-    ]
-    total = sum(breakdown.values())
+    names = names or {}
+    bars = []
+    for i, (part, size) in enumerate(breakdown.items()):
+        name = names.get(part, part)
+        bars.append(
+            {
+                "type": "bar",
+                "y": [""],
+                "x": [size / GIB],
+                "name": name,
+                "orientation": "h",
+                "marker": {"color": PART_COLORS.get(part, PALETTE[i % len(PALETTE)])},
+                "hovertemplate": f"{html.escape(name)}: %{{x:.2f}} GiB<extra></extra>",
+            }
+        )
+    total = sum(breakdown.values()) if total_bytes is None else total_bytes
     upper = max(total, capacity_bytes or 0) / GIB * 1.08 or 1.0
     shapes, notes = [], []
     if capacity_bytes:
@@ -79,17 +110,11 @@ def memory_bar_spec(
     layout = {
         **_PLAIN,
         "barmode": "stack",
-        # ~100 px of bar above a two-column legend (nine parts do not fit in one row of a 350 px panel)
-        "height": 270,
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 130},
-        "legend": {
-            "orientation": "h",
-            "y": -0.25,
-            "yanchor": "top",
-            "entrywidth": 0.5,
-            "entrywidthmode": "fraction",
-            "traceorder": "normal",
-        },
+        # ~100 px of bar above the legend; its entries keep their natural width and wrap into rows (a fixed
+        # half-width column clipped "LoRA adapter" to "LoRA adapte" in a narrow panel)
+        "height": 290,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 150},
+        "legend": {"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0, "traceorder": "normal"},
         "shapes": shapes,
         "annotations": notes,
         "xaxis": {**_AXIS, "ticksuffix": " GiB", "range": [0, upper]},
