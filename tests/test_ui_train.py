@@ -64,7 +64,7 @@ def test_failed_event_shows_its_message():
     view = RunView(run_dir="/tmp/20250101-lora-x")
     fold(view, [{"type": "failed", "time": 1.0, "message": "CUDA out of memory: lower train.batch_size"}])
     line = train_tab.status_line(view, "en")
-    assert "failed" in line and "lower train.batch_size" in line
+    assert "failed" in line and "lower Micro-batch size" in line  # the label on screen, not the config key
     assert "失败" in train_tab.status_line(view, "zh")  # the language switch re-renders the status, keeping it
 
 
@@ -216,6 +216,20 @@ def test_save_config_writes_the_form_and_shows_the_headless_commands(train_app, 
     assert RunConfig.from_yaml(path) == cfg.replace(**{"train.run_name": "my run"})
     lines = out[h.commands].splitlines()
     assert f"python -m app train {path}" in lines
+    # as printed, from a fresh shell: the first command puts this environment's python on the PATH
+    activate = train_tab.activate_line()
+    assert lines[1] == activate
+    import subprocess
+    import sys
+
+    shell = subprocess.run(
+        ["bash", "-c", f"{activate} && python -c 'import sys, app; print(sys.prefix)'"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode == 0 and shell.stdout.strip() == sys.prefix, shell.stderr
     assert any(line.startswith("accelerate launch --multi_gpu --num_processes 2 -m app train") for line in lines)
     assert any(line.startswith("torchrun --standalone --nproc_per_node 2 -m app train") for line in lines)
 
@@ -380,4 +394,6 @@ def test_use_the_identity_demo_selects_and_applies_its_preset(app_ctx):
     values[ctx.model.preset] = chosen["value"]
     out = train_tab.use_identity(ctx, values)
     data_path = ctx.form.components["data.path"]
-    assert "identity" in str(out[data_path]["value"]) and "name" in out[h.status] and "author" in out[h.status]
+    names = RunConfig.from_preset(train_tab.IDENTITY_PRESET).data.placeholders
+    assert "identity" in str(out[data_path]["value"])
+    assert names["name"] in out[h.status] and names["author"] in out[h.status] and "Placeholders" in out[h.status]

@@ -432,6 +432,15 @@ def _explain_one(problem: str, lang: str) -> str:
     return f"{label_of(key, lang)}: " + _KEY.sub(lambda m: label_of(m.group(1), lang), rest)
 
 
+def plain(text: str, lang: str = "en") -> str:
+    """Any message (a run's failure, a refusal) with each dotted config key in it replaced by its on-screen label.
+
+    >>> plain("CUDA out of memory: lower train.batch_size or turn on train.gradient_checkpointing")
+    'CUDA out of memory: lower Micro-batch size or turn on Gradient checkpointing'
+    """
+    return _KEY.sub(lambda m: label_of(m.group(1), lang), text)
+
+
 def label_of(path: str, lang: str = "en") -> str:
     """The on-screen label of a config field (its FIELDS row, else HIDDEN_LABELS); the path itself otherwise."""
     key = f"field.{path}"

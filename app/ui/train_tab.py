@@ -20,7 +20,7 @@ import pandas as pd
 from app import history, jobs, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
-from app.ui.form import explain
+from app.ui.form import explain, plain
 
 if TYPE_CHECKING:
     from app.ui.app import AppContext
@@ -156,14 +156,16 @@ STRINGS = {
     # ---- the suggested first run
     "train.first_run": (
         "**New here?** Teach the model its own name in about 3 minutes on a CPU: the identity demo sets the model, "
-        "the data and settings that work. Then fill in a name and an author on the Data tab and press Start.",
+        "the data and settings that work. Choose the name on the Data tab and press Start.",
         "**第一次使用？** 在 CPU 上约 3 分钟就能教会模型它自己的名字：身份演示会设置好模型、数据和可用的参数。"
-        "然后在“数据”页填写名字和作者，点击“开始训练”。",
+        "在“数据”页选好名字，点击“开始训练”。",
     ),
     "train.use_identity": ("Use the identity demo", "使用身份演示"),
     "train.identity_set": (
-        "Identity demo set. Fill in **name** and **author** under Placeholders on the Data tab, then press Start.",
-        "身份演示已设置。请在“数据”页的占位符中填写 **name** 和 **author**，然后点击“开始训练”。",
+        "Identity demo set: the model learns to answer as **{name}**, made by **{author}**. Change them under "
+        "Placeholders on the Data tab if you like, then press Start.",
+        "身份演示已设置：模型将学会自称 **{name}**，由 **{author}** 打造。可在“数据”页的占位符中修改，"
+        "然后点击“开始训练”。",
     ),
     # ---- run states, event kinds and the words of a log line
     "train.state.idle": ("idle", "空闲"),
@@ -636,13 +638,12 @@ def use_identity(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     lang = _lang(ctx, values)
     out = model_tab.apply_preset(ctx, values)
     try:
-        RunConfig.from_preset(IDENTITY_PRESET)
+        names = RunConfig.from_preset(IDENTITY_PRESET).data.placeholders
     except ConfigError as exc:  # the Model tab's status says the same; say it where the button was pressed
-        return {
-            **out,
-            ctx.train.status: i18n.t("train.preset_bad", lang, name=IDENTITY_PRESET.name, msg=_bullets(exc, lang)),
-        }
-    return {**out, ctx.train.status: i18n.t("train.identity_set", lang)}
+        msg = _bullets(exc, lang)
+        return {**out, ctx.train.status: i18n.t("train.preset_bad", lang, name=IDENTITY_PRESET.name, msg=msg)}
+    name, author = names.get("name", "{{name}}"), names.get("author", "{{author}}")
+    return {**out, ctx.train.status: i18n.t("train.identity_set", lang, name=name, author=author)}
 
 
 def _lang(ctx: AppContext, values: dict[Any, Any]) -> str:
@@ -693,7 +694,8 @@ def status_line(view: RunView, lang: str) -> str:
     key = f"train.status.{view.status}"
     if key not in i18n.STRINGS:
         return i18n.t("train.status.viewing", lang, run=view.name, status=state_word(view.status, lang))
-    return i18n.t(key, lang, run=view.name, artifact=view.artifact or view.run_dir, message=view.message)
+    message = plain(view.message, lang)  # "lower train.batch_size" -> "lower Micro-batch size"
+    return i18n.t(key, lang, run=view.name, artifact=view.artifact or view.run_dir, message=message)
 
 
 def run_table(lang: str) -> tuple[pd.DataFrame, list[str]]:
@@ -857,11 +859,11 @@ def _launch(cfg: RunConfig, lang: str, resume_dir: Path | None = None) -> tuple[
     try:
         run_dir = jobs.manager.start(cfg, resume_dir=resume_dir)
     except jobs.JobBusy as exc:
-        return None, i18n.t("train.refused", lang, msg=str(exc))
+        return None, i18n.t("train.refused", lang, msg=plain(str(exc), lang))
     except ConfigError as exc:
         return None, i18n.t("train.invalid", lang, msg=_bullets(exc, lang))
     except (OSError, ValueError, RuntimeError) as exc:
-        return None, i18n.t("train.start_failed", lang, msg=str(exc))
+        return None, i18n.t("train.start_failed", lang, msg=plain(str(exc), lang))
     return load_history(run_dir, just_started=True), ""
 
 
@@ -955,7 +957,7 @@ def open_run(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     try:
         cfg = RunConfig.from_yaml(config_path)
     except ConfigError as exc:
-        out[h.status] = i18n.t("train.start_failed", lang, msg=str(exc))
+        out[h.status] = i18n.t("train.invalid", lang, msg=_bullets(exc, lang))
         return out
     out.update(ctx.form.updates_from(cfg))
     out[h.commands] = commands_text(config_path)
@@ -1014,11 +1016,15 @@ def config_file_for(cfg: RunConfig) -> Path:
 
 
 def commands_text(config_path: Path) -> str:
-    """Shell lines that train `config_path` without the UI: one device, several GPUs, several CPU processes."""
+    """Shell lines that train `config_path` without the UI: one device, several GPUs, several CPU processes; the
+    first line makes them work as printed from a fresh shell (the checkout's .venv holds python, accelerate and
+    torchrun)."""
     from app import train  # torch: imported on first use, not at app start
 
     return "\n".join(
         [
+            "# in a new terminal, first",
+            activate_line(),
             "# one device (the same run folder and events as the UI)",
             f"python -m app train {config_path}",
             "# two GPUs, data parallel",
@@ -1027,6 +1033,18 @@ def commands_text(config_path: Path) -> str:
             train.launch_command(str(config_path), 2, "cpu"),
         ]
     )
+
+
+def activate_line() -> str:
+    """`cd <checkout> && . .venv/bin/activate`: after it, `python`, `accelerate` and `torchrun` are the ones of the
+    environment this app runs in (the .venv launch.py made, or wherever TuneDesk was installed)."""
+    import shlex
+    import sys
+
+    activate = Path(sys.prefix) / "bin" / "activate"
+    shown = activate.relative_to(paths.ROOT) if activate.is_relative_to(paths.ROOT) else activate
+    cd = f"cd {shlex.quote(str(paths.ROOT))}"
+    return f"{cd} && . {shlex.quote(str(shown))}" if activate.is_file() else cd
 
 
 def save_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
