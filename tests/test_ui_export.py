@@ -3,9 +3,10 @@ weights change, the others do not), refuse a non-empty folder, write a GGUF with
 
 from __future__ import annotations
 
+import gradio as gr
 import pytest
 from safetensors.torch import load_file
-from ui_ctx import make_adapter, make_run, tab_context, values_of
+from ui_ctx import make_adapter, make_run, tab_context, values_of, wired
 
 from app import devices
 from app.ui import export_tab
@@ -89,3 +90,15 @@ def test_output_folders_default_into_the_run(runs_tmp, tiny_model_dir):
     assert merged == str(run / "export" / "merged-bfloat16") and gguf == str(run / "export" / "gguf")
     outside, _ = export_tab.suggest_out("/somewhere/my-adapter", "float16")
     assert outside.endswith("my-adapter-float16")
+
+
+def test_adapter_choices_follow_the_history(export_ctx, runs_tmp, tiny_model_dir):
+    h = export_ctx.handles["export"]
+    fn, values = wired(export_ctx, "export_follow_runs")
+    values[h.picker.seen] = ("en", ())  # what the page last drew: an empty runs folder
+    assert fn(*values.values()) == (gr.skip(), gr.skip())
+    run = make_run(tiny_model_dir)  # a run finishes while the Export tab is open
+    adapters, seen = fn(*values.values())
+    assert adapters["choices"] == [(f"{run.name} · adapter", str(run / "adapter"))]
+    values[h.picker.seen] = seen
+    assert fn(*values.values()) == (gr.skip(), gr.skip())

@@ -101,6 +101,9 @@ STRINGS = {
     ),
     "chat.csv": ("Answers as CSV", "答案 CSV"),
     "chat.tok_s": ("{tps:.1f} tokens/s", "{tps:.1f} tokens/秒"),
+    "chat.col.prompt": ("Prompt", "提示"),
+    "chat.col.reference": ("Reference", "参考答案"),
+    "chat.column": ("Column {n}", "第 {n} 列"),
 }
 i18n.add(STRINGS)
 
@@ -167,7 +170,7 @@ def build(ctx: AppContext) -> ChatHandles:
         unload = tr.text(gr.Button, "chat.unload", elem_id="chat-unload")
     # not bound to a key: a language switch must not reset "Loaded on cpu" to the idle text (see _wire)
     status = gr.Markdown(tr("chat.idle"), elem_classes="td-status", elem_id="chat-status")
-    columns = _build_columns()
+    columns = _build_columns(tr)
     talk = _build_prompt(tr)
     settings = _build_settings(tr)
     prompt_set = _build_prompt_set(tr)
@@ -178,7 +181,7 @@ def build(ctx: AppContext) -> ChatHandles:
     return h
 
 
-def _build_columns() -> dict[str, Any]:
+def _build_columns(tr: i18n.Translator) -> dict[str, Any]:
     panes, chatbots, speeds = [], [], []
     with gr.Row(equal_height=True):
         for i in range(MAX_COLUMNS):
@@ -186,8 +189,12 @@ def _build_columns() -> dict[str, Any]:
                 chatbots.append(
                     gr.Chatbot(
                         value=[],
-                        label="base" if i == 0 else f"#{i}",
-                        height=420,
+                        label=i18n.t("chat.column", tr.lang, n=i + 1),
+                        # grows with the conversation: at a fixed 420 px, three narrow columns wrapped an answer
+                        # so tall that the view scrolled to its end and hid the user's message above it
+                        height=None,
+                        min_height=320,
+                        max_height=900,
                         buttons=["copy"],
                         elem_id=f"chat-col-{i}",
                     )
@@ -297,6 +304,16 @@ def _wire(ctx: AppContext, h: ChatHandles) -> None:
         show_progress="hidden",
     )
     h.clear.click(lambda: clear(ctx), outputs=[*h.chatbots, *h.speeds, h.histories], api_name="chat_clear")
+    pickers.follow_runs(p, "chat", ctx.lang_selector)
+    if ctx.lang_selector is not None:  # column labels name the models in the page's language
+        ctx.lang_selector.change(
+            lambda values: relabel(ctx, values),
+            inputs=lang,
+            outputs=h.chatbots,
+            show_progress="hidden",
+            api_name="chat_relabel",
+            api_visibility="private",
+        )
     h.run_set.click(
         set_event,
         inputs={h.prompt_file, h.prompt_lines, *h.settings.values(), *lang},
@@ -331,27 +348,55 @@ def load_models(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     try:
         session = HOLDER.load(base, adapters, device, _progress(progress))
     except (RuntimeError, OSError, ValueError) as exc:  # ChatError, DeviceBusy, ModelError, torch OOM
-        return {h.status: "❌ " + i18n.t("chat.error", lang, msg=_one_line(exc)), **_column_views(h, [])}
-    lines = [i18n.t("chat.loaded", lang, device=session.device, columns=", ".join(session.columns))]
+        return {h.status: "❌ " + i18n.t("chat.error", lang, msg=_one_line(exc)), **_column_views(h, [], lang)}
+    labels = column_labels(session, lang)
+    lines = [i18n.t("chat.loaded", lang, device=session.device, columns=", ".join(labels))]
     lines += [f"⚠️ {w}" for w in session.warnings] + ([note] if note else [])
-    return {h.status: "✅ " + "\n\n".join(lines), **_column_views(h, session.columns), h.histories: {}}
+    return {h.status: "✅ " + "\n\n".join(lines), **_column_views(h, labels, lang), h.histories: {}}
 
 
 def unload(ctx: AppContext, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
     h = ctx.chat
     HOLDER.close()
-    return {h.status: i18n.t("chat.unloaded", _lang(ctx, values)), **_column_views(h, []), h.histories: {}}
+    lang = _lang(ctx, values)
+    return {h.status: i18n.t("chat.unloaded", lang), **_column_views(h, [], lang), h.histories: {}}
 
 
-def _column_views(h: ChatHandles, columns: list[str]) -> dict[Any, Any]:
+def column_labels(session: chat.ChatSession, lang: str) -> list[str]:
+    """Each column as a person names it: the base by the model's name, an adapter by its run's name (a
+    checkpoint with its step; the creation time only where two runs share a name), never a folder's timestamp."""
+    members = session.models.members if session.models is not None else {}
+    out, folders = [], []
+    for column in session.columns:
+        member = members.get(column)
+        if member is None or member.path is None:
+            out.append(i18n.t("pick.base_column", lang, name=pickers.model_name(session.base_label)))
+            folders.append("")
+        else:
+            out.append(pickers.folder_name(member.path))
+            folders.append(str(member.path))
+    return pickers.unique_names(out, folders)
+
+
+def _column_views(h: ChatHandles, labels: list[str], lang: str) -> dict[Any, Any]:
     """One visible Chatbot per loaded column (the first stays visible, empty, when none is loaded)."""
     out: dict[Any, Any] = {}
     for i, (pane, bot, speed) in enumerate(zip(h.panes, h.chatbots, h.speeds, strict=True)):
-        label = columns[i] if i < len(columns) else ("base" if i == 0 else f"#{i}")
-        out[pane] = gr.update(visible=i < len(columns) or i == 0)
+        label = labels[i] if i < len(labels) else i18n.t("chat.column", lang, n=i + 1)
+        out[pane] = gr.update(visible=i < len(labels) or i == 0)
         out[bot] = gr.update(value=[], label=label)
         out[speed] = ""
     return out
+
+
+def relabel(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """The column labels in the language just chosen (the loaded models' names, else "Column N")."""
+    h, lang, session = ctx.chat, _lang(ctx, values), HOLDER.session
+    labels = column_labels(session, lang) if session is not None else []
+    return {
+        bot: gr.update(label=labels[i] if i < len(labels) else i18n.t("chat.column", lang, n=i + 1))
+        for i, bot in enumerate(h.chatbots)
+    }
 
 
 def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> modelset.GenSettings:
@@ -399,7 +444,7 @@ def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
     state = {c: ("", 0.0) for c in columns}
     # Panes and labels follow the loaded session: another browser tab may have loaded a different one.
     panes = {pane: gr.update(visible=i < len(columns) or i == 0) for i, pane in enumerate(h.panes)}
-    labels = {bot: gr.update(label=c) for bot, c in zip(h.chatbots, columns, strict=False)}
+    labels = {bot: gr.update(label=c) for bot, c in zip(h.chatbots, column_labels(session, lang), strict=False)}
     yield {h.prompt: "", **panes, **labels}
     yield _chat_views(h, columns, histories, prompt, state, lang)
     last = time.monotonic()
@@ -460,16 +505,25 @@ def run_prompt_set(ctx: AppContext, values: dict[Any, Any], progress: Any = None
             msg = "chat.not_loaded" if session is None else "chat.no_prompts" if not prompts else None
             text = i18n.t(msg, lang) if msg else i18n.t("chat.bad_settings", lang, msg="; ".join(settings.problems()))
             return {h.set_status: "❌ " + text}
-        table = session.run_prompt_set(prompts, settings, _progress(progress))
+        raw = session.run_prompt_set(prompts, settings, _progress(progress))
+        speeds_by_column = raw.attrs.get("tokens_per_s", {})
+        table = raw.rename(columns=_set_headers(session, lang))
         csv = prompt_sets.save_table(table, pickers.fresh_dir() / f"prompt-set-{time.strftime('%Y%m%d-%H%M%S')}.csv")
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.set_status: "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))}
-    speeds = ", ".join(f"{c} {v}" for c, v in table.attrs.get("tokens_per_s", {}).items())
+    names = _set_headers(session, lang)
+    speeds = ", ".join(f"{names.get(c, c)} {v}" for c, v in speeds_by_column.items())
     return {
         h.set_status: "✅ " + i18n.t("chat.set_done", lang, n=len(table), speeds=speeds),
         h.set_table: pd.DataFrame(table),
         h.set_csv: str(csv),
     }
+
+
+def _set_headers(session: chat.ChatSession, lang: str) -> dict[str, str]:
+    """The prompt set's column names as headers: Prompt, Reference, then each column's label."""
+    fixed = {"prompt": i18n.t("chat.col.prompt", lang), "reference": i18n.t("chat.col.reference", lang)}
+    return fixed | dict(zip(session.columns, column_labels(session, lang), strict=True))
 
 
 def _one_line(exc: BaseException) -> str:

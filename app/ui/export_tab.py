@@ -192,6 +192,7 @@ def _wire(ctx: AppContext, h: ExportHandles) -> None:
 
     p = h.picker
     i18n.keep_result_on_switch(ctx.lang_selector, h.status, "export.idle")
+    pickers.follow_runs(p, "export", ctx.lang_selector)
     p.adapters.change(
         suggest_out, inputs=[p.adapters, h.dtype], outputs=[h.out_dir, h.gguf_out], show_progress="hidden"
     )

@@ -4,20 +4,29 @@ Adapters come from the run list (`runs.list_runs()`: each finished or stopped ru
 its checkpoints) or from any folder path typed into the same dropdown. The base is preselected from the app
 defaults and follows the adapters when they name one (the run's config.yaml, else adapter_config.json).
 
+The choices follow the run history by themselves (`follow_runs`): a timer compares a cheap signature of the runs
+folder (names, and the stat of each run's events, lock, checkpoints and final folders) with the one the page last
+drew, and redraws the choices only when it changed; the user's selection is kept. "Refresh runs" does the same at
+once.
+
 The device guard: one owner of the accelerator at a time. When a training run holds the device a model would load
 on, the tab says so and offers the choice: wait for the run, or load on the CPU.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from app import catalog, devices, files, history, runs
-from app.adapters import base_of
+from app import catalog, devices, files, history, paths, runs
+from app.adapters import base_of, display_name, run_dir_of
+from app.config import ConfigError, RunConfig, load_yaml
 from app.ui import i18n
 
 STRINGS = {
@@ -50,27 +59,40 @@ STRINGS = {
         "Note: a training run is also using the CPU; both will run slower.",
         "注意：训练任务也在使用 CPU，两者都会变慢。",
     ),
-    "pick.final": ("final", "最终"),
+    "pick.kind.adapter": ("adapter", "适配器"),
+    "pick.kind.model": ("model", "完整模型"),
+    "pick.base_column": ("{name} (base)", "{name}（基础模型）"),
+    "pick.status.running": ("running", "训练中"),
+    "pick.status.finished": ("finished", "已完成"),
+    "pick.status.stopped": ("stopped", "已停止"),
+    "pick.status.failed": ("failed", "失败"),
+    "pick.status.interrupted": ("interrupted", "已中断"),
+    "pick.status.created": ("not started", "未开始"),
 }
 i18n.add(STRINGS)
 
 MAX_ADAPTERS = 4
 DEVICE_CHOICES = ("auto", "cpu")
 USABLE = ("finished", "stopped")
+FOLLOW_S = 3.0  # how often a page looks at the runs folder: a stat per run file, ~1 ms for 100 runs
+_CREATED = re.compile(r"^\d{8}-\d{6}-")  # runs.create_run's folder prefix: the creation time
 
 
 @dataclass
 class ModelPicker:
-    """Base + adapters + device widgets; `adapters` is a multiselect dropdown (or single for `single=True`)."""
+    """Base + adapters + device widgets; `adapters` is a multiselect dropdown (or single for `single=True`).
+    `timer` and `seen` (the runs signature and language the choices were last drawn for) drive `follow_runs`."""
 
     base: gr.Dropdown
     adapters: gr.Dropdown
     refresh: gr.Button
     device: gr.Radio | None
+    timer: gr.Timer
+    seen: gr.State
 
 
 # ---- choices from the run list ------------------------------------------------------------------------------
-def adapter_choices(output_dir: str | Path | None = None) -> list[tuple[str, str]]:
+def adapter_choices(output_dir: str | Path | None = None, lang: str = "en") -> list[tuple[str, str]]:
     """(label, folder) for each finished/stopped run's final adapter (or model) and its checkpoints, newest first.
 
     >>> adapter_choices("/nonexistent")
@@ -81,10 +103,96 @@ def adapter_choices(output_dir: str | Path | None = None) -> list[tuple[str, str
         if run.status not in USABLE:
             continue
         if run.adapter is not None:
-            out.append((f"{run.id} · {run.adapter.name}", str(run.adapter)))
+            out.append((f"{run.id} · {i18n.t('pick.kind.' + run.adapter.name, lang)}", str(run.adapter)))
         for ckpt in reversed(history.checkpoints(run.path)):
             out.append((f"{run.id} · {ckpt.name}", str(ckpt)))
     return out
+
+
+def status_text(status: str, lang: str = "en") -> str:
+    """A run status as a person reads it, in `lang` ("created" is "not started")."""
+    key = f"pick.status.{status}"
+    return i18n.t(key, lang) if key in i18n.STRINGS else status
+
+
+def runs_signature(output_dir: str | Path | None = None) -> tuple:
+    """What the run choices depend on, cheaply: each run folder's name and the (mtime, size) of its events file,
+    lock, checkpoints folder and final adapter/model folder. Equal signatures mean equal choices (statuses that
+    change without a file change, a trainer killed while running, show at the next file change or Refresh)."""
+    root = paths.runs_dir(output_dir if output_dir is not None else RunConfig().train.output_dir)
+    try:
+        entries = sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name)
+    except OSError:  # no runs folder yet
+        return ()
+    parts = (history.EVENTS, runs.LOCK, history.CHECKPOINTS, runs.ADAPTER, runs.MODEL)
+    return tuple((e.name, *(_stamp(Path(e.path) / part) for part in parts)) for e in entries)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+# ---- names a person reads ------------------------------------------------------------------------------------
+def run_name(run_dir: str | Path) -> str:
+    """The run's name as its person gave it (train.run_name in its config.yaml), else its folder name without
+    the creation time.
+
+    >>> run_name("/nowhere/20260101-120000-lora-smollm2-135m-instruct")
+    'lora-smollm2-135m-instruct'
+    """
+    run_dir = Path(run_dir)
+    try:
+        train = load_yaml(run_dir / runs.CONFIG).get("train") or {}
+        given = str(train.get("run_name") or "").strip() if isinstance(train, dict) else ""
+    except (ConfigError, OSError):  # no or a damaged config.yaml: the folder name still names the run
+        given = ""
+    return given or _CREATED.sub("", run_dir.name) or run_dir.name
+
+
+def model_name(name_or_path: str | None) -> str:
+    """A base model as a person names it: a catalog or hub id as it is, a folder or file by its own name.
+
+    >>> model_name("/home/me/.cache/tunedesk/models/smollm2-135m-instruct/")
+    'smollm2-135m-instruct'
+    """
+    text = str(name_or_path or "").strip().rstrip("/\\")
+    if not text:
+        return "?"
+    path = Path(text).expanduser()
+    if text.startswith((".", "/", "~")) or path.is_absolute() or path.exists():
+        return path.name.removesuffix(".gguf")
+    return text
+
+
+def folder_name(folder: str | Path) -> str:
+    """An adapter, checkpoint or model folder by its run's name (`lora-demo`, `lora-demo · checkpoint-40`), or by
+    the folder's own name outside any run."""
+    folder = Path(folder)
+    run = run_dir_of(folder)
+    if run is None:  # e.g. a copied run's adapter/ folder: its parent's name, without a creation time
+        return _CREATED.sub("", display_name(folder)).replace("/", " · ")
+    step = history.checkpoint_step(folder)
+    return f"{run_name(run)} · {folder.name}" if step is not None else run_name(run)
+
+
+def unique_names(names: list[str], folders: list[str | Path]) -> list[str]:
+    """`names`, with the run's creation time added to each name that two of them share (two runs of one name),
+    and the run's folder name where even that is shared (two runs created in the same second)."""
+
+    def created(folder: str | Path) -> str:
+        parts = [part for part in Path(folder).parts if _CREATED.match(part)]
+        return parts[-1] if parts else str(folder)
+
+    def stamp(folder: str | Path) -> str:
+        n = created(folder)
+        return f"{n[:4]}-{n[4:6]}-{n[6:8]} {n[9:11]}:{n[11:13]}:{n[13:15]}" if _CREATED.match(n) else n
+
+    out = [f"{n} ({stamp(f)})" if names.count(n) > 1 else n for n, f in zip(names, folders, strict=True)]
+    return [f"{n} ({created(f)})" if out.count(o) > 1 else o for n, o, f in zip(names, out, folders, strict=True)]
 
 
 def base_choices(default: str) -> list[str]:
@@ -141,10 +249,50 @@ def build(
                     elem_id=f"{prefix}-device",
                 )
             refresh = tr.text(gr.Button, "pick.refresh", size="sm", elem_id=f"{prefix}-refresh")
-    picker = ModelPicker(base=base, adapters=adapters, refresh=refresh, device=device)
-    refresh.click(lambda: gr.update(choices=adapter_choices()), outputs=adapters, show_progress="hidden")
+    timer = gr.Timer(FOLLOW_S)
+    seen = gr.State((tr.lang, runs_signature()))  # what the choices above were built from
+    picker = ModelPicker(base=base, adapters=adapters, refresh=refresh, device=device, timer=timer, seen=seen)
     adapters.change(follow_base, inputs=[adapters, base], outputs=base, show_progress="hidden")
     return picker
+
+
+def follow_runs(
+    picker: ModelPicker,
+    prefix: str,
+    lang_selector: Any = None,
+    also: dict[Any, Callable[[str], list]] | None = None,
+) -> None:
+    """Keep the adapter choices (and `also`: {dropdown: choices(lang)}) in step with the run history: the timer
+    redraws them when the runs signature or the language changed since the last drawing, Refresh at once. Each
+    tab calls this once for its picker (after building what `also` names)."""
+    also = also or {}
+    outputs = [picker.adapters, *also, picker.seen]
+    lang = [lang_selector] if lang_selector is not None else []
+
+    def redraw(seen: Any, *chosen: str, force: bool = False) -> tuple:
+        now = (chosen[0] if chosen and chosen[0] else "en", runs_signature())
+        if now == seen and not force:
+            return tuple(gr.skip() for _ in outputs)
+        choices = [gr.update(choices=adapter_choices(lang=now[0]))]
+        return (*choices, *(gr.update(choices=make(now[0])) for make in also.values()), now)
+
+    picker.timer.tick(
+        redraw,
+        inputs=[picker.seen, *lang],
+        outputs=outputs,
+        show_progress="hidden",
+        concurrency_limit=None,  # a few stats: never queue behind a model load
+        api_name=f"{prefix}_follow_runs",
+        api_visibility="private",
+    )
+    picker.refresh.click(
+        lambda seen, *chosen: redraw(seen, *chosen, force=True),
+        inputs=[picker.seen, *lang],
+        outputs=outputs,
+        show_progress="hidden",
+        api_name=f"{prefix}_refresh_runs",
+        api_visibility="private",
+    )
 
 
 def selected(value: Any) -> list[str]:
