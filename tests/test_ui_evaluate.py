@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
+import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from ui_ctx import make_adapter, make_run, tab_context, values_of
+from ui_ctx import make_adapter, make_run, tab_context, values_of, wired
 
 from app import history
 from app.ui import evaluate_tab
@@ -50,24 +51,53 @@ def _values(ctx, **changes):
     return values
 
 
-def test_three_examples_give_metrics_chart_examples_and_csv(eval_ctx, adapter_dir, data_file):
+METRIC_ROWS = ["Loss ↓", "Perplexity ↓", "ROUGE-1 ↑", "ROUGE-2 ↑", "ROUGE-L ↑", "BLEU ↑", "Exact match ↑"]
+
+
+def test_three_examples_give_metrics_chart_examples_and_csv(eval_ctx, adapter_dir, data_file, tiny_model_dir):
     h = eval_ctx.handles["evaluate"]
     values = _values(eval_ctx, adapters=[str(adapter_dir)], data_path=str(data_file), max_examples=3)
     out = evaluate_tab.run_evaluation(eval_ctx, values)
     assert out[h.status].startswith("✅") and "**3** examples" in out[h.status], out[h.status]
+    assert "(file qa.json)" in out[h.status]
     table = out[h.metrics]
-    assert list(table["model"]) == ["base", "adapter-e"]  # base first, then the adapter
-    for col in ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "exact_match", "Δ loss", "Δ rougeL"):
-        assert col in table.columns, col
-    assert table["Δ loss"].iloc[0] == 0 and table["loss"].iloc[1] != table["loss"].iloc[0]  # the adapter counts
-    assert "path" not in table.columns
-    assert isinstance(out[h.plot], go.Figure) and len(out[h.plot].data) == 4  # 2 models x (text metrics, loss)
-    examples = out[h.examples]
-    assert len(examples) == 3 and {"prompt", "reference"} <= set(examples.columns)
-    assert list(examples["reference"]) == [r["output"] for r in RECORDS[:3]]
+    base = f"{tiny_model_dir.name} (base)"
+    # a row per metric, readable; a column per model (base first) with the adapter's difference beside it
+    assert list(table.columns) == ["Metric", base, "adapter-e", "Δ adapter-e"]
+    assert list(table["Metric"]) == METRIC_ROWS
+    loss = table.set_index("Metric").loc["Loss ↓"]
+    assert loss[base] != loss["adapter-e"] and loss["Δ adapter-e"][0] in "+−"  # the adapter counts, signed
+    assert float(loss["adapter-e"]) - float(loss[base]) == pytest.approx(float(loss["Δ adapter-e"].replace("−", "-")))
+    figure = out[h.plot]
+    assert isinstance(figure, go.Figure) and len(figure.data) == 4  # 2 models x (text metrics, loss)
+    assert {trace.name for trace in figure.data} == {base, "adapter-e"}
+    examples = out[h.examples]["value"]
+    assert list(examples.columns) == ["#", "Prompt", "Reference", f"{base}: answer", "ROUGE-L", "adapter-e: answer",
+                                      "ROUGE-L\u200b"]  # fmt: skip
+    assert list(examples["Reference"]) == [r["output"] for r in RECORDS[:3]]
+    widths = out[h.examples]["column_widths"]  # shares of the pane: the table fits it, its text columns wrap
+    assert len(widths) == len(examples.columns) and sum(float(w.rstrip("%")) for w in widths) == pytest.approx(
+        100, 0.01
+    )
     summary, per_example = out[h.files]
     assert pd.read_csv(per_example, encoding="utf-8-sig").shape[0] == 3
     assert pd.read_csv(summary, encoding="utf-8-sig").shape[0] == 2
+
+
+def test_results_read_in_chinese(eval_ctx, adapter_dir, data_file, tiny_model_dir):
+    h = eval_ctx.handles["evaluate"]
+    values = _values(eval_ctx, adapters=[str(adapter_dir)], data_path=str(data_file), max_examples=2)
+    values[eval_ctx.lang_selector] = "zh"
+    out = evaluate_tab.run_evaluation(eval_ctx, values)
+    assert out[h.status].startswith("✅") and "（文件 qa.json）" in out[h.status], out[h.status]
+    table = out[h.metrics]
+    assert list(table.columns) == ["指标", f"{tiny_model_dir.name}（基础模型）", "adapter-e", "Δ adapter-e"]
+    assert list(table["指标"]) == ["损失 ↓", "困惑度 ↓", "ROUGE-1 ↑", "ROUGE-2 ↑", "ROUGE-L ↑", "BLEU ↑", "精确匹配 ↑"]
+    assert list(out[h.examples]["value"].columns[:3]) == ["#", "提示", "参考答案"]
+    figure = out[h.plot]
+    assert "精确匹配" in figure.data[0].x and figure.data[1].x == ("损失",)
+    assert [a.text for a in figure.layout.annotations][1].startswith("损失")
+    assert figure.layout.title.text == "2 个样本"
 
 
 def test_a_runs_validation_split_is_the_default(eval_ctx, runs_tmp, tiny_model_dir):
@@ -78,7 +108,9 @@ def test_a_runs_validation_split_is_the_default(eval_ctx, runs_tmp, tiny_model_d
     assert out[h.status].startswith("✅"), out[h.status]
     assert f"validation split of run {run.name}" in out[h.status]
     assert "Saved in" in out[h.status] and (run / "eval").is_dir()
-    assert evaluate_tab.follow_run([str(run / "adapter")])["value"] == str(run)
+    follow, chosen = wired(eval_ctx, "evaluate_follow_run")
+    chosen[h.picker.adapters] = [str(run / "adapter")]
+    assert follow(chosen)["value"] == str(run)
 
 
 def test_cancel_returns_partial_results(eval_ctx, adapter_dir, data_file):
@@ -117,4 +149,22 @@ def test_efficiency_report_of_a_run(eval_ctx, runs_tmp, tiny_model_dir):
     text = evaluate_tab.efficiency(eval_ctx, _values(eval_ctx, run_pick=str(run)))[h.efficiency]
     assert run.name in text and "Tokens/s (median)" in text and "1,234.5" in text
     assert "Adapter/model files" in text
-    assert any(str(run) == path for _, path in evaluate_tab.run_choices())
+    assert (f"{run.name} (finished)", str(run)) in evaluate_tab.run_choices()
+    assert (f"{run.name} (已完成)", str(run)) in evaluate_tab.run_choices("zh")
+    in_chinese = _values(eval_ctx, run_pick=str(run))
+    in_chinese[eval_ctx.lang_selector] = "zh"
+    assert f"**{run.name}** · 已完成 · lora" in evaluate_tab.efficiency(eval_ctx, in_chinese)[h.efficiency]
+
+
+def test_run_and_adapter_choices_follow_the_history(eval_ctx, runs_tmp, tiny_model_dir):
+    h = eval_ctx.handles["evaluate"]
+    fn, values = wired(eval_ctx, "eval_follow_runs")
+    assert list(values) == [h.picker.seen, eval_ctx.lang_selector]
+    values[h.picker.seen] = ("en", ())  # what the page last drew: an empty runs folder
+    assert fn(*values.values()) == (gr.skip(), gr.skip(), gr.skip())
+    run = make_run(tiny_model_dir)  # a run finishes
+    adapters, runs, seen = fn(*values.values())
+    assert (f"{run.name} · adapter", str(run / "adapter")) in adapters["choices"]
+    assert runs["choices"] == [(f"{run.name} (finished)", str(run))] and "value" not in runs
+    values[h.picker.seen] = seen
+    assert fn(*values.values()) == (gr.skip(), gr.skip(), gr.skip())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -64,9 +65,33 @@ STRINGS = {
     "eval.saved": ("Saved in `{path}`.", "已保存到 `{path}`。"),
     "eval.metrics": ("Metrics (Δ = model − base)", "指标（Δ = 模型 − 基础模型）"),
     "eval.metrics.help": (
-        "Loss and perplexity: lower is better. ROUGE, BLEU and exact match: 0-100, higher is better.",
-        "损失和困惑度越低越好；ROUGE、BLEU 和精确匹配为 0-100，越高越好。",
+        "Loss and perplexity: lower is better (↓). ROUGE, BLEU and exact match: 0-100, higher is better (↑).",
+        "损失和困惑度越低越好（↓）；ROUGE、BLEU 和精确匹配为 0-100，越高越好（↑）。",
     ),
+    "eval.split.run": ("validation split of run {run}", "训练 {run} 的验证集"),
+    "eval.split.file": ("file {path}", "文件 {path}"),
+    "eval.col.metric": ("Metric", "指标"),
+    "eval.col.delta": ("Δ {name}", "Δ {name}"),
+    "eval.col.index": ("#", "#"),
+    "eval.col.prompt": ("Prompt", "提示"),
+    "eval.col.reference": ("Reference", "参考答案"),
+    "eval.col.answer": ("{name}: answer", "{name}：回答"),
+    "eval.col.rougeL": ("ROUGE-L", "ROUGE-L"),
+    "eval.metric.loss": ("Loss ↓", "损失 ↓"),
+    "eval.metric.perplexity": ("Perplexity ↓", "困惑度 ↓"),
+    "eval.metric.rouge1": ("ROUGE-1 ↑", "ROUGE-1 ↑"),
+    "eval.metric.rouge2": ("ROUGE-2 ↑", "ROUGE-2 ↑"),
+    "eval.metric.rougeL": ("ROUGE-L ↑", "ROUGE-L ↑"),
+    "eval.metric.bleu": ("BLEU ↑", "BLEU ↑"),
+    "eval.metric.exact_match": ("Exact match ↑", "精确匹配 ↑"),
+    "eval.plot.text": (
+        "ROUGE, BLEU, exact match (0-100, higher is better)",
+        "ROUGE、BLEU、精确匹配（0-100，越高越好）",
+    ),
+    "eval.plot.loss": ("Loss (nats/token, lower is better)", "损失（nats/token，越低越好）"),
+    "eval.plot.title": ("{n} examples", "{n} 个样本"),
+    "eval.plot.cancelled": ("{n} examples (cancelled: partial results)", "{n} 个样本（已取消：部分结果）"),
+    "eval.plot.loss_bar": ("loss", "损失"),
     "eval.examples": ("Per example (click a column header to sort)", "逐样本结果（点击列标题排序）"),
     "eval.files": ("CSV downloads", "CSV 下载"),
     "eval.section.efficiency": ("Efficiency of a run", "训练效率"),
@@ -233,8 +258,15 @@ def _wire(ctx: AppContext, h: EvaluateHandles) -> None:
         outputs=h.efficiency,
         api_name="evaluate_efficiency",
     )
-    p.refresh.click(lambda: gr.update(choices=run_choices()), outputs=h.run_pick, show_progress="hidden")
-    p.adapters.change(follow_run, inputs=p.adapters, outputs=h.run_pick, show_progress="hidden")
+    pickers.follow_runs(p, "eval", ctx.lang_selector, also={h.run_pick: run_choices})
+    p.adapters.change(
+        lambda values: follow_run(ctx, values),
+        inputs={p.adapters, *lang},
+        outputs=h.run_pick,
+        show_progress="hidden",
+        api_name="evaluate_follow_run",
+        api_visibility="private",
+    )
     if "data" in ctx.handles:  # a tab-only build (tests) has no Data tab: then the default path
         h.use_data_tab.click(lambda path: path, inputs=ctx.data.fields["data.path"], outputs=h.data_path)
     else:
@@ -242,9 +274,9 @@ def _wire(ctx: AppContext, h: EvaluateHandles) -> None:
 
 
 # ---- handlers -------------------------------------------------------------------------------------------------------
-def run_choices() -> list[tuple[str, str]]:
-    """(label, run folder) of every run, newest first."""
-    return [(f"{r.id} ({r.status})", str(r.path)) for r in runs.list_runs()]
+def run_choices(lang: str = "en") -> list[tuple[str, str]]:
+    """(label, run folder) of every run, newest first, with its status in `lang`."""
+    return [(f"{r.id} ({pickers.status_text(r.status, lang)})", str(r.path)) for r in runs.list_runs()]
 
 
 def run_evaluation(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
@@ -302,7 +334,7 @@ def _report_views(h: EvaluateHandles, report: eval_report.EvalReport, lang: str,
             n=report.n_examples,
             secs=info.get("elapsed_s") or 0,
             device=info.get("device", "?"),
-            split=info.get("split", ""),
+            split=_split_text(info, lang),
         )
     ]
     if report.cancelled:
@@ -310,25 +342,120 @@ def _report_views(h: EvaluateHandles, report: eval_report.EvalReport, lang: str,
     lines += [f"⚠️ {w}" for w in info.get("warnings") or []] + ([note] if note else [])
     if report.saved_to:
         lines.append(i18n.t("eval.saved", lang, path=report.saved_to))
+    names = model_labels(report, lang)
+    examples = examples_table(report, names, lang)
     return {
         h.status: ("⚠️ " if report.cancelled else "✅ ") + "\n\n".join(lines),
-        h.metrics: metrics_table(report),
-        h.plot: report.figure(),
-        h.examples: report.examples,
+        h.metrics: metrics_table(report, lang),
+        h.plot: figure(report, names, lang),
+        h.examples: gr.update(value=examples, column_widths=_example_widths(examples)),
         h.files: _csv_files(report),
-        h.run_pick: gr.update(choices=run_choices()),
+        h.run_pick: gr.update(choices=run_choices(lang)),
     }
 
 
-def metrics_table(report: eval_report.EvalReport) -> pd.DataFrame:
-    """The report's table for reading: no path column, loss 4 decimals, perplexity 3, text metrics 2."""
-    table = report.table.drop(columns=["path"], errors="ignore").copy()
-    for col in table.columns:
-        if col in ("model", "n_examples"):
-            continue
-        metric = col.removeprefix("delta_")
-        table[col] = pd.to_numeric(table[col], errors="coerce").round(ROUND.get(metric, 2))
-    return table.rename(columns={c: "Δ " + c.removeprefix("delta_") for c in table.columns if c.startswith("delta_")})
+def _split_text(info: dict[str, Any], lang: str) -> str:
+    """What the examples were: a run's validation split or a file, in `lang` (eval_data's split is English)."""
+    split = str(info.get("split") or "")
+    run = split.removeprefix("validation split of run ")
+    if run != split:
+        return i18n.t("eval.split.run", lang, run=run)
+    if split == "file" and info.get("data"):
+        return i18n.t("eval.split.file", lang, path=Path(str(info["data"])).name)
+    return split
+
+
+def model_labels(report: eval_report.EvalReport, lang: str = "en") -> dict[str, str]:
+    """{the report's model column: the name a person reads}: the base by its model's name, an adapter by its
+    run's name (as the Chat tab labels its columns)."""
+    rows = report.table.to_dict("records")
+    names, folders = [], []
+    for i, row in enumerate(rows):
+        if i == 0:  # the base comes first (eval_report.build_table)
+            base = report.info.get("base") or row.get("path")
+            names.append(i18n.t("pick.base_column", lang, name=pickers.model_name(base)))
+            folders.append("")
+        else:
+            path = str(row.get("path") or "")
+            names.append(pickers.folder_name(path) if path else str(row["model"]))
+            folders.append(path)
+    return dict(zip((str(r["model"]) for r in rows), pickers.unique_names(names, folders), strict=True))
+
+
+def metrics_table(report: eval_report.EvalReport, lang: str = "en") -> pd.DataFrame:
+    """One row per metric (readable, translated, with ↓/↑ for which way is better), one column per model, and
+    each adapter's difference from the base beside it: at most 10 columns for 5 models, so the table fits its
+    pane where a column per metric and per delta (16) did not. Loss 4 decimals, perplexity 3, text metrics 2."""
+    names = model_labels(report, lang)
+    rows = report.table.to_dict("records")
+    columns: dict[str, list[str]] = {i18n.t("eval.col.metric", lang): []}
+    for i, row in enumerate(rows):
+        columns[names[str(row["model"])]] = []
+        if i > 0:
+            columns[i18n.t("eval.col.delta", lang, name=names[str(row["model"])])] = []
+    for metric in eval_report.METRICS:
+        cells = [i18n.t(f"eval.metric.{metric}", lang)]
+        for i, row in enumerate(rows):
+            cells.append(_number(row.get(metric), metric))
+            if i > 0:
+                cells.append(_number(row.get(f"delta_{metric}"), metric, signed=True))
+        for column, cell in zip(columns.values(), cells, strict=True):
+            column.append(cell)
+    return pd.DataFrame(columns)
+
+
+def _number(value: Any, metric: str, signed: bool = False) -> str:
+    """A metric's value as text: its own decimals, a sign on differences, "–" where there is none."""
+    number = pd.to_numeric(value, errors="coerce")
+    if pd.isna(number) or not math.isfinite(number):
+        return "–"
+    digits = ROUND.get(metric, 2)
+    text = f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
+    return text.replace("-", "−")  # the minus sign, not a hyphen: reads as a number in every font
+
+
+def examples_table(report: eval_report.EvalReport, names: dict[str, str], lang: str = "en") -> pd.DataFrame:
+    """The per-example frame as shown: #, Prompt, Reference, then per model "<name>: answer" and its "ROUGE-L"
+    beside it (eval_report's "<model> answer", "<model> rougeL"; a score header that names the model too broke
+    mid-word in its narrow column). Each answer's loss stays in examples.csv: two columns per model already make
+    13 for 5 models, the most a pane can show with readable text."""
+    shown = {
+        "index": i18n.t("eval.col.index", lang),
+        "prompt": i18n.t("eval.col.prompt", lang),
+        "reference": i18n.t("eval.col.reference", lang),
+    }
+    for i, (model, name) in enumerate(names.items()):
+        shown[f"{model} answer"] = i18n.t("eval.col.answer", lang, name=name)
+        # every model's score reads "ROUGE-L"; i zero-width spaces keep the column names unique for pandas
+        shown[f"{model} rougeL"] = i18n.t("eval.col.rougeL", lang) + "\u200b" * i
+    frame = report.examples
+    return frame[[c for c in shown if c in frame.columns]].rename(columns=shown)
+
+
+def _example_widths(table: pd.DataFrame) -> list[str]:
+    """Widths as shares of the pane, so the table fits it: 4% for #, 7% per score, the rest shared by the texts
+    (prompt, reference, answers), which wrap."""
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    texts = max(1, numeric.count(False))
+    text_share = (100 - 4 - 7 * (numeric.count(True) - 1)) / texts
+    return ["4%" if i == 0 else "7%" if num else f"{text_share:.1f}%" for i, num in enumerate(numeric)]
+
+
+def figure(report: eval_report.EvalReport, names: dict[str, str], lang: str = "en") -> Any:
+    """The report's chart with the models' names and every text on it in `lang`."""
+    fig = report.figure()
+    axis = {label: i18n.t(f"eval.metric.{m}", lang).rstrip(" ↑") for m, label in eval_report.METRIC_LABELS.items()}
+    axis["loss"] = i18n.t("eval.plot.loss_bar", lang)
+    for trace in fig.data:
+        trace.name = names.get(trace.name, trace.name)
+        trace.legendgroup = trace.name
+        trace.x = [axis.get(x, x) for x in trace.x]
+    titles = [i18n.t("eval.plot.text", lang), i18n.t("eval.plot.loss", lang)]
+    for annotation, text in zip(fig.layout.annotations, titles, strict=False):
+        annotation.text = text
+    key = "eval.plot.cancelled" if report.cancelled else "eval.plot.title"
+    fig.update_layout(title=i18n.t(key, lang, n=report.n_examples))
+    return fig
 
 
 def _csv_files(report: eval_report.EvalReport) -> list[str]:
@@ -359,9 +486,8 @@ def efficiency(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
 
 def efficiency_markdown(facts: dict[str, Any], lang: str = "en") -> str:
     """Two columns: what the run cost; facts the run did not record are left out."""
-    head = (
-        f"**{facts.get('run')}** · {facts.get('status')} · {facts.get('method') or '?'} · {facts.get('device') or '?'}"
-    )
+    status = pickers.status_text(str(facts.get("status")), lang)
+    head = f"**{facts.get('run')}** · {status} · {facts.get('method') or '?'} · {facts.get('device') or '?'}"
     rows = ["| | |", "|---|---|"]
     for key in (
         "training_s",
@@ -400,10 +526,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def follow_run(adapters: Any) -> Any:
+def follow_run(ctx: AppContext, values: dict[Any, Any]) -> Any:
     """The efficiency picker follows the first chosen adapter's run."""
-    for folder in pickers.selected(adapters):
+    for folder in pickers.selected(values.get(ctx.evaluate.picker.adapters)):
         run = run_dir_of(folder)
         if run is not None:
-            return gr.update(choices=run_choices(), value=str(run))
+            return gr.update(choices=run_choices(ctx.lang(values)), value=str(run))
     return gr.update()
