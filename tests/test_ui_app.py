@@ -170,6 +170,12 @@ def test_an_app_start_shows_the_saved_form_and_ignores_a_broken_one(app_ctx, own
     assert ui_app.restore_last_form(ctx, model="other-model") == ""  # --model wins over the saved model
     assert _initial(ctx, ctx.form.components["model.name_or_path"]) == "other-model"
 
+    last_form.save(RunConfig().replace(**{"lora.target_modules": ["c_attn"]}))  # GPT-2's, not among the choices
+    ui_app.restore_last_form(ctx)
+    modules = ctx.form.components["lora.target_modules"]
+    [props] = [c["props"] for c in ctx.demo.config["components"] if c["id"] == modules._id]
+    assert props["value"] == ["c_attn"] and ("c_attn", "c_attn") in props["choices"]
+
     last_form.path().write_text("train: {max_stepz: 3}\n", encoding="utf-8")
     note = ui_app.restore_last_form(ctx)
     assert str(last_form.path()) in note and "max_stepz" in note and "unknown key" in note

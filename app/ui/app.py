@@ -197,6 +197,21 @@ def show_initially(ctx: AppContext, cfg: RunConfig) -> None:
         comp.value = value
         if comp._id in props:
             props[comp._id]["value"] = value
+        _offer(comp, value, props.get(comp._id))
+
+
+def _offer(comp: Any, value: Any, props: dict[str, Any] | None) -> None:
+    """A checkbox group or dropdown of fixed choices opens with `value` ticked: add what its choices lack (the
+    target modules of a model other than the default, e.g. GPT-2's c_attn), as the form's own build does."""
+    choices = getattr(comp, "choices", None)
+    if not isinstance(choices, list) or getattr(comp, "allow_custom_value", False):
+        return
+    known = {c[1] if isinstance(c, (tuple, list)) else c for c in choices}
+    missing = [v for v in (value if isinstance(value, list) else [value]) if v is not None and v not in known]
+    if missing:
+        comp.choices = [(str(v), v) for v in missing] + list(choices)
+        if props is not None:
+            props["choices"] = comp.choices
 
 
 def restore_last_form(ctx: AppContext, model: str | None = None) -> str:

@@ -554,6 +554,16 @@ def wire(ctx: AppContext) -> None:
         show_progress="hidden",
         **private,
     )
+    _wire_runs(ctx, live, listing, form_out)
+    _wire_files(ctx, form_out)
+    _wire_first_run(ctx)
+
+
+def _wire_runs(ctx: AppContext, live: list[Any], listing: list[Any], form_out: list[Any]) -> None:
+    """The run list: Refresh, pick by row, Open (into every tab), Resume, Delete with its confirmation."""
+    h, lang = ctx.train, ctx.lang_selector
+    api = {"api_visibility": "undocumented"}
+    private = {"api_visibility": "private"}
     h.refresh.click(
         lambda v: refresh_runs(ctx, v), inputs={lang, h.run_pick}, outputs=listing, api_name="list_runs", **api
     )
@@ -586,6 +596,12 @@ def wire(ctx: AppContext) -> None:
         api_name="delete_run",
         **api,
     )
+
+
+def _wire_files(ctx: AppContext, form_out: list[Any]) -> None:
+    """Settings to and from files: Save config (with the headless commands), Save / Load preset file."""
+    h, lang = ctx.train, ctx.lang_selector
+    api = {"api_visibility": "undocumented"}
     h.save_config.click(
         lambda v: save_config(ctx, v),
         inputs=ctx.form.inputs() | {lang},
@@ -607,7 +623,6 @@ def wire(ctx: AppContext) -> None:
         api_name="load_preset",
         **api,
     )
-    _wire_first_run(ctx)
 
 
 def _wire_first_run(ctx: AppContext) -> None:
