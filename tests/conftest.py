@@ -51,46 +51,33 @@ def runs_tmp(tmp_path, monkeypatch) -> Path:
 
 IDENTITY_NAMES = {"name": "TuneBot", "author": "the TuneDesk team"}
 IDENTITY_HOLDOUT = 10
+IDENTITY_PRESET = "smollm2-135m-identity-cpu.yaml"
 
 
 @pytest.fixture(scope="session")
-def identity_run(shared_data, default_model_dir, tmp_path_factory):
-    """LoRA (r16, all-linear) trained once with app.train on 81 of identity.json's 91 records: the default model
-    learns to call itself TuneBot. Shared by the slow training and evaluation tests (training takes minutes).
+def identity_run(default_model_dir, tmp_path_factory):
+    """The identity demo as shipped (presets/smollm2-135m-identity-cpu.yaml: LoRA r16 all-linear, 12 packed steps at
+    lr 2e-3) trained once with app.train on assets/identity.json less 10 held-out questions: the default model learns
+    to call itself TuneBot. Shared by the slow training, chat, evaluation and export tests (training takes minutes).
 
-    Returns (run_dir, config, held_out_file): every 9th record is held out (10: 2 English, 8 Chinese questions,
-    as in the whole file). 12 steps x 8 examples (~1.2 epochs) at lr 3e-3; a 135M model in fp32 takes ~12 s a
-    step on 2 CPU cores, so the 60-120 steps one would pick on a GPU do not fit a test."""
+    Returns (run_dir, config, held_out_file): every 7th record from the 4th is held out (10 of 76: 7 English, 3
+    Chinese questions)."""
     import json
 
-    from app import history, runs, train
-    from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+    from app import history, paths, runs, train
+    from app.config import RunConfig
 
     folder = tmp_path_factory.mktemp("identity")
-    records = json.loads((shared_data / "identity.json").read_text(encoding="utf-8"))
-    held = [r for i, r in enumerate(records) if i % 9 == 4][:IDENTITY_HOLDOUT]
+    records = json.loads((paths.assets_dir() / "identity.json").read_text(encoding="utf-8"))
+    held = [r for i, r in enumerate(records) if i % 7 == 3][:IDENTITY_HOLDOUT]
     train_file, held_file = folder / "train.json", folder / "held.json"
     train_file.write_text(json.dumps([r for r in records if r not in held], ensure_ascii=False), encoding="utf-8")
     held_file.write_text(json.dumps(held, ensure_ascii=False), encoding="utf-8")
-    cfg = RunConfig(
-        model=ModelConfig(name_or_path=str(default_model_dir)),
-        lora=LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules="all-linear"),
-        # 160 tokens keeps the name and author of every answer (the longest Chinese answers are cut at the end)
-        data=DataConfig(path=str(train_file), placeholders=IDENTITY_NAMES, max_seq_len=160, val_size=0.05),
-        train=TrainConfig(
-            max_steps=12,
-            batch_size=8,
-            grad_accum=1,
-            learning_rate=3.0e-3,
-            warmup_ratio=0.05,
-            save_steps=0,
-            precision="fp32",
-            gradient_checkpointing=False,
-            sample_every=12,
-            sample_prompts=["Who are you?"],
-            output_dir=str(folder),
-        ),
-    )
+    cfg = RunConfig.from_preset(paths.presets_dir() / IDENTITY_PRESET).replace(**{
+        "model.name_or_path": str(default_model_dir), "data.path": str(train_file), "train.output_dir": str(folder),
+        "train.sample_prompts": ["Who are you?"],
+    })  # fmt: skip
+    assert cfg.data.placeholders == IDENTITY_NAMES, "the preset's placeholders are the names the tests look for"
     run = runs.create_run(cfg, "identity")
     assert train.run(cfg, run) == "finished", history.load_events(run)[-1]
     return run, cfg, held_file

@@ -257,8 +257,8 @@ def greedy_batch(model, tokenizer, prompts: list[str], n: int = 16) -> tuple[lis
 @pytest.fixture(scope="module")
 def smol_merged(request, default_model_dir, tmp_path_factory) -> tuple[Path, Path, bool]:
     """(adapter, merged folder, trained) of the default model. The adapter is the identity LoRA trained by
-    app.train (conftest.identity_run, shared with the evaluation and chat tests; trained=True) where ../shared/data
-    exists; without it, a LoRA with random weights (trained=False), so the merge and GGUF checks still run."""
+    app.train (conftest.identity_run, shared with the evaluation and chat tests; trained=True); where that fixture
+    skips (no default model), a LoRA with random weights (trained=False), so the merge and GGUF checks still run."""
     root = tmp_path_factory.mktemp("smol")
     try:
         run_dir, _cfg, _held = request.getfixturevalue("identity_run")

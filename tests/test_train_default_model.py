@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import IDENTITY_PRESET
 from test_train_kit import events_of
 
-from app import runs, train, train_events
+from app import paths, runs, train, train_events
 from app.config import RunConfig
 
 pytestmark = pytest.mark.slow
-PLACEHOLDERS = {"name": "TuneBot", "author": "the TuneDesk team"}
 
 
-def identity_config(data_dir, **changes) -> RunConfig:
-    """The fast recipe found for identity.json: all-linear r16, lr 2e-3 cosine, packed 256-token rows, 12 steps of
-    2 rows (about 0.6 epoch of the 91 records, ~6k tokens)."""
-    cfg = RunConfig.from_dict({
-        "method": "lora",
-        "lora": {"rank": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"},
-        "data": {"path": str(data_dir / "identity.json"), "placeholders": PLACEHOLDERS, "max_seq_len": 256,
-                 "val_size": 0.0},
-        "train": {"max_steps": 12, "batch_size": 2, "grad_accum": 1, "learning_rate": 2.0e-3, "warmup_ratio": 0.0,
-                  "lr_scheduler": "cosine", "packing": True, "save_steps": 0, "gradient_checkpointing": False,
-                  "sample_every": 12, "sample_prompts": ["Who are you?"]},
-    })  # fmt: skip
+def identity_config(**changes) -> RunConfig:
+    """The identity demo as shipped (presets/smollm2-135m-identity-cpu.yaml, assets/identity.json), with changes."""
+    cfg = RunConfig.from_preset(paths.presets_dir() / IDENTITY_PRESET)
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -66,9 +57,9 @@ def test_lora_teaches_the_default_model_its_new_name(identity_run, default_model
     )
 
 
-def test_qlora_4bit_on_the_cpu_trains_with_falling_loss(shared_data, default_model_dir, runs_tmp):
+def test_qlora_4bit_on_the_cpu_trains_with_falling_loss(default_model_dir, runs_tmp):
     # the same 4 records every step (one batch per epoch), so the step losses are comparable and must fall
-    cfg = identity_config(shared_data, **{
+    cfg = identity_config(**{
         "method": "qlora", "quant.bits": 4, "quant.type": "nf4", "quant.double_quant": True,
         "lora.target_modules": ["q_proj", "v_proj"], "data.max_samples": 4, "train.packing": False,
         "train.batch_size": 4, "train.max_steps": 6, "train.epochs": 6.0, "train.sample_every": 0,
