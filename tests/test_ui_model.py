@@ -214,7 +214,7 @@ def test_picking_qlora_sets_4_bit_nf4_and_a_plain_method_sets_it_back_to_none(bu
     qlora_gib = float(table[table["method"] == "qlora"]["memory (GiB)"].iloc[0])
     assert panel[ctx.model.details]["total_gib"] == pytest.approx(qlora_gib, abs=0.01)
     fn, values = wired(ctx, "method_quantization", method="qlora", quant__bits="8")
-    assert fn(values) == {}, "8-bit is a QLoRA choice too: kept"
+    assert fn(values) == {f["quant.bits"]: gr.skip()}, "8-bit is a QLoRA choice too: kept"
     fn, values = wired(ctx, "method_quantization", method="full", quant__bits="4")
     assert fn(values) == {f["quant.bits"]: gr.update(value="none")}
 
@@ -313,3 +313,25 @@ def test_the_model_tabs_messages_name_the_labels_on_screen(built):
     out = model_tab.load_or_inspect(ctx, values, inspect_only=True)
     assert "Trust remote code: on but not confirmed" in out[h.status], out[h.status]
     assert "model.trust_remote_code" not in out[h.status]
+
+
+def test_the_panel_draws_at_once_then_sizes_for_the_dataset(built, monkeypatch):
+    """estimate_panel (every change) never waits for a tokenizer: sized for batch x max_seq_len while the dataset
+    is measured, then estimate_panel_data (chained after it) redraws it sized for the data."""
+    _, ctx = built
+    h = ctx.handles["model"]
+    monkeypatch.setattr(estimate, "_LENGTHS", type(estimate._LENGTHS)())  # nothing measured yet
+    now, values = wired(ctx, "estimate_panel")
+    first = now(values)
+    assert first[h.pending] is True and "Measuring the token lengths of sample_data.json" in first[h.sized]
+    assert first[h.details]["sized_for"]["by"] == "config"
+    then, values = wired(ctx, "estimate_panel_data")
+    assert h.pending in values
+    values[h.pending] = first[h.pending]
+    second = then(values)
+    assert second[h.pending] is False and "Sized for your data (sample_data.json)" in second[h.sized]
+    assert second[h.details]["sized_for"]["by"] == "data"
+    assert second[h.details]["total_gib"] < first[h.details]["total_gib"]  # 4 x ~170 tokens, not 4 x 512
+    values[h.pending] = False
+    assert then(values) == {h.pending: gr.skip()}
+    assert now(values)[h.pending] is False, "measured once: drawn sized for the data at once"

@@ -758,13 +758,11 @@ def method_quantization(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, An
     f = ctx.form.components
     method = methods.TABLE.get(values.get(f["method"]) or "")
     bits = from_widget(BY_PATH["quant.bits"], values.get(f["quant.bits"]))
-    if method is None:
-        return {}
-    if method.quantized and bits not in (4, 8):
+    if method is not None and method.quantized and bits not in (4, 8):
         return {f["quant.bits"]: gr.update(value="4"), f["quant.type"]: gr.update(value="nf4")}
-    if not method.quantized and bits is not None:
+    if method is not None and not method.quantized and bits is not None:
         return {f["quant.bits"]: gr.update(value="none")}
-    return {}
+    return {f["quant.bits"]: gr.skip()}  # already what the method needs (an empty dict is not an update)
 
 
 def exclusive_targets(chosen: list[str] | None, evt: gr.SelectData) -> Any:
@@ -861,7 +859,7 @@ def estimate_with_data(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any
     and redraw; otherwise nothing to do."""
     h = ctx.model
     if not values.get(h.pending):
-        return {}
+        return {h.pending: gr.skip()}  # an empty dict would read as one value for thirteen outputs
     return {**estimate_panel(ctx, values), h.pending: False}
 
 
