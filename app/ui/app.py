@@ -188,30 +188,31 @@ def show_initially(ctx: AppContext, cfg: RunConfig) -> None:
     Gradio serves each new page the values of `demo.config`; changing them there (and on the components, from
     which launch() rebuilds that config) means every tab's own page-load event (the data preview, the estimate)
     already reads these values, where a separate load event filling the form would race them."""
-    props = {c["id"]: c["props"] for c in (ctx.demo.config or {}).get("components", [])}
+    entries = {c["id"]: c for c in (ctx.demo.config or {}).get("components", [])}
     for comp, update in ctx.form.updates_from(cfg).items():
         if not isinstance(update, dict) or "value" not in update:
             continue
         value = comp.postprocess(update["value"])
         value = value.model_dump() if hasattr(value, "model_dump") else value
         comp.value = value
-        if comp._id in props:
-            props[comp._id]["value"] = value
-        _offer(comp, value, props.get(comp._id))
+        changed = {"value": value, **_offered(comp, value)}
+        entry = entries.get(comp._id)
+        if entry is not None:  # a new props dict, not keys added to the one a page load may be copying right now
+            entry["props"] = {**entry["props"], **changed}
 
 
-def _offer(comp: Any, value: Any, props: dict[str, Any] | None) -> None:
+def _offered(comp: Any, value: Any) -> dict[str, Any]:
     """A checkbox group or dropdown of fixed choices opens with `value` ticked: add what its choices lack (the
     target modules of a model other than the default, e.g. GPT-2's c_attn), as the form's own build does."""
     choices = getattr(comp, "choices", None)
     if not isinstance(choices, list) or getattr(comp, "allow_custom_value", False):
-        return
+        return {}
     known = {c[1] if isinstance(c, (tuple, list)) else c for c in choices}
     missing = [v for v in (value if isinstance(value, list) else [value]) if v is not None and v not in known]
-    if missing:
-        comp.choices = [(str(v), v) for v in missing] + list(choices)
-        if props is not None:
-            props["choices"] = comp.choices
+    if not missing:
+        return {}
+    comp.choices = [(str(v), v) for v in missing] + list(choices)
+    return {"choices": comp.choices}
 
 
 def restore_last_form(ctx: AppContext, model: str | None = None) -> str:
