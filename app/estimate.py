@@ -12,6 +12,7 @@ The numbers come from app.memory (the estimator); this module decides what they 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import threading
@@ -78,14 +79,21 @@ class DataLengths:
         t, seq = cfg.train, cfg.data.max_seq_len
         if not self.complete:  # a large dataset fills every micro-batch (and every packed row)
             return t.batch_size, seq if t.packing else min(self.lengths[0], seq)
-        from app.batching import longest_batch  # torch: already imported by the tokenizer that made these lengths
-
-        rows, width = longest_batch(self.lengths, t.batch_size, seq, t.packing)
+        rows, width = _longest_batch(self.lengths, t.batch_size, seq, t.packing)
         return (rows, width) if rows else (t.batch_size, seq)
 
     def longer_than(self, seq: int) -> int | None:
         """Examples that a max_seq_len of `seq` cuts; None when not every example was tokenized."""
         return sum(1 for n in self.lengths if n > seq) if self.complete else None
+
+
+@functools.lru_cache(maxsize=64)
+def _longest_batch(lengths: tuple[int, ...], batch_size: int, max_len: int, packing: bool) -> tuple[int, int]:
+    """app.batching.longest_batch, cached: the panel asks it for every method and fix on every slider move, and
+    packing 5,000 examples takes ~10 ms."""
+    from app.batching import longest_batch  # torch: already imported by the tokenizer that made these lengths
+
+    return longest_batch(lengths, batch_size, max_len, packing)
 
 
 def sized_estimate(

@@ -126,3 +126,35 @@ def test_the_chinese_memory_chart_names_every_part_in_chinese_unclipped(page, sh
             apart = apart or a["bottom"] <= b["top"] + 1 or b["bottom"] <= a["top"] + 1
             assert apart, (a, b)
     shot(page, "seams-model-chinese-chart")
+
+
+def type_model(page, name: str) -> None:
+    """Type a model name into the Base model box and commit it (Enter), as a person does."""
+    box = page.locator("#f-model-name_or_path input")
+    box.fill(name)
+    box.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def test_what_the_model_tab_shows_belongs_to_the_model_named(page, shot):
+    expect = expect_()
+    open_model_tab(page)
+    status, info = page.locator("#tab-model .td-status").first, page.locator("#tab-model .td-info").first
+    page.locator("#tab-model").get_by_role("button", name="Inspect (no weights)").click()
+    expect(status).to_contain_text("Inspected", timeout=SLOW)
+    expect(info).to_contain_text("Layers")
+    type_model(page, "llama-3.1-8b-instruct")
+    expect(info).to_contain_text("llama-3.1-8b-instruct is not loaded", timeout=60_000)
+    expect(info).not_to_contain_text("Layers")
+    expect(status).not_to_contain_text("Inspected")
+    page.locator("#tab-model").get_by_role("button", name="Inspect (no weights)").click()
+    expect(status).to_contain_text("Inspected", timeout=SLOW)
+    expect(info).to_contain_text("8.03B")  # the catalog's numbers of the model named now
+    type_model(page, "/no/such/model-folder")
+    page.locator("#tab-model").get_by_role("button", name="Load", exact=True).click()
+    expect(status).to_contain_text("path not found", timeout=SLOW)
+    expect(info).not_to_contain_text("Layers")  # no table of the model before under the error
+    # the methods table keeps its headers when the estimate cannot be made (never gradio's "1 | 2 | 3")
+    headers = page.locator("#method-compare [role=columnheader]").all_inner_texts()
+    assert [h.strip() for h in headers][:2] == ["method", "memory (GiB)"], headers
+    shot(page, "seams-model-failed-load")
