@@ -209,7 +209,7 @@ def test_strings_have_the_same_fields_in_both_languages():
 
 
 def test_tabs_build_inside_the_app(tiny_model_dir):
-    """The shell imports the four tabs by name; every input control they add carries a one-line info text, and the
+    """The shell imports the four tabs by name; every input control they show carries a one-line info text, and the
     language switch reaches their labels."""
     import gradio as gr
 
@@ -222,7 +222,8 @@ def test_tabs_build_inside_the_app(tiny_model_dir):
         handles = ctx.handles[key]
         assert isinstance(handles, cls), key
         for comp in _components(vars(handles)):
-            if isinstance(comp, (gr.Dropdown, gr.Slider, gr.Number, gr.Textbox, gr.Checkbox, gr.Radio)):
+            shown = comp.visible is not False  # a hidden value holder (the chat tab's) has nothing to explain
+            if shown and isinstance(comp, (gr.Dropdown, gr.Slider, gr.Number, gr.Textbox, gr.Checkbox, gr.Radio)):
                 assert comp.info, f"{key}: {comp.label} has no info text"
     assert demo.get_config_file()["components"]
     h = ctx.handles["data"]
@@ -431,3 +432,28 @@ def test_the_histogram_and_the_placeholder_table_speak_chinese(data_ctx):
     assert list(out[h.placeholders]["value"].columns) == ["占位符", "文本"]
     assert "最大序列长度" in out[h.stats] and "max_seq_len" not in out[h.stats]
     assert out[h.picker]["choices"][0][0] == "sample_data.json（内置示例）"
+
+
+def test_with_the_default_model_an_empty_system_prompt_renders_none_not_smollms_own(data_ctx, default_model_dir):
+    """SmolLM2's chat template adds "You are a helpful AI assistant named SmolLM, trained by Hugging Face" when a
+    conversation has no system turn; the Data tab shows what training sees: the run's own prompt, or none."""
+    h = data_ctx.handles["data"]
+    model = data_ctx.form.components["model.name_or_path"]
+    fn, values = wired(data_ctx, "data_rerender", data__system_prompt="")
+    values[model] = str(default_model_dir)  # a folder: no download into this test's own home
+    rendered = "".join(text for text, _ in fn(values)[h.rendered])
+    assert "<|im_start|>user" in rendered and "SmolLM" not in rendered and "Hugging Face" not in rendered
+    values[data_ctx.form.components["data.system_prompt"]] = "You are TuneBot."
+    rendered = "".join(text for text, _ in fn(values)[h.rendered])
+    assert "You are TuneBot." in rendered and "SmolLM" not in rendered
+
+
+def test_problem_severities_speak_chinese(data_ctx, tmp_path):
+    h = data_ctx.handles["data"]
+    path = _write(
+        tmp_path / "one.json", json.dumps([{"instruction": "", "output": "x"}, {"instruction": "a", "output": "b"}])
+    )
+    values = _values(data_ctx, data__path=str(path))
+    values[data_ctx.lang_selector] = "zh"
+    problems = data_tab.load_data(data_ctx, values)[h.problems]
+    assert list(problems.columns) == ["记录", "行", "字段", "级别", "原因"] and problems.iloc[0, 3] == "错误"

@@ -107,6 +107,8 @@ STRINGS = {
     "data.pcol.field": ("field", "字段"),
     "data.pcol.severity": ("severity", "级别"),
     "data.pcol.reason": ("reason", "原因"),
+    "data.sev.error": ("error", "错误"),
+    "data.sev.warning": ("warning", "警告"),
     "data.record": ("Record #", "记录编号"),
     "data.record.info": (
         "The # of a record in the table (or click a row there).",
@@ -770,13 +772,24 @@ def problem_table(problems: list[Any], lang: str = "en", path: str = "FILE") -> 
     if not problems:
         return pd.DataFrame({cols[-1]: [t("data.no_problems")]})
     rows = [
-        ["" if p.index is None else p.index, "" if p.line is None else p.line, p.field or "", p.severity, p.message]
+        [
+            "" if p.index is None else p.index,
+            "" if p.line is None else p.line,
+            p.field or "",
+            _severity(p.severity, lang),
+            p.message,
+        ]
         for p in problems[:PROBLEM_ROWS]
     ]
     if len(problems) > PROBLEM_ROWS:
         command = f"{_python()} -m app data inspect {shlex.quote(str(path))} --json"
         rows.append(["", "", "", "", t("data.problems_more", more=len(problems) - PROBLEM_ROWS, command=command)])
     return pd.DataFrame(rows, columns=cols)
+
+
+def _severity(name: str, lang: str) -> str:
+    key = f"data.sev.{name}"
+    return i18n.t(key, lang) if key in STRINGS else name
 
 
 def _python() -> str:
