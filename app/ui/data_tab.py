@@ -312,7 +312,7 @@ def _build_views(ctx: AppContext) -> dict[str, Any]:
             table = gr.Dataframe(
                 interactive=False, wrap=True, max_height=420, elem_id="data-table", elem_classes="td-fit"
             )
-            with gr.Row(equal_height=True):
+            with gr.Row(elem_id="data-pager"):  # buttons at their own height, on the page box's baseline (style.css)
                 prev = tr.text(gr.Button, "data.prev", size="sm", min_width=90)
                 page = tr.labelled(
                     gr.Number,
