@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import threading
 from collections import OrderedDict
@@ -169,11 +170,13 @@ def _data_file(name: str) -> Path | None:
 
 def _tokenizer_source(cfg: RunConfig) -> str | None:
     """The local folder of the base model's tokenizer; None when that would need a download or a GGUF
-    conversion (a load, not an estimate)."""
-    from app import modeling
-
+    conversion (a load, not an estimate), or where the training libraries are not installed."""
     name = cfg.model.name_or_path.strip()
-    if not name or name.lower().endswith(".gguf"):
+    if not name or name.lower().endswith(".gguf") or not _maybe_local(name):
+        return None  # a 70B that was never downloaded: no torch import to find that out
+    try:
+        from app import modeling
+    except ImportError:
         return None
     if name in modeling.DEFAULT_ALIASES and not (modeling.default_model_dir() / "config.json").is_file():
         return None
@@ -184,6 +187,24 @@ def _tokenizer_source(cfg: RunConfig) -> str | None:
     except modeling.ModelError:
         return None
     return path
+
+
+def _maybe_local(name: str) -> bool:
+    """A cheap, torch-free first look: a folder with config.json, or a catalog or hub id whose files are in the
+    Hugging Face cache or TuneDesk's model folder. modeling.resolve_model decides for real."""
+    from app import catalog, paths
+    from app.config import DEFAULT_MODEL
+
+    path = Path(name).expanduser()
+    if (path / "config.json").is_file():
+        return True
+    facts = catalog.lookup(DEFAULT_MODEL if name == "default" else name)
+    if facts is not None and facts.id == DEFAULT_MODEL and any(paths.models_dir().glob("*/config.json")):
+        return True
+    hub_id = facts.hub_id if facts is not None else name
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
+    return hub_id.count("/") == 1 and (hub / f"models--{hub_id.replace('/', '--')}").is_dir()
 
 
 def _tokenize_lengths(path: Path, model: str, cfg: RunConfig) -> DataLengths | None:
