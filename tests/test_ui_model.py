@@ -335,3 +335,20 @@ def test_the_panel_draws_at_once_then_sizes_for_the_dataset(built, monkeypatch):
     values[h.pending] = False
     assert then(values) == {h.pending: gr.skip()}
     assert now(values)[h.pending] is False, "measured once: drawn sized for the data at once"
+
+
+def test_the_identity_preset_brings_its_dataset_and_names(built, tmp_path):
+    """The Train tab's suggested first run applies presets/smollm2-135m-identity-cpu.yaml through apply_preset:
+    the user's other dataset gives way to the identity data with its placeholders and empty system prompt."""
+    _, ctx = built
+    h = ctx.handles["model"]
+    mine = ctx.defaults.replace(**{"data.path": str(tmp_path / "mine.json"), "data.system_prompt": "Be brief."})
+    values = _values(ctx, mine)
+    preset = model_tab.paths.presets_dir() / "smollm2-135m-identity-cpu.yaml"
+    out = model_tab.apply_preset(ctx, {**values, h.preset: str(preset)})
+    merged = {**values, **{c: u["value"] for c, u in out.items() if isinstance(u, dict) and "value" in u}}
+    cfg = ctx.form.to_config(merged)
+    assert cfg == RunConfig.from_preset(preset), "every field as the preset says, the placeholders too"
+    assert cfg.data.path == "assets/identity.json" and cfg.data.placeholders["name"]
+    panel = model_tab.estimate_panel(ctx, merged)
+    assert panel[h.details]["sized_for"]["by"] == "data" and panel[h.details]["sized_for"]["tokens"] <= 256
