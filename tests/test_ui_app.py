@@ -69,8 +69,13 @@ def test_context_language_follows_the_selector_value():
 
 
 @pytest.mark.slow
-def test_the_app_serves_its_page_with_the_tabs(tmp_path):
+def test_the_app_serves_its_page_with_the_tabs(tmp_path, monkeypatch):
+    from app import last_form
+
     env = {"TUNEDESK_RUNS": str(tmp_path / "runs")}
+    monkeypatch.setenv("TUNEDESK_RUNS", env["TUNEDESK_RUNS"])
+    monkeypatch.delenv("TUNEDESK_HOME", raising=False)
+    last_form.save(ui_app.default_config().replace(**{"train.max_steps": 7, "train.run_name": "before-restart"}))
     with running_app(env=env, log_path=tmp_path / "app.log", timeout=120) as (url, _proc):
         with get(url + "/") as resp:
             assert resp.status == 200
@@ -80,6 +85,9 @@ def test_the_app_serves_its_page_with_the_tabs(tmp_path):
     api_names = {d.get("api_name") for d in config["dependencies"]}
     assert "start_training" in api_names
     assert "td-progress" in (config.get("css") or ""), "assets/style.css was not passed to launch()"
+    # an app restart opens with the last form
+    shown = {c["props"].get("elem_id"): c["props"].get("value") for c in config["components"]}
+    assert shown["f-train-max_steps"] == 7 and shown["f-train-run_name"] == "before-restart"
 
 
 def test_startup_objects_are_frozen_out_of_the_cyclic_gc():
