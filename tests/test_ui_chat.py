@@ -190,7 +190,7 @@ def test_picker_names_runs_checkpoints_and_models(runs_tmp, tiny_model_dir, tmp_
 
 
 class _Page:
-    """One browser page's picker: its `seen` state, kept where a tick skips it (as the browser keeps it)."""
+    """One browser page's picker and its hidden `seen` box, which each tick rewrites."""
 
     def __init__(self, ctx):
         self.ctx, self.seen = ctx, ctx.handles["chat"].picker.seen.value
@@ -199,8 +199,7 @@ class _Page:
         fn, values = wired(self.ctx, api_name)
         values[self.ctx.handles["chat"].picker.seen] = self.seen
         values[self.ctx.lang_selector] = lang
-        choices, seen = fn(*values.values())
-        self.seen = self.seen if seen == gr.skip() else seen
+        choices, self.seen = fn(*values.values())
         return choices
 
 
@@ -218,3 +217,6 @@ def test_run_choices_follow_the_history_without_refresh(chat_ctx, runs_tmp, tiny
     in_chinese = page.tick(lang="zh")  # a language switch relabels
     assert (f"{running.name} · 适配器", str(running / "adapter")) in in_chinese["choices"]
     assert page.tick("chat_refresh_runs", lang="zh")["choices"] == in_chinese["choices"]  # Refresh always redraws
+    quiet = [page.tick(lang="zh") for _ in range(pickers.REDRAW_EVERY)]  # nothing changes for 30 s ...
+    assert quiet[:-1] == [gr.skip()] * (pickers.REDRAW_EVERY - 1)
+    assert quiet[-1]["choices"] == in_chinese["choices"]  # ... then one drawing again, in case the page dropped one

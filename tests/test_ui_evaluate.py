@@ -13,7 +13,7 @@ import pytest
 from ui_ctx import make_adapter, make_run, tab_context, values_of, wired
 
 from app import history
-from app.ui import evaluate_tab
+from app.ui import evaluate_tab, pickers
 
 RECORDS = [
     {"instruction": "What is the capital of France?", "output": "Paris."},
@@ -160,11 +160,12 @@ def test_run_and_adapter_choices_follow_the_history(eval_ctx, runs_tmp, tiny_mod
     h = eval_ctx.handles["evaluate"]
     fn, values = wired(eval_ctx, "eval_follow_runs")
     assert list(values) == [h.picker.seen, eval_ctx.lang_selector]
-    values[h.picker.seen] = ("en", ())  # what the page last drew: an empty runs folder
-    assert fn(*values.values()) == (gr.skip(), gr.skip(), gr.skip())
+    empty = pickers.drawn("en", ())
+    values[h.picker.seen] = f"{empty}/0"  # what the page last drew: an empty runs folder
+    assert fn(*values.values()) == (gr.skip(), gr.skip(), f"{empty}/1")
     run = make_run(tiny_model_dir)  # a run finishes
     adapters, runs, seen = fn(*values.values())
     assert (f"{run.name} · adapter", str(run / "adapter")) in adapters["choices"]
     assert runs["choices"] == [(f"{run.name} (finished)", str(run))] and "value" not in runs
     values[h.picker.seen] = seen
-    assert fn(*values.values()) == (gr.skip(), gr.skip(), gr.skip())
+    assert fn(*values.values())[:2] == (gr.skip(), gr.skip())

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from ui_ctx import make_adapter, make_run, tab_context, values_of, wired
 
 from app import devices
-from app.ui import export_tab
+from app.ui import export_tab, pickers
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +95,10 @@ def test_output_folders_default_into_the_run(runs_tmp, tiny_model_dir):
 def test_adapter_choices_follow_the_history(export_ctx, runs_tmp, tiny_model_dir):
     h = export_ctx.handles["export"]
     fn, values = wired(export_ctx, "export_follow_runs")
-    values[h.picker.seen] = ("en", ())  # what the page last drew: an empty runs folder
-    assert fn(*values.values()) == (gr.skip(), gr.skip())
+    values[h.picker.seen] = f"{pickers.drawn('en', ())}/0"  # what the page last drew: an empty runs folder
+    assert fn(*values.values())[0] == gr.skip()
     run = make_run(tiny_model_dir)  # a run finishes while the Export tab is open
     adapters, seen = fn(*values.values())
     assert adapters["choices"] == [(f"{run.name} · adapter", str(run / "adapter"))]
     values[h.picker.seen] = seen
-    assert fn(*values.values()) == (gr.skip(), gr.skip())
+    assert fn(*values.values())[0] == gr.skip()

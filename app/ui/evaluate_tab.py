@@ -410,6 +410,8 @@ def _number(value: Any, metric: str, signed: bool = False) -> str:
     if pd.isna(number) or not math.isfinite(number):
         return "–"
     digits = ROUND.get(metric, 2)
+    if signed and round(number, digits) == 0:
+        number, signed = 0.0, False  # no difference reads "0.00", not "+0.00" or "-0.00"
     text = f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
     return text.replace("-", "−")  # the minus sign, not a hyphen: reads as a number in every font
 

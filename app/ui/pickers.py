@@ -15,6 +15,7 @@ on, the tab says so and offers the choice: wait for the run, or load on the CPU.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -75,20 +76,21 @@ MAX_ADAPTERS = 4
 DEVICE_CHOICES = ("auto", "cpu")
 USABLE = ("finished", "stopped")
 FOLLOW_S = 3.0  # how often a page looks at the runs folder: a stat per run file, ~1 ms for 100 runs
+REDRAW_EVERY = 10  # ticks (30 s): a drawing the page dropped is made good this soon (see follow_runs)
 _CREATED = re.compile(r"^\d{8}-\d{6}-")  # runs.create_run's folder prefix: the creation time
 
 
 @dataclass
 class ModelPicker:
     """Base + adapters + device widgets; `adapters` is a multiselect dropdown (or single for `single=True`).
-    `timer` and `seen` (the runs signature and language the choices were last drawn for) drive `follow_runs`."""
+    `timer` and `seen` (`drawn(lang, runs_signature())` of the choices the page shows) drive `follow_runs`."""
 
     base: gr.Dropdown
     adapters: gr.Dropdown
     refresh: gr.Button
     device: gr.Radio | None
     timer: gr.Timer
-    seen: gr.State
+    seen: gr.Textbox
 
 
 # ---- choices from the run list ------------------------------------------------------------------------------
@@ -126,6 +128,15 @@ def runs_signature(output_dir: str | Path | None = None) -> tuple:
         return ()
     parts = (history.EVENTS, runs.LOCK, history.CHECKPOINTS, runs.ADAPTER, runs.MODEL)
     return tuple((e.name, *(_stamp(Path(e.path) / part) for part in parts)) for e in entries)
+
+
+def drawn(lang: str, signature: tuple) -> str:
+    """A short text naming a drawing of the choices: the language and a digest of the runs signature.
+
+    >>> drawn("en", ())
+    'en:f9065fa7389750e1'
+    """
+    return f"{lang}:{hashlib.sha1(repr(signature).encode()).hexdigest()[:16]}"
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -250,7 +261,8 @@ def build(
                 )
             refresh = tr.text(gr.Button, "pick.refresh", size="sm", elem_id=f"{prefix}-refresh")
     timer = gr.Timer(FOLLOW_S)
-    seen = gr.State((tr.lang, runs_signature()))  # what the choices above were built from
+    # "<what the choices above were drawn from>/<ticks since>", kept in the page with them (see follow_runs)
+    seen = gr.Textbox(f"{drawn(tr.lang, runs_signature())}/0", visible=False, interactive=False)
     picker = ModelPicker(base=base, adapters=adapters, refresh=refresh, device=device, timer=timer, seen=seen)
     adapters.change(follow_base, inputs=[adapters, base], outputs=base, show_progress="hidden")
     return picker
@@ -264,17 +276,25 @@ def follow_runs(
 ) -> None:
     """Keep the adapter choices (and `also`: {dropdown: choices(lang)}) in step with the run history: the timer
     redraws them when the runs signature or the language changed since the last drawing, Refresh at once. Each
-    tab calls this once for its picker (after building what `also` names)."""
+    tab calls this once for its picker (after building what `also` names).
+
+    A dropdown whose list is open (its input focused) ignores new choices (Gradio 6.31): a run that finished
+    while the user looked at the list stayed unlisted. So the timer also redraws every REDRAW_EVERY ticks even
+    when nothing changed; the other ticks only count, in the hidden `seen` box."""
     also = also or {}
     outputs = [picker.adapters, *also, picker.seen]
     lang = [lang_selector] if lang_selector is not None else []
 
     def redraw(seen: Any, *chosen: str, force: bool = False) -> tuple:
-        now = (chosen[0] if chosen and chosen[0] else "en", runs_signature())
-        if now == seen and not force:
-            return tuple(gr.skip() for _ in outputs)
-        choices = [gr.update(choices=adapter_choices(lang=now[0]))]
-        return (*choices, *(gr.update(choices=make(now[0])) for make in also.values()), now)
+        lang_now = chosen[0] if chosen and chosen[0] else "en"
+        now = drawn(lang_now, runs_signature())
+        last, _, count = str(seen or "").partition("/")
+        ticks = int(count) + 1 if count.isdigit() else 1
+        if now == last and ticks < REDRAW_EVERY and not force:
+            return (*(gr.skip() for _ in outputs[:-1]), f"{now}/{ticks}")
+        choices = [gr.update(choices=adapter_choices(lang=lang_now))]
+        also_choices = (gr.update(choices=make(lang_now)) for make in also.values())
+        return (*choices, *also_choices, f"{now}/0")
 
     picker.timer.tick(
         redraw,
