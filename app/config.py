@@ -90,8 +90,7 @@ class ModelConfig:
 @dataclass
 class QuantConfig:
     bits: int | None = None
-    """Storage width of the frozen base weights: none (16/32-bit), 8 (LLM.int8) or 4 (NF4/FP4). QLoRA needs 4 or 8.
-    In YAML, none is written null."""
+    """Storage width of the frozen base weights: none (16/32-bit), 8 (LLM.int8) or 4 (NF4/FP4). QLoRA needs 4 or 8."""
     type: str = "nf4"
     """4-bit data type: nf4 (normal float, better for weights) or fp4."""
     double_quant: bool = True
@@ -142,7 +141,7 @@ class DataConfig:
     max_seq_len: int = 512
     """Tokens per example; longer examples are cut (the Data tab shows how many)."""
     max_samples: int | None = None
-    """Use only the first N valid records; leave empty (or 0) for all records (null in YAML)."""
+    """Use only the first N valid records; leave empty (or 0) for all records."""
     val_size: float = 0.05
     """Share of records held out for eval loss, in [0, 1)."""
     train_on_prompt: bool = False
@@ -154,7 +153,7 @@ class TrainConfig:
     epochs: float = 3.0
     """Passes over the training data (ignored when a maximum number of steps is set)."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps; leave empty (or 0) to train for the number of epochs (null in YAML)."""
+    """Stop after this many optimizer steps; leave empty (or 0) to train for the number of epochs."""
     batch_size: int = 4
     """Examples per micro-batch: activation memory grows linearly with it."""
     grad_accum: int = 4
@@ -186,8 +185,8 @@ class TrainConfig:
     save_steps: int = 100
     """Save a resumable checkpoint every N optimizer steps (0 = only at the end)."""
     eval_steps: int | None = None
-    """Compute eval loss every N steps; leave empty (or 0) to compute it at each checkpoint save and at the end
-    (null in YAML)."""
+    """Compute eval loss every N steps; leave empty (or 0) to compute it at each checkpoint save and at the
+    end."""
     save_total_limit: int = 3
     """Keep at most this many checkpoints (oldest removed first)."""
     sample_every: int = 0

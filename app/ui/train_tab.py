@@ -133,6 +133,10 @@ STRINGS = {
         "Press **Start anyway** to start it as it is.",
         "点击“仍然开始”将按当前设置开始。",
     ),
+    "train.nofit.waiting": (
+        "Not started yet: this run is estimated not to fit (see above).",
+        "尚未开始：预计这次训练放不下（见上方）。",
+    ),
     "train.start_anyway": ("Start anyway", "仍然开始"),
     "train.apply_fix": ("Apply the fix", "应用修正"),
     "train.fix_applied": (
@@ -640,7 +644,9 @@ def _wire_first_run(ctx: AppContext) -> None:
     ).then(
         lambda v: use_identity(ctx, v),
         inputs=set(applied.inputs) | {ctx.lang_selector},
-        outputs=list(applied.outputs) + [h.status],
+        # the preset may set any widget of the form, the Data tab's placeholders too (it brings its data along)
+        outputs=list(dict.fromkeys([*applied.outputs, *ctx.form.inputs(), h.status])),
+        api_name="use_identity_apply",
         api_visibility="private",
     )
 
@@ -803,7 +809,8 @@ def start_run(ctx: AppContext, values: dict[Any, Any], confirmed: bool = False) 
         if answer is not None and answer.verdict == "no":
             warning = nofit_text(answer, lang)
             gr.Warning(warning.split("\n", 1)[0].replace("**", ""))
-            return {h.nofit_box: gr.update(visible=True), h.nofit_text: warning, h.status: warning}
+            waiting = i18n.t("train.nofit.waiting", lang)
+            return {h.nofit_box: gr.update(visible=True), h.nofit_text: warning, h.status: waiting}
     hide = {h.nofit_box: gr.update(visible=False)}
     view, refusal = _launch(cfg, lang)
     if view is None:
