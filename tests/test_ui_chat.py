@@ -88,7 +88,8 @@ def test_prompt_set_runs_across_columns_into_a_csv(chat_ctx, loaded, tmp_path, t
     out = chat_tab.run_prompt_set(chat_ctx, chat_values(chat_ctx, prompt_lines="Hi\n\nWho are you?\n"))
     assert out[h.set_status].startswith("✅"), out[h.set_status]
     assert f"{tiny_model_dir.name} (base) " in out[h.set_status]  # mean tokens/s per column, by its label
-    table = out[h.set_table]
+    assert out[h.set_table]["visible"]  # hidden until there are answers
+    table = out[h.set_table]["value"]
     base = f"{tiny_model_dir.name} (base)"
     assert list(table.columns) == ["Prompt", base, "my-adapter"] and list(table["Prompt"]) == ["Hi", "Who are you?"]
     csv = pd.read_csv(out[h.set_csv], encoding="utf-8-sig", keep_default_na=False)
@@ -98,7 +99,7 @@ def test_prompt_set_runs_across_columns_into_a_csv(chat_ctx, loaded, tmp_path, t
     in_chinese = chat_values(chat_ctx, prompt_file=str(file))
     in_chinese[chat_ctx.lang_selector] = "zh"
     with_ref = chat_tab.run_prompt_set(chat_ctx, in_chinese)
-    assert list(with_ref[h.set_table].columns) == [
+    assert list(with_ref[h.set_table]["value"].columns) == [
         "提示",
         "参考答案",
         f"{tiny_model_dir.name}（基础模型）",

@@ -60,7 +60,8 @@ def test_three_examples_give_metrics_chart_examples_and_csv(eval_ctx, adapter_di
     out = evaluate_tab.run_evaluation(eval_ctx, values)
     assert out[h.status].startswith("✅") and "**3** examples" in out[h.status], out[h.status]
     assert "(file qa.json)" in out[h.status]
-    table = out[h.metrics]
+    assert all(out[view]["visible"] for view in (h.metrics, h.plot, h.examples))  # hidden until there are results
+    table = out[h.metrics]["value"]
     base = f"{tiny_model_dir.name} (base)"
     # a row per metric, readable; a column per model (base first) with the adapter's difference beside it
     assert list(table.columns) == ["Metric", base, "adapter-e", "Δ adapter-e"]
@@ -68,7 +69,7 @@ def test_three_examples_give_metrics_chart_examples_and_csv(eval_ctx, adapter_di
     loss = table.set_index("Metric").loc["Loss ↓"]
     assert loss[base] != loss["adapter-e"] and loss["Δ adapter-e"][0] in "+−"  # the adapter counts, signed
     assert float(loss["adapter-e"]) - float(loss[base]) == pytest.approx(float(loss["Δ adapter-e"].replace("−", "-")))
-    figure = out[h.plot]
+    figure = out[h.plot]["value"]
     assert isinstance(figure, go.Figure) and len(figure.data) == 4  # 2 models x (text metrics, loss)
     assert {trace.name for trace in figure.data} == {base, "adapter-e"}
     examples = out[h.examples]["value"]
@@ -90,11 +91,11 @@ def test_results_read_in_chinese(eval_ctx, adapter_dir, data_file, tiny_model_di
     values[eval_ctx.lang_selector] = "zh"
     out = evaluate_tab.run_evaluation(eval_ctx, values)
     assert out[h.status].startswith("✅") and "（文件 qa.json）" in out[h.status], out[h.status]
-    table = out[h.metrics]
+    table = out[h.metrics]["value"]
     assert list(table.columns) == ["指标", f"{tiny_model_dir.name}（基础模型）", "adapter-e", "Δ adapter-e"]
     assert list(table["指标"]) == ["损失 ↓", "困惑度 ↓", "ROUGE-1 ↑", "ROUGE-2 ↑", "ROUGE-L ↑", "BLEU ↑", "精确匹配 ↑"]
     assert list(out[h.examples]["value"].columns[:3]) == ["#", "提示", "参考答案"]
-    figure = out[h.plot]
+    figure = out[h.plot]["value"]
     assert "精确匹配" in figure.data[0].x and figure.data[1].x == ("损失",)
     assert [a.text for a in figure.layout.annotations][1].startswith("损失")
     assert figure.layout.title.text == "2 个样本"

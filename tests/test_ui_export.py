@@ -40,7 +40,8 @@ def test_merge_writes_a_model_whose_adapted_weights_changed(export_ctx, adapter_
     )
     assert out[h.status].startswith("✅"), out[h.status]
     assert str(out_dir) in out[h.status]
-    files = set(out[h.files]["file"])
+    assert out[h.files]["visible"]  # hidden until a merge lists its files
+    files = set(out[h.files]["value"]["file"])
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= files
     assert out[h.gguf_src] == str(out_dir) and out[h.gguf_out].endswith("merged-gguf")
     merged, base = load_file(out_dir / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")

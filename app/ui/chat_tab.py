@@ -255,7 +255,8 @@ def _build_prompt_set(tr: i18n.Translator) -> dict[str, Any]:
         tr.text(gr.Markdown, "chat.prompt_file.info", elem_classes="td-info")
         run_set = tr.text(gr.Button, "chat.run_set", elem_id="chat-run-set")
         set_status = gr.Markdown("", elem_classes="td-status", elem_id="chat-set-status")
-        set_table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="chat-set-table")
+        # hidden until it has answers: an empty Dataframe shows a bare "1 | 2 | 3" header
+        set_table = gr.Dataframe(interactive=False, wrap=True, max_height=420, visible=False, elem_id="chat-set-table")
         set_csv = tr.labelled(gr.File, "chat.csv", interactive=False, elem_id="chat-set-csv")
     return {
         "prompt_file": prompt_file,
@@ -515,7 +516,7 @@ def run_prompt_set(ctx: AppContext, values: dict[Any, Any], progress: Any = None
     speeds = ", ".join(f"{names.get(c, c)} {v}" for c, v in speeds_by_column.items())
     return {
         h.set_status: "✅ " + i18n.t("chat.set_done", lang, n=len(table), speeds=speeds),
-        h.set_table: pd.DataFrame(table),
+        h.set_table: gr.update(value=pd.DataFrame(table), visible=True),
         h.set_csv: str(csv),
     }
 

@@ -201,10 +201,17 @@ def _build_settings(tr: i18n.Translator) -> dict[str, Any]:
 def _build_results(tr: i18n.Translator) -> dict[str, Any]:
     tr.text(gr.Markdown, "eval.metrics", elem_classes="td-section-title")
     tr.text(gr.Markdown, "eval.metrics.help", elem_classes="td-info")
-    metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-metrics")
-    plot = gr.Plot(show_label=False, elem_id="eval-plot")
+    # the tables and the chart are hidden until there are results: an empty Dataframe shows a bare "1 | 2 | 3"
+    metrics = gr.Dataframe(interactive=False, wrap=True, visible=False, elem_id="eval-metrics")
+    plot = gr.Plot(show_label=False, visible=False, elem_id="eval-plot")
     examples = tr.labelled(
-        gr.Dataframe, "eval.examples", interactive=False, wrap=True, max_height=480, elem_id="eval-examples"
+        gr.Dataframe,
+        "eval.examples",
+        interactive=False,
+        wrap=True,
+        max_height=480,
+        visible=False,
+        elem_id="eval-examples",
     )
     files = tr.labelled(gr.File, "eval.files", file_count="multiple", interactive=False, elem_id="eval-files")
     return {"metrics": metrics, "plot": plot, "examples": examples, "files": files}
@@ -346,9 +353,9 @@ def _report_views(h: EvaluateHandles, report: eval_report.EvalReport, lang: str,
     examples = examples_table(report, names, lang)
     return {
         h.status: ("⚠️ " if report.cancelled else "✅ ") + "\n\n".join(lines),
-        h.metrics: metrics_table(report, lang),
-        h.plot: figure(report, names, lang),
-        h.examples: gr.update(value=examples, column_widths=_example_widths(examples)),
+        h.metrics: gr.update(value=metrics_table(report, lang), visible=True),
+        h.plot: gr.update(value=figure(report, names, lang), visible=True),
+        h.examples: gr.update(value=examples, column_widths=_example_widths(examples), visible=True),
         h.files: _csv_files(report),
         h.run_pick: gr.update(choices=run_choices(lang)),
     }

@@ -148,7 +148,10 @@ def _build_merge(tr: i18n.Translator) -> dict[str, Any]:
     merge = tr.text(gr.Button, "export.merge", variant="primary", elem_id="export-merge")
     # not bound to a key: a language switch must not reset a result to the idle text (see _wire)
     status = gr.Markdown(tr("export.idle"), elem_classes="td-status", elem_id="export-status")
-    files = tr.labelled(gr.Dataframe, "export.files", interactive=False, max_height=300, elem_id="export-files")
+    # hidden until a merge lists its files: an empty Dataframe shows a bare "1 | 2 | 3" header
+    files = tr.labelled(
+        gr.Dataframe, "export.files", interactive=False, max_height=300, visible=False, elem_id="export-files"
+    )
     return {
         "dtype": dtype,
         "out_dir": out_dir,
@@ -275,7 +278,7 @@ def merge_adapter(ctx: AppContext, values: dict[Any, Any], progress: Any = None)
     size = _size(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
     return {
         h.status: "✅ " + i18n.t("export.merged", lang, path=path, size=size),
-        h.files: table,
+        h.files: gr.update(value=table, visible=True),
         h.gguf_src: str(path),
         h.gguf_out: str(path.with_name(path.name + "-gguf")),
     }
