@@ -133,6 +133,11 @@ def set_placeholder(page, key: str, text: str) -> None:
     expect_()(cell).to_contain_text(text)
 
 
+def data_loaded(page) -> None:
+    """The Data tab's page-load preview has finished (its status names the dataset file)."""
+    expect_()(md(page, "data-status")).to_contain_text(".json", timeout=SLOW)
+
+
 def saved_form(runs_dir: Path) -> dict:
     """The app's last form (app.last_form: beside the runs where the app has its own TUNEDESK_RUNS)."""
     path = runs_dir / ".last-form.yaml"
@@ -157,6 +162,7 @@ PROMPTS = "Who are you?\nWho made you?"
 def test_a_refresh_keeps_every_field_on_every_tab(page, app_server, cli_run, shot):
     expect, runs_dir = expect_(), Path(app_server[1])
     open_tab(page, "data")
+    data_loaded(page)  # the page-load preview redraws the placeholder table: edit it after that, not before
     set_text(page, "f-data-path", "assets/identity.json")
     open_accordion(page, "Placeholders")
     set_placeholder(page, "name", "Ada")
@@ -182,6 +188,7 @@ def test_a_refresh_keeps_every_field_on_every_tab(page, app_server, cli_run, sho
 
     page.reload()
     open_tab(page, "data")
+    data_loaded(page)
     expect(text_box(page, "f-data-path")).to_have_value("assets/identity.json")
     open_accordion(page, "Placeholders")
     expect(page.locator("#data-placeholders [data-testid=cell-0-0]")).to_be_visible()
