@@ -298,7 +298,7 @@ def test_trust_remote_code_without_confirmation_is_refused_everywhere(ui):
     h, hm, hd = ui.handles["train"], ui.handles["model"], ui.handles["data"]
     values = {**_form(ui, model__trust_remote_code=True), h.view: train_tab.RunView()}
     started = train_tab.start_run(ui, values)
-    assert "model.trust_remote_code" in started[h.status] and "not confirmed" in started[h.status]
+    assert "Trust remote code" in started[h.status] and "not confirmed" in started[h.status]  # the label on screen
     assert jobs.manager.active() is None
     loaded = model_tab.load_or_inspect(ui, values, inspect_only=False)
     assert "not confirmed" in loaded[hm.status]
