@@ -1,7 +1,8 @@
 """The seam between training and using a run, in a real browser: with the page open, a run that finishes (one
 step of `python -m app train` into the app's runs folder, as from a second terminal) appears in the Chat, Evaluate
 and Export choices without any Refresh click; Chat names its column by the run, not the folder's timestamp; the
-Evaluate metrics table shows readable headers, none broken mid-word, and fits its pane.
+Evaluate metrics table shows readable headers, none broken mid-word, and fits its pane; three chat columns each
+keep the user's message in view.
 
 Timing on a quiet 2-core machine: ~3 minutes (the app start, ~60 s of headless training, a model load in Chat and
 an evaluation of 2 examples).
@@ -72,6 +73,21 @@ def options(page, elem_id: str) -> list[str]:
     return [n.strip() for n in names]
 
 
+def pick(page, elem_id: str, name: str) -> None:
+    """Choose `name` in a gr.Dropdown and leave it (a focused dropdown does not open its list again on a click)."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.keyboard.press("Escape")
+    box.blur()
+
+
+def need_run() -> Path:
+    if "run" not in STATE:
+        pytest.fail("the run of test_a_finished_run_appears_everywhere_without_refresh is missing; see its failure")
+    return STATE["run"]
+
+
 def train_one_step(runs_dir: Path, tmp_path: Path) -> Path:
     """A finished run in the app's runs folder, trained headless from another process."""
     config = tmp_path / "one-step.yaml"
@@ -107,15 +123,44 @@ def test_a_finished_run_appears_everywhere_without_refresh(page, app_server, tmp
     STATE["run"] = run
 
     open_tab(page, "chat")
-    page.locator("#chat-adapters input").click()
-    page.get_by_role("option", name=adapter, exact=True).click()
-    page.keyboard.press("Escape")
+    pick(page, "chat-adapters", adapter)
     page.locator("#chat-load").click()
     expect(md(page, "chat-status")).to_contain_text(f"Loaded on cpu: smollm2-135m-instruct (base), {RUN_NAME}",
                                                     timeout=SLOW)  # fmt: skip
     expect(page.locator("#chat-col-1 [data-testid=block-label]")).to_have_text(RUN_NAME)  # not the timestamp
     expect(page.locator("#chat-col-0 [data-testid=block-label]")).to_have_text("smollm2-135m-instruct (base)")
-    shot(page, "seams-runs-chat")
+
+
+def test_three_columns_each_show_the_users_message(page, shot):
+    """A long answer in three narrow columns once scrolled each column to its end, hiding the question above."""
+    expect, run = expect_(), need_run()
+    open_tab(page, "chat")
+    for choice in (f"{run.name} · adapter", f"{run.name} · checkpoint-1"):
+        poll(lambda: options(page, "chat-adapters"), lambda found, c=choice: c in found, 60, f"{choice} listed", 2)
+        pick(page, "chat-adapters", choice)
+    page.locator("#chat-load").click()
+    expect(md(page, "chat-status")).to_contain_text(f"{RUN_NAME} · checkpoint-1", timeout=SLOW)
+    page.get_by_role("button", name="Sampling (shared by all columns)").click()
+    tokens = page.locator("#chat-max_new_tokens input[type=number]")
+    tokens.fill("160")
+    tokens.press("Enter")
+    page.locator("#chat-prompt textarea").fill("Tell me a long story about a cat who learns to sail.")
+    page.locator("#chat-send").click()
+    seen: list[list[str]] = []
+
+    def settled(answers: list[str]) -> bool:  # all answered and unchanged for 10 s: streaming ended
+        seen.append(answers)
+        return all(a.strip() for a in answers) and len(seen) >= 6 and all(s == answers for s in seen[-6:])
+
+    poll(lambda: [page.locator(f"#chat-col-{i} [data-testid=bot]").last.inner_text() for i in range(3)],
+         settled, 300, "three answers", 2)  # fmt: skip
+    answers = seen[-1]
+    assert all(len(a.split()) >= 60 for a in answers), answers  # taller than the 420 px the columns had
+    for i in range(3):
+        column = page.locator(f"#chat-col-{i}").bounding_box()
+        asked = page.locator(f"#chat-col-{i} [data-testid=user]").last.bounding_box()
+        assert asked["y"] >= column["y"] and asked["y"] + asked["height"] <= column["y"] + column["height"], (i, asked)
+    shot(page, "seams-runs-chat-three-columns")
 
 
 BROKEN_WORDS = """(table) => {
@@ -139,14 +184,11 @@ BROKEN_WORDS = """(table) => {
 
 
 def test_evaluate_metric_headers_are_readable_and_fit(page, app_server, shot):
-    expect = expect_()
-    run = STATE.get("run")
-    if run is None:
-        pytest.fail("the run of test_a_finished_run_appears_everywhere_without_refresh is missing; see its failure")
+    expect, run = expect_(), need_run()
     open_tab(page, "evaluate")
-    page.locator("#eval-adapters input").click()
-    page.get_by_role("option", name=f"{run.name} · adapter", exact=True).click()
-    page.keyboard.press("Escape")
+    adapter = f"{run.name} · adapter"
+    poll(lambda: options(page, "eval-adapters"), lambda found: adapter in found, 60, f"{adapter} listed", 2)
+    pick(page, "eval-adapters", adapter)
     box = page.locator("#eval-max-examples input")
     box.fill("2")
     box.press("Enter")
