@@ -410,3 +410,21 @@ def test_use_the_identity_demo_selects_and_applies_its_preset(app_ctx):
     names = RunConfig.from_preset(train_tab.IDENTITY_PRESET).data.placeholders
     assert "identity" in str(out[data_path]["value"])
     assert names["name"] in out[h.status] and names["author"] in out[h.status] and "Placeholders" in out[h.status]
+
+
+def test_reset_all_settings_puts_every_tab_back_to_the_defaults(app_ctx):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    fn, values = wired(ctx, "reset_form")
+    assert set(values) == {ctx.lang_selector}
+    out = fn(values)
+    _wired_to(ctx, "reset_form", out)
+    f = ctx.form.components
+    defaults = ctx.defaults
+    assert out[f["train.max_steps"]]["value"] == defaults.train.max_steps and out[f["method"]]["value"] == "lora"
+    assert out[f["data.path"]]["value"] == defaults.data.path and out[f["lora.target_modules"]]["value"] == [
+        "q_proj",
+        "v_proj",
+    ]
+    assert ctx.data.placeholders in out and "default" in out[h.status]

@@ -148,6 +148,11 @@ STRINGS = {
     "train.save_preset": ("Save settings as preset", "将设置保存为预设"),
     "train.load_preset": ("Load preset file", "加载预设文件"),
     "train.preset_file": ("Preset file", "预设文件"),
+    "train.reset_form": ("Reset all settings", "重置所有设置"),
+    "train.reset_done": (
+        "Every setting on every tab is back to its default.",
+        "所有页面的设置都已恢复默认。",
+    ),
     "train.preset_saved": (
         "Saved the settings as **{name}**: download it above; **Load preset file** reads it back.",
         "已将设置保存为 **{name}**：可在上方下载；“加载预设文件”可读回。",
@@ -363,6 +368,7 @@ class TrainHandles:
     nofit_cancel: gr.Button
     save_preset: gr.Button
     load_preset: gr.UploadButton
+    reset_form: gr.Button
     preset_file: gr.File
     listed: gr.State
 
@@ -398,8 +404,15 @@ def _build_presets(tr: i18n.Translator) -> dict[str, Any]:
         load_preset = tr.text(
             gr.UploadButton, "train.load_preset", file_types=[".yaml", ".yml"], size="sm", elem_id="train-load-preset"
         )
+        # the form is kept over refreshes and restarts (app.last_form): this is the way back to the defaults
+        reset_form = tr.text(gr.Button, "train.reset_form", size="sm", elem_id="train-reset-form")
     preset_file = tr.labelled(gr.File, "train.preset_file", visible=False, interactive=False, elem_id="train-preset")
-    return {"save_preset": save_preset, "load_preset": load_preset, "preset_file": preset_file}
+    return {
+        "save_preset": save_preset,
+        "load_preset": load_preset,
+        "reset_form": reset_form,
+        "preset_file": preset_file,
+    }
 
 
 def _build_fields(ctx: AppContext) -> dict[str, Any]:
@@ -626,6 +639,9 @@ def _wire_files(ctx: AppContext, form_out: list[Any]) -> None:
         outputs=form_out + [h.status],
         api_name="load_preset",
         **api,
+    )
+    h.reset_form.click(
+        lambda v: reset_form(ctx, v), inputs={lang}, outputs=form_out + [h.status], api_name="reset_form", **api
     )
 
 
@@ -1099,6 +1115,12 @@ def load_preset(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     except ConfigError as exc:
         return {h.status: i18n.t("train.preset_bad", lang, name=path.name, msg=_bullets(exc, lang))}
     return {**ctx.form.updates_from(cfg), h.status: i18n.t("train.preset_loaded", lang, name=path.name)}
+
+
+def reset_form(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """ "Reset all settings": every widget of every tab back to the app's defaults (saved as the last form by the
+    change events that follow, like any other change)."""
+    return {**ctx.form.updates_from(ctx.defaults), ctx.train.status: i18n.t("train.reset_done", _lang(ctx, values))}
 
 
 def save_config(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:

@@ -236,3 +236,18 @@ def test_a_cli_run_appears_by_itself_and_open_restores_its_settings(page, app_se
     expect(page.locator("#data-placeholders [data-testid=cell-0-0]")).to_be_visible()
     poll(lambda: placeholders(page), lambda p: p == OPENED["data"]["placeholders"], 30, "the run's placeholders")
     shot(page, "seams-train-opened")
+
+
+def test_reset_all_settings_is_the_way_back_to_the_defaults(page, app_server):
+    """The last form outlives refreshes and restarts; Reset puts every tab back (and leaves the shared app clean
+    for the tests after this one)."""
+    expect, runs_dir = expect_(), Path(app_server[1])
+    open_tab(page, "train")
+    page.locator("#train-reset-form").click()
+    expect(md(page, "train-status")).to_contain_text("back to its default", timeout=60_000)
+    poll(lambda: saved_form(runs_dir), lambda f: (f.get("train") or {}).get("run_name") == "", 60, "defaults saved")
+    page.reload()
+    open_tab(page, "train")
+    expect(number_box(page, "f-train-grad_accum")).to_have_value("4")
+    open_accordion(page, LOGGING)
+    expect(text_box(page, "f-train-run_name")).to_have_value("")
