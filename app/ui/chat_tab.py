@@ -420,6 +420,17 @@ def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> modelset.GenSettings
     )
 
 
+def settings_problems(settings: modelset.GenSettings, lang: str) -> str:
+    """GenSettings' problems ("top_p: 0 must be in (0, 1]") with each setting named by its label on screen
+    ("Top-p: 0 must be in (0, 1]")."""
+    out = []
+    for problem in settings.problems():
+        key, sep, rest = problem.partition(": ")
+        label = f"chat.{key}"
+        out.append(f"{i18n.t(label, lang)}{sep}{rest}" if sep and label in i18n.STRINGS else problem)
+    return "; ".join(out)
+
+
 def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
     """Send the prompt to every column; yields updates as the answers stream in, then the new histories."""
     h = ctx.chat
@@ -432,7 +443,7 @@ def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
         if session is None
         else i18n.t("chat.empty_prompt", lang)
         if not prompt
-        else i18n.t("chat.bad_settings", lang, msg="; ".join(settings.problems()))
+        else i18n.t("chat.bad_settings", lang, msg=settings_problems(settings, lang))
         if settings.problems()
         else None
     )
@@ -504,7 +515,9 @@ def run_prompt_set(ctx: AppContext, values: dict[Any, Any], progress: Any = None
         prompts = prompts_from(h, values)
         if session is None or not prompts or settings.problems():
             msg = "chat.not_loaded" if session is None else "chat.no_prompts" if not prompts else None
-            text = i18n.t(msg, lang) if msg else i18n.t("chat.bad_settings", lang, msg="; ".join(settings.problems()))
+            text = (
+                i18n.t(msg, lang) if msg else i18n.t("chat.bad_settings", lang, msg=settings_problems(settings, lang))
+            )
             return {h.set_status: "❌ " + text}
         raw = session.run_prompt_set(prompts, settings, _progress(progress))
         speeds_by_column = raw.attrs.get("tokens_per_s", {})
