@@ -44,7 +44,22 @@ def wired(ctx: Any, api_name: str, **by_path: Any) -> tuple[Any, dict[Any, Any]]
         component = ctx.form.components[path.replace("__", ".")]
         assert component in values, f"{path} is not an input of {api_name}"
         values[component] = value
-    return dep.fn, values
+    return _checked(dep, api_name), values
+
+
+def _checked(dep: Any, api_name: str) -> Any:
+    """dep.fn, failing as the browser would ("Returned component ... not specified as output") when it returns an
+    update for a component the event does not list among its outputs."""
+    outputs = {c._id for c in dep.outputs}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = dep.fn(*args, **kwargs)
+        if isinstance(out, dict) and not any(isinstance(k, str) for k in out):  # {component: update}, not one update
+            stray = [getattr(c, "elem_id", None) or repr(c) for c in out if getattr(c, "_id", None) not in outputs]
+            assert not stray, f"{api_name} returns updates for components that are not its outputs: {stray}"
+        return out
+
+    return call
 
 
 def chat_values(ctx: app.AppContext, **changes: Any) -> dict[Any, Any]:

@@ -506,7 +506,7 @@ def _method_visibility(h: ModelHandles, method: str) -> dict[Any, Any]:
 def wire(ctx: AppContext) -> None:
     h = ctx.model
     inputs = ctx.form.inputs() | {ctx.lang_selector}
-    form_outputs = list(ctx.form.components.values())
+    form_outputs = list(ctx.form.inputs())  # every widget a preset or a fix may set, the Data tab's extras too
     panel = [h.plot, h.verdict, h.sized, h.pending, h.trainable, h.fixes_title, *h.fix_buttons, h.fix_state]
     panel += [h.compare, h.details]
     # the dataset's lengths move the estimate too: its file and how its examples are rendered
