@@ -454,3 +454,18 @@ def read(run_dir: str | Path) -> RunHistory:
     found = RunHistory(checkpoints=checkpoints(run_dir))
     found.fold(load_events(run_dir))
     return found
+
+
+def stamp(run_dir: str | Path) -> tuple:
+    """What a run's history looks like from outside, cheaply: the (mtime, size) of its events file and checkpoints
+    folder (None where absent). Equal stamps mean nothing was appended or checkpointed (two stat calls)."""
+    return tuple(file_stamp(Path(run_dir) / part) for part in (EVENTS, CHECKPOINTS))
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime ns, size) of a file or folder, None where absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -319,6 +319,22 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / CONFIG).is_file() or history.has_events(path))
 
 
+def signature(output_dir: str | Path | None = None) -> tuple:
+    """What the list of runs depends on, cheaply: each run folder's name, its history's stamp (events, checkpoints)
+    and the (mtime, size) of its lock and final adapter/model folder. Equal signatures mean equal lists (a status
+    that changes without a file change, a trainer killed while running, shows at the next file change). The run
+    pickers redraw when it changes (~1 ms for 100 runs)."""
+    root = paths.runs_dir(output_dir if output_dir is not None else RunConfig().train.output_dir)
+    try:
+        entries = sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name)
+    except OSError:  # no runs folder yet
+        return ()
+    own = (LOCK, ADAPTER, MODEL)
+    return tuple(
+        (e.name, *history.stamp(e.path), *(history.file_stamp(Path(e.path) / p) for p in own)) for e in entries
+    )
+
+
 def list_runs(output_dir: str | Path | None = None) -> list[RunSummary]:
     """Every run under the runs folder, newest first (folder names start with the creation time)."""
     root = paths.runs_dir(output_dir if output_dir is not None else RunConfig().train.output_dir)

@@ -16,7 +16,6 @@ on, the tab says so and offers the choice: wait for the run, or load on the CPU.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ from typing import Any
 
 import gradio as gr
 
-from app import catalog, devices, files, history, paths, runs
+from app import catalog, devices, files, history, runs
 from app.adapters import base_of, display_name, run_dir_of
-from app.config import ConfigError, RunConfig, load_yaml
+from app.config import ConfigError, load_yaml
 from app.ui import i18n
 
 STRINGS = {
@@ -118,16 +117,8 @@ def status_text(status: str, lang: str = "en") -> str:
 
 
 def runs_signature(output_dir: str | Path | None = None) -> tuple:
-    """What the run choices depend on, cheaply: each run folder's name and the (mtime, size) of its events file,
-    lock, checkpoints folder and final adapter/model folder. Equal signatures mean equal choices (statuses that
-    change without a file change, a trainer killed while running, show at the next file change or Refresh)."""
-    root = paths.runs_dir(output_dir if output_dir is not None else RunConfig().train.output_dir)
-    try:
-        entries = sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name)
-    except OSError:  # no runs folder yet
-        return ()
-    parts = (history.EVENTS, runs.LOCK, history.CHECKPOINTS, runs.ADAPTER, runs.MODEL)
-    return tuple((e.name, *(_stamp(Path(e.path) / part) for part in parts)) for e in entries)
+    """What the run choices depend on: app.runs.signature (equal signatures mean equal choices)."""
+    return runs.signature(output_dir)
 
 
 def drawn(lang: str, signature: tuple) -> str:
@@ -137,14 +128,6 @@ def drawn(lang: str, signature: tuple) -> str:
     'en:f9065fa7389750e1'
     """
     return f"{lang}:{hashlib.sha1(repr(signature).encode()).hexdigest()[:16]}"
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 # ---- names a person reads ------------------------------------------------------------------------------------
