@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,36 @@ def app_server(tmp_path_factory):
         yield url, runs
 
 
+@pytest.fixture(scope="module")
+def default_form(browser, app_server):
+    """Every module starts from the default settings: the app keeps the last form across pages (issue 14 item 3),
+    so what one module typed would otherwise be what the next one opens with. Pressed through the Train tab's
+    Reset all settings, as a user would."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    pg.goto(page_url(app_server[0]))
+    pg.locator("#tab-train-button").click()
+    pg.locator("#train-reset-form").click()
+    from playwright.sync_api import expect
+
+    expect(pg.locator("#train-status [data-testid=markdown]")).to_contain_text("back to its default")
+    # the change events that follow save the form (app.last_form, beside this app's runs): wait for the defaults
+    from app.config import ConfigError, RunConfig
+
+    saved, deadline = app_server[1] / ".last-form.yaml", time.monotonic() + 120
+    while saved.is_file() and time.monotonic() < deadline:
+        try:
+            if RunConfig.from_yaml(saved) == RunConfig():
+                break
+        except (ConfigError, OSError):  # being replaced right now
+            pass
+        time.sleep(0.5)
+    context.close()
+
+
 @pytest.fixture()
-def page(browser, app_server):
+def page(browser, app_server, default_form):
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)

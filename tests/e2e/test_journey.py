@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from apprunner import page_url
+
+from e2e.pages import (
+    expect_,
+    last_answer,
+    md,
+    open_accordion,
+    open_tab,
+    pick_option,
+    poll,
+    scroll_to,
+    set_number,
+    top,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,7 +47,7 @@ SLOW = 240_000  # ms: model loads, training steps, merges on a shared 2-core mac
 
 
 @pytest.fixture(scope="module")
-def journey(browser, app_server) -> Any:
+def journey(browser, app_server, default_form) -> Any:
     """One browser page for every stage (the session's state, e.g. the loaded chat models, carries over)."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     pg = context.new_page()
@@ -55,70 +66,7 @@ def need(key: str) -> Any:
     return STATE[key]
 
 
-# ---- page helpers ---------------------------------------------------------------------------------------------
-def expect_():
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def md(page, elem_id: str):
-    """The rendered text of a gr.Markdown (without the queue/progress text of its status tracker)."""
-    return page.locator(f"#{elem_id} [data-testid=markdown]")
-
-
-def open_tab(page, key: str) -> None:
-    page.locator(f"#tab-{key}-button").click()
-    expect_()(page.locator(f"#tab-{key}")).to_be_visible()
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    """Type into a gr.Number, or the number box of a gr.Slider, and commit it (Enter)."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    expect_()(box).to_be_visible()
-    # A slider just revealed by opening its accordion can still be mounting: its first value may overwrite what
-    # was typed a moment earlier (seen on a quiet machine, where the test types fast). Type until it holds.
-    for _ in range(10):
-        box.fill(str(value))
-        box.press("Enter")
-        time.sleep(0.3)
-        if box.input_value() == str(value):
-            break
-    expect_()(box).to_have_value(str(value))
-
-
-def open_accordion(page, title: str) -> None:
-    page.get_by_role("button", name=title).click()  # its name also holds the open/closed arrow
-
-
-def pick_option(page, elem_id: str, name: str) -> None:
-    """Choose `name` in a gr.Dropdown (single or multiselect) and close its list."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=name, exact=True).click()
-    page.keyboard.press("Escape")
-
-
-def scroll_to(page, selector: str) -> None:
-    """Put `selector` at the top of the view (README shots are viewport-sized)."""
-    page.locator(selector).first.evaluate("e => e.scrollIntoView({block: 'start'})")
-
-
-def top(page) -> None:
-    page.evaluate("window.scrollTo(0, 0)")
-
-
-def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float, what: str, every_s: float = 1.0):
-    """Read until done(value) or fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout_s
-    value = read()
-    while not done(value):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached in {timeout_s:.0f} s; last value {value!r}")
-        time.sleep(every_s)
-        value = read()
-    return value
-
-
+# ---- page helpers (the shared ones are in e2e/pages.py) -------------------------------------------------
 def plotted_loss_points(page) -> int:
     """Points of the raw train-loss trace of the Train tab's plotly figure (0 while there is no figure)."""
     return page.evaluate(
@@ -240,17 +188,18 @@ def test_5_chat_base_and_adapter_side_by_side(journey, shot):
     page, expect = journey, expect_()
     run = need("run")
     open_tab(page, "chat")
-    page.locator("#chat-refresh").click()
     pick_option(page, "chat-adapters", f"{run} · adapter")
     page.locator("#chat-load").click()
-    expect(md(page, "chat-status")).to_contain_text(f"Loaded on cpu: base, {run}", timeout=SLOW)
+    name = run.split("-", 2)[2]  # the run's name: its folder name without the creation time
+    loaded = f"Loaded on cpu: smollm2-135m-instruct (base), {name}"
+    expect(md(page, "chat-status")).to_contain_text(loaded, timeout=SLOW)
     open_accordion(page, "Sampling (shared by all columns)")
     set_number(page, "chat-max_new_tokens", 24)  # two columns on a busy CPU: a few tokens/s each
     page.locator("#chat-prompt textarea").fill("What is the capital of France?")
     page.locator("#chat-send").click()
 
     def answers() -> list[str]:
-        return [_last_answer(page, column) for column in (0, 1)]
+        return [last_answer(page, column) for column in (0, 1)]
 
     last: list[list[str]] = []
 
@@ -260,21 +209,15 @@ def test_5_chat_base_and_adapter_side_by_side(journey, shot):
 
     got = poll(answers, settled, 180, "two non-empty answers", every_s=1.5)
     assert all(a.strip() for a in got), got
-    expect(page.locator("#chat-col-1 [data-testid=block-label]")).to_contain_text(run)
+    expect(page.locator("#chat-col-1 [data-testid=block-label]")).to_have_text(name)  # a name, not a timestamp
     top(page)
     shot(page, "chat", readme=True)
-
-
-def _last_answer(page, column: int) -> str:
-    bots = page.locator(f"#chat-col-{column} [data-testid=bot]")
-    return bots.last.inner_text() if bots.count() else ""
 
 
 def test_6_evaluate_base_against_adapter(journey, shot):
     page, expect = journey, expect_()
     run = need("run")
     open_tab(page, "evaluate")
-    page.locator("#eval-refresh").click()
     pick_option(page, "eval-adapters", f"{run} · adapter")
     box = page.locator("#eval-max-examples input")
     box.fill("3")
@@ -284,8 +227,8 @@ def test_6_evaluate_base_against_adapter(journey, shot):
     status = md(page, "eval-status")
     expect(status).to_contain_text("Evaluated 3 examples", timeout=SLOW)  # the run's own validation split
     metrics = page.locator("#eval-metrics")
-    expect(metrics).to_contain_text("rouge")
-    expect(metrics).to_contain_text(run)
+    expect(metrics).to_contain_text("ROUGE-L")
+    expect(metrics).to_contain_text(run.split("-", 2)[2])
     expect(page.locator("#eval-plot .js-plotly-plot")).to_be_visible()
     scroll_to(page, "#eval-status")
     shot(page, "evaluate", readme=True)
@@ -295,7 +238,6 @@ def test_7_export_merges_the_adapter(journey, shot):
     page, expect = journey, expect_()
     run, adapter = need("run"), need("adapter")
     open_tab(page, "export")
-    page.locator("#export-refresh").click()
     pick_option(page, "export-adapters", f"{run} · adapter")
     out = page.locator("#export-out textarea, #export-out input").first
     expect(out).to_have_value(str(adapter.parent / "export" / "merged-float16"))
@@ -357,5 +299,6 @@ def _english(text: str) -> bool:
     """A label with an English word (3+ letters, not a name in NAMES) and no Chinese character."""
     if re.search(r"[\u4e00-\u9fff]", text):
         return False
-    text = RUN_NAME.sub("", text)  # a run's folder name (a column label in Chat) is a name
+    text = RUN_NAME.sub("", text)  # a run's folder name is a name
+    text = re.sub(r"[\w.]+-[\w.-]+", "", text)  # so are model and run names (smollm2-135m-instruct, lora-smollm2-...)
     return any(word not in NAMES for word in re.findall(r"[A-Za-z]{3,}", text))
