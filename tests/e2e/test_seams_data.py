@@ -17,6 +17,7 @@ import pytest
 from apprunner import page_url, running_app
 
 from app import paths
+from e2e.pages import expect_
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,12 +53,6 @@ def data_page(browser, data_app):
     pg.locator("#tab-data-button").click()
     yield pg
     context.close()
-
-
-def expect_():
-    from playwright.sync_api import expect
-
-    return expect
 
 
 def status(page):

@@ -12,32 +12,17 @@ import re
 import pytest
 
 from app import memory
+from e2e.pages import expect_, md, pick_option
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SLOW = 240_000  # ms: the first estimate waits for the app's imports on a busy 2-core machine
 
 
-def expect_():
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def md(page, elem_id: str):
-    return page.locator(f"#{elem_id} [data-testid=markdown]")
-
-
 def open_model_tab(page) -> None:
     page.locator("#tab-model-button").click()
     expect_()(page.locator("#tab-model")).to_be_visible()
     expect_()(md(page, "estimate-trainable")).to_contain_text(re.compile(r"\d"), timeout=SLOW)
-
-
-def pick_option(page, elem_id: str, name: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=name, exact=True).click()
-    page.keyboard.press("Escape")
 
 
 def compare_row(page, method: str) -> list[str]:

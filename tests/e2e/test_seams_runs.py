@@ -14,13 +14,13 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from e2e.pages import expect_, md, open_tab, options, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,43 +34,6 @@ ONE_STEP = {
 }
 STATE: dict[str, Any] = {}
 """What the first test made (the run) for the second."""
-
-
-def expect_():
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def md(page, elem_id: str):
-    return page.locator(f"#{elem_id} [data-testid=markdown]")
-
-
-def open_tab(page, key: str) -> None:
-    page.locator(f"#tab-{key}-button").click()
-    expect_()(page.locator(f"#tab-{key}")).to_be_visible()
-
-
-def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float, what: str, every_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    value = read()
-    while not done(value):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached in {timeout_s:.0f} s; last value {value!r}")
-        time.sleep(every_s)
-        value = read()
-    return value
-
-
-def options(page, elem_id: str) -> list[str]:
-    """The choices a gr.Dropdown offers right now: open its list, read it, close it and leave it, as a person
-    would (no Refresh pressed). A dropdown keeps its choices while its input has the focus."""
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    names = page.get_by_role("option").all_inner_texts()
-    page.keyboard.press("Escape")
-    box.blur()
-    return [n.strip() for n in names]
 
 
 def pick(page, elem_id: str, name: str) -> None:

@@ -11,12 +11,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from e2e.pages import (
+    expect_,
+    md,
+    number_box,
+    open_accordion,
+    open_tab,
+    placeholders,
+    poll,
+    set_number,
+    set_placeholder,
+    set_text,
+    text_box,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -61,76 +74,6 @@ def cli_run(app_server, tmp_path_factory) -> Any:
 
 
 # ---- page helpers (as in test_journey) --------------------------------------------------------------------------
-def expect_():
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def md(page, elem_id: str):
-    return page.locator(f"#{elem_id} [data-testid=markdown]")
-
-
-def open_tab(page, key: str) -> None:
-    page.locator(f"#tab-{key}-button").click()
-    expect_()(page.locator(f"#tab-{key}")).to_be_visible()
-
-
-def open_accordion(page, title: str) -> None:
-    page.get_by_role("button", name=title).click()
-
-
-def number_box(page, elem_id: str):
-    return page.locator(f"#{elem_id} input[type=number]")
-
-
-def text_box(page, elem_id: str):
-    return page.locator(f"#{elem_id} textarea, #{elem_id} input[type=text]").first
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = number_box(page, elem_id)
-    expect_()(box).to_be_visible()
-    for _ in range(10):  # a slider just revealed can still be mounting and overwrite the first value typed
-        box.fill(str(value))
-        box.press("Enter")
-        time.sleep(0.3)
-        if box.input_value() == str(value):
-            break
-    expect_()(box).to_have_value(str(value))
-
-
-def set_text(page, elem_id: str, value: str) -> None:
-    box = text_box(page, elem_id)
-    box.fill(value)
-    box.blur()
-    expect_()(box).to_have_value(value)
-
-
-def placeholders(page) -> dict[str, str]:
-    """The Data tab's placeholder table as {key: text} (open its accordion first)."""
-    grid = page.locator("#data-placeholders")
-    rows = grid.locator("[role=row][data-index]").count()
-    return {
-        grid.locator(f"[data-testid=cell-{r}-0]").inner_text().strip(): grid.locator(f"[data-testid=cell-{r}-1]")
-        .inner_text()
-        .strip()
-        for r in range(rows)
-    }
-
-
-def set_placeholder(page, key: str, text: str) -> None:
-    grid = page.locator("#data-placeholders")
-    rows = grid.locator("[role=row][data-index]")
-    expect_()(rows.first).to_be_visible()
-    keys = [grid.locator(f"[data-testid=cell-{r}-0]").inner_text().strip() for r in range(rows.count())]
-    assert key in keys, f"no placeholder row {key!r}: {keys}"
-    cell = grid.locator(f"[data-testid=cell-{keys.index(key)}-1]")
-    cell.dblclick()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(text)
-    page.keyboard.press("Enter")
-    expect_()(cell).to_contain_text(text)
 
 
 def data_loaded(page) -> None:
@@ -142,17 +85,6 @@ def saved_form(runs_dir: Path) -> dict:
     """The app's last form (app.last_form: beside the runs where the app has its own TUNEDESK_RUNS)."""
     path = runs_dir / ".last-form.yaml"
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def poll(read, done, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    value = read()
-    while not done(value):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached in {timeout_s:.0f} s; last value {value!r}")
-        time.sleep(0.5)
-        value = read()
-    return value
 
 
 LOGGING = "Logging, checkpoints and samples"
