@@ -457,3 +457,14 @@ def test_problem_severities_speak_chinese(data_ctx, tmp_path):
     values[data_ctx.lang_selector] = "zh"
     problems = data_tab.load_data(data_ctx, values)[h.problems]
     assert list(problems.columns) == ["记录", "行", "字段", "级别", "原因"] and problems.iloc[0, 3] == "错误"
+
+
+@pytest.mark.parametrize(("lang", "label"), [("en", "Placeholders"), ("zh", "占位符")])
+def test_problems_name_the_label_on_screen_not_the_config_key(data_ctx, tmp_path, lang, label):
+    """A record with an unfilled {{name}} names the widget to fill (the Placeholders table), in the page's language."""
+    h = data_ctx.handles["data"]
+    path = _write(tmp_path / "p.json", json.dumps([{"instruction": "hi", "output": "I am {{name}}."}]))
+    values = _values(data_ctx, data__path=str(path))
+    values[data_ctx.lang_selector] = lang
+    reasons = " ".join(str(r) for r in data_tab.load_data(data_ctx, values)[h.problems].iloc[:, -1])
+    assert label in reasons and "data.placeholders" not in reasons, reasons

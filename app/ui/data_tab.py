@@ -30,6 +30,7 @@ import pandas as pd
 from app import data, files, paths, recent
 from app.config import ConfigError, RunConfig
 from app.ui import i18n
+from app.ui.form import explain, plain
 
 if TYPE_CHECKING:
     from app.ui.app import AppContext
@@ -699,7 +700,7 @@ def load_data(
         load, prepared, no_tokens = _prepare(cfg, progress, fetch)
         frame, total = data.preview(cfg.data.path, 0, PAGE_SIZE, cfg.data.format, cfg.data.columns)
     except ConfigError as exc:
-        return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc))}
+        return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc, lang))}
     except (data.DataError, OSError, ValueError) as exc:
         error = "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))
         return {h.status: error, **_cleared(h), h.picker: picker_update(shown_path, lang)}
@@ -724,8 +725,9 @@ def load_data(
     return out
 
 
-def _problems(exc: ConfigError) -> str:
-    return "\n".join(f"- {p}" for p in exc.problems) if exc.problems else str(exc)
+def _problems(exc: ConfigError, lang: str = "en") -> str:
+    """A ConfigError's problems as a list, each naming the label on screen (form.explain), not the config key."""
+    return "\n".join(f"- {p}" for p in explain(exc.problems, lang)) if exc.problems else str(exc)
 
 
 def _cleared(h: DataHandles) -> dict[Any, Any]:
@@ -777,7 +779,7 @@ def problem_table(problems: list[Any], lang: str = "en", path: str = "FILE") -> 
             "" if p.line is None else p.line,
             p.field or "",
             _severity(p.severity, lang),
-            p.message,
+            plain(p.message, lang),  # "set Placeholders", not "set data.placeholders"
         ]
         for p in problems[:PROBLEM_ROWS]
     ]
@@ -943,7 +945,7 @@ def rerender(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
         if load is None:
             load, prepared, _ = _prepare(cfg)
     except ConfigError as exc:
-        return {h.record_info: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc))}
+        return {h.record_info: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc, lang))}
     except (data.DataError, OSError, ValueError) as exc:
         return {h.record_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
     out = _stats_updates(h, prepared, lang)
