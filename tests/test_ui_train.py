@@ -3,6 +3,7 @@ handler functions (Start, the timer tick, the run list, Open, Delete with its co
 
 from __future__ import annotations
 
+import re
 import time
 
 import plotly.graph_objects as go
@@ -274,6 +275,11 @@ def test_start_waits_at_a_run_estimated_not_to_fit_and_start_anyway_starts_it(
     assert "not to fit" in shown and "16.0 GiB" in shown and "gradient checkpointing" in shown
     assert "Start anyway" in shown
     assert runs.list_runs() == [] and jobs.manager.active() is None  # nothing started, no run folder
+    values[ctx.lang_selector] = "zh"  # the best fix in the page's language, as the Model tab words it
+    with pytest.warns(UserWarning):
+        shown_zh = fn(values)[h.nofit_text]
+    fix_zh = re.search(r"最佳修正：(.+?)（", shown_zh).group(1)
+    assert not re.search(r"[A-Za-z]{4,}", fix_zh), shown_zh
 
     launched = []
     monkeypatch.setattr(

@@ -852,7 +852,10 @@ def nofit_text(answer: Any, lang: str) -> str:
     lines = [i18n.t("train.nofit", lang, need=est.total_gib, have=have, device=answer.label)]
     if answer.fixes:
         best = answer.fixes[0]
-        lines.append(i18n.t("train.nofit.fix", lang, fix=best.label, total=best.estimate.total_gib))
+        from app.ui.model_tab import fix_label  # the Model tab's words for a fix, in the page's language
+
+        fix = fix_label(best.key, best.params, lang)
+        lines.append(i18n.t("train.nofit.fix", lang, fix=fix, total=best.estimate.total_gib))
     else:
         lines.append(i18n.t("train.nofit.nofix", lang))
     lines.append(i18n.t("train.nofit.ask", lang))
