@@ -16,6 +16,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _own_home() -> Path:
+    """The tests' own $TUNEDESK_HOME (apps they start inherit it), with the user's model cache linked in: the
+    recent-files list, the last form and kept uploads that tests make never reach the user's ~/.cache/tunedesk,
+    and the converted default model is not made twice. A test that needs yet another home sets its own."""
+    import atexit
+    import shutil
+    import tempfile
+
+    real = Path(os.environ.get("TUNEDESK_HOME") or Path.home() / ".cache" / "tunedesk").expanduser()
+    (real / "models").mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="tunedesk-test-home-"))
+    (home / "models").symlink_to(real / "models", target_is_directory=True)
+    os.environ["TUNEDESK_HOME"] = str(home)
+    atexit.register(shutil.rmtree, home, True)
+    return home
+
+
+TEST_HOME = _own_home()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer Llama (hidden 64) + BPE tokenizer with a ChatML template, saved with save_pretrained."""
