@@ -264,10 +264,18 @@ def _hub_id(base_name: str) -> str | None:
     """A hub id for the card's base_model field: the default model's, or a name that looks like owner/model."""
     from app.modeling import DEFAULT_ALIASES, default_model_dir
 
-    if base_name in DEFAULT_ALIASES or Path(base_name).expanduser() == default_model_dir():
+    if base_name in DEFAULT_ALIASES or _same_folder(Path(base_name).expanduser(), default_model_dir()):
         return "HuggingFaceTB/SmolLM2-135M-Instruct"
     parts = base_name.split("/")
     return base_name if len(parts) == 2 and all(parts) and not Path(base_name).exists() else None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """The same folder, also through a symlinked model cache (PEFT records the resolved path)."""
+    try:
+        return a == b or a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def model_card(adapter_dir: Path, base_name: str, dtype: str) -> str:

@@ -221,7 +221,7 @@ def test_train_tab_start_lists_impossible_values_and_starts_nothing(ui):
     values = _form(ui, lora__rank=0, train__learning_rate=5.0, data__val_size=0.9, train__warmup_ratio=0.0)
     values[h.view] = train_tab.RunView()
     out = train_tab.start_run(ui, values)
-    assert "Cannot start" in out[h.status] and "lora.rank" in out[h.status] and "train.learning_rate" in out[h.status]
+    assert "Cannot start" in out[h.status] and "LoRA rank" in out[h.status] and "Learning rate" in out[h.status]
     assert h.view not in out and jobs.manager.active() is None
 
 

@@ -89,8 +89,9 @@ def test_train_tab_start_refuses_a_missing_model_and_data_before_making_a_run_fo
     values.update({ctx.lang_selector: "en", h.view: RunView(), h.ticks: 0, h.run_pick: None})
     values.update({f["model.name_or_path"]: str(tmp_path / "gone"), f["data.path"]: str(tmp_path / "gone.json")})
     status = train_tab.start_run(ctx, values)[h.status]
-    assert "model.name_or_path" in status and str(tmp_path / "gone") in status, status
-    assert "data.path" in status and "gone.json: file not found" in status, status
+    # each problem names the widget on screen (Base model, Dataset), not its config key
+    assert "Base model: path not found" in status and str(tmp_path / "gone") in status, status
+    assert "Dataset: " in status and "gone.json: file not found" in status, status
     assert "Traceback" not in status and _nothing_under(runs_tmp) and jobs.manager.active() is None
 
 
