@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from apprunner import page_url, running_app
 
+from app import paths
+from e2e.pages import app_home, last_form_file
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("TUNEDESK_CHROMIUM", "/usr/bin/chromium")
@@ -58,9 +61,14 @@ def app_server(tmp_path_factory):
         yield os.environ["TUNEDESK_E2E_URL"].rstrip("/"), Path(os.environ["TUNEDESK_E2E_RUNS"])
         return
     runs = tmp_path_factory.mktemp("e2e-runs")
+    # a home of its own (its last form, recent files and uploads), the model cache linked in
+    home = app_home(runs)
+    home.mkdir()
+    (home / "models").symlink_to(paths.models_dir(), target_is_directory=True)
     # 240 s: the first page waits for gradio, pandas and plotly imports, 60+ s on 2 cores busy with other tests
     log = ARTIFACTS / "app.log"
-    with running_app(env={"TUNEDESK_RUNS": str(runs)}, log_path=log, timeout=240) as (url, _proc):
+    env = {"TUNEDESK_RUNS": str(runs), "TUNEDESK_HOME": str(home)}
+    with running_app(env=env, log_path=log, timeout=240) as (url, _proc):
         yield url, runs
 
 
@@ -81,7 +89,7 @@ def default_form(browser, app_server):
     # the change events that follow save the form (app.last_form, beside this app's runs): wait for the defaults
     from app.config import ConfigError, RunConfig
 
-    saved, deadline = app_server[1] / ".last-form.yaml", time.monotonic() + 120
+    saved, deadline = last_form_file(app_server[1]), time.monotonic() + 120
     while saved.is_file() and time.monotonic() < deadline:
         try:
             if RunConfig.from_yaml(saved) == RunConfig():

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def app_home(runs_dir: Path) -> Path:
+    """The shared e2e app's own $TUNEDESK_HOME (conftest.app_server): its last form, recent files and uploads."""
+    return Path(runs_dir).parent / f"{Path(runs_dir).name}-home"
+
+
+def last_form_file(runs_dir: Path) -> Path:
+    """Where the shared e2e app saves the form it last showed (app.last_form)."""
+    return app_home(runs_dir) / "last-form.yaml"
 
 
 def expect_():

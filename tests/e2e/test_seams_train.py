@@ -19,6 +19,7 @@ import yaml
 
 from e2e.pages import (
     expect_,
+    last_form_file,
     md,
     number_box,
     open_accordion,
@@ -82,8 +83,8 @@ def data_loaded(page) -> None:
 
 
 def saved_form(runs_dir: Path) -> dict:
-    """The app's last form (app.last_form: beside the runs where the app has its own TUNEDESK_RUNS)."""
-    path = runs_dir / ".last-form.yaml"
+    """The app's last form (app.last_form, in the shared e2e app's own home)."""
+    path = last_form_file(runs_dir)
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
