@@ -9,6 +9,7 @@ import time
 import plotly.graph_objects as go
 import pytest
 from test_train_kit import tiny_config, write_alpaca
+from ui_ctx import only_outputs
 
 from app import jobs, runs
 from app.config import RunConfig
@@ -250,12 +251,6 @@ def small_ram(monkeypatch):
     monkeypatch.setattr(estimate.Target, "of", classmethod(lambda cls, device="auto", capacity_bytes=None: target))
 
 
-def _wired_to(ctx, api_name, out):
-    """Every update a handler returns is for a widget its event lists as an output (Gradio refuses the rest)."""
-    [dep] = [d for d in ctx.demo.fns.values() if d.api_name == api_name]
-    assert set(out) <= set(dep.outputs), f"{api_name} returns updates for widgets it is not wired to"
-
-
 # 64 x 158 tokens (the sample data's longest batch) without gradient checkpointing: ~25 GiB of 16
 TOO_BIG = {"train__batch_size": 64, "data__max_seq_len": 4096, "train__gradient_checkpointing": False}
 
@@ -270,7 +265,7 @@ def test_start_waits_at_a_run_estimated_not_to_fit_and_start_anyway_starts_it(
     with pytest.warns(UserWarning, match="not to fit"):
         out = fn(values)
     assert out[h.nofit_box]["visible"] is True and "Not started yet" in out[h.status]
-    _wired_to(ctx, "start_training", out)
+    only_outputs(ctx, "start_training", out)
     shown = out[h.nofit_text]
     assert "not to fit" in shown and "16.0 GiB" in shown and "gradient checkpointing" in shown
     assert "Start anyway" in shown
@@ -289,7 +284,7 @@ def test_start_waits_at_a_run_estimated_not_to_fit_and_start_anyway_starts_it(
     with pytest.warns(UserWarning):  # the stand-in launcher refuses: a toast
         out = fn(values)
     assert len(launched) == 1 and launched[0].train.batch_size == 64 and out[h.nofit_box]["visible"] is False
-    _wired_to(ctx, "start_anyway", out)
+    only_outputs(ctx, "start_anyway", out)
 
 
 def test_apply_the_fix_puts_the_best_fix_into_the_form(app_ctx, runs_tmp, small_ram):
@@ -301,7 +296,7 @@ def test_apply_the_fix_puts_the_best_fix_into_the_form(app_ctx, runs_tmp, small_
     checkpointing = ctx.form.components["train.gradient_checkpointing"]
     assert out[checkpointing]["value"] is True and "Applied" in out[h.status]
     assert ctx.form.components["train.batch_size"] not in out  # only what the fix changes
-    _wired_to(ctx, "apply_fit_fix", out)
+    only_outputs(ctx, "apply_fit_fix", out)
     fn, values = wired(ctx, "start_training", **{**TOO_BIG, "train__gradient_checkpointing": True})
     assert train_tab._estimate(ctx.form.to_config(values)).verdict != "no"
 
@@ -329,7 +324,7 @@ def test_the_run_list_shows_steps_and_start_time_while_running_and_the_timer_red
     history.append_event(run_dir, "started", step=0, total_steps=20, method="lora", device="cpu")
     history.append_event(run_dir, "log", step=2, total_steps=20, loss=1.0)
     out = fn(values)
-    _wired_to(ctx, "train_tick", out)
+    only_outputs(ctx, "train_tick", out)
     table = out[h.run_table]
     assert table.iloc[0]["steps"] == "2/20"
     zh, _ = train_tab.run_table("zh")
@@ -356,7 +351,7 @@ def test_open_fills_every_tab_from_the_run_config(app_ctx, runs_tmp):
     assert out[f["data.path"]]["value"] == "assets/identity.json" and out[f["train.max_steps"]]["value"] == 12
     assert out[f["train.run_name"]]["value"] == "opened"
     assert out[ctx.data.placeholders]["value"] == [["name", "Ada"], ["author", "Lovelace Labs"]]
-    _wired_to(ctx, "open_run", out)
+    only_outputs(ctx, "open_run", out)
 
 
 def test_save_settings_as_preset_and_load_it_back(app_ctx, tmp_path, monkeypatch):
@@ -379,7 +374,7 @@ def test_save_settings_as_preset_and_load_it_back(app_ctx, tmp_path, monkeypatch
     out = fn(values)
     f = ctx.form.components
     assert out[f["train.max_steps"]]["value"] == 9 and out[f["data.path"]]["value"] == "x.jsonl"
-    _wired_to(ctx, "load_preset", out)
+    only_outputs(ctx, "load_preset", out)
     assert "Loaded **my-preset.yaml**" in out[h.status]
 
 
@@ -411,7 +406,7 @@ def test_use_the_identity_demo_selects_and_applies_its_preset(app_ctx):
     values = values_of(ctx, ctx.model.preset)
     values[ctx.model.preset] = chosen["value"]
     out = train_tab.use_identity(ctx, values)
-    _wired_to(ctx, "use_identity_apply", out)
+    only_outputs(ctx, "use_identity_apply", out)
     data_path = ctx.form.components["data.path"]
     names = RunConfig.from_preset(train_tab.IDENTITY_PRESET).data.placeholders
     assert "identity" in str(out[data_path]["value"])
@@ -425,7 +420,7 @@ def test_reset_all_settings_puts_every_tab_back_to_the_defaults(app_ctx):
     fn, values = wired(ctx, "reset_form")
     assert set(values) == {ctx.lang_selector}
     out = fn(values)
-    _wired_to(ctx, "reset_form", out)
+    only_outputs(ctx, "reset_form", out)
     f = ctx.form.components
     defaults = ctx.defaults
     assert out[f["train.max_steps"]]["value"] == defaults.train.max_steps and out[f["method"]]["value"] == "lora"

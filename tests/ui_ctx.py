@@ -47,16 +47,27 @@ def wired(ctx: Any, api_name: str, **by_path: Any) -> tuple[Any, dict[Any, Any]]
     return _checked(dep, api_name), values
 
 
-def _checked(dep: Any, api_name: str) -> Any:
-    """dep.fn, failing as the browser would ("Returned component ... not specified as output") when it returns an
-    update for a component the event does not list among its outputs."""
+def only_outputs(ctx: Any, api_name: str, out: Any) -> None:
+    """Fail as the browser would ("Returned component ... not specified as output") when a handler's returned
+    {component: update} holds a component its event named `api_name` does not list as an output."""
+    [dep] = [d for d in ctx.demo.fns.values() if d.api_name == api_name]
+    _only_outputs(dep, api_name, out)
+
+
+def _only_outputs(dep: Any, api_name: str, out: Any) -> None:
+    if not isinstance(out, dict) or any(isinstance(k, str) for k in out):  # one gr.update, not {component: update}
+        return
     outputs = {c._id for c in dep.outputs}
+    stray = [getattr(c, "elem_id", None) or repr(c) for c in out if getattr(c, "_id", None) not in outputs]
+    assert not stray, f"{api_name} returns updates for components that are not its outputs: {stray}"
+
+
+def _checked(dep: Any, api_name: str) -> Any:
+    """dep.fn, checked by _only_outputs on every call."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         out = dep.fn(*args, **kwargs)
-        if isinstance(out, dict) and not any(isinstance(k, str) for k in out):  # {component: update}, not one update
-            stray = [getattr(c, "elem_id", None) or repr(c) for c in out if getattr(c, "_id", None) not in outputs]
-            assert not stray, f"{api_name} returns updates for components that are not its outputs: {stray}"
+        _only_outputs(dep, api_name, out)
         return out
 
     return call

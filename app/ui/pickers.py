@@ -82,7 +82,7 @@ _CREATED = re.compile(r"^\d{8}-\d{6}-")  # runs.create_run's folder prefix: the 
 @dataclass
 class ModelPicker:
     """Base + adapters + device widgets; `adapters` is a multiselect dropdown (or single for `single=True`).
-    `timer` and `seen` (`drawn(lang, runs_signature())` of the choices the page shows) drive `follow_runs`."""
+    `timer` and `seen` (`drawn(lang, runs.signature())` of the choices the page shows) drive `follow_runs`."""
 
     base: gr.Dropdown
     adapters: gr.Dropdown
@@ -114,11 +114,6 @@ def status_text(status: str, lang: str = "en") -> str:
     """A run status as a person reads it, in `lang` ("created" is "not started")."""
     key = f"pick.status.{status}"
     return i18n.t(key, lang) if key in i18n.STRINGS else status
-
-
-def runs_signature(output_dir: str | Path | None = None) -> tuple:
-    """What the run choices depend on: app.runs.signature (equal signatures mean equal choices)."""
-    return runs.signature(output_dir)
 
 
 def drawn(lang: str, signature: tuple) -> str:
@@ -245,7 +240,7 @@ def build(
             refresh = tr.text(gr.Button, "pick.refresh", size="sm", elem_id=f"{prefix}-refresh")
     timer = gr.Timer(FOLLOW_S)
     # "<what the choices above were drawn from>/<ticks since>", kept in the page with them (see follow_runs)
-    seen = gr.Textbox(f"{drawn(tr.lang, runs_signature())}/0", visible=False, interactive=False)
+    seen = gr.Textbox(f"{drawn(tr.lang, runs.signature())}/0", visible=False, interactive=False)
     picker = ModelPicker(base=base, adapters=adapters, refresh=refresh, device=device, timer=timer, seen=seen)
     adapters.change(follow_base, inputs=[adapters, base], outputs=base, show_progress="hidden")
     return picker
@@ -270,7 +265,7 @@ def follow_runs(
 
     def redraw(seen: Any, *chosen: str, force: bool = False) -> tuple:
         lang_now = chosen[0] if chosen and chosen[0] else "en"
-        now = drawn(lang_now, runs_signature())
+        now = drawn(lang_now, runs.signature())
         last, _, count = str(seen or "").partition("/")
         ticks = int(count) + 1 if count.isdigit() else 1
         if now == last and ticks < REDRAW_EVERY and not force:
