@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("app.ui.app", "start the web app (what launch.py ends in)"),
+    "download": ("app.hub_cli", "download a model or dataset from the Hugging Face Hub (progress, resume)"),
     "setup": ("app.setup", "fetch and convert the embedded default model into the model cache"),
     "train": ("app.train_cli", "train from a config YAML, headless, writing the same run folder as the UI"),
     "estimate": ("app.estimate", "estimate peak memory of a run config, say whether it fits and how to make it fit"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -190,15 +189,22 @@ def resolve_model(name_or_path: str, progress: Progress | None = None) -> str:
                 "holds config.json and the weights, or a .gguf file."
             )
         raise ModelError(f"{path} is a file, not a model folder; give a folder with config.json or a .gguf file")
-    hub_id = _catalog_hub_id(name) or name
-    if os.sep in name and not _looks_like_hub_id(name):
+    hub_id = hub_id_of(name)
+    if hub_id is None:
         raise ModelError(f"path not found: {name}")
     return _cached_hub_snapshot(hub_id)
 
 
-def _catalog_hub_id(name: str) -> str | None:
+def hub_id_of(name: str) -> str | None:
+    """The Hub id `name` stands for when it is not on disk: a catalog name's id, or an owner/name id; None for the
+    default model, a .gguf file, an existing path, or a path that does not exist."""
+    name = name.strip()
+    if not name or name in DEFAULT_ALIASES or name.lower().endswith(".gguf") or Path(name).expanduser().exists():
+        return None
     facts = catalog.lookup(name)
-    return facts.hub_id if facts else None
+    if facts:
+        return facts.hub_id
+    return name if "/" not in name or _looks_like_hub_id(name) else None
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -207,21 +213,23 @@ def _looks_like_hub_id(name: str) -> bool:
 
 
 def _cached_hub_snapshot(hub_id: str) -> str:
-    from huggingface_hub import snapshot_download
+    """The cached snapshot of a Hub model, only when every file a download fetches is there (app.hub)."""
+    from app import hub
 
-    try:
-        return snapshot_download(
-            hub_id,
-            local_files_only=True,
-            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
-        )
-    except Exception:
+    folder = hub.cached_path(hub_id)
+    if folder is not None:
+        return str(folder)
+    state = hub.cached_state(hub_id)
+    where = f"the Hugging Face cache ({hub.cache_dir()})"
+    if state == "partial":
         raise ModelError(
-            f"model {hub_id!r} is not a local folder, not a .gguf file, and not in the Hugging Face cache "
-            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). This app does not download at run time: on a "
-            f"machine with internet run `hf download {hub_id}` (the Hugging Face client), or pass a local folder "
-            "or .gguf path."
-        ) from None
+            f"model {hub_id!r} is only partly downloaded in {where}: press Download in the Model tab (or run "
+            f"`python -m app download model {hub_id}`) to finish it; the transfer resumes where it stopped."
+        )
+    raise ModelError(
+        f"model {hub_id!r} is not a local folder, not a .gguf file, and not downloaded yet: search it and press "
+        f"Download in the Model tab, or run `python -m app download model {hub_id}` (it goes to {where})."
+    )
 
 
 # ---- loading ------------------------------------------------------------------------------------------------

@@ -53,6 +53,21 @@ def _load_cli_config(args: argparse.Namespace) -> RunConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
+def _download_model_first(cfg: RunConfig) -> None:
+    """A Hub id (or catalog name) that is not downloaded yet is fetched now, with progress, before the checks."""
+    from app import hub, modeling
+
+    hub_id = modeling.hub_id_of(cfg.model.name_or_path)
+    if hub_id is None or hub.cached_path(hub_id) is not None:
+        return
+    from app import hub_cli
+
+    try:
+        hub_cli.fetch_model(hub_id)
+    except hub.HubError as exc:
+        raise ConfigError([f"model.name_or_path: {exc}"]) from None
+
+
 def _consent_from_cli(cfg: RunConfig, args: argparse.Namespace) -> None:
     """--trust-remote-code is the user's consent (app.consent) to the config's model code, for this process."""
     if getattr(args, "trust_remote_code", False) and cfg.model.trust_remote_code:
@@ -89,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="[tunedesk] %(message)s")
     try:
         cfg = _load_cli_config(args)
+        _download_model_first(cfg)
         _consent_from_cli(cfg, args)
         problems = train.preflight(cfg)  # validate() and what needs the machine: device, model, data, output folder
         if problems:
