@@ -8,7 +8,6 @@ with their shapes, the norms, the vocabulary and whether the embeddings are tied
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,14 +322,11 @@ def _from_config_file(path: Path, name: str) -> Architecture:
 
 
 def _hub_cache_config(hub_id: str) -> Path | None:
-    """config.json of a hub id already downloaded into the Hugging Face cache (never downloads)."""
-    if hub_id.count("/") != 1 or hub_id.startswith((".", "/", "~")):
-        return None
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
-    snapshots = hub / f"models--{hub_id.replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
-    return found[-1] if found else None
+    """config.json of a hub id in the Hugging Face cache (never downloads): a downloaded model, or just the
+    config the Model tab's Hub search fetched to estimate it."""
+    from app import hub
+
+    return hub.cached_file(hub_id, "config.json")
 
 
 GGUF_TYPES = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 import threading
 from collections import OrderedDict
@@ -191,7 +190,7 @@ def _tokenizer_source(cfg: RunConfig) -> str | None:
 
 def _maybe_local(name: str) -> bool:
     """A cheap, torch-free first look: a folder with config.json, or a catalog or hub id whose files are in the
-    Hugging Face cache or TuneDesk's model folder. modeling.resolve_model decides for real."""
+    Hugging Face cache (complete) or TuneDesk's model folder. modeling.resolve_model decides for real."""
     from app import catalog, paths
     from app.config import DEFAULT_MODEL
 
@@ -202,9 +201,11 @@ def _maybe_local(name: str) -> bool:
     if facts is not None and facts.id == DEFAULT_MODEL and any(paths.models_dir().glob("*/config.json")):
         return True
     hub_id = facts.hub_id if facts is not None else name
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
-    return hub_id.count("/") == 1 and (hub / f"models--{hub_id.replace('/', '--')}").is_dir()
+    if hub_id.count("/") != 1:
+        return False
+    from app import hub
+
+    return hub.cached_path(hub_id) is not None
 
 
 def _tokenize_lengths(path: Path, model: str, cfg: RunConfig) -> DataLengths | None:

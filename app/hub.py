@@ -708,6 +708,19 @@ def _model_files_whole(snapshot: Path) -> bool:
     return any(snapshot.glob("*.safetensors")) or any(snapshot.glob("pytorch_model*.bin"))
 
 
+def cached_file(repo_id: str, filename: str, repo_type: str = "model") -> Path | None:
+    """One file of `repo_id` in the cache (the main snapshot first, else any), complete or not the repo; None when
+    the id is not a Hub id or the file is not here. No network."""
+    repo_id = repo_id.strip().strip("/")
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "~")):
+        return None
+    main = _snapshot(repo_id, repo_type, None)
+    if main is not None and (main / filename).is_file():
+        return main / filename
+    found = sorted((_repo_folder(repo_id, repo_type) / "snapshots").glob(f"*/{filename}"))
+    return found[-1] if found else None
+
+
 def cached_path(repo_id: str, repo_type: str = "model", revision: str | None = None) -> Path | None:
     """The snapshot folder of `repo_id` when the cache holds all of it; None when absent or only partly there."""
     snapshot = _snapshot(repo_id.strip().strip("/"), repo_type, revision)
