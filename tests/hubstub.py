@@ -907,6 +907,15 @@ def build_sources(root: Path, tiny_model_dir: Path) -> RepoSources:
     )
 
 
+def standard_sources(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> RepoSources:
+    """The standard repos' folders, built once per test session. A longer-lived stand-in (e.g. one module's app
+    server in a subprocess) uses these with `HubStub`, `add_standard_repos` and `subprocess_env`."""
+    key = str(tmp_path_factory.getbasetemp())
+    if key not in _SOURCES:
+        _SOURCES[key] = build_sources(tmp_path_factory.mktemp("hub-repos"), tiny_model_dir)
+    return _SOURCES[key]
+
+
 def add_standard_repos(hub: HubStub, sources: RepoSources) -> None:
     """TINY_MODEL, GATED_MODEL (manual, license llama3.2), PICKLE_MODEL and the three datasets."""
     hub.add_repo(TINY_MODEL, sources.tiny, downloads=1234, likes=56)
@@ -939,11 +948,8 @@ def hub_fixture(tmp_path, tmp_path_factory, tiny_model_dir, monkeypatch):
     its subprocesses) pointed at it, a fresh HF_HOME (tmp_path/"hf") and 64 KiB transfer chunks (see
     scale_chunks_to_tiny_files). `hub.token` is a valid token with access to GATED_MODEL; nothing is logged in.
     Undone after the test."""
-    key = str(tmp_path_factory.getbasetemp())
-    if key not in _SOURCES:
-        _SOURCES[key] = build_sources(tmp_path_factory.mktemp("hub-repos"), tiny_model_dir)
     with HubStub() as stub:
-        add_standard_repos(stub, _SOURCES[key])
+        add_standard_repos(stub, standard_sources(tmp_path_factory, tiny_model_dir))
         point_clients_at(stub.url, tmp_path / "hf", monkeypatch)
         scale_chunks_to_tiny_files(monkeypatch)
         yield stub

@@ -182,3 +182,23 @@ def test_datasets_lists_configs_and_splits_and_loads_each_layout(hub):
     parquet = datasets.load_dataset(PARQUET_DATASET, split="train")
     assert len(parquet) == DATASET_ROWS[(PARQUET_DATASET, None)]["train"]
     assert set(parquet.column_names) == {"instruction", "input", "output"}
+
+
+def test_lfs_files_can_come_from_another_host_like_the_hubs_cdn_without_the_token(hub):
+    hub.lfs_redirect = True
+    entry = hub.repos[("model", GATED_MODEL)].files["model.safetensors"]
+    path = hf_hub_download(GATED_MODEL, "model.safetensors", token=hub.token)
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == entry.sha256
+    head, get = hub.file_requests("HEAD")[-1], hub.file_requests()[-1]
+    assert head.status == 302 and head.token == hub.token
+    assert get.path == f"/_cdn/{entry.sha256}" and get.token is None  # the client keeps the token on the Hub
+
+
+def test_a_private_repo_is_not_found_without_a_token_with_access(hub, tmp_path):
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "config.json").write_text("{}")
+    hub.add_repo("tunedesk-test/private", tmp_path / "private", private=True)
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi().model_info("tunedesk-test/private")
+    assert not list(HfApi().list_models(search="private"))
+    assert HfApi().model_info("tunedesk-test/private", token=hub.token).private is True
