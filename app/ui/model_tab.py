@@ -22,7 +22,7 @@ from gradio.components.plot import PlotData
 
 from app import catalog, devices, estimate, memory, methods, paths
 from app.config import ConfigError, RunConfig, deep_merge
-from app.ui import i18n, plots
+from app.ui import hub_panel, i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, explain, from_widget, get_path, to_widget
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ STRINGS = {
     "model.loaded": ("Loaded **{name}** in {secs:.1f} s.", "已加载 **{name}**，用时 {secs:.1f} 秒。"),
     "model.inspected": ("Inspected **{name}** without loading weights.", "已查看 **{name}** 的结构（未加载权重）。"),
     "model.not_local": (
-        "{name} is not on this machine, so only its structure is shown (no weights loaded).",
-        "{name} 不在本机，只显示其结构（未加载权重）。",
+        "{name} is not on this machine, so only its structure is shown (no weights loaded). Press Download to get "
+        "it from the Hugging Face Hub, then Load.",
+        "{name} 不在本机，只显示其结构（未加载权重）。点击“下载”从 Hugging Face Hub 获取，然后“加载”。",
     ),
     "model.device_busy": (
         "A training run is using {device}; showing the structure only (no weights loaded).",
@@ -243,6 +244,7 @@ class ModelHandles:
     compare: gr.Dataframe
     details: gr.JSON
     trust_confirm: gr.Checkbox | None = None
+    hub: hub_panel.HubHandles | None = None
 
 
 # ---- the loaded model: one at a time in this process ---------------------------------------------------------
@@ -344,6 +346,7 @@ def _build_model_column(ctx: AppContext) -> tuple[dict[str, Any], dict[str, Any]
         load = tr.text(gr.Button, "model.load", variant="primary", min_width=100)
         inspect = tr.text(gr.Button, "model.inspect", min_width=100)
     status = gr.Markdown("", elem_classes="td-status")
+    hub = hub_panel.build(ctx)  # Download (the model named above), Hub search, token
     # not bound to a key: it shows the loaded model; a language switch re-renders it from info_state (see wire)
     info = gr.Markdown(tr("model.info_empty"), elem_classes="td-info")
     with tr.labelled(gr.Accordion, "model.section.advanced", open=False):
@@ -358,6 +361,7 @@ def _build_model_column(ctx: AppContext) -> tuple[dict[str, Any], dict[str, Any]
         "info": info,
         "info_state": gr.State(None),
         "trust_confirm": trust_confirm,
+        "hub": hub,
     }
 
 
@@ -582,6 +586,7 @@ def wire(ctx: AppContext) -> None:
 
     h.load.click(_load, inputs=inputs, outputs=load_outputs, api_name="load_model", **once)
     h.inspect.click(_inspect, inputs=inputs, outputs=load_outputs, api_name="inspect_model", **once)
+    hub_panel.wire(ctx, h.hub)
 
 
 # ---- presets -----------------------------------------------------------------------------------------------------
