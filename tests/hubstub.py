@@ -25,7 +25,11 @@ with a fresh HF_HOME), e.g. in a test module:
         path = snapshot_download(TINY_MODEL)
         assert not hub.requested("pytorch_model.bin")
 
-A subprocess (the app, its CLI) gets the same setup from `subprocess_env(stub, hf_home)`.
+Faults and checks: `hub.cut_after(path, n)` drops a transfer after n bytes, `hub.throttle(bps)` slows transfers,
+`hub.requests` logs every request (method, path, headers incl. Authorization and Range, status, bytes sent),
+`hub.token` opens gated repos, `closed_port_endpoint()` is an unreachable Hub. A subprocess (the app, its CLI)
+gets the same setup from `subprocess_env(stub.url, hf_home)`; a stand-in living longer than one test is
+`HubStub()` + `add_standard_repos(stub, standard_sources(tmp_path_factory, tiny_model_dir))`.
 """
 
 from __future__ import annotations
@@ -214,9 +218,9 @@ class Request:
 class HubError(Exception):
     """An error answer: status, X-Error-Code, message (also the JSON body's `error`)."""
 
-    def __init__(self, status: int, code: str | None, message: str, commit: str | None = None):
+    def __init__(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.commit = status, code, message, commit
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 # ------------------------------------------------------------------------------------------------------------ server
@@ -429,7 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
         check_access(self.hub, repo, user)
         entry = repo.files.get(path)
         if entry is None:
-            raise HubError(404, "EntryNotFound", f"{path} does not exist on {revision!r}", commit=repo.sha)
+            raise HubError(404, "EntryNotFound", f"{path} does not exist on {revision!r}", {"X-Repo-Commit": repo.sha})
         headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"}
         if entry.lfs:
             headers.update({"X-Linked-Size": str(entry.size), "X-Linked-Etag": f'"{entry.sha256}"'})
@@ -468,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
             return max(size - int(last), 0), size
         start, end = int(first), min(int(last) + 1 if last else size, size)
         if start >= size:
-            raise HubError(416, None, "Range Not Satisfiable")
+            raise HubError(416, None, "Range Not Satisfiable", {"Content-Range": f"bytes */{size}"})
         return start, end
 
     def _send(
@@ -501,10 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Content-Type": "application/json; charset=utf-8", "X-Error-Message": e.message}
         if e.code:
             headers["X-Error-Code"] = e.code
-        if e.commit:
-            headers["X-Repo-Commit"] = e.commit
-        if e.status == 416:
-            headers["Content-Range"] = "bytes */*"
+        headers.update(e.headers)
         body = json.dumps({"error": e.message}).encode()
         self._send(e.status, b"" if self.command == "HEAD" else body, headers, length=len(body))
 
@@ -651,7 +652,7 @@ def search_hit(hub: HubStub, repo: Repo, query: dict) -> dict:
 def tree(repo: Repo, path: str, recursive: bool, revision: str) -> list[dict]:
     """GET .../tree/REV/PATH: folders first, like the Hub; a missing folder is EntryNotFound."""
     if path and path not in repo.folders():
-        raise HubError(404, "EntryNotFound", f"{path} does not exist on {revision!r}", commit=repo.sha)
+        raise HubError(404, "EntryNotFound", f"{path} does not exist on {revision!r}", {"X-Repo-Commit": repo.sha})
     prefix = path + "/" if path else ""
     names = sorted(repo.folders() | set(repo.files))
     inside = [n for n in names if n.startswith(prefix) and (recursive or "/" not in n[len(prefix) :])]

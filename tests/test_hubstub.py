@@ -78,6 +78,9 @@ def test_gated_repo_needs_the_token_and_shows_its_card_without_it(hub):
     with pytest.raises(GatedRepoError) as err:
         hf_hub_download(GATED_MODEL, "tokenizer.json", token="hf_otherUserToken")
     assert err.value.response.status_code == 403 and f"{hub.url}/{GATED_MODEL}" in str(err.value)
+    hub.repos[("model", GATED_MODEL)].gate_api = True  # a stricter Hub: the card is gated too
+    with pytest.raises(GatedRepoError):
+        HfApi().model_info(GATED_MODEL)
 
 
 def test_login_stores_the_token_where_hf_auth_login_does_and_downloads_use_it(hub, tmp_path):
@@ -202,3 +205,16 @@ def test_a_private_repo_is_not_found_without_a_token_with_access(hub, tmp_path):
         HfApi().model_info("tunedesk-test/private")
     assert not list(HfApi().list_models(search="private"))
     assert HfApi().model_info("tunedesk-test/private", token=hub.token).private is True
+
+
+def test_byte_ranges_are_served_as_the_file_system_client_asks(hub):
+    from huggingface_hub import HfFileSystem
+
+    data = hub.repos[("model", TINY_MODEL)].files["model.safetensors"].data
+    with HfFileSystem().open(f"{TINY_MODEL}/model.safetensors", "rb", block_size=4096) as f:
+        f.seek(8)
+        assert f.read(16) == data[8:24]
+        f.seek(len(data) - 10)
+        assert f.read() == data[-10:]
+    ranges = [r.range for r in hub.file_requests() if r.status == 206]
+    assert ranges and ranges[0] == "bytes=8-4119"  # blocks of 4096 from where it read
