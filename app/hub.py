@@ -434,7 +434,21 @@ def plan_download(
         skipped = [f for f in files if f not in chosen]
         if not chosen:
             raise HubError("failed", f"dataset {summary.id} has no data files matching {', '.join(wanted[:4])}")
+    if summary.gated:
+        _check_access(summary.id, repo_type, chosen[0].path, summary.sha)
     return Plan(summary.id, repo_type, revision, summary.sha or "", tuple(chosen), tuple(skipped))
+
+
+def _check_access(repo_id: str, repo_type: str, filename: str, revision: str | None) -> None:
+    """A gated repo shows its card to anyone and its files only to those who accepted the license: ask for one
+    file's metadata (a HEAD) so a missing grant is said before the download starts."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision, endpoint=endpoint())
+    try:
+        get_hf_file_metadata(url, timeout=REACH_TIMEOUT_S * 3, endpoint=endpoint())
+    except Exception as exc:
+        raise as_hub_error(exc, repo_id, repo_type) from None
 
 
 # ---- disk ---------------------------------------------------------------------------------------------------------
@@ -447,15 +461,10 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def _cached_bytes(plan: Plan, partial: bool = True) -> int:
-    """Bytes of the plan already in the cache: whole files, and (`partial`) the `.incomplete` blobs a resume
-    continues from."""
-    folder = _repo_folder(plan.repo_id, plan.repo_type)
-    snapshot = folder / "snapshots" / plan.sha
-    done = sum(f.size or 0 for f in plan.files if (snapshot / f.path).is_file())
-    if partial and folder.is_dir():
-        done += sum(p.stat().st_size for p in (folder / "blobs").glob("*.incomplete"))
-    return done
+def _cached_bytes(plan: Plan) -> int:
+    """Bytes of the plan's files already whole in the cache: a new download skips them."""
+    snapshot = _repo_folder(plan.repo_id, plan.repo_type) / "snapshots" / plan.sha
+    return sum(f.size or 0 for f in plan.files if (snapshot / f.path).is_file())
 
 
 def fmt_bytes(n: float) -> str:
@@ -603,14 +612,18 @@ def download(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Fetch the plan's files into the Hugging Face cache and return the snapshot folder. An interrupted transfer
-    resumes (the next call picks up the partial blobs). Cancel -> HubError("cancelled"); the repo then reads
-    "partial" in `cached_state`, never "ready". Checks the disk first."""
+    """Fetch the plan's files into the Hugging Face cache and return the snapshot folder. Checks the disk first.
+
+    Resume, as huggingface_hub 2.4 does it: a connection cut mid-file is resumed from the last byte written (a
+    Range request, up to 5 times); after Cancel or a crash the files that arrived whole stay (a big model's
+    shards) and the next call fetches only the rest; the file in flight starts over, since the library deletes a
+    partial file rather than trust it. Cancel -> HubError("cancelled"); the repo then reads "partial" in
+    `cached_state`, never "ready"."""
     from huggingface_hub import snapshot_download
 
     check_disk(plan)
     meter = _Meter(plan, on_progress, cancel)
-    meter.add(_cached_bytes(plan, partial=False), fresh=False)  # a resumed blob reports its own start
+    meter.add(_cached_bytes(plan), fresh=False)
     try:
         folder = snapshot_download(
             plan.repo_id,
@@ -624,7 +637,8 @@ def download(
     except _Cancelled:
         raise HubError(
             "cancelled",
-            f"download of {plan.repo_id} cancelled; what arrived is kept: press Download again to resume",
+            f"download of {plan.repo_id} cancelled; the files that arrived whole are kept: press Download again "
+            "to fetch the rest",
         ) from None
     except Exception as exc:
         if any(isinstance(e, _Cancelled) for e in _chain(exc)):
@@ -734,11 +748,16 @@ def cached_state(repo_id: str, repo_type: str = "model", revision: str | None = 
     (nothing, or only the config.json the estimate fetched)."""
     if cached_path(repo_id, repo_type, revision) is not None:
         return "ready"
-    folder = _repo_folder(repo_id.strip().strip("/"), repo_type)
-    if any((folder / "blobs").glob("*.incomplete")):
-        return "partial"
+    repo_id = repo_id.strip().strip("/")
+    snapshot = _snapshot(repo_id, repo_type, revision)
+    if snapshot is None:
+        return "absent"
+    from huggingface_hub import get_cached_repo_tree
+
+    try:
+        get_cached_repo_tree(repo_id, repo_type=repo_type, revision=snapshot.name)
+        return "partial"  # a snapshot download began here (it writes the tree listing first) and did not finish
+    except Exception:  # no listing: at most the config.json the estimate fetched, or files another tool left
+        pass
     data = (lambda p: _matches(p.name, DATA_FILES) and p.name != "README.md") if repo_type == "dataset" else None
-    for snapshot in (folder / "snapshots").glob("*"):
-        if any((data or (lambda p: _is_weight(p.name)))(p) for p in snapshot.rglob("*")):
-            return "partial"
-    return "absent"
+    return "partial" if any((data or (lambda p: _is_weight(p.name)))(p) for p in snapshot.rglob("*")) else "absent"

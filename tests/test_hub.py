@@ -1,0 +1,184 @@
+"""app.hub and `python -m app download` against the Hub stand-in (tests/hubstub.py): the real huggingface_hub client
+searches, plans, downloads, resumes and refuses as it would against the Hub."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hubstub import (  # noqa: F401  (hub_fixture registers the `hub` fixture here)
+    GATED_MODEL,
+    PICKLE_MODEL,
+    TINY_JUNK,
+    TINY_MODEL,
+    TINY_NEEDED,
+    closed_port_endpoint,
+    hub_fixture,
+    point_clients_at,
+    subprocess_env,
+)
+from test_train_kit import write_alpaca
+
+from app import hub as core
+from app import modeling
+from app.paths import ROOT
+
+
+def _weights_size(stub, repo_id=TINY_MODEL) -> int:
+    return stub.repos[("model", repo_id)].files["model.safetensors"].size
+
+
+def test_search_lists_the_tiny_model_with_its_weights_size_license_and_state(hub):
+    hits = {h.id: h for h in core.search_models("tiny-llama")}
+    tiny = hits[TINY_MODEL]
+    assert tiny.weights_bytes == _weights_size(hub) and tiny.downloads == 1234
+    assert tiny.license == "apache-2.0" and not tiny.gated and tiny.state == "absent"
+    assert hits[GATED_MODEL].gated  # listed, marked gated, although its files need a token
+
+
+def test_plan_fetches_only_what_training_needs_and_pickle_needs_consent(hub):
+    plan = core.plan_download(TINY_MODEL)
+    assert sorted(plan.patterns) == sorted(TINY_NEEDED)
+    assert {f.path for f in plan.skipped} >= set(TINY_JUNK)
+    with pytest.raises(core.HubError) as err:
+        core.plan_download(PICKLE_MODEL)
+    assert err.value.kind == "consent" and "pickle" in str(err.value)
+    assert "pytorch_model.bin" in core.plan_download(PICKLE_MODEL, allow_pickle=True).patterns
+
+
+def test_download_reports_progress_then_the_model_is_ready_and_loads(hub):
+    events: list = []
+    folder = core.download(core.plan_download(TINY_MODEL), events.append)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(TINY_NEEDED)
+    assert not any(hub.requested(name) for name in TINY_JUNK)
+    total = events[-1].total_bytes
+    assert len(events) >= 3 and events[-1].done_bytes == total and events[-1].files_done == len(TINY_NEEDED)
+    assert [e.done_bytes for e in events] == sorted(e.done_bytes for e in events)  # it only moves forward
+    assert "of" in events[1].line() and "files" in events[1].line()
+    assert core.cached_state(TINY_MODEL) == "ready"
+    assert modeling.resolve_model(TINY_MODEL) == str(folder)
+
+
+def test_cancel_leaves_the_model_partial_never_ready_and_download_again_fetches_only_the_rest(hub):
+    hub.throttle(400_000)  # ~1.5 s for the weights: Cancel lands mid-file, after the small files arrived
+    cancel = threading.Event()
+
+    def on_progress(p):
+        if p.done_bytes > 200_000:
+            cancel.set()
+
+    plan = core.plan_download(TINY_MODEL)
+    with pytest.raises(core.HubError) as err:
+        core.download(plan, on_progress, cancel)
+    assert err.value.kind == "cancelled"
+    assert core.cached_state(TINY_MODEL) == "partial" and core.cached_path(TINY_MODEL) is None
+    with pytest.raises(modeling.ModelError, match="only partly downloaded"):
+        modeling.resolve_model(TINY_MODEL)
+    hub.throttle(None)
+    hub.clear_log()
+    folder = core.download(plan)
+    assert [r.path.rsplit("/", 1)[-1] for r in hub.file_requests()] == ["model.safetensors"]  # the rest was kept
+    assert core.cached_state(TINY_MODEL) == "ready" and modeling.resolve_model(TINY_MODEL) == str(folder)
+
+
+def test_a_transfer_cut_halfway_resumes_to_a_complete_loadable_model(hub):
+    from transformers import AutoModelForCausalLM
+
+    hub.cut_after("model.safetensors", _weights_size(hub) // 2)
+    folder = core.download(core.plan_download(TINY_MODEL))
+    cuts = [r for r in hub.file_requests() if r.path.endswith("model.safetensors")]
+    assert len(cuts) == 2 and cuts[1].range  # the cut, then the resume
+    assert AutoModelForCausalLM.from_pretrained(folder).config.num_hidden_layers == 2
+
+
+def test_gated_repo_without_token_says_which_license_to_accept_then_the_token_opens_it(hub):
+    with pytest.raises(core.HubError) as err:
+        core.plan_download(GATED_MODEL)
+    assert err.value.kind == "gated"
+    assert f"{hub.url}/{GATED_MODEL}" in str(err.value) and "license" in str(err.value)
+    with pytest.raises(core.HubError, match="did not accept"):
+        core.login("hf_notAValidTokenAtAll00000000000")
+    assert core.login(hub.token) == hub.user and core.token_user()
+    folder = core.download(core.plan_download(GATED_MODEL))
+    assert (folder / "model.safetensors").is_file()
+    assert all(r.token == hub.token for r in hub.file_requests())
+    core.logout()
+    assert core.token_user() is None
+
+
+def test_a_wrong_id_is_not_found_with_the_id(hub):
+    with pytest.raises(core.HubError) as err:
+        core.plan_download("tunedesk-test/no-such-model")
+    assert err.value.kind == "not_found" and "tunedesk-test/no-such-model" in str(err.value)
+
+
+def test_a_disk_too_small_refuses_before_any_file_is_requested(hub, monkeypatch):
+    # The machine's real disk cannot be shrunk for a test: free space is what app.hub.free_bytes reports.
+    monkeypatch.setattr(core, "free_bytes", lambda folder: 10_000)
+    plan = core.plan_download(TINY_MODEL)
+    hub.clear_log()
+    with pytest.raises(core.HubError) as err:
+        core.download(plan)
+    assert err.value.kind == "disk" and "free" in str(err.value) and core.fmt_bytes(10_000) in str(err.value)
+    assert hub.file_requests() == [] and hub.file_requests("HEAD") == []
+    assert core.cached_state(TINY_MODEL) == "absent"
+
+
+def test_an_unreachable_hub_is_said_within_3_s_and_the_default_model_still_resolves(tmp_path, monkeypatch):
+    point_clients_at(closed_port_endpoint(), tmp_path / "hf", monkeypatch)
+    start = time.monotonic()
+    with pytest.raises(core.HubError) as err:
+        core.search_models("llama")
+    assert time.monotonic() - start < 3 and err.value.kind == "unreachable" and "cannot be reached" in str(err.value)
+    assert Path(modeling.resolve_model("default"), "config.json").is_file()
+
+
+def _cli(args, env, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_download_prints_progress_and_the_path_and_refuses_unreachable_fast(hub, tmp_path):
+    env = subprocess_env(hub.url, tmp_path / "hf")
+    done = _cli(["download", "model", TINY_MODEL], env)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert (folder / "model.safetensors").is_file() and "files" in done.stderr and "of" in done.stderr
+    missing = _cli(["download", "model", "tunedesk-test/nope"], env)
+    assert missing.returncode == 1 and "tunedesk-test/nope" in missing.stderr and "Traceback" not in missing.stderr
+    offline = subprocess_env(closed_port_endpoint(), tmp_path / "hf")
+    start = time.monotonic()
+    gone = _cli(["download", "model", "tunedesk-test/other"], offline)
+    assert gone.returncode == 1 and "cannot be reached" in gone.stderr
+    assert time.monotonic() - start < 3 + 10  # 3 s for the check; the rest is Python starting up
+
+
+@pytest.mark.slow
+def test_train_downloads_a_gated_hub_model_first_and_the_token_stays_out_of_every_file(hub, tmp_path):
+    """`python -m app train` with a Hub id not cached yet: it downloads (with the saved token), trains one step,
+    and the token is in no file under the runs folder and in none of the output."""
+    core.login(hub.token)
+    data = write_alpaca(tmp_path / "data.json", 8)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {{name_or_path: {GATED_MODEL}}}\nmethod: lora\n"
+        "lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj]}\n"
+        f"data: {{path: {data}, max_seq_len: 64, val_size: 0}}\n"
+        "train: {max_steps: 1, batch_size: 2, grad_accum: 1, save_steps: 0, gradient_checkpointing: false}\n",
+        encoding="utf-8",
+    )
+    runs_dir = tmp_path / "runs"
+    env = subprocess_env(hub.url, tmp_path / "hf") | {"TUNEDESK_RUNS": str(runs_dir)}
+    done = _cli(["train", str(config)], env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "downloading " + GATED_MODEL in done.stderr
+    assert core.cached_state(GATED_MODEL) == "ready"
+    files = [p for p in runs_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "adapter_model.safetensors" for p in files)
+    leaks = [p for p in files if hub.token.encode() in p.read_bytes()]
+    assert leaks == [] and hub.token not in done.stdout + done.stderr
