@@ -125,9 +125,33 @@ class FreezeConfig:
 
 
 @dataclass
+class DataSource:
+    """One dataset of a run: where it is, which part of it, and how much of it a mix takes."""
+
+    path: str = ""
+    """A JSON/JSONL/CSV/Parquet file, a datasets.save_to_disk folder, or a Hugging Face Hub dataset id."""
+    config: str = ""
+    """Hub dataset config (subset), e.g. en; empty for the dataset's default (or first) one."""
+    split: str = ""
+    """Split of a Hub dataset or a save_to_disk DatasetDict, e.g. train; empty for train (else the first)."""
+    revision: str = ""
+    """Hub commit the records come from (the download records it, so a rerun reads the same records); empty for
+    the newest."""
+    limit: int | None = None
+    """Read only the first N records of this dataset; empty for all."""
+    share: float | None = None
+    """Part of the mixed records that come from this dataset, in (0, 1], e.g. 0.3; empty: all its records."""
+
+
+@dataclass
 class DataConfig:
     path: str = "assets/sample_data.json"
-    """Training data: JSON/JSONL/CSV/Parquet file, a datasets.save_to_disk folder, or a hub dataset id."""
+    """Training data: JSON/JSONL/CSV/Parquet file, a datasets.save_to_disk folder, or a hub dataset id. With
+    data.sources set, the first of them."""
+    sources: list[DataSource] = field(default_factory=list)
+    """Several datasets mixed into one (each a file, folder or Hub id with its config, split, revision and an
+    optional record limit or share), or one Hub dataset's config, split and revision. The first is data.path.
+    Empty: data.path alone."""
     format: str = "auto"
     """Record format: auto (detect), alpaca (instruction/input/output), sharegpt (conversations), messages."""
     columns: dict[str, str] = field(default_factory=dict)
@@ -146,6 +170,17 @@ class DataConfig:
     """Share of records held out for eval loss, in [0, 1)."""
     train_on_prompt: bool = False
     """Compute loss on the prompt tokens too (default: only on the response)."""
+
+    def datasets(self) -> list[DataSource]:
+        """The datasets of the run: `sources` when their first is `path`, else `path` alone (a caller that sets
+        another path, e.g. an evaluation file, means that file; validate() refuses the mismatch in a config).
+
+        >>> DataConfig(path="a.json").datasets()
+        [DataSource(path='a.json', config='', split='', revision='', limit=None, share=None)]
+        """
+        if self.sources and self.sources[0].path.strip() == self.path.strip():
+            return list(self.sources)
+        return [DataSource(path=self.path)]
 
 
 @dataclass
@@ -300,6 +335,7 @@ class RunConfig:
         if not 0 <= d.val_size < 1:
             p.append(f"data.val_size: {d.val_size} must be in [0, 1)")
         _at_least(p, "data.max_samples", d.max_samples)
+        _validate_sources(d, p)
         _validate_train(self.train, p)
         return p
 
@@ -315,6 +351,7 @@ HIDDEN: dict[str, str] = {
     "model.allow_pickle": "pickle weights can run code: only a config file turns it on, never a click",
     "data.columns": "the Data tab's column dropdowns set it (Form.add_extra), not a row of ui/form.py",
     "data.placeholders": "the Data tab's placeholder table sets it (Form.add_extra), not a row of ui/form.py",
+    "data.sources": "the Data tab's Hub download and its table of datasets to mix set it (Form.add_extra)",
     "train.save_total_limit": "3 checkpoints suit the app; a config file keeps more",
     "train.output_dir": "the app keeps runs where its runs list reads them; a config file moves them",
 }
@@ -351,6 +388,36 @@ def _number_problems(data: dict[str, Any], prefix: str = "") -> list[str]:
         elif isinstance(value, int) and where != "train.seed" and abs(value) > MAX_INT:
             problems.append(f"{where}: {value} is out of range; at most {MAX_INT:,}")
     return problems
+
+
+def _validate_sources(d: DataConfig, p: list[str]) -> None:
+    """data.sources: each entry names a dataset with a sensible limit and share, the first is data.path, and the
+    shares can be met (every dataset with a share: they add up to 1; else they leave room for the others)."""
+    if not d.sources:
+        return
+    for k, src in enumerate(d.sources):
+        where = f"data.sources[{k}]"
+        if not src.path.strip():
+            p.append(f"{where}.path: empty; name a file, a save_to_disk folder or a Hub dataset id")
+        if src.limit is not None and src.limit < 1:
+            p.append(f"{where}.limit: {src.limit} must be >= 1 or null")
+        if src.share is not None and not 0 < src.share <= 1:
+            p.append(f"{where}.share: {src.share} must be in (0, 1], e.g. 0.3 for 30% of the mixed records")
+    first = d.sources[0].path.strip()
+    if first and d.path.strip() != first:
+        p.append(f"data.path: {d.path!r} is not the first of data.sources ({first!r}); set data.path to {first!r}")
+    shares = [s.share for s in d.sources if s.share is not None and 0 < s.share <= 1]
+    total = sum(shares)
+    if len(shares) == len(d.sources) and abs(total - 1) > 1e-6:
+        p.append(
+            f"data.sources: every dataset has a share and they add up to {total:g}; make them add up to 1 (or leave "
+            "one without a share: it keeps all its records)"
+        )
+    elif shares and len(shares) < len(d.sources) and total >= 1 - 1e-6:
+        p.append(
+            f"data.sources: the shares add up to {total:g}, leaving nothing for the datasets without one; keep them "
+            "below 1"
+        )
 
 
 def _validate_train(t: TrainConfig, p: list[str]) -> None:
@@ -412,8 +479,11 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             problems.append(f"{where}: unknown key{hint}")
             continue
         hint = hints[key]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, where + ".", problems)
+        elif dataclasses.is_dataclass(item):  # data.sources: each entry built as strictly as a section
+            kwargs[key] = _build_list(item, value, where, problems)
         else:
             ok, converted = _coerce(value, hint)
             if ok:
@@ -421,6 +491,15 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             else:
                 problems.append(f"{where}: expected {_describe(hint)}, got {_show(value)}{_string_hint(value, hint)}")
     return cls(**kwargs)
+
+
+def _build_list(cls: type, data: Any, where: str, problems: list[str]) -> list[Any]:
+    """A list of config dataclasses (mappings, or instances as RunConfig.replace may pass), each checked strictly."""
+    if not isinstance(data, list):
+        problems.append(f"{where}: expected a list of mappings, got {_show(data)}")
+        return []
+    items = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in data]
+    return [_build(cls, v, f"{where}[{k}].", problems) for k, v in enumerate(items)]
 
 
 def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -536,6 +615,7 @@ def _collect_field_docs() -> dict[str, str]:
         "LoraConfig": "lora",
         "FreezeConfig": "freeze",
         "DataConfig": "data",
+        "DataSource": "data.sources",
         "TrainConfig": "train",
         "RunConfig": None,
     }

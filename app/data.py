@@ -18,12 +18,12 @@ import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import paths
-from app.config import DataConfig
+from app.config import DataConfig, DataSource
 from app.data_io import (
     DataError,
     RawRecord,
@@ -55,6 +55,15 @@ __all__ = [
     "Prepared",
     "load_examples",
     "load_from_config",
+    "load_source",
+    "mix",
+    "mix_counts",
+    "MixedLoad",
+    "describe",
+    "fingerprint",
+    "source_problems",
+    "fetch",
+    "missing_hub",
     "preview",
     "resolve_template",
     "render_segments",
@@ -142,15 +151,29 @@ def load_examples(
     >>> res.format, res.records, len(res.examples), res.skipped
     ('alpaca', 300, 300, 0)
     """
-    source_path = Path(path).expanduser()
-    source = read_source(source_path, sniff(source_path), max_records)
+    return load_source(DataSource(path=path, limit=max_records), format, columns, placeholders, resolve=False)
+
+
+def load_source(
+    src: DataSource,
+    format: str = "auto",
+    columns: dict | None = None,
+    placeholders: dict | None = None,
+    resolve: bool = True,
+) -> LoadResult:
+    """load_examples for one dataset of a config: a file or folder (a relative path found as
+    app.paths.resolve_data_path finds it, unless `resolve` is off), or a Hub dataset's split (app.hub_data), its
+    first `src.limit` records."""
+    name = _source(src.path) if resolve else src.path
+    where = Path(name).expanduser()
+    source = read_source(where, sniff(where), src.limit, src.split, src.config, src.revision)
     records = iter(source.records)
     head = _head(records)
-    fmt, cols = detect_format([r.value for r in head if r.error is None], format, columns, where=str(path))
+    fmt, cols = detect_format([r.value for r in head if r.error is None], format, columns, where=str(name))
     loader = Loader(fmt, cols, placeholders or {})
     for record in itertools.chain(head, records):
         loader.add(record)
-    return loader.result(str(path), source.notes)
+    return loader.result(str(name), source.notes)
 
 
 def _head(records: Iterator[RawRecord], valid: int = 200) -> list[RawRecord]:
@@ -166,9 +189,14 @@ def _head(records: Iterator[RawRecord], valid: int = 200) -> list[RawRecord]:
 
 
 def load_from_config(data_cfg: DataConfig) -> LoadResult:
-    """load_examples with the config's format, columns and placeholders; a relative path is found in the working
-    directory or the TuneDesk folder (app.paths.resolve_data_path)."""
-    return load_examples(_source(data_cfg.path), data_cfg.format, data_cfg.columns, data_cfg.placeholders)
+    """Every dataset of the config (DataConfig.datasets) loaded with its format, columns and placeholders; several
+    are mixed into one (mix). A relative path is found in the working directory or the TuneDesk folder
+    (app.paths.resolve_data_path)."""
+    sources = data_cfg.datasets()
+    if len(sources) == 1:
+        return load_source(sources[0], data_cfg.format, data_cfg.columns, data_cfg.placeholders)
+    loads = [load_source(s, data_cfg.format, data_cfg.columns, data_cfg.placeholders) for s in sources]
+    return mix(loads, sources, data_cfg.max_samples)
 
 
 def _source(path: str) -> str:
@@ -178,22 +206,247 @@ def _source(path: str) -> str:
     return path if not resolved.exists() and looks_like_hub_id(path) else str(resolved)
 
 
+# ---- several datasets in one run ----------------------------------------------------------------------------
+@dataclass
+class Part:
+    """Where one dataset sits in a mix: its records are numbered offset .. offset + records - 1."""
+
+    source: DataSource
+    label: str
+    offset: int
+    records: int
+    """Records of this dataset in the mix: its first ones, as many as its limit or share takes."""
+
+
+@dataclass
+class MixedLoad(LoadResult):
+    """A LoadResult of several datasets: records numbered one after another, each problem naming its dataset and
+    its own record number there (`parts` says which numbers are whose)."""
+
+    parts: list[Part] = field(default_factory=list)
+
+
+def mix_counts(valid: list[int], shares: list[float | None], cap: int | None = None) -> list[int]:
+    """Examples taken from each dataset: all of a dataset without a share; a dataset with a share gets that part of
+    the total, the total set by the datasets without one (every dataset with a share: the most the shares allow);
+    `cap` (data.max_samples) scales every count down alike.
+
+    >>> mix_counts([100, 300], [None, 0.5])      # 100 fixed records are half the mix: 100 from the second
+    [100, 100]
+    >>> mix_counts([100, 300], [0.25, 0.75])     # both have shares: 100 and 300 meet them exactly
+    [100, 300]
+    >>> mix_counts([100, 300], [None, None], cap=200)
+    [50, 150]
+    """
+    fixed = sum(n for n, s in zip(valid, shares, strict=True) if s is None)
+    share_sum = sum(s for s in shares if s is not None)
+    if all(s is None for s in shares):
+        counts = list(valid)
+    else:
+        if fixed or share_sum < 1:
+            total = fixed / (1 - share_sum) if share_sum < 1 else 0.0
+        else:
+            total = min(n / s for n, s in zip(valid, shares, strict=True) if s)
+        counts = [n if s is None else min(n, int(s * total + 0.5)) for n, s in zip(valid, shares, strict=True)]
+    if cap and sum(counts) > cap:
+        scale = cap / sum(counts)
+        counts = [int(n * scale) for n in counts]
+        for k in sorted(range(len(counts)), key=lambda k: -valid[k])[: cap - sum(counts)]:
+            counts[k] += 1  # whole examples: the rounding remainder goes to the biggest datasets
+    return counts
+
+
+def mix(loads: list[LoadResult], sources: list[DataSource], cap: int | None = None) -> MixedLoad:
+    """One LoadResult of several, each cut to the first records that give its count of examples (mix_counts):
+    record numbers run on from one dataset to the next, and every problem says which dataset it is in and under
+    which record number there, e.g. "output: is empty (in b.jsonl, record 5)"."""
+    counts = mix_counts([len(load.examples) for load in loads], [s.share for s in sources], cap)
+    examples, problems, parts, offset = Examples(), [], [], 0
+    for load, src, count in zip(loads, sources, counts, strict=True):
+        used = _records_for(load, count)
+        label = source_label(src)
+        for example in load.examples[:count]:
+            examples.append(replace(example, index=offset + example.index))
+        problems += [_moved(p, offset, label) for p in load.problems if p.index is None or p.index < used]
+        problems += _mix_notes(src, label, count, len(load.examples), sum(counts), cap)
+        parts.append(Part(src, label, offset, used))
+        offset += used
+    problems.sort(key=lambda p: -1 if p.index is None else p.index)
+    records = offset
+    formats = " + ".join(dict.fromkeys(load.format for load in loads))
+    path = " + ".join(part.label for part in parts)
+    return MixedLoad(path, formats, examples, records, problems, records - len(examples), loads[0].columns, parts)
+
+
+def _mix_notes(src: DataSource, label: str, count: int, valid: int, total: int, cap: int | None) -> list[Problem]:
+    """Warnings (about the whole dataset) when a mix takes fewer of its valid records than it has, or when its share
+    cannot be met because it has too few."""
+    notes = []
+    if count < valid:
+        why = f"share {src.share:g}" if src.share is not None else f"max samples {cap:,}"
+        notes.append(f"{count:,} of its {valid:,} valid records are used ({why})")
+    if src.share is not None and total and abs(count / total - src.share) > 0.01 and count == valid:
+        notes.append(
+            f"share {src.share:g} asked for, {count / total:.2f} reached: it has only {valid:,} valid records "
+            "(lower the other datasets' limits, or its share)"
+        )
+    return [Problem(None, None, None, f"{note} (in {label})", "warning") for note in notes]
+
+
+def _records_for(load: LoadResult, count: int) -> int:
+    """How many of a dataset's first records hold its first `count` valid examples (all of them when it gives
+    them all: broken records at its end still count, and show)."""
+    if count >= len(load.examples):
+        return load.records
+    return load.examples[count].index if count else 0
+
+
+def _moved(problem: Problem, offset: int, label: str) -> Problem:
+    where = "" if problem.index is None else f", record {problem.index}"
+    return replace(
+        problem,
+        index=None if problem.index is None else problem.index + offset,
+        message=f"{problem.message} (in {label}{where})",
+    )
+
+
+def source_label(src: DataSource) -> str:
+    """A dataset as a person names it: a file's name, or a Hub id with the config and split it was given.
+
+    >>> source_label(DataSource("data/train.jsonl")), source_label(DataSource("org/ds", "en", "test"))
+    ('train.jsonl', 'org/ds (en, test)')
+    """
+    if _is_hub(src.path):
+        picked = ", ".join(x for x in (src.config, src.split) if x)
+        return src.path.strip() + (f" ({picked})" if picked else "")
+    return Path(src.path.strip()).name or src.path
+
+
+def describe(data_cfg: DataConfig) -> str:
+    """The datasets of a config in a few words: 'sample_data.json', 'org/ds (en, train) + mine.jsonl'."""
+    return " + ".join(source_label(s) for s in data_cfg.datasets())
+
+
+def _is_hub(path: str) -> bool:
+    return bool(path.strip()) and looks_like_hub_id(path.strip()) and not paths.resolve_data_path(path).exists()
+
+
+def fingerprint(data_cfg: DataConfig) -> tuple | None:
+    """What the records of a config depend on, cheaply (a stat per file, a look into the Hugging Face cache per Hub
+    dataset, no network): equal fingerprints, equal records. None when a dataset is not here (a file not found, a
+    Hub split not downloaded): then nothing can be measured without reading the Hub."""
+    from app import hub_data
+
+    out: list[tuple] = []
+    for src in data_cfg.datasets():
+        if _is_hub(src.path):
+            sha = hub_data.cached_sha(src.path.strip(), src.config, src.split, src.revision)
+            if sha is None:
+                return None
+            out.append((src.path.strip(), src.config, src.split, sha, src.limit, src.share))
+            continue
+        found = paths.resolve_data_path(src.path.strip()) if src.path.strip() else None
+        if found is None or not found.exists():
+            return None
+        stat = found.stat()
+        out.append((str(found.resolve()), stat.st_mtime_ns, stat.st_size, src.split, src.limit, src.share))
+    return tuple(out)
+
+
+def missing_hub(data_cfg: DataConfig) -> list[DataSource]:
+    """The Hub datasets of a config whose split is not (wholly) in the Hugging Face cache. No network."""
+    from app import hub_data
+
+    return [
+        s
+        for s in data_cfg.datasets()
+        if _is_hub(s.path) and hub_data.cached_download(s.path.strip(), s.config, s.split, s.revision) is None
+    ]
+
+
+def fetch(data_cfg: DataConfig, on_progress: Callable[[Any], None] | None = None, cancel: Any = None) -> list[Any]:
+    """Download the Hub datasets of a config whose split is not in the cache yet (app.hub_data: progress, cancel,
+    resume, disk check), so that loading it reads no network; their DatasetDownloads. Raises DataError with the
+    Hub's one-line message."""
+    from app import hub, hub_data
+
+    got = []
+    for src in missing_hub(data_cfg):
+        name = src.path.strip()
+        try:
+            got.append(
+                hub_data.download_dataset(
+                    name, src.config or None, src.split or None, src.revision or None, on_progress, cancel
+                )
+            )
+        except hub.HubError as exc:
+            raise DataError(f"{source_label(src)}: {exc}") from None
+    return got
+
+
+def source_problems(data_cfg: DataConfig) -> list[str]:
+    """Datasets of a config that are neither a file or folder here nor a Hub dataset id, each naming its key."""
+    out = []
+    for k, src in enumerate(data_cfg.datasets()):
+        key = "data.path" if k == 0 else f"data.sources[{k}].path"
+        path = src.path.strip()
+        if path and not paths.resolve_data_path(path).exists() and not looks_like_hub_id(path):
+            out.append(f"{key}: {path}: file not found (looked in the working directory and {paths.ROOT}); check it")
+    return out
+
+
 # ---- preview (raw rows, lazy) --------------------------------------------------------------------------------
 def preview(
-    path: str, page: int = 0, page_size: int = 20, format: str = "auto", columns: dict | None = None
+    source: str | DataConfig,
+    page: int = 0,
+    page_size: int = 20,
+    format: str = "auto",
+    columns: dict | None = None,
+    load: LoadResult | None = None,
 ) -> tuple[pd.DataFrame, int | None]:
     """(raw rows of one page as a DataFrame, total rows or None), read lazily (app.data_io.read_page): a 100k
     record JSONL shows page one in ~0.1 s. Column '#' is the record index; a broken row shows '_error'.
 
-    `format` and `columns` put the mapped columns first (instruction, input, output or the conversation).
+    `source` is a path, or a DataConfig: its Hub split, its limit, and for a mix the records of every dataset one
+    after another (numbered as the mix numbers them, with a 'dataset' column), as `load` (its MixedLoad, loaded
+    when not given) says. `format` and `columns` put the mapped columns first (instruction, input, output or the
+    conversation).
     """
     import pandas as pd
 
-    source_path = Path(_source(path))
-    records, total = read_page(source_path, sniff(source_path), max(page, 0) * page_size, page_size)
+    start = max(page, 0) * page_size
+    if isinstance(source, str):
+        records, total = _page(DataSource(source), start, page_size)
+    elif len(source.datasets()) == 1:
+        records, total = _page(source.datasets()[0], start, page_size)
+    else:
+        mixed = load if isinstance(load, MixedLoad) else load_from_config(source)
+        records, total = _mixed_page(mixed, start, page_size)
     rows = [_row(r) for r in records]
     frame = pd.DataFrame(rows)
     return frame[_column_order(frame, rows, format, columns)] if rows else frame, total
+
+
+def _page(src: DataSource, start: int, count: int) -> tuple[list[RawRecord], int | None]:
+    """read_page for one dataset, within its limit."""
+    where = Path(_source(src.path))
+    if src.limit is not None:
+        count = max(0, min(count, src.limit - start))
+    records, total = read_page(where, sniff(where), start, count, src.split, src.config, src.revision)
+    return records, total if src.limit is None or total is None else min(total, src.limit)
+
+
+def _mixed_page(mixed: MixedLoad, start: int, count: int) -> tuple[list[RawRecord], int]:
+    out: list[RawRecord] = []
+    for part in mixed.parts:
+        first, last = max(start, part.offset), min(start + count, part.offset + part.records)
+        if first >= last:
+            continue
+        records, _ = _page(part.source, first - part.offset, last - first)
+        for record in records:
+            value = {"dataset": part.label, **record.value} if isinstance(record.value, dict) else record.value
+            out.append(replace(record, index=record.index + part.offset, value=value))
+    return out, sum(part.records for part in mixed.parts)
 
 
 def _row(record: RawRecord) -> dict[str, Any]:
@@ -224,8 +477,9 @@ def _column_order(frame, rows: list[dict], format: str, columns: dict | None) ->
     except DataError:
         cols = {}
     mapped = [c for key, c in cols.items() if key not in ("role", "content") and c in frame.columns]
-    rest = [c for c in frame.columns if c != "#" and c not in mapped]
-    return ["#", *dict.fromkeys(mapped), *rest]
+    lead = ["dataset"] if "dataset" in frame.columns else []  # a mix: which dataset the row is from
+    rest = [c for c in frame.columns if c not in ("#", *lead) and c not in mapped]
+    return ["#", *lead, *dict.fromkeys(mapped), *rest]
 
 
 # ---- encoding ------------------------------------------------------------------------------------------------

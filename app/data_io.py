@@ -10,15 +10,12 @@ Used by app.data; no torch, no transformers, no gradio.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import io
 import json
 import os
-import socket
 import sys
-import urllib.parse
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -190,8 +187,11 @@ def _decode_fallback(raw: bytes) -> str:
 
 
 # ---- readers -------------------------------------------------------------------------------------------------
-def read_source(path: Path, kind: str, max_records: int | None = None) -> RawSource:
-    """Every record of the source (the first `max_records` when given)."""
+def read_source(
+    path: Path, kind: str, max_records: int | None = None, split: str = "", config: str = "", revision: str = ""
+) -> RawSource:
+    """Every record of the source (the first `max_records` when given). `split` picks a split of a save_to_disk
+    DatasetDict or a Hub dataset; `config` and `revision` are a Hub dataset's (app.config.DataSource)."""
     if kind == "jsonl":
         return read_jsonl(path, max_records)
     if kind == "json":
@@ -201,8 +201,8 @@ def read_source(path: Path, kind: str, max_records: int | None = None) -> RawSou
     if kind == "parquet":
         return read_parquet(path, max_records)
     if kind == "disk":
-        return read_disk(path, max_records)
-    return read_hub(str(path), max_records)
+        return read_disk(path, max_records, split)
+    return read_hub(str(path), max_records, config, split, revision)
 
 
 def read_json(path: Path, max_records: int | None = None) -> RawSource:
@@ -495,16 +495,16 @@ def _chars(row: Any) -> int:
     return sum(len(v) if isinstance(v, str) else len(str(v)) for v in values)
 
 
-def read_disk(path: Path, max_records: int | None = None) -> RawSource:
-    """A folder written by `Dataset.save_to_disk` (a DatasetDict uses its 'train' split, else the first)."""
+def read_disk(path: Path, max_records: int | None = None, split: str = "") -> RawSource:
+    """A folder written by `Dataset.save_to_disk` (a DatasetDict uses `split`, else 'train', else the first)."""
     notes: list[Note] = []
-    ds = _disk_dataset(path, notes)
+    ds = _disk_dataset(path, notes, split)
     if max_records is not None:
         ds = ds.select(range(min(max_records, len(ds))))
     return _from_rows("disk", ds.to_list(), notes)
 
 
-def _disk_dataset(path: Path, notes: list) -> Any:
+def _disk_dataset(path: Path, notes: list, split: str = "") -> Any:
     """The memory-mapped Dataset of a save_to_disk folder (nothing is read until rows are asked for)."""
     from datasets import DatasetDict, load_from_disk
 
@@ -513,54 +513,42 @@ def _disk_dataset(path: Path, notes: list) -> Any:
     except Exception as exc:  # datasets raises FileNotFoundError/ValueError/ArrowInvalid
         raise DataError(f"{path} could not be read as a datasets.save_to_disk folder ({exc})") from None
     if isinstance(ds, DatasetDict):
-        split = "train" if "train" in ds else next(iter(ds))
+        if split and split not in ds:
+            raise DataError(f"{path} has no split {split!r}; it has {', '.join(ds)}")
+        split = split or ("train" if "train" in ds else next(iter(ds)))
         notes.append((None, None, f"using the '{split}' split of {len(ds)} ({', '.join(ds)})"))
         ds = ds[split]
     return ds
 
 
-def read_hub(name: str, max_records: int | None = None) -> RawSource:
-    """A hub dataset id. When the hub cannot be reached (checked in <= 3 s), only the local datasets cache is
-    tried: without that check `datasets` retries for ~25 s before failing."""
-    try:
-        from datasets import load_dataset
+def read_hub(
+    name: str, max_records: int | None = None, config: str = "", split: str = "", revision: str = ""
+) -> RawSource:
+    """A Hub dataset id: one split of one config (app.hub_data), read from the Hugging Face cache, or downloaded
+    first when the Hub answers within 3 s. A note names the commit the records come from."""
+    ds, got = _hub_split(name, config, split, revision)
+    if max_records is not None:
+        ds = ds.select(range(min(max_records, len(ds))))
+    return _from_rows("hub", ds.to_list(), [(None, None, f"read {got.describe()}")])
 
-        split = "train" if max_records is None else f"train[:{max_records}]"
-        with _offline_unless_reachable():
-            ds = load_dataset(name, split=split)
-    except Exception as exc:  # offline: ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError, ...
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+
+def _hub_split(name: str, config: str, split: str, revision: str) -> tuple[Any, Any]:
+    """(Dataset, hub_data.DatasetDownload) or a DataError saying why, with what to do without internet."""
+    from app import hub, hub_data
+
+    try:
+        return hub_data.open_split(name, config, split, revision)
+    except hub.HubError as exc:
+        advice = ""
+        if exc.kind == "unreachable":
+            advice = (
+                f" Without internet: on a connected machine run `python -m app download dataset {name}` and copy "
+                f"the Hugging Face cache here, or save the records with `datasets.load_dataset('{name}', "
+                "split='train').to_json('data.jsonl')`, copy data.jsonl here and give its path."
+            )
         raise DataError(
-            f"'{name}' is not a local file or folder, and the hub dataset '{name}' could not be loaded ({reason}). "
-            f"Without internet: on a connected machine run `datasets.load_dataset('{name}', split='train')"
-            ".to_json('data.jsonl')`, copy data.jsonl here and give its path (or a save_to_disk folder)."
+            f"'{name}' is not a local file or folder, and the Hub dataset '{name}' could not be loaded: {exc}{advice}"
         ) from None
-    return _from_rows("hub", ds.to_list())
-
-
-@contextlib.contextmanager
-def _offline_unless_reachable(timeout: float = 3.0) -> Iterator[None]:
-    import datasets.config
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or _reachable(constants.ENDPOINT, timeout):
-        yield
-        return
-    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
-
-
-def _reachable(url: str, timeout: float) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "huggingface.co", parts.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def count_lines(path: Path, limit: int = 2 << 30) -> int | None:
@@ -578,7 +566,9 @@ def count_lines(path: Path, limit: int = 2 << 30) -> int | None:
     return total - blank + (0 if last == b"\n" else 1)
 
 
-def read_page(path: Path, kind: str, start: int, count: int) -> tuple[list[RawRecord], int | None]:
+def read_page(
+    path: Path, kind: str, start: int, count: int, split: str = "", config: str = "", revision: str = ""
+) -> tuple[list[RawRecord], int | None]:
     """Records start .. start+count and the total where it is cheap, reading as little as the format allows:
     JSONL up to the page (plus a newline count), Parquet and save_to_disk folders by slicing the Arrow table
     (no Python objects for the other rows), a JSON list from its text and where each element starts (indexed
@@ -590,11 +580,13 @@ def read_page(path: Path, kind: str, start: int, count: int) -> tuple[list[RawRe
         table = _arrow_table(path)
         return _numbered(table.slice(start, count).to_pylist(), start), table.num_rows
     if kind == "disk":
-        ds = _disk_dataset(path, [])
+        ds = _disk_dataset(path, [], split)
         end = min(start + count, len(ds))
         return _numbered(ds.select(range(start, end)).to_list() if end > start else [], start), len(ds)
     if kind == "hub":
-        return read_hub(str(path), start + count).records[start:], None
+        ds = _hub_split(str(path), config, split, revision)[0]
+        end = min(start + count, len(ds))
+        return _numbered(ds.select(range(start, end)).to_list() if end > start else [], start), len(ds)
     if kind == "csv":
         try:
             return _csv_page(path, start, count)

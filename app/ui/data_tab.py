@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from app import data, files, paths, recent
+from app import data, data_cli, files, paths, recent
 from app.config import ConfigError, RunConfig
-from app.ui import i18n
+from app.ui import data_hub, i18n
 from app.ui.form import explain, plain
 
 if TYPE_CHECKING:
@@ -198,6 +198,8 @@ class DataHandles:
     load: gr.Button
     columns: dict[str, gr.Dropdown]
     placeholders: gr.Dataframe
+    hub: data_hub.HubHandles
+    """The Hugging Face Hub panel and the table of datasets to mix (app/ui/data_hub.py)."""
     status: gr.Markdown
     table: gr.Dataframe
     page: gr.Number
@@ -254,6 +256,7 @@ def _build_source(ctx: AppContext) -> dict[str, Any]:
             max_height=300,
             elem_id="data-browse",
         )
+    hub = data_hub.build(ctx)
     fields.update(form.build(FORMAT_FIELDS))
     columns, placeholders = _build_mapping(ctx)
     _section(tr, "data.section.render")
@@ -270,6 +273,7 @@ def _build_source(ctx: AppContext) -> dict[str, Any]:
         "load": load,
         "columns": columns,
         "placeholders": placeholders,
+        "hub": hub,
     }
 
 
@@ -384,7 +388,7 @@ def _build_example(ctx: AppContext) -> dict[str, Any]:
 
 def _wire(ctx: AppContext, h: DataHandles) -> None:
     model_fields = {c for p, c in ctx.form.components.items() if p.startswith("model.")}
-    inputs = {*h.fields.values(), *h.columns.values(), h.placeholders, *model_fields}
+    inputs = {*h.fields.values(), *h.columns.values(), h.placeholders, h.hub.sources, *model_fields}
     if ctx.lang_selector is not None:
         inputs.add(ctx.lang_selector)
     views = [
@@ -414,6 +418,7 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
         functools.partial(upload, ctx), inputs={h.upload, *inputs}, outputs=[h.fields["data.path"], h.status]
     ).success(load_event, inputs=inputs, outputs=views, concurrency_id="data-load")
     _wire_picker(ctx, h, inputs, views, load_event)
+    data_hub.wire(ctx, h.hub, h.fields["data.path"], inputs, views, load_data)
     render_views = [h.stats, h.histogram, h.record_info, h.rendered, h.mask]
     rendering = {"inputs": inputs | {h.record}, "outputs": render_views, "concurrency_id": "data-load"}
     prompt = h.fields["data.system_prompt"]
@@ -642,9 +647,7 @@ class _Prepared:
 
     @staticmethod
     def key(cfg: RunConfig) -> tuple:
-        path = paths.resolve_data_path(cfg.data.path)
-        stamp = path.stat().st_mtime_ns if path.is_file() else None
-        return repr(cfg.data), cfg.model.name_or_path, cfg.model.trust_remote_code, stamp
+        return repr(cfg.data), cfg.model.name_or_path, cfg.model.trust_remote_code, data.fingerprint(cfg.data)
 
     def get(self, cfg: RunConfig) -> Any:
         with self.lock:
@@ -660,9 +663,18 @@ class _Prepared:
 PREPARED = _Prepared()
 
 
-def _prepare(cfg: RunConfig, progress: Any = None, fetch: bool = True) -> tuple[Any, Any, str | None]:
-    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the file is unreadable."""
+def _prepare(
+    cfg: RunConfig, progress: Any = None, fetch: bool = True, lang: str = "en"
+) -> tuple[Any, Any, str | None]:
+    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the data is unreadable.
+    `fetch`: a Hub dataset not downloaded yet is downloaded first, with its progress; opening the page
+    (fetch=False) downloads nothing."""
     tok, why = _tokenizer(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code, fetch)
+    if data.missing_hub(cfg.data):  # a Hub split that is not in the cache yet
+        if not fetch:
+            raise data.DataError(i18n.t("data.not_fetched", lang, what=data.describe(cfg.data)))
+        report = (lambda p: progress(p.fraction, desc=p.line())) if progress is not None else None
+        data.fetch(cfg.data, report)
     load = data.load_from_config(cfg.data)
     if tok is None:
         return load, None, why
@@ -697,8 +709,8 @@ def load_data(
     shown_path = str(values.get(h.fields["data.path"]) or "")
     try:
         cfg = _read_config(ctx, values)
-        load, prepared, no_tokens = _prepare(cfg, progress, fetch)
-        frame, total = data.preview(cfg.data.path, 0, PAGE_SIZE, cfg.data.format, cfg.data.columns)
+        load, prepared, no_tokens = _prepare(cfg, progress, fetch, lang)
+        frame, total = data.preview(cfg.data, 0, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
     except ConfigError as exc:
         return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc, lang))}
     except (data.DataError, OSError, ValueError) as exc:
@@ -707,8 +719,8 @@ def load_data(
     if remember:
         recent.remember(cfg.data.path)
     out = {
-        h.status: _summary(load, lang, no_tokens),
-        h.problems: problem_table(load.problems, lang, cfg.data.path),
+        h.status: _summary(load, lang, no_tokens, data.describe(cfg.data)),
+        h.problems: problem_table(load.problems, lang, data_cli.inspect_args(cfg.data)),
         **_page_updates(h, frame, total, 1, lang),
         **_column_updates(h, frame, load, values),
         h.placeholders: gr.update(
@@ -743,12 +755,12 @@ def _cleared(h: DataHandles) -> dict[Any, Any]:
     }
 
 
-def _summary(load: Any, lang: str, no_tokens: str | None) -> str:
+def _summary(load: Any, lang: str, no_tokens: str | None, name: str | None = None) -> str:
     warnings = len(load.problems) - len(load.errors)
     text = i18n.t(
         "data.summary",
         lang,
-        path=Path(load.path).name,
+        path=name or Path(load.path).name,
         format=load.format,
         records=load.records,
         valid=load.records - load.skipped,
@@ -762,7 +774,8 @@ def _summary(load: Any, lang: str, no_tokens: str | None) -> str:
 
 def problem_table(problems: list[Any], lang: str = "en", path: str = "FILE") -> pd.DataFrame:
     """One row per problem: record index, line, field, severity, reason (a note about the whole file has no index);
-    the first PROBLEM_ROWS, then a row saying how many more there are and the command that lists them all."""
+    the first PROBLEM_ROWS, then a row saying how many more there are and the command that lists them all (`path`:
+    what follows `data inspect` there, app.data_cli.inspect_args)."""
     t = functools.partial(i18n.t, lang=lang)
     cols = [
         t("data.pcol.index"),
@@ -784,7 +797,7 @@ def problem_table(problems: list[Any], lang: str = "en", path: str = "FILE") -> 
         for p in problems[:PROBLEM_ROWS]
     ]
     if len(problems) > PROBLEM_ROWS:
-        command = f"{_python()} -m app data inspect {shlex.quote(str(path))} --json"
+        command = f"{_python()} -m app data inspect {path} --json"
         rows.append(["", "", "", "", t("data.problems_more", more=len(problems) - PROBLEM_ROWS, command=command)])
     return pd.DataFrame(rows, columns=cols)
 
@@ -858,10 +871,12 @@ def show_page(ctx: AppContext, values: dict[Any, Any], step: int = 0) -> dict[An
     try:
         cfg = _read_config(ctx, values)
         page = max(1, int(values.get(h.page) or 1) + step)
-        frame, total = data.preview(cfg.data.path, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns)
+        prepared = PREPARED.get(cfg)
+        load = prepared.load if prepared is not None else None  # a mix numbers its records as its last Load did
+        frame, total = data.preview(cfg.data, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
         if total is not None and page > 1 and (page - 1) * PAGE_SIZE >= total:
             page = max(1, -(-total // PAGE_SIZE))
-            frame, total = data.preview(cfg.data.path, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns)
+            frame, total = data.preview(cfg.data, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
     except (ConfigError, data.DataError, OSError, ValueError) as exc:
         return {h.page_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
     return _page_updates(h, frame, total, page, lang)
