@@ -60,9 +60,9 @@ STRINGS = {
     "hub.col.weights": ("weights", "权重大小"),
     "hub.col.license": ("license", "许可证"),
     "hub.col.gated": ("gated", "需授权"),
-    "hub.col.state": ("on this machine", "本机"),
-    "hub.col.lora": ("LoRA fits", "LoRA 能否装下"),
-    "hub.col.qlora": ("QLoRA fits", "QLoRA 能否装下"),
+    "hub.col.state": ("cached", "已缓存"),
+    "hub.col.lora": ("LoRA", "LoRA"),
+    "hub.col.qlora": ("QLoRA", "QLoRA"),
     "hub.yes": ("yes", "是"),
     "hub.no": ("no", "否"),
     "hub.unknown": ("?", "?"),
@@ -70,8 +70,10 @@ STRINGS = {
     "hub.state.partial": ("partial", "不完整"),
     "hub.state.absent": ("-", "-"),
     "hub.found": (
-        "{count} models found for '{query}'. LoRA/QLoRA fits: the estimate for this form's settings on {device}.",
-        "“{query}”找到 {count} 个模型。LoRA/QLoRA 能否装下：按当前表单设置在 {device} 上的估算。",
+        "{count} models found for '{query}'. LoRA / QLoRA: whether such a run fits {device} with this form's "
+        "settings (the memory estimate from each model's config.json). Cached: what this machine holds.",
+        "“{query}”找到 {count} 个模型。LoRA / QLoRA：按当前表单设置，这样的训练能否装进 {device}（由各模型的 "
+        "config.json 估算）。已缓存：本机已有的部分。",
     ),
     "hub.none_found": ("No model on the Hub matches '{query}'.", "Hub 上没有与“{query}”匹配的模型。"),
     "hub.no_query": ("Type a name or a Hub id to search.", "请输入名称或 Hub ID 再搜索。"),
@@ -174,6 +176,14 @@ class Transfer:
         self.progress = progress
 
 
+class Busy(Exception):
+    """Another repo is downloading (one transfer at a time: they would share the disk and the bandwidth)."""
+
+    def __init__(self, running: Transfer):
+        super().__init__(running.plan.repo_id)
+        self.running = running
+
+
 _LOCK = threading.Lock()
 _CURRENT: list[Transfer] = []  # the last transfer started (alive or ended); at most one
 
@@ -186,13 +196,13 @@ def current() -> Transfer | None:
 
 def start(plan: hub.Plan) -> Transfer:
     """Start downloading `plan` in a thread; the running transfer instead when one of the same repo runs (a second
-    press, another page). Raises HubError("busy") when another repo is downloading."""
+    press, another page). Raises Busy when another repo is downloading."""
     with _LOCK:
         running = next((t for t in _CURRENT if t.alive()), None)
         if running is not None:
             if running.plan.repo_id == plan.repo_id:
                 return running
-            raise hub.HubError("busy", running.plan.repo_id)
+            raise Busy(running)
         transfer = Transfer(plan)
         transfer.thread = threading.Thread(target=transfer.run, name=f"hub-download-{plan.repo_id}", daemon=True)
         _CURRENT[:] = [transfer]
@@ -211,7 +221,7 @@ def build(ctx: AppContext) -> HubHandles:
     progress = gr.HTML("", elem_id="hub-progress")
     status = gr.Markdown("", elem_id="hub-status", elem_classes="td-status")
     with tr.labelled(gr.Accordion, "hub.section", open=False, elem_id="hub-section"):
-        with gr.Row(equal_height=True):
+        with gr.Row():
             query = tr.labelled(gr.Textbox, "hub.query", info=True, scale=4, elem_id="hub-query")
             search = tr.text(gr.Button, "hub.search", scale=1, min_width=100, elem_id="hub-search")
         results = tr.labelled(
@@ -220,6 +230,7 @@ def build(ctx: AppContext) -> HubHandles:
             value=results_table([], tr.lang),
             interactive=False,
             wrap=True,
+            column_widths=["32%", "10%", "11%", "13%", "8%", "10%", "8%", "8%"],
             elem_id="hub-results",
         )
         hits = gr.State([])
@@ -411,6 +422,9 @@ def download(ctx: AppContext, h: HubHandles, values: dict[Any, Any]) -> Any:
         plan = hub.plan_download(repo, allow_pickle=bool(values.get(h.consent)))
         hub.check_disk(plan)
         transfer = start(plan)
+    except Busy as exc:
+        yield {**idle, h.status: i18n.t("hub.busy", lang, other=str(exc)), h.cancel: gr.update(visible=True)}
+        return
     except hub.HubError as exc:
         yield {**idle, **_refusal(h, exc, lang)}
         return
@@ -418,9 +432,6 @@ def download(ctx: AppContext, h: HubHandles, values: dict[Any, Any]) -> Any:
 
 
 def _refusal(h: HubHandles, exc: hub.HubError, lang: str) -> dict[Any, Any]:
-    if exc.kind == "busy":
-        running = current()
-        return {h.status: i18n.t("hub.busy", lang, other=str(exc)), h.cancel: gr.update(visible=running is not None)}
     out = {h.status: i18n.t("hub.error", lang, msg=str(exc))}
     if exc.kind == "consent":
         out[h.consent] = gr.update(visible=True, value=False)

@@ -73,6 +73,26 @@ def app_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def hub_app(tmp_path_factory, tiny_model_dir):
+    """A second app pointed at a stand-in Hub (tests/hubstub.py: the tiny model and the other standard repos) with a
+    Hugging Face cache, runs folder and home of its own; yields (base_url, stub). The shared app stays offline, so
+    no other browser test depends on what the Hub journey downloads."""
+    from hubstub import HubStub, add_standard_repos, standard_sources, subprocess_env
+
+    root = tmp_path_factory.mktemp("e2e-hub")
+    runs = root / "runs"
+    home = app_home(runs)
+    home.mkdir(parents=True)
+    (home / "models").symlink_to(paths.models_dir(), target_is_directory=True)  # the default model, not fetched
+    with HubStub() as stub:
+        add_standard_repos(stub, standard_sources(tmp_path_factory, tiny_model_dir))
+        env = subprocess_env(stub.url, root / "hf")
+        env.update({"HF_HUB_OFFLINE": "0", "TUNEDESK_RUNS": str(runs), "TUNEDESK_HOME": str(home)})
+        with running_app(env=env, log_path=ARTIFACTS / "app-hub.log", timeout=240) as (url, _proc):
+            yield url, stub
+
+
+@pytest.fixture(scope="module")
 def default_form(browser, app_server):
     """Every module starts from the default settings: the app keeps the last form across pages (issue 14 item 3),
     so what one module typed would otherwise be what the next one opens with. Pressed through the Train tab's

@@ -1,0 +1,268 @@
+"""The Model tab's Hub panel (app/ui/hub_panel.py) against the stand-in Hub (tests/hubstub.py), through the
+handlers with exactly the inputs the UI wires: search lists the tiny model with its size and fit; Download
+streams progress and the model then loads; Cancel leaves it not ready and Download resumes it; a page that goes
+away leaves no download that says "downloading" forever; gated, not found, pickle consent, a full disk and an
+unreachable Hub each say one line; the token never reaches a run folder, the last form or the log."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from hubstub import GATED_MODEL, PICKLE_MODEL, TINY_MODEL, closed_port_endpoint, hub_fixture, point_clients_at  # noqa: F401
+from ui_ctx import only_outputs, wired
+
+from app import hub as core
+from app.ui import app as ui_app
+from app.ui import hub_panel, model_tab
+
+
+@pytest.fixture(scope="module")
+def built():
+    return ui_app.build_blocks("en")
+
+
+@pytest.fixture(autouse=True)
+def no_transfer_left():
+    """Every test ends with no download running (a leftover would refuse the next test's as busy) and no model
+    loaded in the Model tab's holder (other tests expect it empty)."""
+    yield
+    model_tab.HOLDER.release()
+    running = hub_panel.current()
+    if running is not None:
+        running.cancel.set()
+        running.thread.join(30)
+    assert hub_panel.current() is None
+
+
+def panel(ctx):
+    return ctx.model.hub
+
+
+def run_download(ctx, name: str, consent: bool = False, api_name: str = "hub_download") -> list[dict]:
+    """Press Download for `name` and follow the event to its end; every yield is checked against its outputs."""
+    fn, values = wired(ctx, api_name, model__name_or_path=name)
+    values[panel(ctx).consent] = consent
+    return drain(ctx, api_name, fn(values))
+
+
+def drain(ctx, api_name: str, events) -> list[dict]:
+    out = []
+    for update in events:
+        only_outputs(ctx, api_name, update)
+        out.append(update)
+    return out
+
+
+def status_of(ctx, updates: list[dict]) -> str:
+    shown = [u[panel(ctx).status] for u in updates if isinstance(u.get(panel(ctx).status), str)]
+    return shown[-1] if shown else ""
+
+
+def running_bars(ctx, updates: list[dict]) -> list[str]:
+    return [u[panel(ctx).progress] for u in updates if "td-running" in str(u.get(panel(ctx).progress))]
+
+
+def load(ctx, name: str) -> str:
+    fn, values = wired(ctx, "load_model", model__name_or_path=name)
+    return fn(values)[ctx.model.status]
+
+
+# ---- search ----------------------------------------------------------------------------------------------------
+def test_search_lists_the_tiny_model_with_its_size_and_whether_it_fits(built, hub):
+    _, ctx = built
+    h = panel(ctx)
+    fn, values = wired(ctx, "hub_search")
+    values[h.query] = "tiny-llama"
+    out = fn(values)
+    table = out[h.results]
+    rows = {row["model"]: row for row in table.to_dict("records")}
+    assert {TINY_MODEL, GATED_MODEL, PICKLE_MODEL} <= set(rows), rows
+    weights = (hub.repos[("model", TINY_MODEL)].files["model.safetensors"]).size
+    tiny = rows[TINY_MODEL]
+    assert tiny["weights"] == core.fmt_bytes(weights)  # the safetensors file, not the .bin/.gguf/.onnx copies
+    assert (tiny["license"], tiny["gated"], tiny["cached"]) == ("apache-2.0", "no", "-")
+    assert (tiny["LoRA"], tiny["QLoRA"]) == ("yes", "yes")  # a 2-layer, hidden-64 model fits anywhere
+    assert rows[GATED_MODEL]["gated"] == "yes" and "found" in out[h.status]
+    assert not any(hub.requested(f) for f in ("model.safetensors", "pytorch_model.bin", "model.gguf"))
+    # picking its row puts the id in Base model
+    pick, values = wired(ctx, "hub_pick")
+    values[h.hits] = out[h.hits]
+    row = list(rows).index(TINY_MODEL)
+    picked = pick(values[h.hits], "en", _Select(row))
+    assert picked[ctx.form.components["model.name_or_path"]]["value"] == TINY_MODEL
+
+
+class _Select:
+    """What Gradio passes a Dataframe's select handler: the [row, column] clicked."""
+
+    def __init__(self, row: int):
+        self.index = [row, 0]
+
+
+# ---- download, load, cancel, resume ----------------------------------------------------------------------------
+def test_download_streams_progress_then_the_model_loads(built, hub):
+    _, ctx = built
+    hub.throttle(400_000)  # ~1 MB of weights over ~3 s: several redraws of the bar
+    updates = run_download(ctx, TINY_MODEL)
+    bars = running_bars(ctx, updates)
+    assert len(bars) >= 2 and any(" of " in b and "files" in b for b in bars), bars
+    assert "Downloaded" in status_of(ctx, updates) and "td-finished" in updates[-1][panel(ctx).progress]
+    assert core.cached_state(TINY_MODEL) == "ready"
+    assert not any(hub.requested(f) for f in ("pytorch_model.bin", "model.gguf", "model.onnx", "README.md"))
+    assert "Loaded" in load(ctx, TINY_MODEL)
+    # pressing Download again: already complete, no transfer
+    hub.clear_log()
+    assert "already downloaded" in status_of(ctx, run_download(ctx, TINY_MODEL)) and not hub.file_requests()
+
+
+def test_cancel_leaves_it_not_ready_and_download_picks_up_from_there(built, hub):
+    """huggingface_hub 2.4 keeps the files a cancelled download completed and drops the one it was in the middle
+    of (file_download._download_to_tmp_and_move deletes its process-unique temporary file), so pressing Download
+    again fetches only what is missing."""
+    _, ctx = built
+    h = panel(ctx)
+    hub.throttle(100_000)
+    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
+    events = fn(values)
+    for update in events:
+        if "td-running" in str(update.get(h.progress)) and hub.requested("tokenizer.json"):
+            break
+    time.sleep(1.0)  # some bytes of the weights arrive
+    cancel, lang = wired(ctx, "hub_cancel")
+    assert "Cancelling" in cancel(*lang.values())
+    rest = drain(ctx, "hub_download", events)
+    assert "cancelled" in status_of(ctx, rest) and "td-stopped" in rest[-1][h.progress]
+    assert core.cached_state(TINY_MODEL) != "ready" and core.cached_path(TINY_MODEL) is None
+    assert "not on this machine" in load(ctx, TINY_MODEL)  # never loaded from a partial snapshot
+    hub.throttle(None)
+    hub.clear_log()
+    assert "Downloaded" in status_of(ctx, run_download(ctx, TINY_MODEL))
+    fetched = {r.path.rsplit("/", 1)[-1] for r in hub.file_requests()}
+    assert "model.safetensors" in fetched and "tokenizer.json" not in fetched, fetched
+    assert "Loaded" in load(ctx, TINY_MODEL)
+
+
+def test_a_page_that_goes_away_leaves_no_download_saying_downloading(built, hub):
+    """The transfer belongs to the app: closing the page's event (Gradio closes a generator whose page went away)
+    leaves it running, the next page's load event draws it to its end, and after that nothing says downloading."""
+    _, ctx = built
+    h = panel(ctx)
+    hub.throttle(300_000)
+    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
+    events = fn(values)
+    next(u for u in events if "td-running" in str(u.get(h.progress)))
+    events.close()  # the page is refreshed
+    assert hub_panel.current() is not None  # still downloading, in the app
+    watch, lang = wired(ctx, "hub_watch")
+    after = drain(ctx, "hub_watch", watch(*lang.values()))
+    assert "Downloaded" in status_of(ctx, after) and hub_panel.current() is None
+    again = drain(ctx, "hub_watch", watch(*lang.values()))
+    assert not any("Downloading" in str(u.get(h.status)) for u in again)
+    assert core.cached_state(TINY_MODEL) == "ready"
+
+
+def test_one_download_at_a_time(built, hub):
+    _, ctx = built
+    h = panel(ctx)
+    hub.throttle(100_000)
+    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
+    events = fn(values)
+    next(u for u in events if "td-running" in str(u.get(h.progress)))
+    other = run_download(ctx, PICKLE_MODEL, consent=True)
+    assert f"{TINY_MODEL}** is downloading now" in status_of(ctx, other) and other[-1][h.cancel]["visible"] is True
+    again = fn(values)  # Download pressed again for the same model (or on another page): the same transfer
+    checking, following = next(again)[h.status], next(again)[h.status]
+    assert "Checking" in checking and f"Downloading **{TINY_MODEL}**" in following
+    again.close()
+    cancel, lang = wired(ctx, "hub_cancel")
+    cancel(*lang.values())
+    assert "cancelled" in status_of(ctx, drain(ctx, "hub_download", events))
+    assert not hub.requested("pytorch_model.bin")
+
+
+# ---- refusals: one line each, before any byte moves ---------------------------------------------------------
+def test_gated_without_a_token_says_which_license_to_accept(built, hub):
+    _, ctx = built
+    text = status_of(ctx, run_download(ctx, GATED_MODEL))
+    assert text.startswith("❌") and "gated" in text and f"{hub.url}/{GATED_MODEL}" in text and "token" in text
+    assert "Traceback" not in text and not hub.file_requests()
+
+
+def test_a_wrong_id_says_not_found_with_the_id(built, hub):
+    _, ctx = built
+    text = status_of(ctx, run_download(ctx, "tunedesk-test/no-such-model"))
+    assert "not found" in text and "tunedesk-test/no-such-model" in text and "Traceback" not in text
+
+
+def test_pickle_weights_need_the_consent_box(built, hub):
+    _, ctx = built
+    h = panel(ctx)
+    refused = run_download(ctx, PICKLE_MODEL)
+    assert "pickle" in status_of(ctx, refused) and refused[-1][h.consent]["visible"] is True
+    assert not hub.requested("pytorch_model.bin")
+    assert "Downloaded" in status_of(ctx, run_download(ctx, PICKLE_MODEL, consent=True))
+    assert hub.requested("pytorch_model.bin")
+
+
+def test_a_disk_too_small_refuses_before_any_file_request(built, hub, monkeypatch):
+    """A real full disk cannot be made in a test: app.hub reads free space through hub.free_bytes (its one place
+    for that), so the test makes it report 50 MB free, less than the tiny model's ~1 MB plus app.hub's 256 MiB
+    reserve."""
+    _, ctx = built
+    monkeypatch.setattr(core, "free_bytes", lambda folder: 50_000_000)
+    hub.clear_log()
+    text = status_of(ctx, run_download(ctx, TINY_MODEL))
+    assert "not enough disk space" in text and "50.0 MB free" in text and "needs" in text
+    assert hub.file_requests("GET") == [] and hub.file_requests("HEAD") == []  # nothing asked of the files
+    assert core.cached_state(TINY_MODEL) == "absent"
+
+
+def test_an_unreachable_hub_says_so_within_3_s_and_the_default_model_loads(built, tmp_path, monkeypatch):
+    _, ctx = built
+    h = panel(ctx)
+    point_clients_at(closed_port_endpoint(), tmp_path / "hf", monkeypatch)
+    fn, values = wired(ctx, "hub_search")
+    values[h.query] = "llama"
+    start = time.monotonic()
+    found = fn(values)[h.status]
+    assert time.monotonic() - start < 3 and "cannot be reached" in found and "\n" not in found.strip()
+    start = time.monotonic()
+    text = status_of(ctx, run_download(ctx, TINY_MODEL))
+    assert time.monotonic() - start < 3 and "cannot be reached" in text
+    assert "Loaded" in load(ctx, ctx.defaults.model.name_or_path)
+
+
+# ---- the token -------------------------------------------------------------------------------------------------
+def test_the_token_goes_to_the_token_store_and_nowhere_else(built, hub, runs_tmp, capfd, caplog):
+    from test_train_kit import tiny_config
+
+    from app import last_form, paths, runs, train
+
+    caplog.set_level("DEBUG")
+    _, ctx = built
+    h = panel(ctx)
+    assert h.token not in ctx.form.inputs()  # not a form widget: never in a preset, the last form or a run config
+    save, values = wired(ctx, "hub_save_token")
+    values[h.token] = "hf_not_a_valid_token"
+    refused = save(values)
+    assert "did not accept" in refused[h.who] and refused[h.token]["value"] == ""
+    values[h.token] = hub.token
+    saved = save(values)
+    assert hub.user in saved[h.who] and saved[h.token]["value"] == "" and hub.token not in str(saved)
+    # the gated model now downloads with the stored token, and trains one step
+    assert "Downloaded" in status_of(ctx, run_download(ctx, GATED_MODEL))
+    cfg = tiny_config(Path(GATED_MODEL), paths.assets_dir() / "sample_data.json", **{"train.max_steps": 1})
+    cfg = cfg.replace(**{"model.name_or_path": GATED_MODEL, "data.max_samples": 8})
+    assert train.run(cfg, runs.create_run(cfg, "token-check")) == "finished"
+    remember, form = wired(ctx, "remember_form", model__name_or_path=GATED_MODEL)
+    remember(form)
+    written = [p for p in runs_tmp.rglob("*") if p.is_file()] + [last_form.path()]
+    assert len(written) > 3
+    assert [p for p in written if hub.token.encode() in p.read_bytes()] == []
+    logged = capfd.readouterr()
+    assert hub.token not in logged.out + logged.err + caplog.text
+    # Forget token: huggingface_hub's store no longer has it
+    forget, lang = wired(ctx, "hub_forget_token")
+    assert "No Hub token" in forget(*lang.values())[h.who] and core.token_user() is None
