@@ -6,8 +6,13 @@ record index (and line), field and reason; valid records are kept and the skippe
 Data tab previews is what trains: both go through `render_segments` and `tokenize_segments` (app/data_render.py).
 
     load = load_examples("data.jsonl")                    # LoadResult: examples, problems, skipped
+    load = load_from_config(cfg.data)                     # every dataset of data.sources, mixed (MixedLoad)
     prepared = prepare(cfg.data, tokenizer)               # train/val lists of Encoded, DataStats
     python -m app data inspect data.jsonl --json          # the same from the command line (app/data_cli.py)
+
+Several datasets (data.sources: files, folders, Hub splits read through app.hub_data) are mixed here, once, for
+training, the Data tab, the CLI and the estimate alike: each gives its first records, as many as its limit or
+share takes (mix_counts), numbered one after another, and each problem names its dataset and its record there.
 
 No gradio; transformers is only touched through the tokenizer object passed in.
 """
@@ -62,6 +67,7 @@ __all__ = [
     "describe",
     "fingerprint",
     "source_problems",
+    "pinned",
     "fetch",
     "missing_hub",
     "preview",
@@ -382,6 +388,26 @@ def fetch(data_cfg: DataConfig, on_progress: Callable[[Any], None] | None = None
         except hub.HubError as exc:
             raise DataError(f"{source_label(src)}: {exc}") from None
     return got
+
+
+def pinned(data_cfg: DataConfig) -> DataConfig:
+    """The config with each Hub dataset's revision set to the commit its split in the cache comes from (no
+    network), so a run's config.yaml reads the same records again; a Hub id given as data.path alone becomes one
+    entry of data.sources. Local files, and Hub datasets not in the cache, stay as they are.
+
+    >>> pinned(DataConfig(path="assets/sample_data.json")).sources
+    []
+    """
+    from app import hub_data
+
+    sources, changed = [], False
+    for src in data_cfg.datasets():
+        sha = None
+        if not src.revision and _is_hub(src.path):
+            sha = hub_data.cached_sha(src.path.strip(), src.config, src.split)
+        changed |= sha is not None
+        sources.append(replace(src, revision=sha) if sha else src)
+    return replace(data_cfg, sources=sources) if changed else data_cfg
 
 
 def source_problems(data_cfg: DataConfig) -> list[str]:

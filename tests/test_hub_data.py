@@ -83,6 +83,18 @@ def test_a_hub_dataset_validates_like_a_local_file_and_its_note_names_the_commit
     assert data.fingerprint(cfg) is not None and data.missing_hub(cfg) == []
 
 
+def test_pinned_records_the_commit_of_a_downloaded_dataset_for_the_runs_config(hub, monkeypatch):
+    cfg = DataConfig(path=ALPACA_DATASET)
+    assert data.pinned(cfg) is cfg  # not downloaded: nothing to pin
+    data.fetch(cfg)
+    sha = hub.repos[("dataset", ALPACA_DATASET)].sha
+    pinned = data.pinned(cfg)
+    assert pinned.sources == [DataSource(ALPACA_DATASET, revision=sha)] and pinned.datasets() == pinned.sources
+    assert RunConfig(data=pinned).validate() == []
+    _closed_hub(monkeypatch)
+    assert len(data.load_from_config(pinned).examples) == DATASET_ROWS[(ALPACA_DATASET, None)]["train"]
+
+
 def test_wrong_id_config_and_split_each_say_what_exists(hub):
     with pytest.raises(app_hub.HubError, match="'nobody/nothing' was not found") as info:
         hub_data.dataset_choices("nobody/nothing")
