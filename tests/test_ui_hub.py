@@ -182,6 +182,19 @@ def test_one_download_at_a_time(built, hub):
     assert not hub.requested("pytorch_model.bin")
 
 
+def test_download_takes_the_name_a_person_types(built, hub, tiny_model_dir):
+    """A catalog id downloads its Hub repo; a folder, a .gguf file or the bundled default model is already here."""
+    _, ctx = built
+    facts = hub_panel.catalog.lookup("llama-3.1-8b-instruct")
+    assert hub_panel.repo_of("llama-3.1-8b-instruct") == facts.hub_id
+    assert hub_panel.repo_of(TINY_MODEL) == TINY_MODEL
+    assert hub_panel.repo_of(str(tiny_model_dir)) is None
+    assert hub_panel.repo_of(ctx.defaults.model.name_or_path) is None
+    text = status_of(ctx, run_download(ctx, "llama-3.1-8b-instruct"))  # the stand-in has no such repo
+    assert facts.hub_id in text and "not found" in text
+    assert "on this machine already" in status_of(ctx, run_download(ctx, str(tiny_model_dir)))
+
+
 # ---- refusals: one line each, before any byte moves ---------------------------------------------------------
 def test_gated_without_a_token_says_which_license_to_accept(built, hub):
     _, ctx = built

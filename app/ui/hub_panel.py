@@ -177,11 +177,8 @@ class Transfer:
 
 
 class Busy(Exception):
-    """Another repo is downloading (one transfer at a time: they would share the disk and the bandwidth)."""
-
-    def __init__(self, running: Transfer):
-        super().__init__(running.plan.repo_id)
-        self.running = running
+    """Another repo is downloading (one transfer at a time: they would share the disk and the bandwidth); the
+    message is that repo's id."""
 
 
 _LOCK = threading.Lock()
@@ -202,7 +199,7 @@ def start(plan: hub.Plan) -> Transfer:
         if running is not None:
             if running.plan.repo_id == plan.repo_id:
                 return running
-            raise Busy(running)
+            raise Busy(running.plan.repo_id)
         transfer = Transfer(plan)
         transfer.thread = threading.Thread(target=transfer.run, name=f"hub-download-{plan.repo_id}", daemon=True)
         _CURRENT[:] = [transfer]
