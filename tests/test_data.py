@@ -138,6 +138,7 @@ def test_hub_id_offline_names_the_id_and_what_to_do():
         load_examples("nobody-here/no-such-dataset")
     message = str(info.value)
     assert "'nobody-here/no-such-dataset'" in message and ".to_json('data.jsonl')" in message
+    assert "`python -m app download dataset nobody-here/no-such-dataset`" in message and "\n" not in message
 
 
 def test_sharegpt_conversations_validated_turn_by_turn():
