@@ -127,7 +127,7 @@ def as_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model") -> 
     kind_name = "dataset" if repo_type == "dataset" else "model"
     url = repo_url(repo_id, repo_type)
     if isinstance(exc, errors.GatedRepoError):
-        how = "the token saved here has no access yet" if token_user() else "no token is saved here"
+        how = "the token saved here has no access yet" if saved_token_name() else "no token is saved here"
         return HubError(
             "gated",
             f"{repo_id} is gated and {how}: accept its license at {url} while logged in to the Hub, then save a "
@@ -192,8 +192,10 @@ def login(token: str) -> str:
     return str(user)
 
 
-def token_user() -> str | None:
-    """The account the stored token belongs to, from the token store alone (no network); None without a token."""
+def saved_token_name() -> str | None:
+    """The name of the token in huggingface_hub's store (the name it was given on the Hub's Access Tokens page;
+    "saved token" when the store does not say); None without a token. No network: it says a token is there, not
+    which account it belongs to (`login` returns that)."""
     from huggingface_hub import get_token
 
     token = get_token()

@@ -102,12 +102,12 @@ def test_gated_repo_without_token_says_which_license_to_accept_then_the_token_op
     assert f"{hub.url}/{GATED_MODEL}" in str(err.value) and "license" in str(err.value)
     with pytest.raises(core.HubError, match="did not accept"):
         core.login("hf_notAValidTokenAtAll00000000000")
-    assert core.login(hub.token) == hub.user and core.token_user()
+    assert core.login(hub.token) == hub.user and core.saved_token_name()
     folder = core.download(core.plan_download(GATED_MODEL))
     assert (folder / "model.safetensors").is_file()
     assert all(r.token == hub.token for r in hub.file_requests())
     core.logout()
-    assert core.token_user() is None
+    assert core.saved_token_name() is None
 
 
 def test_a_wrong_id_is_not_found_with_the_id(hub):

@@ -278,4 +278,4 @@ def test_the_token_goes_to_the_token_store_and_nowhere_else(built, hub, runs_tmp
     assert hub.token not in logged.out + logged.err + caplog.text
     # Forget token: huggingface_hub's store no longer has it
     forget, lang = wired(ctx, "hub_forget_token")
-    assert "No Hub token" in forget(*lang.values())[h.who] and core.token_user() is None
+    assert "No Hub token" in forget(*lang.values())[h.who] and core.saved_token_name() is None

@@ -118,6 +118,7 @@ STRINGS = {
     "hub.save_token": ("Save token", "保存令牌"),
     "hub.forget_token": ("Forget token", "删除令牌"),
     "hub.who": ("Logged in to the Hub as **{user}**.", "已以 **{user}** 身份登录 Hub。"),
+    "hub.saved": ("A Hub token is saved (named **{name}**).", "已保存 Hub 令牌（名称 **{name}**）。"),
     "hub.who_none": (
         "No Hub token saved: public models only. Gated models need a read token and their license accepted.",
         "未保存 Hub 令牌：只能下载公开模型。需授权的模型要有只读令牌并已接受其许可证。",
@@ -514,7 +515,7 @@ def forget_token(h: HubHandles, lang: str) -> dict[Any, Any]:
 
 
 def who_line(lang: str | None = None) -> str:
-    """Who the stored token belongs to (app.hub.token_user reads the store only: no network)."""
-    user = hub.token_user()
+    """Whether a token is saved, by its name (app.hub reads the store only: no network, so not the account)."""
+    name = hub.saved_token_name()
     lang = lang or "en"
-    return i18n.t("hub.who", lang, user=user) if user else i18n.t("hub.who_none", lang)
+    return i18n.t("hub.saved", lang, name=name) if name else i18n.t("hub.who_none", lang)
