@@ -112,20 +112,20 @@ _LENGTHS_LOCK = threading.Lock()
 
 
 def data_lengths(cfg: RunConfig) -> DataLengths | None:
-    """The token lengths of cfg's dataset with its base model's tokenizer, or None when the dataset is not a
-    readable local file or folder, or the tokenizer is not on this machine (the estimate then sizes for
-    batch_size x max_seq_len). Imports the tokenizer (torch) on first use.
+    """The token lengths of cfg's datasets (all of a mix) with its base model's tokenizer, or None when a dataset
+    is not here (a file not found, a Hub split not downloaded) or the tokenizer is not on this machine (the
+    estimate then sizes for batch_size x max_seq_len). Imports the tokenizer (torch) on first use.
 
-    Cached by file (path, mtime, size), model, format, columns, placeholders, template, system prompt and
-    max_samples, so the estimate stays live while sliders move: batch size, max_seq_len and packing apply to the
-    cached lengths. The last 8 datasets are kept."""
+    Cached by the datasets' fingerprint (each file's path, mtime and size; each Hub split's commit), model,
+    format, columns, placeholders, template, system prompt and max_samples, so the estimate stays live while
+    sliders move: batch size, max_seq_len and packing apply to the cached lengths. The last 8 datasets are kept."""
     key = _lengths_key(cfg)
     if key is None:
         return None
     with _LENGTHS_LOCK:  # one tokenization per dataset: a second estimate waits for it, then reads the cache
         if key not in _LENGTHS:
             model = _tokenizer_source(cfg)
-            _LENGTHS[key] = None if model is None else _tokenize_lengths(Path(key[0]), model, cfg)
+            _LENGTHS[key] = None if model is None else _tokenize_lengths(model, cfg)
             while len(_LENGTHS) > 8:
                 _LENGTHS.popitem(last=False)
         _LENGTHS.move_to_end(key)
@@ -140,14 +140,15 @@ def lengths_known(cfg: RunConfig) -> bool:
 
 
 def _lengths_key(cfg: RunConfig) -> tuple | None:
-    path = _data_file(cfg.data.path)
-    if path is None:
+    """What the measured lengths depend on: the datasets' fingerprint (app.data: a stat per file, the cached
+    commit per Hub dataset; None when one is not here) and the settings that change the tokens."""
+    from app import data
+
+    found, d = data.fingerprint(cfg.data), cfg.data
+    if found is None:
         return None
-    stat, d = path.stat(), cfg.data
     return (
-        str(path.resolve()),
-        stat.st_mtime_ns,
-        stat.st_size,
+        found,
         cfg.model.name_or_path.strip(),
         cfg.model.trust_remote_code,
         d.format,
@@ -156,15 +157,6 @@ def _lengths_key(cfg: RunConfig) -> tuple | None:
         d.system_prompt,
         d.max_samples,
     )
-
-
-def _data_file(name: str) -> Path | None:
-    from app import paths
-
-    if not name.strip():
-        return None
-    path = paths.resolve_data_path(name.strip())
-    return path if path.is_file() or path.is_dir() else None  # a hub dataset id is not read for an estimate
 
 
 def _tokenizer_source(cfg: RunConfig) -> str | None:
@@ -208,7 +200,7 @@ def _maybe_local(name: str) -> bool:
     return hub.cached_path(hub_id) is not None
 
 
-def _tokenize_lengths(path: Path, model: str, cfg: RunConfig) -> DataLengths | None:
+def _tokenize_lengths(model: str, cfg: RunConfig) -> DataLengths | None:
     from app import data, modeling
     from app.data_render import render_segments, resolve_template, tokenize_segments
 
@@ -233,7 +225,7 @@ def _tokenize_lengths(path: Path, model: str, cfg: RunConfig) -> DataLengths | N
         lengths += [len(ids) for ids, _ in tokenize_segments(segments, tokenizer)]
     if not lengths:
         return None
-    return DataLengths(tuple(sorted(lengths, reverse=True)), count <= ALL_EXAMPLES, count, path.name)
+    return DataLengths(tuple(sorted(lengths, reverse=True)), count <= ALL_EXAMPLES, count, data.describe(cfg.data))
 
 
 _TOKENIZERS: dict[tuple[str, bool], Any] = {}

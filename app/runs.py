@@ -75,7 +75,14 @@ def default_name(config: RunConfig) -> str:
 
 
 def create_run(config: RunConfig, name: str | None = None) -> Path:
-    """A new folder runs/<YYYYmmdd-HHMMSS>-<name>/ holding config.yaml; two runs in one second get -2, -3."""
+    """A new folder runs/<YYYYmmdd-HHMMSS>-<name>/ holding config.yaml; two runs in one second get -2, -3. The
+    saved config names the commit of each Hub dataset in the cache (app.data.pinned), so it reads the same records
+    again."""
+    from dataclasses import replace
+
+    from app import data
+
+    config = replace(config, data=data.pinned(config.data))
     root = paths.runs_dir(config.train.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(name or config.train.run_name or default_name(config))}"

@@ -64,7 +64,7 @@ def preflight(cfg: RunConfig) -> list[str]:
         )
     if on_cpu and cfg.train.precision == "fp16":
         problems.append("train.precision: fp16 training needs a CUDA GPU; on the CPU use auto (float32)")
-    found = (_model_problem(cfg.model.name_or_path), _data_problem(cfg.data.path), _output_problem(cfg))
+    found = (_model_problem(cfg.model.name_or_path), *_data_problems(cfg), _output_problem(cfg))
     found += (_consent_problem(cfg),)
     return problems + [p for p in found if p]
 
@@ -99,16 +99,14 @@ def _model_problem(name: str) -> str | None:
     return None
 
 
-def _data_problem(path: str) -> str | None:
-    """data.path that is neither a file or folder (where app.data looks for it) nor a hub dataset id."""
-    from app import paths
-    from app.data_io import looks_like_hub_id
+def _data_problems(cfg: RunConfig) -> list[str]:
+    """Datasets (data.path and every data.sources entry) that are neither a file or folder where app.data looks
+    for them nor a Hub dataset id."""
+    from app.data import source_problems
 
-    if not path.strip():
-        return "data.path: empty; choose a dataset file (e.g. assets/sample_data.json)"
-    if paths.resolve_data_path(path).exists() or looks_like_hub_id(path):
-        return None
-    return f"data.path: {path}: file not found (looked in the working directory and {paths.ROOT}); check the path"
+    if not cfg.data.path.strip():
+        return ["data.path: empty; choose a dataset file (e.g. assets/sample_data.json)"]
+    return source_problems(cfg.data)
 
 
 def _output_problem(cfg: RunConfig) -> str | None:

@@ -68,6 +68,16 @@ def _download_model_first(cfg: RunConfig) -> None:
         raise ConfigError([f"model.name_or_path: {exc}"]) from None
 
 
+def _download_data_first(cfg: RunConfig) -> None:
+    """Hub datasets whose split is not in the cache are fetched now, with progress, before the checks."""
+    from app import data, hub_cli
+
+    try:
+        data.fetch(cfg.data, hub_cli.progress_printer())
+    except data.DataError as exc:
+        raise ConfigError([f"data: {exc}"]) from None
+
+
 def _consent_from_cli(cfg: RunConfig, args: argparse.Namespace) -> None:
     """--trust-remote-code is the user's consent (app.consent) to the config's model code, for this process."""
     if getattr(args, "trust_remote_code", False) and cfg.model.trust_remote_code:
@@ -105,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = _load_cli_config(args)
         _download_model_first(cfg)
+        _download_data_first(cfg)
         _consent_from_cli(cfg, args)
         problems = train.preflight(cfg)  # validate() and what needs the machine: device, model, data, output folder
         if problems:
