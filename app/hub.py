@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -508,15 +508,28 @@ class Progress:
     def fraction(self) -> float:
         return min(self.done_bytes / self.total_bytes, 1.0) if self.total_bytes else 0.0
 
+    def parts(self) -> dict[str, str | None]:
+        """The figures of `line()` as text, for a caller that words them in its own language (the UI's English and
+        Chinese): done and total ("312.0 MB"), speed ("45.0 MB/s"; None while unknown), eta ("20 s"; None while
+        unknown or once every byte is here) and files ("3/7")."""
+        return {
+            "done": fmt_bytes(self.done_bytes),
+            "total": fmt_bytes(self.total_bytes),
+            "speed": f"{fmt_bytes(self.speed_bps)}/s" if self.speed_bps else None,
+            "eta": _fmt_eta(self.eta_s) if self.eta_s is not None and self.done_bytes < self.total_bytes else None,
+            "files": f"{self.files_done}/{self.files_total}",
+        }
+
     def line(self) -> str:
-        """e.g. "312.0 MB of 1.2 GB · 45.0 MB/s · 20 s left"."""
-        parts = [f"{fmt_bytes(self.done_bytes)} of {fmt_bytes(self.total_bytes)}"]
-        if self.speed_bps:
-            parts.append(f"{fmt_bytes(self.speed_bps)}/s")
-        if self.eta_s is not None and self.done_bytes < self.total_bytes:
-            parts.append(f"{_fmt_eta(self.eta_s)} left")
-        parts.append(f"{self.files_done}/{self.files_total} files")
-        return " · ".join(parts)
+        """e.g. "312.0 MB of 1.2 GB · 45.0 MB/s · 20 s left · 3/7 files"."""
+        p = self.parts()
+        out = [f"{p['done']} of {p['total']}"]
+        if p["speed"]:
+            out.append(p["speed"])
+        if p["eta"]:
+            out.append(f"{p['eta']} left")
+        out.append(f"{p['files']} files")
+        return " · ".join(out)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -763,3 +776,84 @@ def cached_state(repo_id: str, repo_type: str = "model", revision: str | None = 
         pass
     data = (lambda p: _matches(p.name, DATA_FILES) and p.name != "README.md") if repo_type == "dataset" else None
     return "partial" if any((data or (lambda p: _is_weight(p.name)))(p) for p in snapshot.rglob("*")) else "absent"
+
+
+# ---- a download the app runs in the background --------------------------------------------------------------------
+Work = Callable[[Callable[[Progress], None], threading.Event], Any]
+"""`work(on_progress, cancel) -> result`: a download (`download`, hub_data.download_dataset) that reports its
+Progress and stops with HubError("cancelled") once `cancel` is set."""
+
+
+class Busy(HubError):
+    """Another download is running: one at a time, models and datasets alike, since they share the disk and the
+    bandwidth. `key` and `repo_type` name the running one."""
+
+    def __init__(self, key: str, repo_type: str):
+        super().__init__(
+            "busy", f"the {repo_type} {key} is downloading now (one download at a time): wait for it or cancel it"
+        )
+        self.key = key
+        self.repo_type = repo_type
+
+
+@dataclass
+class Transfer:
+    """One download running in a daemon thread of the app, not of a page: a page that goes away leaves it running,
+    and the next page finds it with `current()`. It keeps the last Progress `work` reported and how it ended
+    (`result`, or `error` as a one-line HubError), both set before the thread ends, so whoever sees the thread gone
+    sees the outcome. "Downloading" is the thread being alive, never a stored flag that could outlive it."""
+
+    key: str
+    """What is downloading, as people read it: a repo id, or a dataset's id with its config and split."""
+    repo_type: str
+    work: Work
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: Progress | None = None
+    result: Any = None
+    error: HubError | None = None
+    thread: threading.Thread | None = None
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds for the end; True once it has ended."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return not self.alive()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.work(self._report, self.cancel)
+        except Exception as exc:  # a thread's exception would vanish: every failure becomes the line a page shows
+            self.error = as_hub_error(exc, self.key, self.repo_type)
+
+    def _report(self, progress: Progress) -> None:
+        self.progress = progress
+
+
+_TRANSFER_LOCK = threading.Lock()
+_TRANSFERS: list[Transfer] = []  # the last transfer started (running or ended); at most one
+
+
+def current() -> Transfer | None:
+    """The download running now, if any."""
+    with _TRANSFER_LOCK:
+        return next((t for t in _TRANSFERS if t.alive()), None)
+
+
+def start(key: str, work: Work, repo_type: str = "model") -> Transfer:
+    """Run `work` in a daemon thread as the app's one download, named `key`. The same key (and repo type) already
+    running: that transfer, so a second press or another page follows it instead of starting again. Another one
+    running: Busy."""
+    with _TRANSFER_LOCK:
+        running = next((t for t in _TRANSFERS if t.alive()), None)
+        if running is not None:
+            if (running.key, running.repo_type) == (key, repo_type):
+                return running
+            raise Busy(running.key, running.repo_type)
+        transfer = Transfer(key, repo_type, work)
+        transfer.thread = threading.Thread(target=transfer._run, name=f"hub-download-{key}", daemon=True)
+        _TRANSFERS[:] = [transfer]
+        transfer.thread.start()
+        return transfer

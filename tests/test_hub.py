@@ -3,6 +3,7 @@ searches, plans, downloads, resumes and refuses as it would against the Hub."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import threading
@@ -93,6 +94,44 @@ def test_a_transfer_cut_halfway_resumes_to_a_complete_loadable_model(hub):
     cuts = [r for r in hub.file_requests() if r.path.endswith("model.safetensors")]
     assert len(cuts) == 2 and cuts[1].range  # the cut, then the resume
     assert AutoModelForCausalLM.from_pretrained(folder).config.num_hidden_layers == 2
+
+
+def test_the_apps_one_download_runs_in_a_thread_keeps_its_outcome_and_refuses_a_second(hub):
+    """app.hub.start: the download belongs to the app (a daemon thread, not a page's event); the same key follows
+    the running one, any other (a model's or a dataset's) is Busy; the last progress and the result, or the error
+    as one line, stay after the thread ends; Cancel reaches the work."""
+    hub.throttle(400_000)  # ~1 MB of weights: ~2.5 s, long enough to ask while it runs
+    plan = core.plan_download(TINY_MODEL)
+    transfer = core.start(TINY_MODEL, functools.partial(core.download, plan))
+    assert core.current() is transfer and transfer.thread.daemon
+    assert core.start(TINY_MODEL, lambda report, cancel: None) is transfer  # a second press: the same transfer
+    for key, repo_type in ((PICKLE_MODEL, "model"), (TINY_MODEL, "dataset")):  # a dataset of that id is another one
+        with pytest.raises(core.Busy) as busy:
+            core.start(key, lambda report, cancel: None, repo_type)
+        assert (busy.value.key, busy.value.repo_type, busy.value.kind) == (TINY_MODEL, "model", "busy")
+    assert (
+        str(busy.value)
+        == f"the model {TINY_MODEL} is downloading now (one download at a time): wait for it or cancel it"
+    )
+    assert transfer.wait(60) and core.current() is None
+    assert transfer.error is None and transfer.result == core.cached_path(TINY_MODEL)
+    assert transfer.progress.done_bytes == transfer.progress.total_bytes == plan.total_bytes
+
+    def broken(report, cancel):
+        raise ValueError("bad value\nsecond line")
+
+    failed = core.start("owner/broken", broken)  # the last one ended: a new one starts
+    assert failed.wait(10) and failed.result is None and failed.error.kind == "failed"
+    assert str(failed.error) == "owner/broken could not be fetched: ValueError: bad value"
+
+    def until_cancelled(report, cancel):
+        report(core.Progress(1, 2, None, None, 0, 1))
+        cancel.wait(10)
+        raise core.HubError("cancelled", "stopped")
+
+    stopped = core.start("owner/slow", until_cancelled, "dataset")
+    stopped.cancel.set()
+    assert stopped.wait(10) and stopped.error.kind == "cancelled" and stopped.progress.done_bytes == 1
 
 
 def test_gated_repo_without_token_says_which_license_to_accept_then_the_token_opens_it(hub):

@@ -1,7 +1,8 @@
 """Datasets from the Hub against the stand-in (tests/hubstub.py) with the real huggingface_hub and datasets clients:
 configs and splits listed, a download with progress that validates and previews like a local file (through the
-Data tab's handlers, with the inputs the UI wires), Cancel leaves it not ready and a second Download resumes, an
-unreachable Hub is said in one line within 3 s while a downloaded dataset still loads, the CLI."""
+Data tab's handlers, with the inputs the UI wires), Cancel leaves it not ready and a second Download resumes, a
+download belongs to the app (a closed page leaves it running, a new page loads it), an unreachable Hub is said in
+one line within 3 s while a downloaded dataset still loads, the CLI."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ from app.config import DataConfig, DataSource, RunConfig
 @pytest.fixture(scope="module")
 def data_ctx(tiny_model_dir):
     return tab_context(["data"], str(tiny_model_dir))[1]
+
+
+@pytest.fixture(autouse=True)
+def no_transfer_left():
+    """Every test ends with no download running in the app (a leftover would refuse the next test's as busy)."""
+    yield
+    running = app_hub.current()
+    if running is not None:
+        running.cancel.set()
+        running.wait(30)
+    assert app_hub.current() is None
 
 
 def _closed_hub(monkeypatch) -> str:
@@ -195,15 +207,54 @@ def test_data_tab_cancel_stops_the_download_and_says_so(hub, data_ctx, tmp_path)
     fn, values = wired(data_ctx, "data_hub_download")
     values.update({hh.repo: repo, hh.config: "default", hh.split: "train"})
     steps = fn(values)
-    next(steps)  # started
+    assert next(steps)[hh.status] == f"⏳ Downloading **{repo} (default, train)**…"
     progress = next(steps)
-    assert progress[hh.status].startswith("⏳") and " of " in progress[hh.status]
+    assert progress[hh.status].startswith("⏳") and " of " in progress[hh.status] and " files" in progress[hh.status]
     cancel, cancel_values = wired(data_ctx, "data_hub_cancel")
-    said = cancel({**cancel_values, hh.repo: repo})
-    assert "Cancelling" in said[hh.status]
+    said = cancel(cancel_values)
+    assert f"Cancelling the download of **{repo} (default, train)**" in said[hh.status]
     rest = list(steps)
-    assert "cancelled" in rest[-1][hh.status] and rest[-1][hh.status].startswith("❌")
+    assert "cancelled" in rest[-1][hh.status] and rest[-1][hh.status].startswith("⏹")
     assert hub_data.cached_download(repo) is None
+    assert "Nothing is downloading" in cancel(cancel_values)[hh.status]
+
+
+def test_a_dataset_download_belongs_to_the_app_a_closed_page_leaves_it_running_and_a_new_page_loads_it(
+    hub, data_ctx, tmp_path
+):
+    """As a model's download: Gradio closes the event's generator when its page goes away, and the transfer goes
+    on; Download pressed again for the same dataset follows it (no second transfer, no busy refusal); a page that
+    opens draws it (its load event) and, when it ends, loads the dataset as Download would have."""
+    h, hh = data_ctx.data, data_ctx.data.hub
+    repo = _big_dataset(hub, tmp_path)
+    hub.throttle(100_000)  # ~300 KB: about 3 s
+    fn, values = wired(data_ctx, "data_hub_download")
+    values.update({hh.repo: repo, hh.config: "default", hh.split: "train"})
+    steps = fn(values)
+    next(s for s in steps if " of " in s[hh.status])
+    steps.close()  # the page went away
+    running = app_hub.current()
+    assert running is not None and running.key == f"{repo} (default, train)" and not running.cancel.is_set()
+    again = fn(values)
+    assert "⏳" in next(again)[hh.status] and app_hub.current() is running
+    again.close()
+    watch, page = wired(data_ctx, "data_hub_watch")
+    after = list(watch(page))
+    for step in after:
+        only_outputs(data_ctx, "data_hub_watch", step)
+    assert any(" of " in str(s.get(hh.status)) for s in after[:-1])
+    last = after[-1]
+    assert last[hh.status].startswith("✅") and "split train, 3,000 records" in last[hh.status]
+    assert last[h.fields["data.path"]] == repo and "valid" in last[h.status]
+    assert last[hh.sources]["value"].values.tolist()[0][:3] == [repo, "default", "train"]
+    assert (
+        app_hub.current() is None
+        and [r.path for r in hub.file_requests()].count(
+            f"/datasets/{repo}/resolve/{hub.repos[('dataset', repo)].sha}/train.jsonl"
+        )
+        == 1
+    )  # one transfer for the three pages
+    assert len(list(watch(page))) == 1  # nothing runs: the next page shows nothing
 
 
 def test_data_tab_says_an_unreachable_hub_in_one_line_within_3_s(hub, data_ctx, monkeypatch):

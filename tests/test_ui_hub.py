@@ -1,7 +1,8 @@
 """The Model tab's Hub panel (app/ui/hub_panel.py) against the stand-in Hub (tests/hubstub.py), through the
 handlers with exactly the inputs the UI wires: search lists the tiny model with its size and fit; Download
 streams progress and the model then loads; Cancel leaves it not ready and Download resumes it; a page that goes
-away leaves no download that says "downloading" forever; gated, not found, pickle consent, a full disk and an
+away leaves no download that says "downloading" forever; one download at a time across the Model and Data tabs;
+the progress line in English and Chinese; gated, not found, pickle consent, a full disk and an
 unreachable Hub each say one line; the token never reaches a run folder, the last form or the log."""
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hubstub import GATED_MODEL, PICKLE_MODEL, TINY_MODEL, closed_port_endpoint, hub_fixture, point_clients_at  # noqa: F401
+from hubstub import (  # noqa: F401  (hub_fixture registers the `hub` fixture here)
+    ALPACA_DATASET,
+    GATED_MODEL,
+    PICKLE_MODEL,
+    TINY_MODEL,
+    closed_port_endpoint,
+    hub_fixture,
+    point_clients_at,
+)
 from ui_ctx import only_outputs, wired
 
 from app import hub as core
@@ -29,11 +38,11 @@ def no_transfer_left():
     loaded in the Model tab's holder (other tests expect it empty)."""
     yield
     model_tab.HOLDER.release()
-    running = hub_panel.current()
+    running = core.current()
     if running is not None:
         running.cancel.set()
-        running.thread.join(30)
-    assert hub_panel.current() is None
+        running.wait(30)
+    assert core.current() is None
 
 
 def panel(ctx):
@@ -154,10 +163,10 @@ def test_a_page_that_goes_away_leaves_no_download_saying_downloading(built, hub)
     events = fn(values)
     next(u for u in events if "td-running" in str(u.get(h.progress)))
     events.close()  # the page is refreshed
-    assert hub_panel.current() is not None  # still downloading, in the app
+    assert core.current() is not None  # still downloading, in the app
     watch, lang = wired(ctx, "hub_watch")
     after = drain(ctx, "hub_watch", watch(*lang.values()))
-    assert "Downloaded" in status_of(ctx, after) and hub_panel.current() is None
+    assert "Downloaded" in status_of(ctx, after) and core.current() is None
     again = drain(ctx, "hub_watch", watch(*lang.values()))
     assert not any("Downloading" in str(u.get(h.status)) for u in again)
     assert core.cached_state(TINY_MODEL) == "ready"
@@ -180,6 +189,49 @@ def test_one_download_at_a_time(built, hub):
     cancel(*lang.values())
     assert "cancelled" in status_of(ctx, drain(ctx, "hub_download", events))
     assert not hub.requested("pytorch_model.bin")
+
+
+def test_a_model_download_makes_a_dataset_download_wait_and_either_tab_cancels_it(built, hub):
+    """One download at a time across the Model and Data tabs (they share the disk and the bandwidth): the Data tab's
+    Download says which model is downloading and fetches nothing, its page-load event leaves the model's transfer to
+    the Model tab, and its Cancel stops it."""
+    _, ctx = built
+    h, dh = panel(ctx), ctx.data.hub
+    hub.throttle(100_000)
+    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
+    events = fn(values)
+    next(u for u in events if "td-running" in str(u.get(h.progress)) and hub.requested("tokenizer.json"))
+    get, get_values = wired(ctx, "data_hub_download")
+    get_values.update({dh.repo: ALPACA_DATASET, dh.config: "default", dh.split: "train"})
+    refused = drain(ctx, "data_hub_download", get(get_values))
+    assert [u[dh.status] for u in refused] == [
+        f"The model **{TINY_MODEL}** is downloading now (one download at a time, models and datasets alike): wait "
+        "for it or cancel it."
+    ]
+    assert not hub.requested("train.json")
+    page, page_values = wired(ctx, "data_hub_watch")
+    assert not any("Downloading" in str(u.get(dh.status)) for u in drain(ctx, "data_hub_watch", page(page_values)))
+    cancel, cancel_values = wired(ctx, "data_hub_cancel")
+    assert f"Cancelling the download of **{TINY_MODEL}**" in cancel(cancel_values)[dh.status]
+    assert "cancelled" in status_of(ctx, drain(ctx, "hub_download", events))
+    assert core.cached_state(TINY_MODEL) != "ready"
+
+
+def test_the_progress_line_speaks_the_pages_language():
+    """app.hub gives the figures; the panel words them (the Data tab's Hub panel uses the same line)."""
+    p = core.Progress(312_000_000, 1_200_000_000, 45_000_000, 20.0, 3, 7)
+    assert hub_panel.progress_line(p, "en") == p.line() == "312.0 MB of 1.2 GB · 45.0 MB/s · 20 s left · 3/7 files"
+    assert hub_panel.progress_line(p, "zh") == "312.0 MB / 1.2 GB · 45.0 MB/s · 剩余 20 s · 3/7 个文件"
+    done = core.Progress(5_000, 5_000, None, 0.0, 2, 2)
+    assert hub_panel.progress_line(done, "zh") == "5.0 KB / 5.0 KB · 2/2 个文件"  # no speed yet, nothing left
+    assert "个文件" in hub_panel.progress_html(p, "running", "zh") and "td-running" in hub_panel.progress_html(
+        None, "running"
+    )
+    busy = core.Busy(f"{ALPACA_DATASET} (default, train)", "dataset")
+    assert hub_panel.busy_line(busy, "zh").startswith(f"数据集 **{ALPACA_DATASET} (default, train)** 正在下载")
+    assert busy.kind == "busy" and str(busy).startswith(
+        f"the dataset {ALPACA_DATASET} (default, train) is downloading"
+    )
 
 
 def test_download_takes_the_name_a_person_types(built, hub, tiny_model_dir):

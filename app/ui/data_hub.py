@@ -2,8 +2,11 @@
 
 Hub panel: a dataset id, its configs and splits (app.hub_data.dataset_choices), Download with a progress line
 (bytes, speed, time left) and Cancel, then the dataset shows as a local file does (the Data tab's Load). The
-download runs in a thread; the handler is a generator that redraws the line, and when the page goes away (the
-generator is closed) the transfer is cancelled, so no download runs on with nobody to see it.
+download is the app's one download (app.hub.start, shared with the Model tab: one at a time), as a model's is: it
+belongs to the app, not to the page, so a page that goes away leaves it running; a page that opens while it runs
+draws it again (`watch`, on page load) and loads the dataset when it ends, and Download pressed again for the same
+dataset follows the running transfer. Cancel stops whatever is downloading (what arrived whole stays for the next
+Download).
 
 Mix table: one row per dataset of the run (dataset, config, split, revision, limit, share); the first row is the
 dataset in the path field above. `Form.add_extra` reads it into data.sources whenever the form is read, so Start,
@@ -12,7 +15,6 @@ the preview and the estimate see the same mix. An empty table (or one plain row)
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import pandas as pd
 
 from app import hub, hub_data
 from app.config import ConfigError, DataSource
-from app.ui import i18n
+from app.ui import hub_panel, i18n
 
 if TYPE_CHECKING:
     from app.ui.app import AppContext
@@ -59,8 +61,9 @@ STRINGS = {
         "✅ 已下载 {what}；现在使用它作为数据集。",
     ),
     "data.hub.cancelling": ("Cancelling the download of **{repo}**…", "正在取消 **{repo}** 的下载……"),
-    "data.hub.nothing": ("No download of **{repo}** is running.", "没有正在进行的 **{repo}** 下载。"),
+    "data.hub.nothing": ("Nothing is downloading.", "当前没有下载任务。"),
     "data.hub.error": ("❌ {msg}", "❌ {msg}"),
+    "data.hub.stopped": ("⏹ {msg}", "⏹ {msg}"),
     "data.hub.added": (
         "Added **{repo}** to the mix: set its limit or share in the table, then **Load / validate**.",
         "已把 **{repo}** 加入混合：在表格中设置条数上限或比例，然后点击“**加载并校验**”。",
@@ -89,9 +92,7 @@ STRINGS = {
 i18n.add(STRINGS)
 
 COLUMNS = ("path", "config", "split", "revision", "limit", "share")
-_ACTIVE: dict[str, threading.Event] = {}
-"""Downloads running now, by dataset id: Cancel sets the event, the transfer stops at its next chunk."""
-_ACTIVE_LOCK = threading.Lock()
+POLL_S = 0.5  # how often a Download event looks at the transfer's progress
 
 
 @dataclass
@@ -244,76 +245,90 @@ def pick_config(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def download(ctx: AppContext, values: dict[Any, Any], load: Callable[..., dict[Any, Any]]) -> Iterator[dict]:
-    """Download the picked config and split (progress every half second), then use it as the dataset: the path
-    field names it, the mix table holds it with the commit it came from, and `load` (the Data tab's Load) shows
-    its records, problems and statistics. Cancel, or leaving the page, stops the transfer (kept for a resume)."""
+    """Download the picked config and split as the app's one download (progress every half second), then use it as
+    the dataset (`_use`). The same dataset already downloading: this page follows it; another download running:
+    one line saying which."""
     h, lang = ctx.data.hub, ctx.lang(values)
     repo = _text(values.get(h.repo))
     if not repo:
         yield {h.status: i18n.t("data.hub.no_id", lang)}
         return
     config, split = _text(values.get(h.config)) or None, _text(values.get(h.split)) or None
-    yield {h.status: i18n.t("data.hub.starting", lang, repo=repo)}
-    outcome: dict[str, Any] = {}
-    for line in _transfer(repo, config, split, outcome):
-        yield {h.status: i18n.t("data.hub.progress", lang, repo=repo, line=line)}
-    if "error" in outcome:
-        yield {h.status: i18n.t("data.hub.error", lang, msg=str(outcome["error"]))}
-        return
-    got = outcome["got"]
-    path = ctx.data.fields["data.path"]
-    rows = [[repo, got.config, split or "", got.sha, "", ""]]
-    out = load(ctx, {**values, path: repo, h.sources: rows})
-    out.update({path: repo, h.sources: gr.update(value=_frame(rows, lang))})
-    out[h.status] = i18n.t("data.hub.done", lang, what=got.describe())
-    yield out
 
+    def work(report: Callable[[hub.Progress], None], cancel: threading.Event) -> hub_data.DatasetDownload:
+        return hub_data.download_dataset(repo, config, split, None, report, cancel)
 
-def _transfer(repo: str, config: str | None, split: str | None, outcome: dict[str, Any]) -> Iterator[str]:
-    """Run hub_data.download_dataset in a thread, yielding the latest progress line while it runs; `outcome`
-    gets "got" or "error" (a HubError). Closing this generator early (the page went away) cancels the transfer."""
-    cancel, lines = threading.Event(), queue.Queue()
-    with _ACTIVE_LOCK:
-        _ACTIVE[repo] = cancel
-
-    def work() -> None:
-        try:
-            outcome["got"] = hub_data.download_dataset(
-                repo, config, split, None, lambda p: lines.put(p.line()), cancel
-            )
-        except hub.HubError as exc:
-            outcome["error"] = exc
-        except Exception as exc:  # the UI says it in one line; a bug still shows its type and first line
-            outcome["error"] = hub.as_hub_error(exc, repo, "dataset")
-
-    worker = threading.Thread(target=work, name=f"dataset-download-{repo}", daemon=True)
-    worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.5)
-            latest = None
-            while not lines.empty():
-                latest = lines.get_nowait()
-            if latest is not None and worker.is_alive():
-                yield latest
-    finally:
-        if worker.is_alive():  # closed early: nobody is watching this download any more
-            cancel.set()
-        with _ACTIVE_LOCK:
-            if _ACTIVE.get(repo) is cancel:
-                del _ACTIVE[repo]
+        transfer = hub.start(dataset_key(repo, config, split), work, "dataset")
+    except hub.Busy as exc:
+        yield {h.status: hub_panel.busy_line(exc, lang)}
+        return
+    yield from _follow(ctx, transfer, values, load, lang)
+
+
+def dataset_key(repo: str, config: str | None, split: str | None) -> str:
+    """The name of a dataset download (its app.hub.start key): 'owner/name (config, split)', the parts given."""
+    bits = [b for b in (config, split) if b]
+    return f"{repo} ({', '.join(bits)})" if bits else repo
+
+
+def watch(ctx: AppContext, values: dict[Any, Any], load: Callable[..., dict[Any, Any]]) -> Iterator[dict]:
+    """On page load: a dataset download that runs (started before a refresh, or on another page) is drawn here too,
+    and its dataset loads when it ends (a model's is the Model tab's to draw)."""
+    transfer = hub.current()
+    if transfer is None or transfer.repo_type != "dataset":
+        yield {ctx.data.hub.status: gr.skip()}
+        return
+    yield from _follow(ctx, transfer, values, load, ctx.lang(values))
+
+
+def _follow(
+    ctx: AppContext, transfer: hub.Transfer, values: dict[Any, Any], load: Callable[..., dict], lang: str
+) -> Iterator[dict]:
+    """The progress line while the transfer's thread lives (redrawn when it changes), then how it ended. Closing
+    this generator (the page went away) leaves the transfer running: the next page's `watch` picks it up."""
+    h, shown = ctx.data.hub, None
+    while transfer.alive():
+        if transfer.progress is None:
+            text = i18n.t("data.hub.starting", lang, repo=transfer.key)
+        else:
+            text = i18n.t(
+                "data.hub.progress", lang, repo=transfer.key, line=hub_panel.progress_line(transfer.progress, lang)
+            )
+        if text != shown:
+            shown = text
+            yield {h.status: text}
+        transfer.wait(POLL_S)
+    err = transfer.error
+    if err is not None:
+        key = "data.hub.stopped" if err.kind == "cancelled" else "data.hub.error"
+        yield {h.status: i18n.t(key, lang, msg=str(err))}
+        return
+    yield _use(ctx, transfer.result, values, load, lang)
+
+
+def _use(
+    ctx: AppContext, got: hub_data.DatasetDownload, values: dict[Any, Any], load: Callable[..., dict], lang: str
+) -> dict[Any, Any]:
+    """The downloaded dataset becomes the dataset: the path field names it, the mix table holds it with the commit
+    it came from, and `load` (the Data tab's Load) shows its records, problems and statistics."""
+    h, path = ctx.data.hub, ctx.data.fields["data.path"]
+    rows = [[got.repo_id, got.config, got.split or "", got.sha, "", ""]]
+    out = load(ctx, {**values, path: got.repo_id, h.sources: rows})
+    out.update({path: got.repo_id, h.sources: gr.update(value=_frame(rows, lang))})
+    out[h.status] = i18n.t("data.hub.done", lang, what=got.describe())
+    return out
 
 
 def cancel(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
-    """Stop the running download of the id in the box; what arrived stays for the next Download to resume."""
+    """Stop what is downloading (this dataset, or the download a Busy line named); what arrived whole stays for the
+    next Download."""
     h, lang = ctx.data.hub, ctx.lang(values)
-    repo = _text(values.get(h.repo))
-    with _ACTIVE_LOCK:
-        running = _ACTIVE.get(repo)
+    running = hub.current()
     if running is None:
-        return {h.status: i18n.t("data.hub.nothing", lang, repo=repo or "-")}
-    running.set()
-    return {h.status: i18n.t("data.hub.cancelling", lang, repo=repo)}
+        return {h.status: i18n.t("data.hub.nothing", lang)}
+    running.cancel.set()
+    return {h.status: i18n.t("data.hub.cancelling", lang, repo=running.key)}
 
 
 def add_to_mix(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
@@ -362,14 +377,27 @@ def wire(
     def download_event(values: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         yield from download(ctx, values, load)
 
+    def watch_event(values: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
+        yield from watch(ctx, values, load)
+
+    flow = [h.status, path, h.sources, *views]
     h.download.click(
         download_event,
         inputs=inputs | {h.repo, h.config, h.split},
-        outputs=[h.status, path, h.sources, *views],
+        outputs=flow,
         api_name="data_hub_download",
-        concurrency_id="data-hub-download",
-        concurrency_limit=2,
+        concurrency_limit=None,  # mostly asleep: the transfer is the app's one download, whatever pages follow it
     )
+    if ctx.demo is not None:  # a page opened while a dataset downloads draws it, then loads it
+        ctx.demo.load(
+            watch_event,
+            inputs=inputs,
+            outputs=flow,
+            api_name="data_hub_watch",
+            api_visibility="private",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
     h.cancel.click(lambda v: cancel(ctx, v), inputs=mine, outputs=[h.status], api_name="data_hub_cancel")
     h.add.click(
         lambda v: add_to_mix(ctx, v),

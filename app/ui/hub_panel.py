@@ -5,13 +5,18 @@ Everything about the Hub goes through app.hub (huggingface_hub underneath): this
 starts the transfer and draws what it reports.
 
 Download: the model named in the Base model field (a catalog id or a Hub id; picking a search row fills it in).
-The transfer runs in a thread of the app (`Transfer`, one at a time), and the Download event is a generator that
-draws its progress twice a second, so the bar moves; Cancel sets the transfer's threading.Event, which app.hub
-checks on every chunk. Pressing Download again resumes (huggingface_hub keeps the partial blobs).
+The transfer is the app's one download (app.hub.start, shared with the Data tab's datasets: one at a time), and
+the Download event is a generator that draws its progress twice a second, so the bar moves; Cancel sets the
+transfer's threading.Event, which app.hub checks on every chunk. Pressing Download again after a Cancel or a
+crash fetches only what is missing: huggingface_hub 2.4 keeps the files that arrived whole and restarts the file
+that was in flight.
 
 A page refresh: the transfer belongs to the app, not to the page, so it goes on (as a training run does), and a
 page that opens while it runs draws it again (`watch`, on page load) and can Cancel it. "Downloading" is never a
 stored flag: it is the transfer's thread being alive, so nothing can show it after the thread ended.
+
+`progress_line` and `busy_line` word app.hub's progress and its one-at-a-time refusal in the page's language;
+the Data tab's Hub panel uses them too.
 
 The token goes from its password box to app.hub.login (huggingface_hub's token store) and nowhere else: the box
 is no form widget (so never in the last form, a preset or a run config), it is cleared after Save, and no message
@@ -22,9 +27,8 @@ from __future__ import annotations
 
 import functools
 import html
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,10 +103,19 @@ STRINGS = {
         "Name a model in Base model (or pick a search row) first.",
         "请先在“基础模型”中填写模型（或点选搜索结果）。",
     ),
-    "hub.busy": (
-        "**{other}** is downloading now (one download at a time): wait for it or cancel it.",
-        "**{other}** 正在下载（一次只下载一个）：请等待或取消它。",
+    "hub.busy.model": (
+        "The model **{other}** is downloading now (one download at a time, models and datasets alike): wait for "
+        "it or cancel it.",
+        "模型 **{other}** 正在下载（模型和数据集一次只下载一个）：请等待或取消它。",
     ),
+    "hub.busy.dataset": (
+        "The dataset **{other}** is downloading now (one download at a time, models and datasets alike): wait for "
+        "it or cancel it.",
+        "数据集 **{other}** 正在下载（模型和数据集一次只下载一个）：请等待或取消它。",
+    ),
+    "hub.progress.bytes": ("{done} of {total}", "{done} / {total}"),
+    "hub.progress.eta": ("{eta} left", "剩余 {eta}"),
+    "hub.progress.files": ("{files} files", "{files} 个文件"),
     "hub.cancelling": ("Cancelling the download of **{id}**...", "正在取消 **{id}** 的下载..."),
     "hub.nothing": ("Nothing is downloading.", "当前没有下载任务。"),
     "hub.error": ("❌ {msg}", "❌ {msg}"),
@@ -149,63 +162,6 @@ class HubHandles:
     save_token: gr.Button
     forget_token: gr.Button
     who: gr.Markdown
-
-
-# ---- the transfer: one at a time, owned by the app (not by a page) ---------------------------------------------
-@dataclass
-class Transfer:
-    """One download running in a thread of the app: what it fetches, its Cancel flag, what it reported last and
-    how it ended (`path` or `error`, set before the thread ends)."""
-
-    plan: hub.Plan
-    cancel: threading.Event = field(default_factory=threading.Event)
-    progress: hub.Progress | None = None
-    path: Path | None = None
-    error: hub.HubError | None = None
-    thread: threading.Thread | None = None
-
-    def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def run(self) -> None:
-        try:
-            self.path = hub.download(self.plan, self._report, self.cancel)
-        except Exception as exc:  # a thread's exception would vanish: every failure becomes the message shown
-            self.error = hub.as_hub_error(exc, self.plan.repo_id)
-
-    def _report(self, progress: hub.Progress) -> None:
-        self.progress = progress
-
-
-class Busy(Exception):
-    """Another repo is downloading (one transfer at a time: they would share the disk and the bandwidth); the
-    message is that repo's id."""
-
-
-_LOCK = threading.Lock()
-_CURRENT: list[Transfer] = []  # the last transfer started (alive or ended); at most one
-
-
-def current() -> Transfer | None:
-    """The running transfer, if any."""
-    with _LOCK:
-        return next((t for t in _CURRENT if t.alive()), None)
-
-
-def start(plan: hub.Plan) -> Transfer:
-    """Start downloading `plan` in a thread; the running transfer instead when one of the same repo runs (a second
-    press, another page). Raises Busy when another repo is downloading."""
-    with _LOCK:
-        running = next((t for t in _CURRENT if t.alive()), None)
-        if running is not None:
-            if running.plan.repo_id == plan.repo_id:
-                return running
-            raise Busy(running.plan.repo_id)
-        transfer = Transfer(plan)
-        transfer.thread = threading.Thread(target=transfer.run, name=f"hub-download-{plan.repo_id}", daemon=True)
-        _CURRENT[:] = [transfer]
-        transfer.thread.start()
-        return transfer
 
 
 # ---- build -----------------------------------------------------------------------------------------------------
@@ -419,9 +375,9 @@ def download(ctx: AppContext, h: HubHandles, values: dict[Any, Any]) -> Any:
     try:
         plan = hub.plan_download(repo, allow_pickle=bool(values.get(h.consent)))
         hub.check_disk(plan)
-        transfer = start(plan)
-    except Busy as exc:
-        yield {**idle, h.status: i18n.t("hub.busy", lang, other=str(exc)), h.cancel: gr.update(visible=True)}
+        transfer = hub.start(plan.repo_id, functools.partial(hub.download, plan))
+    except hub.Busy as exc:
+        yield {**idle, h.status: busy_line(exc, lang), h.cancel: gr.update(visible=True)}
         return
     except hub.HubError as exc:
         yield {**idle, **_refusal(h, exc, lang)}
@@ -436,63 +392,80 @@ def _refusal(h: HubHandles, exc: hub.HubError, lang: str) -> dict[Any, Any]:
     return out
 
 
+def busy_line(exc: hub.Busy, lang: str) -> str:
+    """The one-at-a-time refusal, naming what is downloading (a model or a dataset)."""
+    return i18n.t(f"hub.busy.{exc.repo_type}", lang, other=exc.key)
+
+
 def watch(h: HubHandles, lang: str) -> Any:
-    """On page load: a download that runs (started before a refresh, or from another page) is drawn here too."""
-    transfer = current()
-    if transfer is None:
+    """On page load: a model download that runs (started before a refresh, or from another page) is drawn here too
+    (a dataset's is the Data tab's to draw)."""
+    transfer = hub.current()
+    if transfer is None or transfer.repo_type != "model":
         yield {h.progress: gr.skip()}  # an empty dict reads as no value for four outputs
         return
     yield from _follow(h, transfer, lang or "en")
 
 
-def _follow(h: HubHandles, transfer: Transfer, lang: str) -> Any:
+def _follow(h: HubHandles, transfer: hub.Transfer, lang: str) -> Any:
     """Redraw the bar every POLL_S while the transfer's thread lives, then its outcome. Closing this generator (the
     page went away) leaves the transfer running: the next page's `watch` picks it up."""
-    repo = transfer.plan.repo_id
     while transfer.alive():
         yield {
-            h.progress: progress_html(transfer.progress, transfer.plan, "running"),
-            h.status: i18n.t("hub.downloading", lang, id=repo),
+            h.progress: progress_html(transfer.progress, "running", lang),
+            h.status: i18n.t("hub.downloading", lang, id=transfer.key),
             h.cancel: gr.update(visible=True),
             h.consent: gr.skip(),
         }
-        transfer.thread.join(POLL_S)
+        transfer.wait(POLL_S)
     yield {**_outcome(h, transfer, lang), h.cancel: gr.update(visible=False), h.consent: gr.update(visible=False)}
 
 
-def _outcome(h: HubHandles, transfer: Transfer, lang: str) -> dict[Any, Any]:
-    plan, err = transfer.plan, transfer.error
-    if err is None:
-        size = hub.fmt_bytes(plan.total_bytes)
+def _outcome(h: HubHandles, transfer: hub.Transfer, lang: str) -> dict[Any, Any]:
+    err, last = transfer.error, transfer.progress
+    if err is None:  # app.hub.download reports every byte done as it returns
+        size = hub.fmt_bytes(last.total_bytes if last is not None else 0)
         return {
-            h.progress: progress_html(transfer.progress, plan, "finished"),
-            h.status: i18n.t("hub.done", lang, id=plan.repo_id, size=size),
+            h.progress: progress_html(last, "finished", lang),
+            h.status: i18n.t("hub.done", lang, id=transfer.key, size=size),
         }
     key = "hub.stopped" if err.kind == "cancelled" else "hub.error"
     state = "stopped" if err.kind == "cancelled" else "failed"
-    return {h.progress: progress_html(transfer.progress, plan, state), h.status: i18n.t(key, lang, msg=str(err))}
+    return {h.progress: progress_html(last, state, lang), h.status: i18n.t(key, lang, msg=str(err))}
 
 
-def progress_html(progress: hub.Progress | None, plan: hub.Plan, state: str) -> str:
-    """The bar (styled as the Train tab's, style.css .td-progress) with app.hub's line: bytes, speed, time left."""
-    if progress is None:
-        progress = hub.Progress(0, plan.total_bytes, None, None, 0, len(plan.files))
-    share = 1.0 if state == "finished" else progress.fraction
+def progress_line(progress: hub.Progress, lang: str) -> str:
+    """app.hub's progress in the page's language: "312.0 MB of 1.2 GB · 45.0 MB/s · 20 s left · 3/7 files"."""
+    parts = progress.parts()
+    out = [i18n.t("hub.progress.bytes", lang, **parts)]
+    if parts["speed"]:
+        out.append(parts["speed"])
+    if parts["eta"]:
+        out.append(i18n.t("hub.progress.eta", lang, **parts))
+    out.append(i18n.t("hub.progress.files", lang, **parts))
+    return " · ".join(out)
+
+
+def progress_html(progress: hub.Progress | None, state: str, lang: str = "en") -> str:
+    """The bar (styled as the Train tab's, style.css .td-progress) with the progress line: bytes, speed, time left;
+    an empty bar until the transfer's first report."""
+    share = 1.0 if state == "finished" else progress.fraction if progress is not None else 0.0
+    text = html.escape(progress_line(progress, lang)) if progress is not None else ""
     return (
         f'<div class="td-progress td-{state}" data-fraction="{share:.4f}"><div class="td-bar" '
-        f'style="width:{share * 100:.1f}%"></div><div class="td-progress-text">{html.escape(progress.line())}'
-        "</div></div>"
+        f'style="width:{share * 100:.1f}%"></div><div class="td-progress-text">{text}</div></div>'
     )
 
 
 def cancel(h: HubHandles, lang: str) -> Any:
-    """Cancel sets the running transfer's flag; its Download event then shows how it ended."""
+    """Cancel sets the running transfer's flag (a model's, or the dataset's the Busy line named); the event that
+    follows it then shows how it ended."""
     lg = lang or "en"
-    transfer = current()
+    transfer = hub.current()
     if transfer is None:
         return i18n.t("hub.nothing", lg)
     transfer.cancel.set()
-    return i18n.t("hub.cancelling", lg, id=transfer.plan.repo_id)
+    return i18n.t("hub.cancelling", lg, id=transfer.key)
 
 
 # ---- token -----------------------------------------------------------------------------------------------------
