@@ -3,7 +3,9 @@ download itself (progress, cancel, resume), what the local cache holds, the toke
 
 Everything goes through huggingface_hub: `HfApi` for search and repo facts, `snapshot_download` for the transfer
 (its cache, its resume of `*.incomplete` blobs, its tree cache that tells a complete snapshot from a partial one),
-`login`/`get_token` for the token store `hf auth login` writes. No HTTP code of our own.
+`login`/`get_token` for the token store `hf auth login` writes. No HTTP code of our own. A download a page shows
+runs as a `Transfer` the app owns (`start`/`current`, one at a time for both tabs, `Busy` otherwise), so a refreshed
+page finds it again and nothing says "downloading" after its thread ended.
 
 The endpoint, the cache folder and the token path are read from `huggingface_hub.constants` at call time, so
 `HF_ENDPOINT`/`HF_HOME` (and the tests' stand-in Hub) apply to every call.
@@ -638,8 +640,8 @@ def download(
 
     check_disk(plan)
     meter = _Meter(plan, on_progress, cancel)
-    meter.add(_cached_bytes(plan), fresh=False)
     try:
+        meter.add(_cached_bytes(plan), fresh=False)  # reports, so a Cancel pressed already lands here
         folder = snapshot_download(
             plan.repo_id,
             repo_type=plan.repo_type,

@@ -22,7 +22,6 @@ from hubstub import (  # noqa: F401  (hub_fixture registers the `hub` fixture he
     point_clients_at,
     subprocess_env,
 )
-from test_train_kit import write_alpaca
 
 from app import hub as core
 from app import modeling
@@ -195,29 +194,3 @@ def test_cli_download_prints_progress_and_the_path_and_refuses_unreachable_fast(
     gone = _cli(["download", "model", "tunedesk-test/other"], offline)
     assert gone.returncode == 1 and "cannot be reached" in gone.stderr
     assert time.monotonic() - start < 3 + 10  # 3 s for the check; the rest is Python starting up
-
-
-@pytest.mark.slow
-def test_train_downloads_a_gated_hub_model_first_and_the_token_stays_out_of_every_file(hub, tmp_path):
-    """`python -m app train` with a Hub id not cached yet: it downloads (with the saved token), trains one step,
-    and the token is in no file under the runs folder and in none of the output."""
-    core.login(hub.token)
-    data = write_alpaca(tmp_path / "data.json", 8)
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        f"model: {{name_or_path: {GATED_MODEL}}}\nmethod: lora\n"
-        "lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj]}\n"
-        f"data: {{path: {data}, max_seq_len: 64, val_size: 0}}\n"
-        "train: {max_steps: 1, batch_size: 2, grad_accum: 1, save_steps: 0, gradient_checkpointing: false}\n",
-        encoding="utf-8",
-    )
-    runs_dir = tmp_path / "runs"
-    env = subprocess_env(hub.url, tmp_path / "hf") | {"TUNEDESK_RUNS": str(runs_dir)}
-    done = _cli(["train", str(config)], env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "downloading " + GATED_MODEL in done.stderr
-    assert core.cached_state(GATED_MODEL) == "ready"
-    files = [p for p in runs_dir.rglob("*") if p.is_file()]
-    assert any(p.name == "adapter_model.safetensors" for p in files)
-    leaks = [p for p in files if hub.token.encode() in p.read_bytes()]
-    assert leaks == [] and hub.token not in done.stdout + done.stderr

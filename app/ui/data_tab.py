@@ -29,7 +29,7 @@ import pandas as pd
 
 from app import data, data_cli, files, paths, recent
 from app.config import ConfigError, RunConfig
-from app.ui import data_hub, i18n
+from app.ui import data_hub, hub_panel, i18n
 from app.ui.form import explain, plain
 
 if TYPE_CHECKING:
@@ -673,7 +673,9 @@ def _prepare(
     if data.missing_hub(cfg.data):  # a Hub split that is not in the cache yet
         if not fetch:
             raise data.DataError(i18n.t("data.not_fetched", lang, what=data.describe(cfg.data)))
-        report = (lambda p: progress(p.fraction, desc=p.line())) if progress is not None else None
+        report = None
+        if progress is not None:
+            report = lambda p: progress(p.fraction, desc=hub_panel.progress_line(p, lang))  # noqa: E731
         data.fetch(cfg.data, report)
     load = data.load_from_config(cfg.data)
     if tok is None:
