@@ -184,7 +184,7 @@ def build(ctx: AppContext) -> HubHandles:
             value=results_table([], tr.lang),
             interactive=False,
             wrap=True,
-            column_widths=["32%", "10%", "11%", "13%", "8%", "10%", "8%", "8%"],
+            column_widths=["28%", "12%", "11%", "12%", "9%", "9%", "9%", "10%"],
             elem_id="hub-results",
         )
         hits = gr.State([])

@@ -41,6 +41,8 @@ def test_search_download_and_load_the_tiny_model_from_the_hub(browser, hub_app, 
         expect(page.locator("#f-model-name_or_path input")).to_have_value(TINY_MODEL)
         # before any weight is downloaded, the estimate is the picked model's (its config.json, fetched by the search)
         expect(md(page, "estimate-trainable")).to_contain_text(f"of {params:,}", timeout=SLOW)
+        results.scroll_into_view_if_needed()
+        shot(page, "hub-search", readme=True)
         page.locator("#hub-download").click()
         expect(md(page, "hub-status")).to_contain_text("Downloaded", timeout=SLOW)
         expect(page.locator("#hub-progress .td-finished")).to_be_visible()
