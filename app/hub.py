@@ -752,6 +752,21 @@ def cached_file(repo_id: str, filename: str, repo_type: str = "model") -> Path |
     return found[-1] if found else None
 
 
+def downloaded(repo_type: str = "model") -> list[str]:
+    """Ids of the repos the Hugging Face cache holds completely (partial downloads are left out), sorted. No
+    network."""
+    prefix = "datasets--" if repo_type == "dataset" else "models--"
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    ids = []
+    for folder in root.glob(prefix + "*--*"):
+        repo_id = folder.name[len(prefix) :].replace("--", "/", 1)
+        if cached_path(repo_id, repo_type) is not None:
+            ids.append(repo_id)
+    return sorted(ids, key=str.lower)
+
+
 def cached_path(repo_id: str, repo_type: str = "model", revision: str | None = None) -> Path | None:
     """The snapshot folder of `repo_id` when the cache holds all of it; None when absent or only partly there."""
     snapshot = _snapshot(repo_id.strip().strip("/"), repo_type, revision)

@@ -26,6 +26,7 @@ from hubstub import (  # noqa: F401  (hub_fixture registers the `hub` fixture he
 from app import hub as core
 from app import modeling
 from app.paths import ROOT
+from app.ui import hub_panel
 
 
 def _weights_size(stub, repo_id=TINY_MODEL) -> int:
@@ -76,6 +77,7 @@ def test_cancel_leaves_the_model_partial_never_ready_and_download_again_fetches_
         core.download(plan, on_progress, cancel)
     assert err.value.kind == "cancelled"
     assert core.cached_state(TINY_MODEL) == "partial" and core.cached_path(TINY_MODEL) is None
+    assert TINY_MODEL not in core.downloaded() and TINY_MODEL not in hub_panel.base_choices()  # never listed
     with pytest.raises(modeling.ModelError, match="only partly downloaded"):
         modeling.resolve_model(TINY_MODEL)
     hub.throttle(None)
@@ -83,6 +85,7 @@ def test_cancel_leaves_the_model_partial_never_ready_and_download_again_fetches_
     folder = core.download(plan)
     assert [r.path.rsplit("/", 1)[-1] for r in hub.file_requests()] == ["model.safetensors"]  # the rest was kept
     assert core.cached_state(TINY_MODEL) == "ready" and modeling.resolve_model(TINY_MODEL) == str(folder)
+    assert core.downloaded() == [TINY_MODEL] and hub_panel.base_choices()[-1] == TINY_MODEL
 
 
 def test_a_transfer_cut_halfway_resumes_to_a_complete_loadable_model(hub):

@@ -223,7 +223,8 @@ def wire(ctx: AppContext, h: HubHandles) -> None:
     h.download.click(
         functools.partial(download, ctx, h), inputs={name, h.consent, lang}, outputs=flow, api_name="hub_download",
         **common,
-    )  # fmt: skip
+    ).then(_refresh_choices, outputs=name, **quiet)  # fmt: skip
+    ctx.demo.load(_refresh_choices, outputs=name, **quiet)  # downloads made by the CLI or another page
     h.cancel.click(functools.partial(cancel, h), inputs=lang, outputs=h.status, api_name="hub_cancel", **quiet)
     ctx.demo.load(functools.partial(watch, h), inputs=lang, outputs=flow, api_name="hub_watch", **common)
     h.save_token.click(
@@ -239,6 +240,16 @@ def wire(ctx: AppContext, h: HubHandles) -> None:
         lambda hits, lg: (results_table(hits, lg), who_line(lg)), inputs=[h.hits, lang], outputs=[h.results, h.who],
         **quiet,
     )  # fmt: skip
+
+
+def base_choices() -> list[str]:
+    """The Base model list: the catalog, then the Hub models downloaded whole (a partial download is never listed)."""
+    known = catalog.ids()
+    return known + [m for m in hub.downloaded("model") if catalog.lookup(m) is None]
+
+
+def _refresh_choices() -> dict[str, Any]:
+    return gr.update(choices=base_choices())
 
 
 # ---- search ----------------------------------------------------------------------------------------------------

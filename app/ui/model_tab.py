@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from gradio.components.plot import PlotData
 
-from app import catalog, devices, estimate, memory, methods, paths
+from app import devices, estimate, memory, methods, paths
 from app.config import ConfigError, RunConfig, deep_merge
 from app.ui import hub_panel, i18n, plots
 from app.ui.form import ALL_LINEAR, BY_PATH, explain, from_widget, get_path, to_widget
@@ -341,7 +341,7 @@ def _build_model_column(ctx: AppContext) -> tuple[dict[str, Any], dict[str, Any]
     with gr.Row():
         preset = tr.labelled(gr.Dropdown, "model.preset", info=True, choices=preset_choices(), value=None, scale=4)
         apply_preset = tr.text(gr.Button, "model.apply_preset", scale=1, min_width=120)
-    fields = ctx.form.build([BASE_FIELD], choices={BASE_FIELD: catalog.ids()})
+    fields = ctx.form.build([BASE_FIELD], choices={BASE_FIELD: hub_panel.base_choices()})
     with gr.Row():
         load = tr.text(gr.Button, "model.load", variant="primary", min_width=100)
         inspect = tr.text(gr.Button, "model.inspect", min_width=100)
