@@ -306,7 +306,8 @@ def search(query: str, repo_type: str = "model", limit: int = 20, sizes: int = 8
     api = _api()
     lister = api.list_datasets if repo_type == "dataset" else api.list_models
     try:
-        hits = list(lister(search=query, limit=limit, sort="downloads"))
+        expand = ["downloads", "likes", "gated", "tags", "sha"]  # the default listing lacks gated
+        hits = list(lister(search=query, limit=limit, sort="downloads", expand=expand))
     except Exception as exc:
         raise as_hub_error(exc, query, repo_type) from None
     ids = [h.id for h in hits]
@@ -339,10 +340,6 @@ def search(query: str, repo_type: str = "model", limit: int = 20, sizes: int = 8
 
 def search_models(query: str, limit: int = 20) -> list[RepoSummary]:
     return search(query, "model", limit)
-
-
-def search_datasets(query: str, limit: int = 20) -> list[RepoSummary]:
-    return search(query, "dataset", limit)
 
 
 def fetch_config(repo_id: str, revision: str | None = None) -> dict:
