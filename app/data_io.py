@@ -525,11 +525,12 @@ def read_hub(
     name: str, max_records: int | None = None, config: str = "", split: str = "", revision: str = ""
 ) -> RawSource:
     """A Hub dataset id: one split of one config (app.hub_data), read from the Hugging Face cache, or downloaded
-    first when the Hub answers within 3 s. A note names the commit the records come from."""
-    ds, got = _hub_split(name, config, split, revision)
+    first when the Hub answers within 3 s. The commit is no problem note (a normal read would show a warning): the
+    Data tab's Hub panel says it and the run's config.yaml records it (app.data.pinned)."""
+    ds, _got = _hub_split(name, config, split, revision)
     if max_records is not None:
         ds = ds.select(range(min(max_records, len(ds))))
-    return _from_rows("hub", ds.to_list(), [(None, None, f"read {got.describe()}")])
+    return _from_rows("hub", ds.to_list())
 
 
 def _hub_split(name: str, config: str, split: str, revision: str) -> tuple[Any, Any]:

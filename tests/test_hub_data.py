@@ -84,12 +84,12 @@ def test_download_fetches_one_config_split_counts_it_and_records_the_commit(hub)
     assert hub_data.cached_download(CONFIGS_DATASET, "en") is None  # another config is not here
 
 
-def test_a_hub_dataset_validates_like_a_local_file_and_its_note_names_the_commit(hub):
+def test_a_hub_dataset_validates_like_a_local_file_with_no_problem_noted(hub):
     sha = hub.repos[("dataset", CONFIGS_DATASET)].sha
     cfg = DataConfig(path=CONFIGS_DATASET, sources=[DataSource(CONFIGS_DATASET, "en", "test", sha)])
     load = data.load_from_config(cfg)  # not downloaded yet: fetched first
     assert (load.format, load.records, len(load.examples), load.skipped) == ("alpaca", 2, 2, 0)
-    assert any(f"at commit {sha[:12]} (config en, split test" in p.message for p in load.problems)
+    assert load.problems == []  # a clean Hub split reads as clean as a clean file
     frame, total = data.preview(cfg, 0, 20)
     assert total == 2 and list(frame["instruction"]) == ["Add 100 and 101.", "Add 101 and 102."]
     assert data.fingerprint(cfg) is not None and data.missing_hub(cfg) == []
@@ -191,7 +191,8 @@ def test_data_tab_lists_configs_downloads_with_progress_then_validates_and_previ
     sha = hub.repos[("dataset", CONFIGS_DATASET)].sha
     table = last[hh.sources]["value"]
     assert table.values.tolist() == [[CONFIGS_DATASET, "zh", "train", sha, "", ""]]
-    assert last[h.status].startswith("⚠️") and "**4 valid**" in last[h.status]  # the commit note is a warning
+    assert last[h.status].startswith("✅") and "**4 valid**" in last[h.status]
+    assert sha[:12] in last[hh.status]  # the Hub panel names the commit the records come from
     assert "tunedesk-test/tiny-alpaca-configs (zh, train)" in last[h.status]
     assert list(last[h.table]["value"]["instruction"])[:1] == ["计算 0 加 1。"]
     assert {state for _, state in last[h.mask]} >= {"trained", "prompt"}
