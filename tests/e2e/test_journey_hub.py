@@ -1,5 +1,6 @@
 """The Hub journey in a real browser (issue 15): on the Model tab, search the Hub for the tiny model, pick its row,
-Download it (the bar ends full), and Load it, from an app pointed at the stand-in Hub (conftest.hub_app).
+Download it (the bar ends full), and Load it; on the Data tab, get one config of a Hub dataset and see it validated;
+both from an app pointed at the stand-in Hub (conftest.hub_app).
 
 ~20 s after the app is up on a quiet 2-core machine (the load imports torch in the app the first time)."""
 
@@ -10,7 +11,7 @@ from apprunner import page_url
 from hubstub import TINY_MODEL
 
 from app import memory
-from e2e.pages import expect_, md, open_accordion, open_tab, text_box
+from e2e.pages import expect_, md, open_accordion, open_tab, pick_option, text_box
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,5 +53,32 @@ def test_search_download_and_load_the_tiny_model_from_the_hub(browser, hub_app, 
         expect(status).to_contain_text(f"Loaded {TINY_MODEL}", timeout=SLOW)
         shot(page, "journey-hub-loaded")
         assert stub.requested("model.safetensors") and not stub.requested("pytorch_model.bin")
+    finally:
+        context.close()
+
+
+def test_a_hub_dataset_shows_its_configs_downloads_and_validates_in_the_data_tab(browser, hub_app, shot):
+    """Data tab: a Hub dataset id, its configs, Download and use, and the records validated and previewed."""
+    from hubstub import CONFIGS_DATASET
+
+    expect = expect_()
+    url, stub = hub_app
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(page_url(url))
+        open_tab(page, "data")
+        open_accordion(page, "Hugging Face Hub")
+        text_box(page, "data-hub-repo").fill(CONFIGS_DATASET)
+        page.locator("#data-hub-show").click()
+        expect(md(page, "data-hub-status")).to_contain_text("2 config(s)", timeout=SLOW)
+        pick_option(page, "data-hub-config", "zh")
+        page.locator("#data-hub-get").click()
+        expect(md(page, "data-hub-status")).to_contain_text("Downloaded", timeout=SLOW)
+        expect(md(page, "data-status")).to_contain_text("4 valid", timeout=SLOW)
+        expect(page.locator("#data-table")).to_contain_text("计算 0 加 1。")
+        shot(page, "journey-hub-dataset")
+        assert stub.requested("zh/train.json") and not stub.requested("en/train.json")  # only the config asked for
     finally:
         context.close()
