@@ -391,9 +391,10 @@ def fetch(data_cfg: DataConfig, on_progress: Callable[[Any], None] | None = None
 
 
 def pinned(data_cfg: DataConfig) -> DataConfig:
-    """The config with each Hub dataset's revision set to the commit its split in the cache comes from (no
-    network), so a run's config.yaml reads the same records again; a Hub id given as data.path alone becomes one
-    entry of data.sources. Local files, and Hub datasets not in the cache, stay as they are.
+    """The config with each Hub dataset's config, split and revision spelled out as the cache resolves them (the
+    default config, train or the first split, the commit its files come from; no network), so a run's
+    config.yaml reads the same records again elsewhere; a Hub id given as data.path alone becomes one entry of
+    data.sources. Local files, and Hub datasets not in the cache, stay as they are.
 
     >>> pinned(DataConfig(path="assets/sample_data.json")).sources
     []
@@ -402,11 +403,14 @@ def pinned(data_cfg: DataConfig) -> DataConfig:
 
     sources, changed = [], False
     for src in data_cfg.datasets():
-        sha = None
-        if not src.revision and _is_hub(src.path):
-            sha = hub_data.cached_sha(src.path.strip(), src.config, src.split)
-        changed |= sha is not None
-        sources.append(replace(src, revision=sha) if sha else src)
+        found = None
+        if not (src.config and src.split and src.revision) and _is_hub(src.path):
+            found = hub_data.cached_download(src.path.strip(), src.config, src.split, src.revision)
+        if found is not None:
+            got, split = found
+            src = replace(src, config=got.config, split=split, revision=src.revision or got.sha)
+            changed = True
+        sources.append(src)
     return replace(data_cfg, sources=sources) if changed else data_cfg
 
 

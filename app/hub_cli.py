@@ -8,6 +8,7 @@ Also `fetch_model`: what `python -m app train` calls for a Hub id that is not do
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -43,7 +44,7 @@ def progress_printer(stream: TextIO = sys.stderr) -> Callable[[hub.Progress], No
         if tty:
             stream.write(f"\r{p.line():<78}")
         else:
-            tenth = int(p.fraction * 10)
+            tenth = int(p.fraction * 10) + (p.files_done == p.files_total)  # the last report always shows
             if tenth == last[0]:
                 return
             last[0] = tenth
@@ -71,7 +72,7 @@ def fetch_model(
     from app import catalog
 
     facts = catalog.lookup(name)
-    repo_id = facts.hub_id if facts else name.strip().strip("/")
+    repo_id = facts.hub_id if facts else hub.require_id(name)
     ready = hub.cached_path(repo_id, revision=revision)
     if ready is not None:
         return ready
@@ -88,30 +89,33 @@ def fetch_model(
 
 def main(args: argparse.Namespace) -> int:
     cancel = threading.Event()
+    # Ctrl-C sets Cancel, which the transfer notices at its next chunk and stops at (a KeyboardInterrupt would
+    # only reach this thread, while the download threads went on to finish their files).
+    signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
     try:
         if args.kind == "model":
             path = fetch_model(args.repo_id, args.revision, args.allow_pickle, cancel=cancel)
         else:
             from app import hub_data
 
-            got = hub_data.download_dataset(
-                args.repo_id,
-                config=args.config,
-                split=args.split,
-                revision=args.revision,
-                on_progress=progress_printer(sys.stderr),
-                cancel=cancel,
-            )
-            _end_line(sys.stderr)
+            got = hub_data.cached_dataset(args.repo_id, args.config, args.split, args.revision)  # no network
+            if got is None:
+                got = hub_data.download_dataset(
+                    args.repo_id,
+                    config=args.config,
+                    split=args.split,
+                    revision=args.revision,
+                    on_progress=progress_printer(sys.stderr),
+                    cancel=cancel,
+                    on_start=lambda line: sys.stderr.write(f"downloading {line}\n"),
+                )
+                _end_line(sys.stderr)
+            for split in got.files:
+                print(got.describe(split), file=sys.stderr)
             path = Path(got.path)
     except hub.HubError as exc:
         _end_line(sys.stderr)
         print(f"python -m app download: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        cancel.set()
-        _end_line(sys.stderr)
-        print("python -m app download: stopped; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 130 if exc.kind == "cancelled" else 1
     print(path)
     return 0

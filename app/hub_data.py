@@ -9,6 +9,7 @@ cancelled download of a many-file split never passes for a smaller dataset.
 
     configs, splits = dataset_choices("tatsu-lab/alpaca")          # (["default"], {"default": ["train"]})
     got = download_dataset("tatsu-lab/alpaca", split="train")        # DatasetDownload: sha, files, records
+    got = cached_dataset("tatsu-lab/alpaca", split="train")          # the same, from the cache alone (or None)
     ds, got = open_split("tatsu-lab/alpaca", split="train")          # a datasets.Dataset, cached or fetched first
 
 No gradio, no torch.
@@ -21,7 +22,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from app import hub, paths
 SHA = re.compile(r"[0-9a-f]{40}")
 DEFAULT_SPLIT = "train"
 MANIFESTS = "hub_datasets"
-"""Folder under paths.home() with one JSON file per downloaded commit: {config: {module, kwargs, splits}}."""
+"""Folder under paths.home() with one JSON file per downloaded commit: {"default": config, "configs": {config:
+{module, kwargs, names: every split of the config, splits: {downloaded split: its files}}}}."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,12 @@ def download_dataset(
     revision: str | None = None,
     on_progress: Callable[[hub.Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> DatasetDownload:
     """Fetch the data files of one config (of one split, when given) into the Hugging Face cache, check that
-    `datasets` reads them, and count the records. Raises hub.HubError; Cancel leaves it not ready (open_split
-    and cached_download do not find it) and a second call resumes."""
+    `datasets` reads them, and count the records. `on_start` hears what is about to be fetched before any byte
+    moves ('owner/name (config en, split train: 1.2 MB in 2 files)'). Raises hub.HubError; Cancel leaves it not
+    ready (open_split and cached_download do not find it) and a second call resumes."""
     repo_id = _clean(repo_id)
     hub.require_reachable()
     sha, configs, default = _configs(repo_id, revision or None)
@@ -172,6 +176,10 @@ def download_dataset(
     chosen = {s: paths_ for s, paths_ in files.items() if not split or s == split}
     wanted = [p for found in chosen.values() for p in found] + ["README.md"]
     plan = hub.plan_download(repo_id, "dataset", revision=revision or None, patterns=wanted)
+    if on_start is not None:
+        which = f"split {split}" if split else f"splits {', '.join(chosen)}"
+        size = f"{hub.fmt_bytes(plan.total_bytes)} in {len(plan.files)} files"
+        on_start(f"{repo_id} (config {config}, {which}: {size})")
     folder = hub.download(plan, on_progress, cancel)
     got = DatasetDownload(
         repo_id,
@@ -183,7 +191,7 @@ def download_dataset(
         builder.name,
         _reader_options(builder.config),
     )
-    _remember(got, default)
+    _remember(got, default, list(files))
     counted = {s: len(_read(got, s)) for s in got.files}
     return dataclasses.replace(got, records=counted)
 
@@ -207,12 +215,13 @@ def _manifest(repo_id: str, sha: str) -> Path:
     return paths.home() / MANIFESTS / repo_id.replace("/", "--") / f"{sha}.json"
 
 
-def _remember(got: DatasetDownload, default: str) -> None:
-    """Note which files make up each split just downloaded (merged with earlier notes for this commit)."""
+def _remember(got: DatasetDownload, default: str, names: list[str]) -> None:
+    """Note which files make up each split just downloaded (merged with earlier notes for this commit) and every
+    split the config has (`names`), so an empty split resolves to the same one with or without the network."""
     path = _manifest(got.repo_id, got.sha)
     known = _read_manifest(path)
     entry = known.setdefault("configs", {}).setdefault(got.config, {"splits": {}})
-    entry.update(module=got.module, kwargs=got.kwargs)
+    entry.update(module=got.module, kwargs=got.kwargs, names=names)
     for split, files in got.files.items():
         entry["splits"][split] = [f.relative_to(got.path).as_posix() for f in files]
     known["default"] = default
@@ -230,11 +239,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def cached_download(
-    repo_id: str, config: str = "", split: str = "", revision: str = ""
-) -> tuple[DatasetDownload, str] | None:
-    """(the download that holds this split, the split) when every file of it is in the Hugging Face cache, else
-    None. No network. An empty config is the default one; an empty split is train, else the first."""
+def _cached(repo_id: str, config: str, revision: str) -> tuple[Path, str, dict[str, Any]] | None:
+    """(the snapshot folder, the config, its manifest entry) of what a download noted for this config, or None.
+    An empty config is the default one. No network."""
     try:
         repo_id = _clean(repo_id)
     except hub.HubError:
@@ -245,17 +252,77 @@ def cached_download(
     known = _read_manifest(_manifest(repo_id, snapshot.name))
     config = config or known.get("default", "")
     entry = known.get("configs", {}).get(config)
-    if not entry or not entry.get("splits"):
+    if not entry or not entry.get("splits") or not entry.get("names"):
         return None
-    splits = entry["splits"]
-    split = split or (DEFAULT_SPLIT if DEFAULT_SPLIT in splits else next(iter(splits)))
-    files = tuple(snapshot / f for f in splits.get(split, []))
-    if not files or not all(f.is_file() for f in files):
+    return snapshot, config, entry
+
+
+def _files_here(snapshot: Path, entry: dict[str, Any], split: str) -> tuple[Path, ...] | None:
+    """The files of a downloaded split when every one is in the snapshot, else None."""
+    files = tuple(snapshot / f for f in entry["splits"].get(split, []))
+    return files if files and all(f.is_file() for f in files) else None
+
+
+def _default(splits: Iterable[str]) -> str:
+    """The split an empty one means: train when the config has it, else its first."""
+    splits = list(splits)
+    return DEFAULT_SPLIT if DEFAULT_SPLIT in splits else splits[0]
+
+
+def cached_download(
+    repo_id: str, config: str = "", split: str = "", revision: str = ""
+) -> tuple[DatasetDownload, str] | None:
+    """(the download that holds this split, the split) when every file of it is in the Hugging Face cache, else
+    None. No network. An empty config is the default one; an empty split is the config's train split when it has
+    one, else its first split (whatever else was downloaded: a test split downloaded alone never stands in)."""
+    found = _cached(repo_id, config, revision)
+    if found is None:
+        return None
+    snapshot, config, entry = found
+    split = split or _default(entry["names"])
+    files = _files_here(snapshot, entry, split)
+    if files is None:
         return None
     got = DatasetDownload(
-        repo_id, config, split, snapshot.name, snapshot, {split: files}, entry["module"], entry.get("kwargs", {})
+        repo_id.strip().strip("/"),
+        config,
+        split,
+        snapshot.name,
+        snapshot,
+        {split: files},
+        entry["module"],
+        entry.get("kwargs", {}),
     )
     return got, split
+
+
+def cached_dataset(
+    repo_id: str, config: str | None = None, split: str | None = None, revision: str | None = None
+) -> DatasetDownload | None:
+    """What download_dataset would return, from the cache alone: every split of the config (`split` alone, when
+    given) with its record count, when all their files are here; else None. No network. Raises hub.HubError
+    only when a cached file cannot be read."""
+    found = _cached(repo_id, config or "", revision or "")
+    if found is None:
+        return None
+    snapshot, config, entry = found
+    files = {}
+    for name in [split] if split else entry["names"]:
+        here = _files_here(snapshot, entry, name)
+        if here is None:
+            return None
+        files[name] = here
+    got = DatasetDownload(
+        repo_id.strip().strip("/"),
+        config,
+        split or None,
+        snapshot.name,
+        snapshot,
+        files,
+        entry["module"],
+        entry.get("kwargs", {}),
+    )
+    return dataclasses.replace(got, records={s: len(_read(got, s)) for s in files})
 
 
 def open_split(
@@ -269,7 +336,7 @@ def open_split(
         if not fetch:
             raise hub.HubError("absent", f"{repo_id} is not downloaded yet")
         got = download_dataset(repo_id, config or None, split or None, revision or None)
-        found = cached_download(repo_id, got.config, split, got.sha) or (got, split or next(iter(got.files)))
+        found = cached_download(repo_id, got.config, split, got.sha) or (got, split or _default(got.files))
     got, split = found
     ds = _read(got, split)
     return ds, dataclasses.replace(got, split=split, records={split: len(ds)})

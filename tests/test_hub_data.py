@@ -101,10 +101,42 @@ def test_pinned_records_the_commit_of_a_downloaded_dataset_for_the_runs_config(h
     data.fetch(cfg)
     sha = hub.repos[("dataset", ALPACA_DATASET)].sha
     pinned = data.pinned(cfg)
-    assert pinned.sources == [DataSource(ALPACA_DATASET, revision=sha)] and pinned.datasets() == pinned.sources
+    assert pinned.sources == [DataSource(ALPACA_DATASET, "default", "train", sha)]
+    assert pinned.datasets() == pinned.sources
     assert RunConfig(data=pinned).validate() == []
     _closed_hub(monkeypatch)
     assert len(data.load_from_config(pinned).examples) == DATASET_ROWS[(ALPACA_DATASET, None)]["train"]
+
+
+def test_an_empty_split_is_train_even_when_only_another_split_was_downloaded(hub):
+    sha = hub.repos[("dataset", CONFIGS_DATASET)].sha
+    assert hub_data.download_dataset(CONFIGS_DATASET, "zh", "test").records == {"test": 2}
+    assert hub_data.cached_download(CONFIGS_DATASET, "zh") is None  # train is not here: the test split never stands in
+    cfg = DataConfig(path=CONFIGS_DATASET, sources=[DataSource(CONFIGS_DATASET, "zh")])
+    assert data.missing_hub(cfg) == cfg.sources and data.pinned(cfg) is cfg
+    load = data.load_from_config(cfg)  # fetches train first
+    assert len(load.examples) == DATASET_ROWS[(CONFIGS_DATASET, "zh")]["train"]
+    assert load.examples[0].messages[0]["content"] == "计算 0 加 1。"
+    assert hub_data.cached_download(CONFIGS_DATASET, "zh")[1] == "train"
+    # config.yaml spells out what an empty config and split resolved to, so a rerun elsewhere reads the same records
+    assert data.pinned(cfg).sources == [DataSource(CONFIGS_DATASET, "zh", "train", sha)]
+    assert data.pinned(DataConfig(path=CONFIGS_DATASET)).sources == []  # its default config, en, is not here
+
+
+def test_an_empty_split_of_a_config_without_train_is_its_first_split(hub, tmp_path):
+    folder = tmp_path / "no-train"
+    folder.mkdir()
+    for split, rows in (("validation", 3), ("test", 2)):
+        lines = [json.dumps({"instruction": f"{split} {i}", "output": f"{i}"}) for i in range(rows)]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    hub.add_repo("tunedesk-test/no-train", folder, "dataset")
+    assert hub_data.dataset_choices("tunedesk-test/no-train")[1] == {"default": ["validation", "test"]}
+    hub_data.download_dataset("tunedesk-test/no-train", split="test")
+    assert hub_data.cached_download("tunedesk-test/no-train") is None
+    cfg = DataConfig(path="tunedesk-test/no-train")
+    said = [e.messages[0]["content"] for e in data.load_from_config(cfg).examples]
+    assert said == [f"validation {i}" for i in range(3)]
+    assert data.pinned(cfg).sources[0].split == "validation"
 
 
 def test_wrong_id_config_and_split_each_say_what_exists(hub):
@@ -289,12 +321,33 @@ def test_a_dataset_added_to_the_mix_is_fetched_by_load(hub, data_ctx, tmp_path):
 def test_cli_downloads_prints_the_path_and_inspects_a_hub_dataset(hub, tiny_model_dir, capsys):
     from app.__main__ import main
 
+    sha = hub.repos[("dataset", CONFIGS_DATASET)].sha
     assert main(["download", "dataset", CONFIGS_DATASET, "--config", "en", "--split", "test"]) == 0
     out = capsys.readouterr()
-    assert out.out.strip().endswith(hub.repos[("dataset", CONFIGS_DATASET)].sha)
+    assert out.out.strip().endswith(sha)
+    first = out.err.splitlines()[0]
+    assert first.startswith(f"downloading {CONFIGS_DATASET} (config en, split test: ")
+    assert first.endswith(" in 2 files)")
+    assert out.err.splitlines()[-1] == f"{CONFIGS_DATASET} at commit {sha[:12]} (config en, split test, 2 records)"
     args = ["data", "inspect", CONFIGS_DATASET, "--config", "en", "--split", "test", "--model", str(tiny_model_dir)]
     assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["records"], report["valid"]) == (2, 2)
     assert main(["data", "inspect", "nobody/nothing", "--model", str(tiny_model_dir)]) == 2
     assert "'nobody/nothing' was not found" in capsys.readouterr().err
+
+
+def test_cli_download_of_a_cached_split_needs_no_network(hub, monkeypatch, capsys):
+    from app.__main__ import main
+
+    sha = hub.repos[("dataset", CONFIGS_DATASET)].sha
+    assert main(["download", "dataset", CONFIGS_DATASET, "--config", "zh", "--split", "train"]) == 0
+    path = capsys.readouterr().out.strip()
+    _closed_hub(monkeypatch)
+    assert main(["download", "dataset", CONFIGS_DATASET, "--config", "zh", "--split", "train"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == path and "downloading" not in out.err
+    assert out.err.strip() == f"{CONFIGS_DATASET} at commit {sha[:12]} (config zh, split train, 4 records)"
+    # Every split of the config is asked for (no --split): train alone is not all of it, so the Hub is needed.
+    assert main(["download", "dataset", CONFIGS_DATASET, "--config", "zh"]) == 1
+    assert "cannot be reached" in capsys.readouterr().err
