@@ -2,7 +2,7 @@
 download itself (progress, cancel, resume), what the local cache holds, the token, and readable errors.
 
 Everything goes through huggingface_hub: `HfApi` for search and repo facts, `snapshot_download` for the transfer
-(its cache, its resume of `*.incomplete` blobs, its tree cache that tells a complete snapshot from a partial one),
+(its cache, its files-that-arrived-whole resume, its tree cache that tells a complete snapshot from a partial one),
 `login`/`get_token` for the token store `hf auth login` writes. No HTTP code of our own. A download a page shows
 runs as a `Transfer` the app owns (`start`/`current`, one at a time for both tabs, `Busy` otherwise), so a refreshed
 page finds it again and nothing says "downloading" after its thread ended.
@@ -18,6 +18,7 @@ No gradio, no torch.
 from __future__ import annotations
 
 import fnmatch
+import os
 import shutil
 import socket
 import threading
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_TYPES = ("model", "dataset")
 REACH_TIMEOUT_S = 3.0
 
 # What training a transformers model needs from a model repo, top-level files only. Weights are safetensors;
@@ -92,19 +92,34 @@ def _api() -> Any:
     return HfApi(endpoint=endpoint())
 
 
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
 def reachable(timeout: float = REACH_TIMEOUT_S) -> bool:
-    """Whether the endpoint's host accepts a TCP connection within `timeout` seconds (False in offline mode)."""
+    """Whether the endpoint's host accepts a TCP connection within `timeout` seconds, name lookup included
+    (False in offline mode). Behind a proxy the host is not dialled directly: True, and the client's own
+    timeouts decide."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
+    if any(os.environ.get(v) for v in PROXY_VARS):
+        return True
     parts = urllib.parse.urlsplit(endpoint())
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname or "huggingface.co", port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    answer: list[bool] = []
+
+    def dial() -> None:
+        try:
+            socket.create_connection((parts.hostname or "huggingface.co", port), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    probe = threading.Thread(target=dial, name="hub-reachable", daemon=True)  # getaddrinfo has no timeout
+    probe.start()
+    probe.join(timeout)
+    return bool(answer and answer[0])
 
 
 def unreachable_message() -> str:
@@ -144,7 +159,7 @@ def as_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model") -> 
             "(owner/name); a private repo also needs a token with access.",
         )
     if isinstance(exc, errors.HFValidationError):
-        return HubError("not_found", f"{repo_id!r} is not a Hub id: use owner/name, e.g. HuggingFaceTB/SmolLM2-135M")
+        return require_id_error(repo_id)
     if isinstance(exc, errors.OfflineModeIsEnabled) or _is_connection_error(exc):
         return HubError("unreachable", unreachable_message())
     if isinstance(exc, errors.HfHubHTTPError):
@@ -153,12 +168,16 @@ def as_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model") -> 
             return HubError(
                 "auth", f"the Hub refused access to {repo_id} ({status}): save a token with read access to {url}"
             )
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return HubError("failed", f"the Hub answered an error for {repo_id}: {first[:200]}")
+        return HubError("failed", f"the Hub answered an error for {repo_id}: {_first_line(exc)}")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return HubError("disk", f"the disk holding {cache_dir()} is full: free space and press Download again")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return HubError("failed", f"{repo_id} could not be fetched: {type(exc).__name__}: {first[:200]}")
+    return HubError("failed", f"{repo_id} could not be fetched: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text (its type name when it has none), cut at `limit` characters."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -215,13 +234,21 @@ def saved_token_name() -> str | None:
 
 
 def logout() -> None:
-    """Forget the stored token (huggingface_hub's own logout; quiet when none is stored)."""
+    """Forget the token TuneDesk saved (huggingface_hub's logout of that token alone: other stored tokens and git
+    credentials stay). A token from the environment cannot be forgotten here: HubError says so."""
     import huggingface_hub
 
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        raise HubError(
+            "auth", "the token comes from the HF_TOKEN environment variable: unset it where TuneDesk is started"
+        )
+    name = saved_token_name()
+    if name is None:
+        return
     try:
-        huggingface_hub.logout()
-    except Exception:  # nothing stored: nothing to forget
-        pass
+        huggingface_hub.logout(token_name=None if name == "saved token" else name)
+    except Exception as exc:  # a store it cannot change: said, not swallowed
+        raise HubError("auth", f"the saved token could not be removed: {_first_line(exc)}") from None
 
 
 # ---- what is on the Hub ---------------------------------------------------------------------------------------
@@ -285,7 +312,7 @@ def _summary(info: Any, repo_type: str) -> RepoSummary:
 
 def repo_summary(repo_id: str, repo_type: str = "model", revision: str | None = None) -> RepoSummary:
     """One repo's facts with its file list and sizes. Raises HubError (not found, gated, unreachable...)."""
-    repo_id = repo_id.strip().strip("/")
+    repo_id = require_id(repo_id)
     require_reachable()
     try:
         info = _api().repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
@@ -422,7 +449,8 @@ def plan_download(
                 raise HubError(
                     "consent",
                     f"{summary.id} has only pickle weights (pytorch_model*.bin), which can run code when loaded. "
-                    "Tick 'Allow pickle weights' (CLI: --allow-pickle) only if you trust its author.",
+                    "Allow it (the Model tab's 'Allow pickle weights', `download model --allow-pickle`, or "
+                    "model.allow_pickle: true in a run config) only if you trust its author.",
                 )
             ggufs = [f.path for f in files if f.path.endswith(".gguf")]
             hint = f" It has GGUF files ({ggufs[0]}, ...): download one and open it as a .gguf file." if ggufs else ""
@@ -651,7 +679,7 @@ def download(
     except _Cancelled:
         raise HubError(
             "cancelled",
-            f"download of {plan.repo_id} cancelled; the files that arrived whole are kept: press Download again "
+            f"download of {plan.repo_id} cancelled; the files that arrived whole are kept: download again "
             "to fetch the rest",
         ) from None
     except Exception as exc:
@@ -678,9 +706,43 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 # ---- what the cache holds -----------------------------------------------------------------------------------------
 def _repo_folder(repo_id: str, repo_type: str = "model") -> Path:
+    """The cache folder of `repo_id`; the Hub matches ids without regard to case (and stores them as the repo
+    spells them), so a folder spelled otherwise is found too."""
     from huggingface_hub.file_download import repo_folder_name
 
-    return cache_dir() / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    folder = cache_dir() / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    if not folder.is_dir() and cache_dir().is_dir():
+        wanted = folder.name.lower()
+        folder = next((f for f in cache_dir().iterdir() if f.name.lower() == wanted), folder)
+    return folder
+
+
+def valid_id(name: str) -> str | None:
+    """`name` as a Hub id (owner/name or a bare legacy name, surrounding spaces and slashes dropped) when
+    huggingface_hub accepts it; None otherwise."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = (name or "").strip().strip("/")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return None
+    return repo_id
+
+
+def require_id(name: str) -> str:
+    """valid_id, or HubError("not_found") saying what a Hub id looks like."""
+    repo_id = valid_id(name)
+    if repo_id is None:
+        raise require_id_error(name)
+    return repo_id
+
+
+def require_id_error(name: str) -> HubError:
+    return HubError(
+        "not_found", f"{name.strip()!r} is not a Hub id: use owner/name, e.g. HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
 
 
 def _snapshot(repo_id: str, repo_type: str, revision: str | None) -> Path | None:
@@ -692,18 +754,32 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None) -> Path | None
     return snapshot if snapshot.is_dir() else None
 
 
-def _complete(repo_id: str, repo_type: str, snapshot: Path) -> bool:
+def folder_repo_id(folder: Path) -> str:
+    """The Hub id a cache folder (models--Org--Name) or a snapshot in it holds, spelled as the Hub spells it:
+    what a download of a renamed or differently cased id really fetched."""
+    folder = Path(folder)
+    if folder.parent.name == "snapshots":
+        folder = folder.parent.parent
+    return folder.name.split("--", 1)[1].replace("--", "/", 1)
+
+
+def _cached_tree(folder: Path, repo_type: str, sha: str) -> list[RepoFile] | None:
+    """huggingface_hub's tree listing of the repo cached in `folder` at commit `sha` (None when none was
+    written: no snapshot_download began there). The id comes from the folder, as the Hub spells it."""
+    from huggingface_hub import get_cached_repo_tree
+
+    repo_id = folder_repo_id(folder)
+    try:
+        return [RepoFile(f.path, f.size) for f in get_cached_repo_tree(repo_id, repo_type=repo_type, revision=sha)]
+    except Exception:  # CachedRepoTreeNotFoundError, or an unreadable listing: as if there were none
+        return None
+
+
+def _complete(folder: Path, repo_type: str, snapshot: Path) -> bool:
     """Every file a download of this repo fetches is in the snapshot. With huggingface_hub's tree cache (written
     by every snapshot_download) the expected list is exact; without it (a folder made by other tools) a model
     needs config.json, a tokenizer and every weight shard its index names."""
-    from huggingface_hub import get_cached_repo_tree
-    from huggingface_hub.errors import CachedRepoTreeNotFoundError
-
-    try:
-        listed = get_cached_repo_tree(repo_id, repo_type=repo_type, revision=snapshot.name)
-        tree = [RepoFile(f.path, f.size) for f in listed]
-    except (CachedRepoTreeNotFoundError, OSError, ValueError):
-        tree = None
+    tree = _cached_tree(folder, repo_type, snapshot.name)
     if repo_type == "dataset":
         if tree is None:
             return any(p.is_file() for p in snapshot.rglob("*") if _matches(p.name, DATA_FILES))
@@ -739,8 +815,8 @@ def _model_files_whole(snapshot: Path) -> bool:
 def cached_file(repo_id: str, filename: str, repo_type: str = "model") -> Path | None:
     """One file of `repo_id` in the cache (the main snapshot first, else any), complete or not the repo; None when
     the id is not a Hub id or the file is not here. No network."""
-    repo_id = repo_id.strip().strip("/")
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "~")):
+    repo_id = valid_id(repo_id) if "/" in (repo_id or "") else None
+    if repo_id is None:
         return None
     main = _snapshot(repo_id, repo_type, None)
     if main is not None and (main / filename).is_file():
@@ -765,9 +841,11 @@ def downloaded(repo_type: str = "model") -> list[str]:
 
 
 def cached_path(repo_id: str, repo_type: str = "model", revision: str | None = None) -> Path | None:
-    """The snapshot folder of `repo_id` when the cache holds all of it; None when absent or only partly there."""
-    snapshot = _snapshot(repo_id.strip().strip("/"), repo_type, revision)
-    if snapshot is None or not _complete(repo_id.strip().strip("/"), repo_type, snapshot):
+    """The snapshot folder of `repo_id` when the cache holds all of it; None when absent, only partly there, or
+    not a Hub id."""
+    repo_id = valid_id(repo_id)
+    snapshot = _snapshot(repo_id, repo_type, revision) if repo_id else None
+    if snapshot is None or not _complete(_repo_folder(repo_id, repo_type), repo_type, snapshot):
         return None
     return snapshot
 
@@ -777,17 +855,13 @@ def cached_state(repo_id: str, repo_type: str = "model", revision: str | None = 
     (nothing, or only the config.json the estimate fetched)."""
     if cached_path(repo_id, repo_type, revision) is not None:
         return "ready"
-    repo_id = repo_id.strip().strip("/")
-    snapshot = _snapshot(repo_id, repo_type, revision)
+    repo_id = valid_id(repo_id)
+    snapshot = _snapshot(repo_id, repo_type, revision) if repo_id else None
     if snapshot is None:
         return "absent"
-    from huggingface_hub import get_cached_repo_tree
-
-    try:
-        get_cached_repo_tree(repo_id, repo_type=repo_type, revision=snapshot.name)
+    if _cached_tree(_repo_folder(repo_id, repo_type), repo_type, snapshot.name) is not None:
         return "partial"  # a snapshot download began here (it writes the tree listing first) and did not finish
-    except Exception:  # no listing: at most the config.json the estimate fetched, or files another tool left
-        pass
+    # no listing: at most the config.json the estimate fetched, or files another tool left
     data = (lambda p: _matches(p.name, DATA_FILES) and p.name != "README.md") if repo_type == "dataset" else None
     return "partial" if any((data or (lambda p: _is_weight(p.name)))(p) for p in snapshot.rglob("*")) else "absent"
 

@@ -216,6 +216,8 @@ def _cached_hub_snapshot(hub_id: str) -> str:
     """The cached snapshot of a Hub model, only when every file a download fetches is there (app.hub)."""
     from app import hub
 
+    if hub.valid_id(hub_id) is None:
+        raise ModelError(f"path not found, and {hub_id!r} is not a Hub id either (owner/name): check the name")
     folder = hub.cached_path(hub_id)
     if folder is not None:
         return str(folder)

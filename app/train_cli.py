@@ -53,19 +53,23 @@ def _load_cli_config(args: argparse.Namespace) -> RunConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
-def _download_model_first(cfg: RunConfig) -> None:
-    """A Hub id (or catalog name) that is not downloaded yet is fetched now, with progress, before the checks."""
+def _download_model_first(cfg: RunConfig) -> RunConfig:
+    """A Hub id (or catalog name) that is not downloaded yet is fetched now, with progress, before the checks. An
+    id the Hub knows under another name (renamed, other case) continues as the name the Hub gave it."""
     from app import hub, modeling
 
     hub_id = modeling.hub_id_of(cfg.model.name_or_path)
     if hub_id is None or hub.cached_path(hub_id) is not None:
-        return
+        return cfg
     from app import hub_cli
 
     try:
-        hub_cli.fetch_model(hub_id)
+        path = hub_cli.fetch_model(hub_id, allow_pickle=cfg.model.allow_pickle)
     except hub.HubError as exc:
         raise ConfigError([f"model.name_or_path: {exc}"]) from None
+    if hub.cached_path(hub_id) is None:
+        return cfg.replace(**{"model.name_or_path": hub.folder_repo_id(path)})
+    return cfg
 
 
 def _download_data_first(cfg: RunConfig) -> None:
@@ -112,9 +116,13 @@ def main(args: argparse.Namespace) -> int:
     from app import train  # torch, transformers: loaded for a run, not for --help
 
     logging.basicConfig(level=logging.INFO, format="[tunedesk] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per Hub request
     try:
         cfg = _load_cli_config(args)
-        _download_model_first(cfg)
+        problems = cfg.validate()  # a config error is said before a download of many gigabytes, not after
+        if problems:
+            raise ConfigError(problems, args.config or args.resume)
+        cfg = _download_model_first(cfg)
         _download_data_first(cfg)
         _consent_from_cli(cfg, args)
         problems = train.preflight(cfg)  # validate() and what needs the machine: device, model, data, output folder

@@ -157,6 +157,35 @@ def test_a_wrong_id_is_not_found_with_the_id(hub):
     assert err.value.kind == "not_found" and "tunedesk-test/no-such-model" in str(err.value)
 
 
+def test_an_id_in_another_case_finds_the_repo_the_hub_names_and_a_malformed_id_is_one_line(hub):
+    hub.repos[("model", "tunedesk-test/TINY-LLAMA")] = hub.repos[("model", TINY_MODEL)]  # the Hub ignores case
+    folder = core.download(core.plan_download("tunedesk-test/TINY-LLAMA"))
+    assert core.folder_repo_id(folder) == TINY_MODEL  # stored as the Hub spells it
+    assert (
+        core.cached_path("tunedesk-test/TINY-LLAMA") == folder
+        and core.cached_state("tunedesk-test/TINY-LLAMA") == "ready"
+    )
+    for bad in ("owner/na me", "a/b/c", "owner/name."):
+        with pytest.raises(core.HubError, match="is not a Hub id") as err:
+            core.plan_download(bad)
+        assert err.value.kind == "not_found"
+        assert core.cached_state(bad) == "absent" and core.cached_file(bad, "config.json") is None
+        with pytest.raises(modeling.ModelError, match="not a Hub id|path not found"):
+            modeling.resolve_model(bad)
+
+
+def test_forget_removes_only_the_saved_token_and_an_environment_token_is_said(hub, monkeypatch):
+    from huggingface_hub.utils import _auth
+
+    _auth._save_token("hf_otherTokenKeptByTheUser000000000", "kept")  # another tool's token in the same store
+    core.login(hub.token)
+    core.logout()
+    assert core.saved_token_name() is None and "kept" in _auth.get_stored_tokens()
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    with pytest.raises(core.HubError, match="HF_TOKEN"):
+        core.logout()
+
+
 def test_a_disk_too_small_refuses_before_any_file_is_requested(hub, monkeypatch):
     # The machine's real disk cannot be shrunk for a test: free space is what app.hub.free_bytes reports.
     monkeypatch.setattr(core, "free_bytes", lambda folder: 10_000)
@@ -192,6 +221,8 @@ def test_cli_download_prints_progress_and_the_path_and_refuses_unreachable_fast(
     assert (folder / "model.safetensors").is_file() and "files" in done.stderr and "of" in done.stderr
     missing = _cli(["download", "model", "tunedesk-test/nope"], env)
     assert missing.returncode == 1 and "tunedesk-test/nope" in missing.stderr and "Traceback" not in missing.stderr
+    malformed = _cli(["download", "model", "owner/na me"], env)
+    assert malformed.returncode == 1 and "is not a Hub id" in malformed.stderr and "Traceback" not in malformed.stderr
     offline = subprocess_env(closed_port_endpoint(), tmp_path / "hf")
     start = time.monotonic()
     gone = _cli(["download", "model", "tunedesk-test/other"], offline)

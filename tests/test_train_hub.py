@@ -47,3 +47,14 @@ def test_train_fetches_a_gated_model_and_a_hub_dataset_first_pins_the_commit_and
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert [p for p in files if hub.token.encode() in p.read_bytes()] == []
     assert hub.token not in done.stdout + done.stderr
+
+
+def test_a_config_error_is_said_before_anything_is_downloaded(hub, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"model: {{name_or_path: {GATED_MODEL}}}\ntrain: {{learning_rate: -1.0}}\n", encoding="utf-8")
+    env = subprocess_env(hub.url, tmp_path / "hf") | {"TUNEDESK_RUNS": str(tmp_path / "runs")}
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "train", str(config)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "train.learning_rate" in done.stderr and "Traceback" not in done.stderr
+    assert hub.requests == [] and not (tmp_path / "runs").exists()

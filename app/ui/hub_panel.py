@@ -494,7 +494,10 @@ def save_token(ctx: AppContext, h: HubHandles, values: dict[Any, Any]) -> dict[A
 def forget_token(h: HubHandles, lang: str) -> dict[Any, Any]:
     """huggingface_hub's logout: the stored token is gone (from the store `hf auth login` writes too)."""
     lg = lang or "en"
-    hub.logout()
+    try:
+        hub.logout()
+    except hub.HubError as exc:
+        return {h.token: gr.update(value=""), h.who: i18n.t("hub.error", lg, msg=str(exc))}
     return {h.token: gr.update(value=""), h.who: f"{i18n.t('hub.forgotten', lg)} {who_line(lg)}"}
 
 
