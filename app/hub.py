@@ -141,23 +141,13 @@ def as_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model") -> 
 
     if isinstance(exc, HubError):
         return exc
-    kind_name = "dataset" if repo_type == "dataset" else "model"
     url = repo_url(repo_id, repo_type)
     if isinstance(exc, errors.GatedRepoError):
-        how = "the token saved here has no access yet" if saved_token_name() else "no token is saved here"
-        return HubError(
-            "gated",
-            f"{repo_id} is gated and {how}: accept its license at {url} while logged in to the Hub, then save a "
-            "read token in the token field (or run `hf auth login`).",
-        )
+        return gated_error(repo_id, repo_type)
     if isinstance(exc, errors.RevisionNotFoundError):
         return HubError("revision", f"{repo_id} has no revision by that name: check the branch, tag or commit")
     if isinstance(exc, errors.RepositoryNotFoundError):
-        return HubError(
-            "not_found",
-            f"{kind_name} {repo_id!r} was not found on the Hub ({endpoint()}): check the spelling "
-            "(owner/name); a private repo also needs a token with access.",
-        )
+        return not_found_error(repo_id, repo_type)
     if isinstance(exc, errors.HFValidationError):
         return require_id_error(repo_id)
     if isinstance(exc, errors.OfflineModeIsEnabled) or _is_connection_error(exc):
@@ -168,13 +158,40 @@ def as_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model") -> 
             return HubError(
                 "auth", f"the Hub refused access to {repo_id} ({status}): save a token with read access to {url}"
             )
-        return HubError("failed", f"the Hub answered an error for {repo_id}: {_first_line(exc)}")
+        return HubError("failed", f"the Hub answered an error for {repo_id}: {first_line(exc)}")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return HubError("disk", f"the disk holding {cache_dir()} is full: free space and press Download again")
-    return HubError("failed", f"{repo_id} could not be fetched: {type(exc).__name__}: {_first_line(exc)}")
+    return HubError("failed", f"{repo_id} could not be fetched: {type(exc).__name__}: {first_line(exc)}")
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
+def gated_error(repo_id: str, repo_type: str = "model") -> HubError:
+    how = "the token saved here has no access yet" if saved_token_name() else "no token is saved here"
+    return HubError(
+        "gated",
+        f"{repo_id} is gated and {how}: accept its license at {repo_url(repo_id, repo_type)} while logged in to the "
+        "Hub, then save a read token in the Model tab's token field (or run `hf auth login`).",
+    )
+
+
+def not_found_error(repo_id: str, repo_type: str = "model") -> HubError:
+    kind = "dataset" if repo_type == "dataset" else "model"
+    return HubError(
+        "not_found",
+        f"{kind} {repo_id!r} was not found on the Hub ({endpoint()}): check the spelling (owner/name); a private "
+        "repo also needs a token with access.",
+    )
+
+
+def chain(exc: BaseException) -> list[BaseException]:
+    """An exception and its causes, outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's text (its type name when it has none), cut at `limit` characters."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
@@ -183,13 +200,8 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 def _is_connection_error(exc: BaseException) -> bool:
     import httpx
 
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionError, socket.timeout)):
-            return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return False
+    kinds = (httpx.ConnectError, httpx.ConnectTimeout, ConnectionError, socket.timeout)
+    return any(isinstance(e, kinds) for e in chain(exc))
 
 
 # ---- token ----------------------------------------------------------------------------------------------------
@@ -248,7 +260,7 @@ def logout() -> None:
     try:
         huggingface_hub.logout(token_name=None if name == "saved token" else name)
     except Exception as exc:  # a store it cannot change: said, not swallowed
-        raise HubError("auth", f"the saved token could not be removed: {_first_line(exc)}") from None
+        raise HubError("auth", f"the saved token could not be removed: {first_line(exc)}") from None
 
 
 # ---- what is on the Hub ---------------------------------------------------------------------------------------
@@ -683,7 +695,7 @@ def download(
             "to fetch the rest",
         ) from None
     except Exception as exc:
-        if any(isinstance(e, _Cancelled) for e in _chain(exc)):
+        if any(isinstance(e, _Cancelled) for e in chain(exc)):
             raise HubError("cancelled", f"download of {plan.repo_id} cancelled") from None
         raise as_hub_error(exc, plan.repo_id, plan.repo_type) from None
     path = Path(folder)
@@ -694,14 +706,6 @@ def download(
         p = meter.progress()
         on_progress(Progress(plan.total_bytes, plan.total_bytes, p.speed_bps, 0.0, len(plan.files), len(plan.files)))
     return path
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    while exc is not None and exc not in out:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return out
 
 
 # ---- what the cache holds -----------------------------------------------------------------------------------------

@@ -79,10 +79,12 @@ def dataset_choices(repo_id: str, revision: str | None = None) -> tuple[list[str
 
 
 def _clean(repo_id: str) -> str:
-    repo_id = (repo_id or "").strip().strip("/")
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "~")) or Path(repo_id).suffix:
-        raise hub.HubError("not_found", f"{repo_id!r} is not a Hub dataset id: use owner/name, e.g. tatsu-lab/alpaca")
-    return repo_id
+    """A dataset id: owner/name that huggingface_hub accepts and that does not read as a file name (data.json)."""
+    found = hub.valid_id(repo_id) if (repo_id or "").strip().strip("/").count("/") == 1 else None
+    if found is None or Path(found).suffix:
+        shown = (repo_id or "").strip()
+        raise hub.HubError("not_found", f"{shown!r} is not a Hub dataset id: use owner/name, e.g. tatsu-lab/alpaca")
+    return found
 
 
 def _configs(repo_id: str, revision: str | None) -> tuple[str, dict[str, list[str]], str]:
@@ -122,29 +124,16 @@ def _hub_error(exc: BaseException, repo_id: str) -> hub.HubError:
     message comes from app.hub for the innermost Hub error, else names the dataset and the reason."""
     from huggingface_hub import errors
 
-    chain, seen = [], exc
-    while seen is not None and seen not in chain:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    for cause in reversed(chain):
+    for cause in reversed(hub.chain(exc)):
         if isinstance(cause, (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, errors.HFValidationError)):
             return hub.as_hub_error(cause, repo_id, "dataset")
     if type(exc).__name__ == "DatasetNotFoundError":  # datasets drops the Hub error it came from ("from None")
         if "gated" in str(exc):
-            return hub.HubError(
-                "gated",
-                f"{repo_id} is gated: accept its terms at {hub.repo_url(repo_id, 'dataset')} while logged in to the "
-                "Hub, then save a read token in the Model tab's token field (or run `hf auth login`).",
-            )
-        return hub.HubError(
-            "not_found",
-            f"dataset {repo_id!r} was not found on the Hub ({hub.endpoint()}): check the spelling (owner/name); a "
-            "private dataset also needs a token with access.",
-        )
+            return hub.gated_error(repo_id, "dataset")
+        return hub.not_found_error(repo_id, "dataset")
     err = hub.as_hub_error(exc, repo_id, "dataset")
     if err.kind == "failed":
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return hub.HubError("failed", f"dataset {repo_id} cannot be read: {first}")
+        return hub.HubError("failed", f"dataset {repo_id} cannot be read: {hub.first_line(exc)}")
     return err
 
 
@@ -353,8 +342,7 @@ def _read(got: DatasetDownload, split: str) -> Any:
     try:
         return _load(got.module, files, json.dumps(got.kwargs, sort_keys=True))
     except Exception as exc:  # datasets raises DatasetGenerationError, ArrowInvalid, ValueError...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise hub.HubError("failed", f"{got.describe(split)} cannot be read: {first}") from None
+        raise hub.HubError("failed", f"{got.describe(split)} cannot be read: {hub.first_line(exc)}") from None
 
 
 @functools.lru_cache(maxsize=4)
