@@ -63,7 +63,8 @@ def test_missing_path_and_uncached_hub_id_say_what_to_do(tmp_path, monkeypatch):
         modeling.resolve_model(str(tmp_path / "nope" / "model.gguf"))
     with pytest.raises(modeling.ModelError) as err:
         modeling.resolve_model("some-org/some-model-that-is-not-cached")
-    assert "some-org/some-model-that-is-not-cached" in str(err.value) and "python -m app download model" in str(err.value)
+    assert "some-org/some-model-that-is-not-cached" in str(err.value)
+    assert "python -m app download model" in str(err.value)
 
 
 def test_corrupt_gguf_is_refused_with_a_clear_message(tmp_path):
