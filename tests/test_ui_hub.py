@@ -69,6 +69,16 @@ def status_of(ctx, updates: list[dict]) -> str:
     return shown[-1] if shown else ""
 
 
+def start_running(ctx, hub, bytes_per_second: float):
+    """Press Download for the tiny model on a throttled stand-in and read its event until the bar runs; (the
+    handler, its inputs, the event's open generator)."""
+    hub.throttle(bytes_per_second)
+    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
+    events = fn(values)
+    next(u for u in events if "td-running" in str(u.get(panel(ctx).progress)))
+    return fn, values, events
+
+
 def running_bars(ctx, updates: list[dict]) -> list[str]:
     return [u[panel(ctx).progress] for u in updates if "td-running" in str(u.get(panel(ctx).progress))]
 
@@ -158,10 +168,7 @@ def test_a_page_that_goes_away_leaves_no_download_saying_downloading(built, hub)
     leaves it running, the next page's load event draws it to its end, and after that nothing says downloading."""
     _, ctx = built
     h = panel(ctx)
-    hub.throttle(300_000)
-    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
-    events = fn(values)
-    next(u for u in events if "td-running" in str(u.get(h.progress)))
+    _, _, events = start_running(ctx, hub, 300_000)
     events.close()  # the page is refreshed
     assert core.current() is not None  # still downloading, in the app
     watch, lang = wired(ctx, "hub_watch")
@@ -175,10 +182,7 @@ def test_a_page_that_goes_away_leaves_no_download_saying_downloading(built, hub)
 def test_one_download_at_a_time(built, hub):
     _, ctx = built
     h = panel(ctx)
-    hub.throttle(100_000)
-    fn, values = wired(ctx, "hub_download", model__name_or_path=TINY_MODEL)
-    events = fn(values)
-    next(u for u in events if "td-running" in str(u.get(h.progress)))
+    fn, values, events = start_running(ctx, hub, 100_000)
     other = run_download(ctx, PICKLE_MODEL, consent=True)
     assert f"{TINY_MODEL}** is downloading now" in status_of(ctx, other) and other[-1][h.cancel]["visible"] is True
     again = fn(values)  # Download pressed again for the same model (or on another page): the same transfer

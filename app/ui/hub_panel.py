@@ -356,14 +356,16 @@ def pick(ctx: AppContext, h: HubHandles, hits: list[dict[str, Any]], lang: str, 
 def repo_of(name: str) -> str | None:
     """The Hub repo a Base model name downloads from: a catalog id's Hub id, or the name itself (owner/name); None
     for a folder, a .gguf file or the bundled default model, which are on this machine already."""
-    from app import modeling  # DEFAULT_ALIASES; the app's warm-up imports it anyway
+    from app import modeling  # hub_id_of, DEFAULT_ALIASES; the app's warm-up imports it anyway
 
     name = name.strip()
+    hub_id = modeling.hub_id_of(name)  # the catalog's Hub id, or an owner/name id
+    if hub_id is not None:
+        return hub_id
     path = Path(name).expanduser()
     if name in modeling.DEFAULT_ALIASES or name.startswith((".", "/", "~")) or path.suffix == ".gguf" or path.exists():
         return None
-    facts = catalog.lookup(name)
-    return facts.hub_id if facts else name
+    return name  # neither here nor an id: app.hub says what a Hub id looks like
 
 
 def download(ctx: AppContext, h: HubHandles, values: dict[Any, Any]) -> Any:
