@@ -333,8 +333,8 @@ def repo_summary(repo_id: str, repo_type: str = "model", revision: str | None = 
     return _summary(info, repo_type)
 
 
-def search(query: str, repo_type: str = "model", limit: int = 20, sizes: int = 8) -> list[RepoSummary]:
-    """Repos matching `query` (a name or an exact id), most downloaded first; the first `sizes` hits carry their
+def search_models(query: str, limit: int = 20, sizes: int = 8) -> list[RepoSummary]:
+    """Models matching `query` (a name or an exact id), most downloaded first; the first `sizes` hits carry their
     file list so the weights size shows (one small request each, in parallel). An exact id comes first."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -343,24 +343,19 @@ def search(query: str, repo_type: str = "model", limit: int = 20, sizes: int = 8
         return []
     require_reachable()
     api = _api()
-    lister = api.list_datasets if repo_type == "dataset" else api.list_models
     try:
         expand = ["downloads", "likes", "gated", "tags", "sha"]  # the default listing lacks gated
-        hits = list(lister(search=query, limit=limit, sort="downloads", expand=expand))
+        hits = {h.id: h for h in api.list_models(search=query, limit=limit, sort="downloads", expand=expand)}
     except Exception as exc:
-        raise as_hub_error(exc, query, repo_type) from None
-    ids = [h.id for h in hits]
-    if "/" in query and query not in ids:
+        raise as_hub_error(exc, query) from None
+    ids = list(hits)
+    if "/" in query and query not in hits:
         ids.insert(0, query)  # an exact id the search did not return (private, or search lag): ask directly
 
     def card(repo_id: str) -> RepoSummary | None:
         try:
-            return _summary(api.repo_info(repo_id, repo_type=repo_type, files_metadata=True), repo_type)
-        except Exception as exc:
-            err = as_hub_error(exc, repo_id, repo_type)
-            if err.kind == "gated":
-                hit = next((h for h in hits if h.id == repo_id), None)
-                return _summary(hit, repo_type) if hit is not None else None
+            return _summary(api.repo_info(repo_id, files_metadata=True), "model")
+        except Exception:  # gated card, gone, not found: the listing's facts below (none for an unknown exact id)
             return None
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -368,17 +363,11 @@ def search(query: str, repo_type: str = "model", limit: int = 20, sizes: int = 8
     out = []
     for repo_id in ids:
         summary = detailed.get(repo_id)
-        if summary is None:
-            hit = next((h for h in hits if h.id == repo_id), None)
-            if hit is None:
-                continue  # the exact id does not exist
-            summary = _summary(hit, repo_type)
-        out.append(summary)
+        if summary is None and repo_id in hits:
+            summary = _summary(hits[repo_id], "model")
+        if summary is not None:
+            out.append(summary)
     return out
-
-
-def search_models(query: str, limit: int = 20) -> list[RepoSummary]:
-    return search(query, "model", limit)
 
 
 def fetch_config(repo_id: str, revision: str | None = None) -> dict:
