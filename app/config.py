@@ -39,6 +39,9 @@ DATA_FORMATS: tuple[str, ...] = ("auto", "alpaca", "sharegpt", "messages")
 TEMPLATES: tuple[str, ...] = ("auto", "alpaca", "chat")
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")
+"""Experiment trackers train.report_to may name: TensorBoard is installed with TuneDesk, the others with
+`pip install tunedesk[trackers]` (app.tracking checks them before a run starts)."""
 QUANT_BITS: tuple[int | None, ...] = (None, 8, 4)
 QUANT_TYPES: tuple[str, ...] = ("nf4", "fp4")
 MINIMUMS: dict[str, int] = {
@@ -54,6 +57,9 @@ MINIMUMS: dict[str, int] = {
     "train.eval_steps": 1,
     "train.sample_every": 0,
     "train.save_total_limit": 1,
+    "train.early_stopping_patience": 0,
+    "train.eval_generations": 0,
+    "train.learn_check": 0,
     "train.weight_decay": 0,
     "train.max_grad_norm": 0,
     "train.seed": 0,
@@ -228,6 +234,20 @@ class TrainConfig:
     """Generate answers to the sample prompts every N steps and log them (0 = off)."""
     sample_prompts: list[str] = field(default_factory=list)
     """Up to 3 prompts answered during training, one per line, when sampling is on (every N steps above 0)."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers that log the run: tensorboard (into the run folder), wandb, mlflow, trackio; empty =
+    none. wandb runs offline and mlflow writes into the run folder unless you configured your own server."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations in a row without a better eval loss (0 = off; needs a validation split)."""
+    load_best_at_end: bool = False
+    """Keep the checkpoint with the best eval loss as the run's result (a checkpoint is saved at every
+    evaluation; needs a validation split)."""
+    eval_generations: int = 4
+    """At each evaluation, answer this many validation prompts and score them against their references
+    (ROUGE-L, exact match); 0 = eval loss only."""
+    learn_check: int = 4
+    """After the run, compare the base and the tuned model on this many training examples (answers and loss on
+    the reference); 0 = off."""
     seed: int = 42
     """Random seed for data order and adapter initialisation."""
     output_dir: str = "runs"
@@ -337,6 +357,16 @@ class RunConfig:
         _at_least(p, "data.max_samples", d.max_samples)
         _validate_sources(d, p)
         _validate_train(self.train, p)
+        t = self.train
+        for key, on in (
+            ("early_stopping_patience", t.early_stopping_patience > 0),
+            ("load_best_at_end", t.load_best_at_end),
+        ):
+            if on and d.val_size <= 0:
+                p.append(
+                    f"train.{key}: needs a validation split to measure eval loss, but data.val_size is 0; "
+                    "set data.val_size above 0 (e.g. 0.05)"
+                )
         return p
 
     def check(self, source: str | None = None) -> RunConfig:
@@ -431,8 +461,14 @@ def _validate_train(t: TrainConfig, p: list[str]) -> None:
         p.append(f"train.learning_rate: {t.learning_rate} must be in (0, 1); 2.0e-4 is typical for LoRA")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio: {t.warmup_ratio} must be in [0, 1)")
-    for name in ("weight_decay", "max_grad_norm", "sample_every"):
+    for name in ("weight_decay", "max_grad_norm", "sample_every", "early_stopping_patience"):
         _at_least(p, f"train.{name}", getattr(t, name))
+    for name in ("eval_generations", "learn_check"):
+        _at_least(p, f"train.{name}", getattr(t, name))
+    for tracker in t.report_to:
+        _choice(p, "train.report_to", tracker, TRACKERS)
+    if len(set(t.report_to)) < len(t.report_to):
+        p.append(f"train.report_to: {', '.join(t.report_to)} names a tracker twice; name each once")
     if len(t.sample_prompts) > 3:
         p.append(f"train.sample_prompts: {len(t.sample_prompts)} prompts; at most 3")
     _at_least(p, "train.save_total_limit", t.save_total_limit)

@@ -25,6 +25,7 @@ from app.ui import i18n
 class Field:
     path: str
     kind: str  # number | int | slider | dropdown | checkbox | text | combo (dropdown + free text) | modules | textlist
+    # | choices (several of `choices`, a checkbox group)
     en: str
     zh: str
     zh_info: str
@@ -355,6 +356,42 @@ FIELDS: tuple[Field, ...] = (
         "每 N 步对示例提示生成回答并记录（0 = 关闭）。",
     ),
     F("train.sample_prompts", "textlist", "Sample prompts", "示例提示", "训练中回答的提示，每行一个，最多 3 个。"),
+    F(
+        "train.report_to",
+        "choices",
+        "Track with",
+        "实验跟踪",
+        "记录本次运行的实验跟踪工具：tensorboard（写入运行文件夹）、wandb、mlflow、trackio；都不选 = 不跟踪。",
+        choices=C.TRACKERS,
+    ),
+    F(
+        "train.early_stopping_patience",
+        "number",
+        "Early stopping patience",
+        "早停耐心",
+        "连续这么多次评估的验证损失都没有变好就停止（0 = 关闭；需要验证集）。",
+    ),
+    F(
+        "train.load_best_at_end",
+        "checkbox",
+        "Keep the best checkpoint",
+        "保留最佳检查点",
+        "以验证损失最低的检查点作为运行结果（每次评估都保存检查点；需要验证集）。",
+    ),
+    F(
+        "train.eval_generations",
+        "number",
+        "Scored answers per eval",
+        "每次评估打分的回答数",
+        "每次评估时回答这么多条验证提示，并与参考答案比较（ROUGE-L、完全匹配）；0 = 只算验证损失。",
+    ),
+    F(
+        "train.learn_check",
+        "number",
+        "Did-it-learn examples",
+        "学习效果检查样本数",
+        "训练结束后在这么多条训练样本上对比基座模型和微调后模型（回答和参考答案上的损失）；0 = 关闭。",
+    ),
     F("train.seed", "number", "Seed", "随机种子", "数据顺序和适配器初始化的随机种子。"),
     F("train.run_name", "text", "Run name", "运行名称", "附加在运行文件夹名后；留空 = 方法和模型。"),
 )
@@ -460,6 +497,8 @@ def to_widget(f: Field, value: Any) -> Any:
         return [ALL_LINEAR] if value == ALL_LINEAR else list(value)
     if f.kind == "textlist":
         return "\n".join(value)
+    if f.kind == "choices":
+        return list(value)
     if f.path == "quant.bits":
         return "none" if value is None else str(value)
     if f.kind in ("text", "combo") and value is None:
@@ -474,6 +513,8 @@ def from_widget(f: Field, value: Any) -> Any:
         return ALL_LINEAR if ALL_LINEAR in items else items
     if f.kind == "textlist":
         return [line.strip() for line in str(value or "").splitlines() if line.strip()]
+    if f.kind == "choices":
+        return [c for c in f.choices if c in (value or [])]  # the table's order, each once
     if f.path == "quant.bits":
         return None if value in (None, "none", "") else int(value)
     if f.kind == "combo":
@@ -547,6 +588,8 @@ class Form:
                 if v not in choices:
                     choices.insert(0, v)
             comp = gr.CheckboxGroup(choices=choices, **common)
+        elif f.kind == "choices":
+            comp = gr.CheckboxGroup(choices=list(f.choices), **common)
         elif f.kind == "combo":
             options = list(suggestions or [])
             if value and value not in options:

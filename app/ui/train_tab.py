@@ -222,6 +222,9 @@ LOGGING_ROWS = (
     ("train.logging_steps", "train.save_steps", "train.eval_steps"),
     ("train.sample_every", "train.seed", "train.run_name"),
     ("train.sample_prompts",),
+    ("train.report_to",),
+    ("train.early_stopping_patience", "train.load_best_at_end"),
+    ("train.eval_generations", "train.learn_check"),
 )
 LIVE = ("starting", "running")
 LOG_LINES = 200
