@@ -132,6 +132,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"python -m app train: {exc}", file=sys.stderr)
         return 2
     dist = train.dist_info()
+    if dist.main and not args.resume:
+        _print_learn_warnings(cfg, dist)
     claim = None
     if args.resume and dist.main:
         try:
@@ -150,6 +152,16 @@ def main(args: argparse.Namespace) -> int:
     if dist.main:
         _print_outcome(run_dir, status)
     return 0 if status in ("finished", "stopped") else 1
+
+
+def _print_learn_warnings(cfg: RunConfig, dist: Dist) -> None:
+    """The "will it learn?" warnings (app.learn_checks), each with its fix, before a new run starts; they never
+    stop it (a resumed run was warned when it started)."""
+    from app import learn_checks
+
+    text = learn_checks.format_warnings(learn_checks.checks(cfg, world=dist.world))
+    if text:
+        print(f"[tunedesk] {text}", file=sys.stderr, flush=True)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
