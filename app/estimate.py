@@ -124,7 +124,7 @@ def data_lengths(cfg: RunConfig) -> DataLengths | None:
         return None
     with _LENGTHS_LOCK:  # one tokenization per dataset: a second estimate waits for it, then reads the cache
         if key not in _LENGTHS:
-            model = _tokenizer_source(cfg)
+            model = tokenizer_source(cfg)
             _LENGTHS[key] = None if model is None else _tokenize_lengths(model, cfg)
             while len(_LENGTHS) > 8:
                 _LENGTHS.popitem(last=False)
@@ -159,7 +159,7 @@ def _lengths_key(cfg: RunConfig) -> tuple | None:
     )
 
 
-def _tokenizer_source(cfg: RunConfig) -> str | None:
+def tokenizer_source(cfg: RunConfig) -> str | None:
     """The local folder of the base model's tokenizer; None when that would need a download or a GGUF
     conversion (a load, not an estimate), or where the training libraries are not installed."""
     name = cfg.model.name_or_path.strip()
@@ -205,7 +205,7 @@ def _tokenize_lengths(model: str, cfg: RunConfig) -> DataLengths | None:
     from app.data_render import render_segments, resolve_template, tokenize_segments
 
     try:
-        tokenizer = _tokenizer(model, cfg.model.trust_remote_code)
+        tokenizer = cached_tokenizer(model, cfg.model.trust_remote_code)
         examples = data.load_from_config(cfg.data).examples
     except (modeling.ModelError, data.DataError, OSError, ValueError):
         return None  # the Data tab says what is wrong with the file; the estimate falls back to max_seq_len
@@ -231,7 +231,7 @@ def _tokenize_lengths(model: str, cfg: RunConfig) -> DataLengths | None:
 _TOKENIZERS: dict[tuple[str, bool], Any] = {}
 
 
-def _tokenizer(path: str, trust_remote_code: bool) -> Any:
+def cached_tokenizer(path: str, trust_remote_code: bool) -> Any:
     from app import modeling
 
     if (path, trust_remote_code) not in _TOKENIZERS:

@@ -42,16 +42,6 @@ class LearnWarning:
     """The dotted RunConfig key to change (e.g. data.max_seq_len), for a UI to point at."""
 
 
-@dataclass(frozen=True)
-class LrRange:
-    low: float
-    high: float
-    usual: float
-
-
-LR_RANGES = {True: LrRange(1e-5, 1e-3, 2e-4), False: LrRange(1e-6, 1e-4, 2e-5)}
-"""Usual learning rates by whether the method trains adapters (methods.Method.adapter: LoRA, QLoRA) or base weights
-(full, freeze): adapters start at zero and need ~10x the step size of weights that already work."""
 LR_FACTOR = 10
 """A learning rate this many times beyond the usual range's edge is warned about."""
 
@@ -97,7 +87,7 @@ def _model_path(cfg: RunConfig) -> str | None:
     """The base model's folder when it is on this machine (as the estimate finds it: no download, no weights)."""
     from app import estimate
 
-    return estimate._tokenizer_source(cfg)
+    return estimate.tokenizer_source(cfg)
 
 
 def _load_tokenizer(path: str, cfg: RunConfig) -> Any:
@@ -105,7 +95,7 @@ def _load_tokenizer(path: str, cfg: RunConfig) -> Any:
     from app import estimate, modeling
 
     try:
-        return estimate._tokenizer(path, cfg.model.trust_remote_code)
+        return estimate.cached_tokenizer(path, cfg.model.trust_remote_code)
     except (modeling.ModelError, OSError, ValueError):
         return None
 
@@ -254,7 +244,7 @@ def _learning_rate(cfg: RunConfig) -> LearnWarning | None:
     """A learning rate LR_FACTOR times above the usual range (the loss jumps or turns NaN) or below it (the
     weights barely move), for the kind of weights the method trains."""
     method = methods.of(cfg)
-    usual, lr = LR_RANGES[method.adapter], cfg.train.learning_rate
+    usual, lr = method.lr, cfg.train.learning_rate
     if usual.low / LR_FACTOR <= lr <= usual.high * LR_FACTOR:
         return None
     if lr > usual.high:

@@ -31,6 +31,20 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class LrRange:
+    """Usual learning rates of a method: adapters start at zero and need ~10x the step size of base weights that
+    already work (app.learn_checks warns 10x beyond the edges)."""
+
+    low: float
+    high: float
+    usual: float
+
+
+ADAPTER_LR = LrRange(1e-5, 1e-3, 2e-4)
+BASE_LR = LrRange(1e-6, 1e-4, 2e-5)
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     trains: str
@@ -51,6 +65,8 @@ class Method:
     note: str
     """One line on quality, for the comparison table."""
     variants: tuple[Variant, ...] = ()
+    lr: LrRange = BASE_LR
+    """Usual learning rates for this method's trainable weights."""
 
     @property
     def adapter(self) -> bool:
@@ -94,6 +110,7 @@ TABLE: dict[str, Method] = {
         1.0,
         "close to full fine-tuning on instruction data; small adapter files",
         LORA_VARIANTS,
+        ADAPTER_LR,
     ),
     "qlora": Method(
         "qlora",
@@ -104,6 +121,7 @@ TABLE: dict[str, Method] = {
         0.7,
         "LoRA on a 4-bit base: ~1/3 the weight memory, slightly lower quality, slower steps",
         LORA_VARIANTS,
+        ADAPTER_LR,
     ),
 }
 NAMES: tuple[str, ...] = tuple(TABLE)
