@@ -38,7 +38,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from app import devices, history, methods, modeling, objectives, runs  # noqa: E402
+from app import devices, history, learned, methods, modeling, objectives, runs  # noqa: E402
 from app.objectives import LabelGather  # noqa: E402
 from app.threads import configure_threads  # noqa: E402
 from app.train_events import EventsCallback, peak_memory  # noqa: E402
@@ -362,6 +362,8 @@ def _finish(
 ) -> str:
     status = "stopped" if callback.stopped else "finished"
     artifact = save_artifact(trainer.model, tokenizer, run_dir, cfg.method) if dist.main else None
+    if dist.main:  # the tuned side of "did it learn?", with the result safe on disk and before the final event
+        learned.record_tuned(run_dir, cfg, trainer.model, tokenizer, trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
     fields = {
         "step": trainer.state.global_step,

@@ -6,9 +6,11 @@ generations from prompts rendered exactly as training renders them (app.data's t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers import TrainerCallback  # noqa: E402
 
-from app import history  # noqa: E402
+from app import history, learned  # noqa: E402
 
 if TYPE_CHECKING:
     from app.trainer import TuneTrainer
@@ -52,9 +54,12 @@ class EventsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_step = state.global_step
-        self.t_begin = time.perf_counter()
         kind = "resumed" if self.started.get("from_step") is not None else "started"
         self.event(kind, total_steps=state.max_steps, **self.started)
+        if self.main and self.trainer is not None:  # the base side of "did it learn?", before the first step
+            model, tokenizer, store = kwargs["model"], kwargs["processing_class"], self.trainer.train_dataset.store
+            learned.record_base(self.run_dir, self.cfg, model, tokenizer, store, state.global_step)
+        self.t_begin = time.perf_counter()  # after the check: its seconds are not training time
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.t_step = time.perf_counter()
@@ -137,29 +142,41 @@ def render_prompt(tokenizer: Any, cfg: RunConfig, prompt: str) -> str:
     return segments[0][0]
 
 
-@torch.no_grad()
 def generate_samples(model: Any, tokenizer: Any, cfg: RunConfig, prompts: list[str]) -> list[dict]:
     """Greedy answers (48 new tokens) to a few prompts, in eval mode; the model is put back in train mode."""
+    out = []
+    with evaluating(model):
+        for prompt in prompts:
+            ids = tokenizer(render_prompt(tokenizer, cfg, prompt), add_special_tokens=False)["input_ids"]
+            out.append({"prompt": prompt, "answer": greedy_answer(model, tokenizer, ids)})
+    return out
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[Any]:
+    """The model in eval mode (no dropout) inside the block, then back in the mode it was in (training's)."""
     was_training = model.training
     model.eval()
-    out = []
     try:
-        device = next(model.parameters()).device
-        for prompt in prompts:
-            text = render_prompt(tokenizer, cfg, prompt)
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-            gen = model.generate(
-                **ids,
-                max_new_tokens=SAMPLE_TOKENS,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            answer = tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.append({"prompt": prompt, "answer": answer.strip()})
+        yield model
     finally:
         model.train(was_training)
-    return out
+
+
+@torch.no_grad()
+def greedy_answer(model: Any, tokenizer: Any, prompt_ids: list[int]) -> str:
+    """The greedy answer (SAMPLE_TOKENS new tokens) to one tokenized prompt, in whatever mode the model is
+    (use `evaluating`). Samples and the "did it learn?" check (app.learned) answer with it."""
+    ids = torch.tensor([prompt_ids], device=next(model.parameters()).device)
+    gen = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=SAMPLE_TOKENS,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def peak_memory() -> dict:
