@@ -26,6 +26,9 @@ EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints"
 TERMINAL = ("finished", "stopped", "failed")
 SESSION_START = ("started", "resumed")
+GENERATION_METRICS = ("rougeL", "exact_match")
+"""Scores (app.metrics, 0-100) of greedy answers to a few validation prompts that each evaluation adds beside its
+loss (train.eval_generations); the trainer logs them as eval_<name>, the `eval` event carries them so."""
 _write_lock = threading.Lock()
 
 # fmt: off
@@ -35,8 +38,8 @@ _SESSION_FIELDS = (
     "label_tokens_per_epoch", "template",
 )
 _END_FIELDS = (
-    "step", "total_steps", "loss", "eval_loss", "best_eval_loss", "adapter", "model", "train_s", "label_tokens_per_s",
-    "peak_rss_mb", "peak_cuda_mb", "message",
+    "step", "total_steps", "loss", "eval_loss", "best_eval_loss", "best_step", "artifact_step", "stop_reason",
+    "adapter", "model", "train_s", "label_tokens_per_s", "peak_rss_mb", "peak_cuda_mb", "message",
 )
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # A session begins. memory: app.memory's estimate (MemoryEstimate.to_json: total_gib, breakdown_gib, ...) or null.
@@ -48,11 +51,13 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
         "step", "total_steps", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "label_tokens_per_s",
         "elapsed_s", "eta_s",
     ),
-    "eval": ("step", "epoch", "eval_loss"),
+    "eval": ("step", "epoch", "eval_loss", *(f"eval_{name}" for name in GENERATION_METRICS)),
     "checkpoint": ("step", "path"),
     "sample": ("step", "samples"),  # samples: [{prompt, answer}]
     # A session ends. adapter | model: the saved folder or null; peak_cuda_mb on CUDA only; message when Stop came
-    # before training began.
+    # before training began. best_step / best_eval_loss: the lowest eval loss and its step; artifact_step: the step
+    # whose weights adapter/ or model/ holds (best_step with load_best_at_end); stop_reason: why training ended
+    # before total_steps when early stopping ended it, else null.
     "finished": _END_FIELDS,
     "stopped": _END_FIELDS,
     "failed": ("message", "error", "step", "peak_rss_mb", "peak_cuda_mb"),  # message: what to do
@@ -233,6 +238,12 @@ class Ending:
     label_tokens_per_s: float | None = None
     peak_rss_mb: float | None = None
     peak_cuda_mb: float | None = None
+    best_step: int | None = None
+    best_eval_loss: float | None = None
+    artifact_step: int | None = None
+    """The step whose weights the artifact holds: the best evaluation's with load_best_at_end, else the last."""
+    stop_reason: str | None = None
+    """Why training ended before its total steps (early stopping's sentence), else None."""
     superseded: bool = False
     """A later resume redid this step (the session was killed after its last checkpoint)."""
 
@@ -250,6 +261,9 @@ class LogPoint:
 class EvalPoint:
     step: int
     eval_loss: float
+    rougeL: float | None = None
+    exact_match: float | None = None
+    """Generation scores (GENERATION_METRICS, 0-100) of this evaluation; None when it answered no prompts."""
 
 
 class Sample(NamedTuple):
@@ -300,7 +314,8 @@ class RunHistory:
         if kind == "log":
             return self._log(event)
         if kind == "eval" and _field(event, "eval_loss") is not None:
-            self.evals.append(EvalPoint(int(_field(event, "step") or 0), float(_field(event, "eval_loss"))))
+            scores = {name: _number(_field(event, f"eval_{name}")) for name in GENERATION_METRICS}
+            self.evals.append(EvalPoint(int(_field(event, "step") or 0), float(_field(event, "eval_loss")), **scores))
         elif kind == "checkpoint":
             self.checkpoint_steps.append(int(_field(event, "step") or 0))
         elif kind == "sample":
@@ -374,9 +389,21 @@ class RunHistory:
                 label_tokens_per_s=None if kind == "failed" else _number(_field(event, "label_tokens_per_s")),
                 peak_rss_mb=_number(_field(event, "peak_rss_mb")),
                 peak_cuda_mb=_number(_field(event, "peak_cuda_mb")),
+                **({} if kind == "failed" else self._best_fields(event)),
             )
         )
         self.outcome = self.phase = kind
+
+    @staticmethod
+    def _best_fields(event: dict) -> dict:
+        """What a finished or stopped event says about the best evaluation, the artifact's step and early stopping."""
+        best, artifact = _field(event, "best_step"), _field(event, "artifact_step")
+        return {
+            "best_step": int(best) if _number(best) is not None else None,
+            "best_eval_loss": _number(_field(event, "best_eval_loss")),
+            "artifact_step": int(artifact) if _number(artifact) is not None else None,
+            "stop_reason": _field(event, "stop_reason"),
+        }
 
     def _supersede(self, from_step: int) -> None:
         """A resume from `from_step` redoes every later step: their points go (as effective_events drops them)."""
@@ -427,9 +454,34 @@ class RunHistory:
     def last_loss(self) -> float | None:
         return self.logs[-1].loss if self.logs else None
 
+    def eval_series(self, name: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one generation score (a GENERATION_METRICS name) over the evaluations that have it,
+        for a live chart.
+
+        >>> found = RunHistory(evals=[EvalPoint(2, 1.5, 10.0, 0.0), EvalPoint(4, 1.2), EvalPoint(6, 1.1, 30.0, 25.0)])
+        >>> found.eval_series("rougeL")
+        ([2, 6], [10.0, 30.0])
+        """
+        if name not in GENERATION_METRICS:
+            raise ValueError(f"{name!r} is not a generation score; use one of {', '.join(GENERATION_METRICS)}")
+        points = [(p.step, getattr(p, name)) for p in self.evals if getattr(p, name) is not None]
+        return [step for step, _ in points], [value for _, value in points]
+
     @property
     def best_eval_loss(self) -> float | None:
         return min(self.eval_losses, default=None)
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the lowest eval loss (the earliest of equal ones, as the trainer's best-model choice); the
+        checkpoint load_best_at_end makes the run's result. None before the first evaluation."""
+        best = min(self.evals, key=lambda p: p.eval_loss, default=None)
+        return best.step if best else None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the last session ended before its total steps (early stopping); None while a session runs."""
+        return self.ending.stop_reason if self.ending and self.outcome != "open" else None
 
     @property
     def ending(self) -> Ending | None:

@@ -291,6 +291,10 @@ class RunSummary:
     adapter: Path | None
     message: str | None = None
     """Why the run failed (the failed event's message), else None."""
+    best_step: int | None = None
+    """The step of best_eval_loss: the checkpoint a run with load_best_at_end keeps as its result."""
+    stop_reason: str | None = None
+    """Why the run ended before its total steps (early stopping), else None."""
 
 
 def _config_facts(run_dir: Path) -> tuple[str | None, str | None]:
@@ -319,6 +323,8 @@ def summarize(run_dir: str | Path) -> RunSummary:
         started=found.started,
         adapter=final_artifact(run_dir),
         message=found.ending.message if status == "failed" and found.ending else None,
+        best_step=found.best_step,
+        stop_reason=found.stop_reason,
     )
 
 

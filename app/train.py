@@ -36,9 +36,9 @@ from app.config import RunConfig
 
 libs.load()  # transformers, whole, under the lock another thread's first use waits on (see app/libs.py)
 
-from transformers.trainer_callback import PrinterCallback  # noqa: E402
+from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback  # noqa: E402
 
-from app import devices, history, learned, methods, modeling, objectives, runs  # noqa: E402
+from app import devices, history, learned, methods, modeling, objectives, runs, tracking  # noqa: E402
 from app.objectives import LabelGather  # noqa: E402
 from app.threads import configure_threads  # noqa: E402
 from app.train_events import EventsCallback, peak_memory  # noqa: E402
@@ -51,7 +51,7 @@ log = logging.getLogger("tunedesk.train")
 # ---- checks before anything is loaded ------------------------------------------------------------------------
 def preflight(cfg: RunConfig) -> list[str]:
     """Every problem that makes the run impossible, found without loading anything (config, device, optimizer)."""
-    problems = cfg.validate()
+    problems = cfg.validate() + tracking.problems(cfg)
     try:
         on_cpu = devices.resolve(cfg.train.device) == devices.CPU
     except devices.DeviceError as exc:
@@ -319,15 +319,32 @@ def build(
         eval_dataset=data.val,
         data_collator=data.collator,
         processing_class=loaded.tokenizer,
-        callbacks=[callback],
+        callbacks=[callback, *_evaluation_callbacks(cfg, data.val is not None)],
         sampler=EpochSampler(data.train.lengths, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
         gather=gather,
         eval_collator=data.eval_collator,
         objective=objective,
+        eval_generations=cfg.train.eval_generations,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; events.jsonl has them
     callback.trainer = trainer
+    tracking.attach(trainer, cfg, run_dir)
     return Session(trainer, callback, loaded, gather, ckpt)
+
+
+def _evaluation_callbacks(cfg: RunConfig, has_val: bool) -> list[Any]:
+    """transformers' EarlyStoppingCallback (on eval_loss) when train.early_stopping_patience is on. It and
+    load_best_at_end need validation rows, which a small data set may not leave at a small val_size (validate()
+    only sees the share): that is said before training instead of failing at its first evaluation."""
+    t = cfg.train
+    wanted = {"early_stopping_patience": t.early_stopping_patience > 0, "load_best_at_end": t.load_best_at_end}
+    asked = [key for key, on in wanted.items() if on]
+    if asked and not has_val:
+        raise TrainError(
+            f"train.{asked[0]}: needs validation examples, but data.val_size {cfg.data.val_size} of these records "
+            "holds out none; raise data.val_size or add records"
+        )
+    return [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience > 0 else []
 
 
 def _fit(
@@ -360,17 +377,24 @@ def _fit(
 def _finish(
     trainer: TuneTrainer, callback: EventsCallback, tokenizer: Any, cfg: RunConfig, run_dir: Path, dist: Dist
 ) -> str:
+    """Save the artifact (the best checkpoint's weights with load_best_at_end: the Trainer loaded them at the end of
+    train()) and write the final event: what was saved, from which step, the best evaluation, and why training
+    ended early when early stopping ended it."""
     status = "stopped" if callback.stopped else "finished"
     artifact = save_artifact(trainer.model, tokenizer, run_dir, cfg.method) if dist.main else None
     if dist.main:  # the tuned side of "did it learn?", with the result safe on disk and before the final event
         learned.record_tuned(run_dir, cfg, trainer.model, tokenizer, trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
+    best_step, best_loss = trainer.best_evaluation()
     fields = {
         "step": trainer.state.global_step,
         "total_steps": trainer.state.max_steps,
         "loss": callback.last_loss,
         "eval_loss": callback.last_eval,
-        "best_eval_loss": callback.best_eval,
+        "best_eval_loss": best_loss,
+        "best_step": best_step,
+        "artifact_step": trainer.artifact_step(),
+        "stop_reason": trainer.early_stop_reason(),
         "adapter": str(artifact) if artifact and artifact.name == runs.ADAPTER else None,
         "model": str(artifact) if artifact and artifact.name == runs.MODEL else None,
         "train_s": round(callback.train_s, 2),

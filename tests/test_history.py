@@ -65,6 +65,30 @@ def test_effective_events_and_the_history_drop_steps_a_resume_redid():
     assert at5.steps == [1, 2, 3, 4, 5] and at5.endings == [] and at5.checkpoint_steps == [5]
 
 
+def test_generation_scores_best_step_and_early_stopping_are_read_from_the_events():
+    reason = "early stopping: eval loss did not improve for 2 evaluations in a row; best 1.2 at step 4 of 20"
+    events = [
+        {"type": "started", "time": 1.0, "total_steps": 20},
+        {"type": "eval", "time": 2.0, "step": 2, "eval_loss": 1.5, "eval_rougeL": 10.0, "eval_exact_match": 0.0},
+        {"type": "eval", "time": 3.0, "step": 4, "eval_loss": 1.2},  # eval_generations 0: no scores
+        {"type": "eval", "time": 4.0, "step": 6, "eval_loss": 1.3, "eval_rougeL": 30.0, "eval_exact_match": 25.0},
+        {"type": "eval", "time": 5.0, "step": 8, "eval_loss": 1.2, "eval_rougeL": 35.0, "eval_exact_match": 25.0},
+        {"type": "finished", "time": 6.0, "step": 8, "best_step": 4, "best_eval_loss": 1.2, "artifact_step": 4,
+         "stop_reason": reason},
+    ]  # fmt: skip
+    found = history.RunHistory()
+    found.fold(events)
+    assert found.eval_series("rougeL") == ([2, 6, 8], [10.0, 30.0, 35.0])
+    assert found.eval_series("exact_match") == ([2, 6, 8], [0.0, 25.0, 25.0])
+    assert found.best_step == 4 and found.best_eval_loss == 1.2  # the earliest of equal losses
+    assert (found.ending.best_step, found.ending.artifact_step, found.ending.best_eval_loss) == (4, 4, 1.2)
+    assert found.stop_reason == reason and found.ending.stop_reason == reason
+    with pytest.raises(ValueError, match="not a generation score"):
+        found.eval_series("eval_loss")
+    found.fold([{"type": "resumed", "time": 7.0, "from_step": 2, "total_steps": 20}])
+    assert found.best_step == 2 and found.eval_series("rougeL") == ([2], [10.0]) and found.stop_reason is None
+
+
 def test_checkpoint_names_are_parsed_in_one_place(tmp_path):
     assert history.checkpoint_step("runs/x/checkpoints/checkpoint-40") == 40
     assert history.checkpoint_step(Path("checkpoint-7")) == 7

@@ -67,6 +67,7 @@ def test_list_runs_newest_first_with_summary_and_delete(runs_tmp):
     summary = listed[1]
     assert (summary.status, summary.method, summary.step, summary.total_steps) == ("failed", "full", 2, 4)
     assert summary.best_eval_loss == 1.6 and summary.last_loss == 1.7 and summary.message == "Out of RAM"
+    assert summary.best_step == 2 and summary.stop_reason is None
     assert listed[0].status == "created" and listed[0].adapter is None
 
     runs.write_lock(new)
