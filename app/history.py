@@ -61,6 +61,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "finished": _END_FIELDS,
     "stopped": _END_FIELDS,
     "failed": ("message", "error", "step", "peak_rss_mb", "peak_cuda_mb"),  # message: what to do
+    # "Did it learn?" after the run (app.learned.Learned.summary; the table itself is learned.json, app.learned.load).
+    "learned": ("examples", "step", "base_loss", "tuned_loss", "first_loss", "last_loss", "flags", "verdict"),
 }
 # fmt: on
 """The event log's schema: each event type and the fields it may carry besides "type" and "time". The trainer
