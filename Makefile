@@ -1,5 +1,5 @@
-# `make test`: the same set-up as `python launch.py` (venv, install, default model) plus the test extra and a
-# browser for the end-to-end tests, then the whole suite (slow and e2e tests included).
+# `make test`: the same set-up as `python launch.py` (venv, install, default model) plus the test and trackers extras
+# and a browser for the end-to-end tests, then the whole suite (slow and e2e tests included).
 PYTHON ?= python3
 ifdef VIRTUAL_ENV
 RUN_PY := python
@@ -10,7 +10,7 @@ endif
 .PHONY: test setup browser lint format bench
 
 setup:
-	$(PYTHON) launch.py --setup-only --extras test
+	$(PYTHON) launch.py --setup-only --extras test,trackers
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -10,7 +10,7 @@
    or $TUNEDESK_HOME/models).
 4. Starts the app: `python -m app ui ...` with the remaining options.
 
-`--setup-only` stops after step 3 (used by `make test` with `--extras test`).
+`--setup-only` stops after step 3 (used by `make test` with `--extras test,trackers`).
 Standard library only: this file runs before anything is installed.
 """
 
@@ -79,10 +79,15 @@ def _up_to_date(extras: str) -> bool:
     return stamp.exists() and stamp.read_text().strip() == _stamp_value(extras)
 
 
+def _extras_of(extras: str) -> set[str]:
+    """`--extras test,trackers` -> {"test", "trackers"}."""
+    return {name.strip() for name in extras.split(",") if name.strip()}
+
+
 def install(extras: str) -> None:
-    # an up-to-date install with the test extra holds everything the plain one needs (make test, then launch.py)
-    satisfied_by = [extras] if extras else ["", "test"]
-    if any(_up_to_date(e) for e in satisfied_by) and _has_module("app"):
+    # an up-to-date install with more extras holds everything a smaller one needs (make test, then launch.py)
+    stamped = (p.name.removeprefix(".tunedesk-stamp").lstrip("-") for p in Path(sys.prefix).glob(".tunedesk-stamp*"))
+    if any(_extras_of(extras) <= _extras_of(e) and _up_to_date(e) for e in stamped) and _has_module("app"):
         print("[launch] environment up to date", flush=True)
         return
     stamp, want = _stamp(extras), _stamp_value(extras)

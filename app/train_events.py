@@ -23,7 +23,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers import TrainerCallback  # noqa: E402
 
-from app import history, learned  # noqa: E402
+from app import history, learned, tracking  # noqa: E402
 
 if TYPE_CHECKING:
     from app.trainer import TuneTrainer
@@ -46,7 +46,6 @@ class EventsCallback(TrainerCallback):
         self.t_begin = self.t_step = time.perf_counter()
         self.train_s = 0.0
         self.first_step = 0
-        self.mark = (0.0, 0, 0)  # train seconds, tokens, label tokens at the last log
 
     def event(self, type: str, **fields: Any) -> None:
         if self.main:
@@ -91,15 +90,10 @@ class EventsCallback(TrainerCallback):
             self.event("eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"])
         if "loss" in logs:
             self.last_loss = logs["loss"]
-            self.event("log", **self.log_fields(state, logs, args.world_size))
+            self.event("log", **self.log_fields(state, logs))
 
-    def log_fields(self, state: Any, logs: dict, world: int) -> dict:
-        trainer = self.trainer
-        seconds, tokens, labels = self.train_s, trainer.tokens_seen, trainer.labels_seen
-        span = max(seconds - self.mark[0], 1e-9)
-        rate = (tokens - self.mark[1]) * world / span
-        label_rate = (labels - self.mark[2]) * world / span
-        self.mark = (seconds, tokens, labels)
+    def log_fields(self, state: Any, logs: dict) -> dict:
+        """The `log` event: the Trainer's figures, with the token rates TuneTrainer.log added for every tracker."""
         elapsed = time.perf_counter() - self.t_begin
         done = state.global_step - self.first_step
         eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
@@ -110,8 +104,8 @@ class EventsCallback(TrainerCallback):
             "loss": logs.get("loss"),
             "learning_rate": logs.get("learning_rate"),
             "grad_norm": _round(logs.get("grad_norm"), 6),
-            "tokens_per_s": round(rate, 1),
-            "label_tokens_per_s": round(label_rate, 1),
+            "tokens_per_s": logs.get("tokens_per_s"),
+            "label_tokens_per_s": logs.get("label_tokens_per_s"),
             "elapsed_s": round(self.elapsed_before + elapsed, 2),
             "eta_s": round(eta, 1) if eta is not None else None,
         }
@@ -125,6 +119,7 @@ class EventsCallback(TrainerCallback):
             return
         answers = generate_samples(self.trainer.model, tokenizer, self.cfg, self.cfg.train.sample_prompts[:3])
         self.event("sample", step=step, samples=answers)
+        tracking.log_text(self.trainer, "samples", tracking.samples_text(answers), step)
 
 
 def _round(value: Any, digits: int) -> Any:
