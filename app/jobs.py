@@ -20,6 +20,15 @@ from app import devices, history, runs
 from app.config import ConfigError, RunConfig
 
 
+def preflight(config: RunConfig) -> list[str]:
+    """app.train.preflight's problems: everything that makes `config` impossible, found without loading anything.
+    The trainer (torch, transformers) is imported here, when a run is about to start, so the UI can import this
+    module."""
+    from app import train
+
+    return train.preflight(config)
+
+
 class JobBusy(RuntimeError):
     """A training job already owns the device; the message names the run and says what to do."""
 
@@ -58,9 +67,7 @@ class JobManager:
         resume_dir = Path(resume_dir) if resume_dir is not None else None
         if resume_dir is not None:
             config = runs.load_config(resume_dir)
-        from app import train  # torch, transformers: imported when a run starts, so the UI can import this module
-
-        problems = train.preflight(config)
+        problems = preflight(config)
         if problems:
             raise ConfigError(problems)
         device = _resolve(config.train.device)

@@ -118,7 +118,7 @@ def _follow(ctx, view, timeout=180.0):
 def test_start_train_follow_open_and_delete_on_the_tiny_model(train_app):
     ctx, cfg = train_app
     h = ctx.handles["train"]
-    started = train_tab.start_run(ctx, _values(ctx))
+    started = train_tab.start_run(ctx, _values(ctx), confirmed=True)  # 3 steps on purpose: Start anyway
     view = started[h.view]
     assert view.run_dir and ("Training" in started[h.status] or "Starting" in started[h.status])
 
@@ -285,6 +285,47 @@ def test_start_waits_at_a_run_estimated_not_to_fit_and_start_anyway_starts_it(
         out = fn(values)
     assert len(launched) == 1 and launched[0].train.batch_size == 64 and out[h.nofit_box]["visible"] is False
     only_outputs(ctx, "start_anyway", out)
+
+
+def test_start_waits_at_will_it_learn_warnings_and_start_anyway_starts_the_run(app_ctx, runs_tmp, monkeypatch):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    launched = []
+    monkeypatch.setattr(
+        train_tab, "_launch", lambda cfg, lang, resume_dir=None: (launched.append(cfg), (None, "x"))[1]
+    )
+    fn, values = wired(ctx, "start_training", train__learning_rate=0.5)  # 500x the top of LoRA's usual range
+    with pytest.warns(UserWarning, match="Will it learn"):
+        out = fn(values)
+    only_outputs(ctx, "start_training", out)
+    assert out[h.nofit_box]["visible"] is True and out[h.apply_fix]["visible"] is False  # no memory fix to apply
+    shown = out[h.nofit_text]
+    assert "**Learning rate**" in shown and "0.5" in shown and "Start anyway" in shown, shown
+    assert "train.learning_rate" not in shown  # the label on screen, not the config key
+    assert "see the warnings above" in out[h.status] and launched == [] and runs.list_runs() == []
+    values[ctx.lang_selector] = "zh"
+    with pytest.warns(UserWarning):
+        assert "**学习率**" in fn(values)[h.nofit_text]
+
+    fn, values = wired(ctx, "start_anyway", train__learning_rate=0.5)
+    with pytest.warns(UserWarning):  # the stand-in launcher refuses: a toast
+        out = fn(values)
+    assert len(launched) == 1 and launched[0].train.learning_rate == 0.5 and out[h.nofit_box]["visible"] is False
+
+
+def test_start_with_the_default_settings_does_not_wait(app_ctx, runs_tmp, small_ram, monkeypatch):
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    launched = []
+    monkeypatch.setattr(
+        train_tab, "_launch", lambda cfg, lang, resume_dir=None: (launched.append(cfg), (None, "x"))[1]
+    )
+    fn, values = wired(ctx, "start_training")
+    with pytest.warns(UserWarning, match="x"):  # only the stand-in launcher's refusal: no fit or learn warning
+        out = fn(values)
+    assert len(launched) == 1 and out[h.nofit_box]["visible"] is False
 
 
 def test_apply_the_fix_puts_the_best_fix_into_the_form(app_ctx, runs_tmp, small_ram):

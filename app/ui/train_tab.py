@@ -20,7 +20,7 @@ import pandas as pd
 from app import history, jobs, paths, runs
 from app.config import ConfigError, RunConfig
 from app.ui import i18n, plots
-from app.ui.form import explain, plain
+from app.ui.form import explain, label_of, plain
 
 if TYPE_CHECKING:
     from app.ui.app import AppContext
@@ -132,6 +132,19 @@ STRINGS = {
     "train.nofit.ask": (
         "Press **Start anyway** to start it as it is.",
         "点击“仍然开始”将按当前设置开始。",
+    ),
+    "train.learn.head": (
+        "**Will it learn?** These settings may waste the run:",
+        "**能学会吗？** 这些设置可能让这次训练白费：",
+    ),
+    "train.learn.fix": ("Fix", "修正"),
+    "train.learn.ask": (
+        "Press **Start anyway** to train as it is, or **Cancel** and change the settings.",
+        "点击“仍然开始”按当前设置训练，或点击“取消”修改设置。",
+    ),
+    "train.learn.waiting": (
+        "Not started yet: see the warnings above.",
+        "尚未开始：请看上方的提醒。",
     ),
     "train.nofit.waiting": (
         "Not started yet: this run is estimated not to fit (see above).",
@@ -536,7 +549,7 @@ def wire(ctx: AppContext) -> None:
     h.start.click(
         lambda v: start_run(ctx, v),
         inputs=form_in,
-        outputs=live + listing + [h.nofit_box, h.nofit_text],
+        outputs=live + listing + [h.nofit_box, h.nofit_text, h.apply_fix],
         api_name="start_training",
         **api,
     )
@@ -823,18 +836,66 @@ def start_run(ctx: AppContext, values: dict[Any, Any], confirmed: bool = False) 
         cfg = ctx.form.to_config(values).check(source="form")
     except ConfigError as exc:
         return {h.status: i18n.t("train.invalid", lang, msg=_bullets(exc, lang))}
-    if not confirmed:
-        answer = _estimate(cfg)
-        if answer is not None and answer.verdict == "no":
-            warning = nofit_text(answer, lang)
-            gr.Warning(warning.split("\n", 1)[0].replace("**", ""))
-            waiting = i18n.t("train.nofit.waiting", lang)
-            return {h.nofit_box: gr.update(visible=True), h.nofit_text: warning, h.status: waiting}
+    if not confirmed:  # what cannot start is said before what may be wasted
+        waiting = _refusal(h, cfg, lang) or _waiting(ctx, cfg, lang)
+        if waiting:
+            return waiting
     hide = {h.nofit_box: gr.update(visible=False)}
     view, refusal = _launch(cfg, lang)
     if view is None:
         return {**_refused(h, refusal), **hide}
     return {**render(ctx, view, lang), **_listing(ctx, lang, view.name), **hide}
+
+
+def _refusal(h: TrainHandles, cfg: RunConfig, lang: str) -> dict[Any, Any]:
+    """Why `cfg` cannot start at all (a run is active, or train.preflight's problems), before Start asks about
+    memory or learning; empty when it can. _launch asks again at the moment it starts."""
+    active = jobs.manager.active()
+    if active is not None:
+        return _refused(h, i18n.t("train.busy", lang, run=Path(active.run_dir).name))
+    problems = jobs.preflight(cfg)
+    if problems:
+        return {h.status: i18n.t("train.invalid", lang, msg=_bullets(ConfigError(problems), lang))}
+    return {}
+
+
+def _waiting(ctx: AppContext, cfg: RunConfig, lang: str) -> dict[Any, Any]:
+    """Why Start waits for Start anyway: the estimate says the run does not fit (with its best fix), and/or the
+    "will it learn?" checks (app.learn_checks) found settings that waste the run. Empty when nothing is wrong."""
+    h = ctx.train
+    answer = _estimate(cfg)
+    nofit = answer is not None and answer.verdict == "no"
+    warnings = _learn_warnings(cfg)
+    if not nofit and not warnings:
+        return {}
+    parts = ([nofit_text(answer, lang)] if nofit else []) + ([learn_text(warnings, lang)] if warnings else [])
+    text = "\n\n".join(parts)
+    gr.Warning(text.split("\n", 1)[0].replace("**", ""))
+    waiting = i18n.t("train.nofit.waiting" if nofit else "train.learn.waiting", lang)
+    fix = nofit and bool(answer.fixes)
+    return {
+        h.nofit_box: gr.update(visible=True),
+        h.nofit_text: text,
+        h.status: waiting,
+        h.apply_fix: gr.update(visible=fix),
+    }
+
+
+def _learn_warnings(cfg: RunConfig) -> list[Any]:
+    """app.learn_checks' warnings for `cfg` (~1 s: the base model's tokenizer and the data, never its weights)."""
+    from app import learn_checks
+
+    return learn_checks.checks(cfg)
+
+
+def learn_text(warnings: list[Any], lang: str) -> str:
+    """The "will it learn?" warnings as a list: the setting's on-screen label, what is wrong, the fix."""
+    fix = i18n.t("train.learn.fix", lang)
+    lines = [i18n.t("train.learn.head", lang)]
+    lines += [
+        f"- **{label_of(w.field, lang)}**: {plain(w.message, lang)}. {fix}: {plain(w.fix, lang)}." for w in warnings
+    ]
+    return "\n".join(lines) + "\n\n" + i18n.t("train.learn.ask", lang)
 
 
 def _estimate(cfg: RunConfig) -> Any:
