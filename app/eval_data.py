@@ -77,7 +77,7 @@ def _validation_examples(run_cfg: RunConfig, run_dir: Path, tokenizer: Any) -> l
     makes the same seeded split (train.py calls it the same way)."""
     from app import data as data_mod
 
-    prepared = data_mod.prepare(run_cfg.data, tokenizer)
+    prepared = data_mod.prepare(run_cfg.data, tokenizer, seed=run_cfg.train.seed)  # the split the trainer held out
     if not prepared.val:
         raise EvalError(
             f"run {run_dir.name} held out no validation examples (data.val_size = "

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import IDENTITY_HOLDOUT, IDENTITY_NAMES
+from test_train_kit import tiny_config, write_alpaca
 
 from app import adapters, efficiency, eval_data, eval_report, evaluate, history, runs
 from app.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
@@ -408,3 +409,18 @@ def test_trained_identity_adapter_beats_the_base(identity_run):
     assert report.examples["base answer"].str.contains("TuneBot").sum() == 0
     eff = efficiency.efficiency_report(run)
     assert eff["training_s"] > 0 and eff["trainable_share"] < 0.1 and eff["size_share"] < 0.2
+
+
+def test_the_validation_split_is_the_one_the_trainer_held_out_whatever_the_seed(tiny_model_dir, tmp_path):
+    """Evaluate's "validation split" is app.data.prepare's with the run's own seed, as the trainer makes it."""
+    from app import data as data_mod
+    from app import eval_data, modeling
+
+    data = write_alpaca(tmp_path / "d.json", n=40)
+    cfg = tiny_config(tiny_model_dir, data, **{"train.seed": 7, "data.val_size": 0.25})
+    tokenizer = modeling.load_tokenizer(str(tiny_model_dir))
+    held_out = data_mod.prepare(cfg.data, tokenizer, seed=7).val
+    other = data_mod.prepare(cfg.data, tokenizer, seed=42).val
+    assert {e.index for e in held_out} != {e.index for e in other}  # the seed matters for this data
+    found = eval_data._validation_examples(cfg, tmp_path, tokenizer)
+    assert [e.index for e in found] == [e.index for e in held_out]
