@@ -87,7 +87,10 @@ class EventsCallback(TrainerCallback):
         if "eval_loss" in logs:
             self.last_eval = logs["eval_loss"]
             self.best_eval = min(self.best_eval or math.inf, self.last_eval)
-            self.event("eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"])
+            scores = {key: logs[key] for key in (f"eval_{name}" for name in history.GENERATION_METRICS) if key in logs}
+            self.event(
+                "eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"], **scores
+            )
         if "loss" in logs:
             self.last_loss = logs["loss"]
             self.event("log", **self.log_fields(state, logs))
@@ -159,17 +162,18 @@ def evaluating(model: Any) -> Iterator[Any]:
 
 
 @torch.no_grad()
-def greedy_answer(model: Any, tokenizer: Any, prompt_ids: list[int]) -> str:
-    """The greedy answer (SAMPLE_TOKENS new tokens) to one tokenized prompt, in whatever mode the model is
-    (use `evaluating`). Samples and the "did it learn?" check (app.learned) answer with it."""
-    ids = torch.tensor([prompt_ids], device=next(model.parameters()).device)
+def greedy_answer(model: Any, tokenizer: Any, prompt_ids: Any, max_new_tokens: int = SAMPLE_TOKENS) -> str:
+    """The greedy answer to one tokenized prompt, in whatever mode the model is (use `evaluating`). Samples, the
+    evaluation's scored answers (app.trainer) and the "did it learn?" check (app.learned) answer with it."""
+    ids = torch.as_tensor(prompt_ids, device=next(model.parameters()).device)[None]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = model.generate(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
-        max_new_tokens=SAMPLE_TOKENS,
+        max_new_tokens=max_new_tokens,
         do_sample=False,
         use_cache=True,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad,
     )
     return tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True).strip()
 

@@ -32,7 +32,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from app import devices, history, modeling, objectives, tracking  # noqa: E402
 from app import metrics as text_metrics  # noqa: E402
 from app.objectives import LabelGather, Objective  # noqa: E402
-from app.train_events import evaluating, peak_memory  # noqa: E402
+from app.train_events import evaluating, greedy_answer, peak_memory  # noqa: E402
 
 OPTIMIZERS = {  # config name -> transformers OptimizerNames
     "adamw_torch": "adamw_torch",
@@ -337,20 +337,6 @@ def generation_set(store: TokenStore, tokenizer: Any, count: int) -> list[tuple[
 @torch.no_grad()
 def greedy_answers(model: Any, tokenizer: Any, prompts: list[tuple[np.ndarray, int]]) -> list[str]:
     """Greedy answers to tokenized prompts, each with its own new-token budget, in eval mode; the model is put
-    back in the mode it was in. (train_events.greedy_answer does the same with a fixed budget for samples.)"""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers = []
+    back in the mode it was in."""
     with evaluating(model):
-        device = next(model.parameters()).device
-        for ids, budget in prompts:
-            input_ids = torch.as_tensor(ids, device=device)[None]
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=budget,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=pad,
-            )
-            answers.append(tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True).strip())
-    return answers
+        return [greedy_answer(model, tokenizer, ids, budget) for ids, budget in prompts]
