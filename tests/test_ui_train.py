@@ -132,9 +132,16 @@ def test_start_train_follow_open_and_delete_on_the_tiny_model(train_app):
     figure = rendered[h.plot]
     assert isinstance(figure, go.Figure) and list(figure.data[0].y) == view.facts.losses
     assert "Finished" in rendered[h.status] and "adapter" in rendered[h.status]
+    scored = [t for t in figure.data if t.name == "eval ROUGE-L"]  # each evaluation's scored answers, plotted
+    assert scored and list(scored[0].x) == view.facts.eval_series("rougeL")[0]
+    # did it learn? the base and tuned answers side by side once the run has ended
+    assert rendered[h.learned_box]["visible"] is True and rendered[h.learned_text]
+    shown = rendered[h.learned]
+    assert len(shown) == cfg.train.learn_check and list(shown.columns)[3:5] == ["base answer", "tuned answer"]
 
     table, ids = train_tab.run_table("en")
     assert ids == [view.name] and table.iloc[0]["status"] == "finished" and table.iloc[0]["steps"] == "3/3"
+    assert table.iloc[0]["best step"] == str(view.facts.best_step)
 
     reloaded = train_tab.attach(ctx, _values(ctx))  # a page refresh (fresh session state) redraws the history
     assert reloaded[h.view].run_dir == view.run_dir and reloaded[h.view].facts.steps == [1, 2, 3]
@@ -470,3 +477,18 @@ def test_reset_all_settings_puts_every_tab_back_to_the_defaults(app_ctx):
         "v_proj",
     ]
     assert ctx.data.placeholders in out and "default" in out[h.status]
+
+
+def test_open_in_tensorboard_links_to_a_tensorboard_of_the_runs_folder_on_localhost(app_ctx, runs_tmp):
+    import urllib.request
+
+    from ui_ctx import wired
+
+    ctx, h = app_ctx, app_ctx.train
+    fn, values = wired(ctx, "open_tensorboard")
+    out = fn(values)
+    only_outputs(ctx, "open_tensorboard", out)
+    url = re.search(r"\((http://127\.0\.0\.1:\d+/)\)", out[h.tb_link]).group(1)
+    with urllib.request.urlopen(url + "data/environment", timeout=30) as answer:  # TensorBoard's own API
+        assert str(runs_tmp) in answer.read().decode()
+    assert fn(values)[h.tb_link] == out[h.tb_link]  # started once: the same server on the second press

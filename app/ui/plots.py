@@ -146,6 +146,9 @@ TRAINING_LABELS: dict[str, str] = {
     "step": "step",
     "loss_axis": "loss",
     "lr_axis": "lr",
+    "rougeL": "eval ROUGE-L",
+    "exact_match": "eval exact match",
+    "score_axis": "score %",
 }
 """Every word training_figure shows, in English; the Train tab passes each in the page's language (train.plot.*)."""
 
@@ -157,8 +160,10 @@ def training_figure(
     eval_losses: Sequence[float] = (),
     lrs: Sequence[float] = (),
     labels: dict[str, str] | None = None,
+    scores: dict[str, tuple[Sequence[int], Sequence[float]]] | None = None,
 ) -> go.Figure:
-    """Loss (raw, smoothed, eval) on top, learning rate in a small panel below, sharing the step axis."""
+    """Loss (raw, smoothed, eval) on top, learning rate in a small panel below, sharing the step axis; `scores`
+    (name -> (eval steps, percentages), e.g. rougeL, exact_match) as dotted lines on a 0-100 axis at the right."""
     lb = {**TRAINING_LABELS, **(labels or {})}
     traces = [
         go.Scatter(
@@ -200,6 +205,19 @@ def training_figure(
                 yaxis="y2",
             )
         )
+    shown = {name: points for name, points in (scores or {}).items() if points[0]}
+    for i, (name, (at, values)) in enumerate(shown.items()):
+        traces.append(
+            go.Scatter(
+                x=list(at),
+                y=list(values),
+                name=lb.get(name, name),
+                mode="lines+markers",
+                line={"color": PALETTE[3 + i % (len(PALETTE) - 3)], "width": 1.5, "dash": "dot"},
+                marker={"size": 6},
+                yaxis="y3",
+            )
+        )
     last = max([*steps, *eval_steps], default=1)
     # Two stacked y axes on one shared x axis: loss on the top 75%, learning rate on the bottom 20%.
     layout = {
@@ -213,6 +231,15 @@ def training_figure(
         "yaxis": {**_AXIS, "title": {"text": lb["loss_axis"]}, "domain": [0.3, 1.0]},
         "yaxis2": {**_AXIS, "title": {"text": lb["lr_axis"]}, "domain": [0.0, 0.2], "exponentformat": "e"},
     }
+    if shown:  # generation scores are percentages: their own axis over the loss panel, at the right
+        layout["yaxis3"] = {
+            **_AXIS,
+            "title": {"text": lb["score_axis"]},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 100],
+            "showgrid": False,
+        }
     return go.Figure(data=traces, layout=layout)
 
 

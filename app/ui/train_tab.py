@@ -69,6 +69,23 @@ STRINGS = {
     "train.plot.step": ("step", "步数"),
     "train.plot.loss_axis": ("loss", "损失"),
     "train.plot.lr_axis": ("lr", "学习率"),
+    "train.plot.rougeL": ("eval ROUGE-L", "验证 ROUGE-L"),
+    "train.plot.exact_match": ("eval exact match", "验证完全匹配"),
+    "train.plot.score_axis": ("score %", "得分 %"),
+    "train.tensorboard": ("Open in TensorBoard", "在 TensorBoard 中打开"),
+    "train.tb.link": (
+        "TensorBoard shows every run's curves, config and samples: [{url}]({url})",
+        "TensorBoard 显示每次运行的曲线、配置和示例：[{url}]({url})",
+    ),
+    "train.tb.failed": ("TensorBoard could not start: {msg}", "TensorBoard 无法启动：{msg}"),
+    "train.learned": ("Did it learn?", "学会了吗？"),
+    "train.learned.flagged": ("**It may not have learned:** {verdict}", "**可能没有学会：** {verdict}"),
+    "train.stop_reason": ("Ended early: {reason}", "提前结束：{reason}"),
+    "train.best_weights": (
+        "The saved weights are the best checkpoint's (step {step}, eval loss {loss:.4f}).",
+        "保存的权重来自最佳检查点（第 {step} 步，验证损失 {loss:.4f}）。",
+    ),
+    "train.col.best_step": ("best step", "最佳步数"),
     "train.elapsed": ("elapsed", "已用时"),
     "train.eta": ("ETA", "预计剩余"),
     "train.tokens": ("tokens/s", "tokens/秒"),
@@ -76,6 +93,14 @@ STRINGS = {
     "train.log.info": ("The run's events, newest first.", "训练事件，最新的在最上面。"),
     "train.samples": ("Sample generations", "示例生成"),
     "train.col.step": ("step", "步数"),
+    "train.col.record": ("record", "记录"),
+    "train.col.example": ("example", "样本"),
+    "train.col.reference": ("reference", "参考答案"),
+    "train.col.base_answer": ("base answer", "基座回答"),
+    "train.col.tuned_answer": ("tuned answer", "微调后回答"),
+    "train.col.base_loss": ("base loss", "基座损失"),
+    "train.col.tuned_loss": ("tuned loss", "微调后损失"),
+    "train.col.change": ("change", "变化"),
     "train.col.prompt": ("prompt", "提示"),
     "train.col.answer": ("answer", "回答"),
     "train.section.runs": ("Runs", "训练记录"),
@@ -240,6 +265,17 @@ LOGGING_ROWS = (
     ("train.eval_generations", "train.learn_check"),
 )
 LIVE = ("starting", "running")
+LEARNED_COLUMNS = (
+    "record",
+    "example",
+    "reference",
+    "base_answer",
+    "tuned_answer",
+    "base_loss",
+    "tuned_loss",
+    "change",
+)
+"""app.learned.COLUMNS, each a train.col.* word of the page's language."""
 LOG_LINES = 200
 # The timer looks for a run started elsewhere (the CLI, another tab) every 5th tick: list_runs reads every run
 # folder's config, which is cheap but need not happen each second.
@@ -359,6 +395,11 @@ class TrainHandles:
     progress: gr.HTML
     plot: gr.Plot
     samples: gr.Dataframe
+    learned_box: gr.Accordion
+    learned_text: gr.Markdown
+    learned: gr.Dataframe
+    tensorboard: gr.Button
+    tb_link: gr.Markdown
     log: gr.Textbox
     timer: gr.Timer
     view: gr.State
@@ -447,6 +488,8 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
     with gr.Row():
         start = tr.text(gr.Button, "train.start", variant="primary", elem_id="train-start")
         stop = tr.text(gr.Button, "train.stop", variant="stop", elem_id="train-stop")
+        tensorboard = tr.text(gr.Button, "train.tensorboard", size="sm", elem_id="train-tensorboard")
+    tb_link = gr.Markdown("", elem_id="train-tb-link")
     with gr.Group(visible=False, elem_classes="td-confirm", elem_id="train-nofit") as nofit_box:
         nofit_text = gr.Markdown("")
         with gr.Row():
@@ -466,6 +509,15 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
         max_height=260,
         elem_id="train-samples",
     )
+    with tr.labelled(gr.Accordion, "train.learned", open=True, visible=False, elem_id="train-learned") as learned_box:
+        learned_text = gr.Markdown("", elem_id="train-learned-verdict")
+        learned = gr.Dataframe(
+            headers=[tr(f"train.col.{c}") for c in LEARNED_COLUMNS],
+            interactive=False,
+            wrap=True,
+            max_height=320,
+            elem_id="train-learned-table",
+        )
     log = tr.labelled(
         gr.Textbox,
         "train.log",
@@ -484,6 +536,11 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
         "progress": progress,
         "plot": plot,
         "samples": samples,
+        "learned_box": learned_box,
+        "learned_text": learned_text,
+        "learned": learned,
+        "tensorboard": tensorboard,
+        "tb_link": tb_link,
         "log": log,
         "timer": gr.Timer(1.0),
         "view": gr.State(RunView()),
@@ -542,7 +599,7 @@ def wire(ctx: AppContext) -> None:
     lang = ctx.lang_selector
     form_in = ctx.form.inputs() | {lang, h.view}
     form_out = list(ctx.form.inputs())  # every widget of every tab, the Data tab's columns and placeholders too
-    live = [h.view, h.status, h.progress, h.plot, h.samples, h.log]
+    live = [h.view, h.status, h.progress, h.plot, h.samples, h.learned_box, h.learned_text, h.learned, h.log]
     listing = [h.run_table, h.run_pick, h.listed]
     api = {"api_visibility": "undocumented"}
     private = {"api_visibility": "private"}
@@ -569,6 +626,9 @@ def wire(ctx: AppContext) -> None:
     )
     h.nofit_cancel.click(lambda: gr.update(visible=False), outputs=h.nofit_box, **private)
     h.stop.click(lambda v: stop_run(ctx, v), inputs={lang, h.view}, outputs=live, api_name="stop_training", **api)
+    h.tensorboard.click(
+        lambda v: open_tensorboard(ctx, v), inputs={lang}, outputs=[h.tb_link], api_name="open_tensorboard", **private
+    )
     h.timer.tick(
         lambda v: tick(ctx, v),
         inputs={lang, h.view, h.ticks, h.run_pick, h.listed},
@@ -724,8 +784,11 @@ def render(ctx: AppContext, view: RunView, lang: str, status_text: str | None = 
         [tuple(s) for s in reversed(facts.samples)],
         columns=[t("train.col.step"), t("train.col.prompt"), t("train.col.answer")],
     )
+    scores = {name: facts.eval_series(name) for name in history.GENERATION_METRICS}
     figure = (
-        plots.training_figure(facts.steps, facts.losses, facts.eval_steps, facts.eval_losses, facts.lrs, labels)
+        plots.training_figure(
+            facts.steps, facts.losses, facts.eval_steps, facts.eval_losses, facts.lrs, labels, scores
+        )
         if facts.steps or facts.eval_steps
         else None
     )
@@ -735,8 +798,38 @@ def render(ctx: AppContext, view: RunView, lang: str, status_text: str | None = 
         h.progress: bar,
         h.plot: figure,
         h.samples: samples,
+        **learned_outputs(h, view, lang),
         h.log: "\n".join(event_line(ev, lang) for ev in reversed(view.log)),  # newest first: no scrolling to it
     }
+
+
+def learned_outputs(h: TrainHandles, view: RunView, lang: str) -> dict[Any, Any]:
+    """The "did it learn?" panel: shown once the run's last session wrote its table (app.learned), with the
+    verdict (flagged in bold when the run may not have learned) and the base and tuned answers side by side."""
+    from app import learned
+
+    found = learned.load(view.run_dir) if view.run_dir and view.status in history.TERMINAL else None
+    if found is None:
+        return {h.learned_box: gr.update(visible=False)}
+    verdict = found.verdict if found.learned else i18n.t("train.learned.flagged", lang, verdict=found.verdict)
+    columns = [i18n.t(f"train.col.{c}", lang) for c in LEARNED_COLUMNS]
+    return {
+        h.learned_box: gr.update(visible=True),
+        h.learned_text: verdict,
+        h.learned: pd.DataFrame(found.table(), columns=columns),
+    }
+
+
+def open_tensorboard(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Start TensorBoard on the runs folder (once; 127.0.0.1 only) and link to it."""
+    from app import tracking
+
+    h, lang = ctx.train, _lang(ctx, values)
+    try:
+        url = tracking.tensorboard_url(paths.runs_dir(ctx.form.defaults.train.output_dir))
+    except tracking.TrackingError as exc:
+        return {h.tb_link: i18n.t("train.tb.failed", lang, msg=str(exc))}
+    return {h.tb_link: i18n.t("train.tb.link", lang, url=url)}
 
 
 def status_line(view: RunView, lang: str) -> str:
@@ -748,7 +841,20 @@ def status_line(view: RunView, lang: str) -> str:
     if key not in i18n.STRINGS:
         return i18n.t("train.status.viewing", lang, run=view.name, status=state_word(view.status, lang))
     message = plain(view.message, lang)  # "lower train.batch_size" -> "lower Micro-batch size"
-    return i18n.t(key, lang, run=view.name, artifact=view.artifact or view.run_dir, message=message)
+    line = i18n.t(key, lang, run=view.name, artifact=view.artifact or view.run_dir, message=message)
+    return " ".join([line, *_ending_notes(view, lang)])
+
+
+def _ending_notes(view: RunView, lang: str) -> list[str]:
+    """Why a run ended early (early stopping) and, with load_best_at_end, which step its saved weights are from."""
+    ending, facts = view.facts.ending, view.facts
+    if view.status not in ("finished", "stopped") or ending is None:
+        return []
+    notes = [i18n.t("train.stop_reason", lang, reason=facts.stop_reason)] if facts.stop_reason else []
+    best = ending.artifact_step
+    if best is not None and best != ending.step and ending.best_eval_loss is not None:
+        notes.append(i18n.t("train.best_weights", lang, step=best, loss=ending.best_eval_loss))
+    return notes
 
 
 def run_table(lang: str) -> tuple[pd.DataFrame, list[str]]:
@@ -763,11 +869,13 @@ def run_table(lang: str) -> tuple[pd.DataFrame, list[str]]:
             t("train.col.model"): r.model,
             t("train.col.steps"): _steps(r.step, r.total_steps),
             t("train.col.best_eval"): round(r.best_eval_loss, 4) if r.best_eval_loss is not None else None,
+            t("train.col.best_step"): str(r.best_step) if r.best_step is not None else "-",
             t("train.col.started"): _when(r.started or _created(r.path)),
         }
         for r in rows
     ]
-    columns = [t(f"train.col.{c}") for c in ("run", "status", "method", "model", "steps", "best_eval", "started")]
+    names = ("run", "status", "method", "model", "steps", "best_eval", "best_step", "started")
+    columns = [t(f"train.col.{c}") for c in names]
     return pd.DataFrame.from_records(records, columns=columns), [r.id for r in rows]
 
 
