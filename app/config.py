@@ -463,8 +463,10 @@ def _validate_train(t: TrainConfig, p: list[str]) -> None:
         p.append(f"train.warmup_ratio: {t.warmup_ratio} must be in [0, 1)")
     for name in ("weight_decay", "max_grad_norm", "sample_every", "early_stopping_patience"):
         _at_least(p, f"train.{name}", getattr(t, name))
-    for name in ("eval_generations", "learn_check"):
+    for name, most in (("eval_generations", 64), ("learn_check", 32)):  # each is a greedy generation, or two
         _at_least(p, f"train.{name}", getattr(t, name))
+        if getattr(t, name) > most:
+            p.append(f"train.{name}: {getattr(t, name)} is more than {most}; a few examples show it (4 is usual)")
     for tracker in t.report_to:
         _choice(p, "train.report_to", tracker, TRACKERS)
     if len(set(t.report_to)) < len(t.report_to):

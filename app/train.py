@@ -383,7 +383,7 @@ def _finish(
     status = "stopped" if callback.stopped else "finished"
     artifact = save_artifact(trainer.model, tokenizer, run_dir, cfg.method) if dist.main else None
     if dist.main:  # the tuned side of "did it learn?", with the result safe on disk and before the final event
-        learned.record_tuned(run_dir, cfg, trainer.model, tokenizer, trainer.state.global_step)
+        learned.record_tuned(run_dir, cfg, trainer.model, tokenizer, trainer.artifact_step())  # the weights measured
     trainer.accelerator.wait_for_everyone()
     best_step, best_loss = trainer.best_evaluation()
     fields = {

@@ -132,3 +132,21 @@ def test_impossible_numbers_are_named_once(changes, key, words):
 
 def test_a_seed_just_under_2_to_the_32_and_many_epochs_within_reason_are_fine():
     assert RunConfig().replace(**{"train.seed": 2**32 - 1, "train.epochs": 1000.0}).validate() == []
+
+
+def test_tracking_early_stopping_and_check_settings_are_validated():
+    from app.config import RunConfig
+
+    ok = RunConfig().replace(**{"train.report_to": ["mlflow", "tensorboard"], "train.early_stopping_patience": 2})
+    assert ok.validate() == [] and RunConfig().train.report_to == ["tensorboard"]  # TensorBoard on by default
+    bad = RunConfig().replace(**{
+        "train.report_to": ["tensorbord", "wandb", "wandb"], "train.early_stopping_patience": -1,
+        "train.learn_check": 100, "train.eval_generations": -2,
+    })  # fmt: skip
+    problems = bad.validate()
+    assert any("train.report_to: 'tensorbord'" in p and "did you mean 'tensorboard'" in p for p in problems)
+    assert any(p.startswith("train.report_to:") and "twice" in p for p in problems)
+    for key in ("early_stopping_patience", "learn_check", "eval_generations"):
+        assert any(p.startswith(f"train.{key}:") for p in problems), key
+    no_val = RunConfig().replace(**{"data.val_size": 0.0, "train.load_best_at_end": True})
+    assert ["train.load_best_at_end" in p and "data.val_size" in p for p in no_val.validate()] == [True]

@@ -102,3 +102,28 @@ def test_chat_tab_shows_base_and_identity_adapter_side_by_side(identity_run, def
         print(f"\nChat tab, 'Who are you?': base {base!r}; adapter {adapted!r}")
     finally:
         chat_tab.HOLDER.close()
+
+
+@pytest.mark.slow
+def test_the_identity_run_is_in_tensorboard_and_its_did_it_learn_table_says_it_learned(identity_run):
+    """The default model's identity run, with the defaults' TensorBoard on: its event files in the run folder load
+    in TensorBoard's own reader (a train/loss point per logging step, the RunConfig as text), and the "did it
+    learn?" table shows the adapter lowered the loss on the reference answers."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from app import learned, tracking
+
+    run_dir, cfg, _held = identity_run
+    assert cfg.train.report_to == ["tensorboard"] and cfg.train.logging_steps == 1
+    acc = EventAccumulator(str(run_dir / tracking.TENSORBOARD_DIR), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    assert [s.step for s in acc.Scalars("train/loss")] == list(range(1, cfg.train.max_steps + 1))
+    config = acc.Tensors(f"{tracking.CONFIG_TAG}/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "path: " + cfg.data.path in config and "TuneBot" in config
+
+    found = learned.load(run_dir)
+    assert found is not None and found.learned and len(found.rows) == cfg.train.learn_check, found
+    assert found.tuned_loss < found.base_loss * 0.8, found.verdict  # the names are new to the base: a big drop
+    assert any("TuneBot" in row.tuned_answer for row in found.rows) and not any(
+        "TuneBot" in row.base_answer for row in found.rows
+    )

@@ -62,6 +62,9 @@ def test_the_identity_demo_teaches_the_chosen_name(page, app_server, shot):
     finished = [e for e in events if e["type"] == "finished"]
     assert finished and finished[0]["step"] == 12, events[-1]
     print(f"\nidentity demo in the browser: {finished[0].get('train_s', 0):.0f} s of training")
+    verdict = md(page, "train-learned-verdict")  # did it learn? shown under the plot once the run ends
+    expect(verdict).to_contain_text("It learned", timeout=30_000)
+    expect(page.locator("#train-learned-table")).to_contain_text(NAME)  # a tuned answer uses the new name
     top(page)
     shot(page, "identity-trained")
 
