@@ -39,6 +39,10 @@ DATA_FORMATS: tuple[str, ...] = ("auto", "alpaca", "sharegpt", "messages")
 TEMPLATES: tuple[str, ...] = ("auto", "alpaca", "chat")
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+OBJECTIVES: tuple[str, ...] = ("sft", "dpo", "orpo", "simpo", "kto")
+"""What a run optimises (app.objectives): supervised fine-tuning, or preference training with TRL's trainers."""
+PREFERENCE_LOSSES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
+REFERENCES: tuple[str, ...] = ("auto", "copy", "precompute")
 TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")
 """Experiment trackers train.report_to may name: TensorBoard is installed with TuneDesk, the others with
 `pip install tunedesk[trackers]` (app.tracking checks them before a run starts)."""
@@ -257,10 +261,34 @@ class TrainConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    beta: float | None = None
+    """Strength of the preference; empty = the objective's usual value: DPO and KTO 0.1 (how far the model may
+    move from the reference), ORPO 0.1 (the odds-ratio weight lambda), SimPO 2.0 (the reward scale)."""
+    loss_type: str = "sigmoid"
+    """DPO's loss: sigmoid (the paper's), ipo (bounded, for near-deterministic preferences), hinge, robust (noisy
+    labels)."""
+    reference: str = "auto"
+    """DPO and KTO compare with a reference model. auto: the base with the adapter switched off for LoRA/QLoRA (no
+    second copy), a frozen copy for full/freeze; copy: always a frozen copy; precompute: the reference's
+    log-probabilities computed once before training, no copy held while training."""
+    simpo_gamma: float = 0.5
+    """SimPO: the target reward margin, as a share of beta."""
+    desirable_weight: float = 1.0
+    """KTO: weight of the desirable examples' loss (label true); raise it when they are the fewer."""
+    undesirable_weight: float = 1.0
+    """KTO: weight of the undesirable examples' loss (label false)."""
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: str = "lora"
     """full (every weight), freeze (last N layers), lora (low-rank adapters), qlora (adapters on a 4/8-bit base)."""
+    objective: str = "sft"
+    """sft (supervised: learn the answers), or preference training on pairs of a better and a worse answer: dpo,
+    orpo (no reference model), simpo (no reference, length-normalised), kto (single answers labelled good or bad)."""
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
@@ -357,6 +385,7 @@ class RunConfig:
         _at_least(p, "data.max_samples", d.max_samples)
         _validate_sources(d, p)
         _validate_train(self.train, p)
+        _validate_preference(self, p)
         t = self.train
         for key, on in (
             ("early_stopping_patience", t.early_stopping_patience > 0),
@@ -478,6 +507,20 @@ def _validate_train(t: TrainConfig, p: list[str]) -> None:
     _choice(p, "train.lr_scheduler", t.lr_scheduler, SCHEDULERS)
     _choice(p, "train.precision", t.precision, PRECISIONS)
     _choice(p, "train.device", t.device, DEVICES)
+
+
+def _validate_preference(cfg: RunConfig, p: list[str]) -> None:
+    _choice(p, "objective", cfg.objective, OBJECTIVES)
+    pref = cfg.preference
+    _choice(p, "preference.loss_type", pref.loss_type, PREFERENCE_LOSSES)
+    _choice(p, "preference.reference", pref.reference, REFERENCES)
+    if pref.beta is not None and not pref.beta > 0:
+        p.append(f"preference.beta: {pref.beta} must be > 0 (or empty for the objective's usual value)")
+    for name in ("simpo_gamma", "desirable_weight", "undesirable_weight"):
+        if not getattr(pref, name) >= 0:
+            p.append(f"preference.{name}: {getattr(pref, name)} must be >= 0")
+    if cfg.objective != "sft" and cfg.train.packing:
+        p.append(f"train.packing: {cfg.objective} compares whole answers; turn packing off for preference training")
 
 
 def _at_least(problems: list[str], key: str, value: Any) -> None:

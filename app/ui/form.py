@@ -89,6 +89,61 @@ FIELDS: tuple[Field, ...] = (
         moves_memory=True,
     ),
     F(
+        "objective",
+        "dropdown",
+        "Objective",
+        "训练目标",
+        "sft：监督微调（学会答案）；dpo / orpo / simpo：在“较好/较差”回答对上做偏好训练；kto：单条回答标注好或坏。",
+        C.OBJECTIVES,
+        moves_memory=True,
+    ),
+    F(
+        "preference.beta",
+        "number",
+        "Preference strength (beta)",
+        "偏好强度（beta）",
+        "留空 = 该目标的常用值：DPO、KTO、ORPO 为 0.1，SimPO 为 2.0。",
+    ),
+    F(
+        "preference.loss_type",
+        "dropdown",
+        "DPO loss",
+        "DPO 损失",
+        "sigmoid（论文原版）、ipo、hinge、robust（标注有噪声时）。",
+        C.PREFERENCE_LOSSES,
+    ),
+    F(
+        "preference.reference",
+        "dropdown",
+        "Reference model",
+        "参考模型",
+        "auto：LoRA/QLoRA 关闭适配器即为参考（不占第二份显存），全参/冻结用冻结副本；copy：总是冻结副本；"
+        "precompute：训练前一次算好参考模型的对数概率。",
+        C.REFERENCES,
+        moves_memory=True,
+    ),
+    F(
+        "preference.simpo_gamma",
+        "number",
+        "SimPO margin (gamma)",
+        "SimPO 间隔（gamma）",
+        "SimPO 的目标奖励间隔，按 beta 的比例。",
+    ),
+    F(
+        "preference.desirable_weight",
+        "number",
+        "KTO desirable weight",
+        "KTO 正例权重",
+        "KTO：标注为好（true）的样本损失权重；正例较少时调高。",
+    ),
+    F(
+        "preference.undesirable_weight",
+        "number",
+        "KTO undesirable weight",
+        "KTO 负例权重",
+        "KTO：标注为坏（false）的样本损失权重。",
+    ),
+    F(
         "quant.bits",
         "dropdown",
         "Quantization bits",
@@ -534,7 +589,8 @@ def _is_int_field(path: str) -> bool:
     import typing
 
     section, _, name = path.rpartition(".")
-    cls = {"train": C.TrainConfig, "data": C.DataConfig, "lora": C.LoraConfig, "freeze": C.FreezeConfig}.get(section)
+    classes = {"train": C.TrainConfig, "data": C.DataConfig, "lora": C.LoraConfig, "freeze": C.FreezeConfig}
+    cls = {**classes, "preference": C.PreferenceConfig}.get(section)
     if cls is None:
         return False
     hint = typing.get_type_hints(cls)[name]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from app.ui.app import AppContext
 
 STRINGS = {
+    "train.section.objective": ("Objective: supervised or preference", "训练目标：监督或偏好"),
     "train.section.schedule": ("Schedule", "训练计划"),
     "train.section.speed": ("Memory and speed", "显存与速度"),
     "train.section.logging": ("Logging, checkpoints and samples", "日志、检查点与采样"),
@@ -245,6 +246,11 @@ STRINGS = {
 i18n.add(STRINGS)
 
 # The form's sections, row by row (Form.build_rows): the fields of a row side by side, a row of one at full width.
+OBJECTIVE_ROWS = (
+    ("objective",),
+    ("preference.beta", "preference.loss_type", "preference.reference"),
+    ("preference.simpo_gamma", "preference.desirable_weight", "preference.undesirable_weight"),
+)
 SCHEDULE_ROWS = (
     ("train.epochs", "train.max_steps"),
     ("train.batch_size", "train.grad_accum"),
@@ -475,6 +481,8 @@ def _build_presets(tr: i18n.Translator) -> dict[str, Any]:
 def _build_fields(ctx: AppContext) -> dict[str, Any]:
     tr, form = ctx.tr, ctx.form
     fields: dict[str, Any] = {}
+    with tr.labelled(gr.Accordion, "train.section.objective", open=False):
+        fields.update(form.build_rows(OBJECTIVE_ROWS))
     with tr.labelled(gr.Accordion, "train.section.schedule", open=True):
         fields.update(form.build_rows(SCHEDULE_ROWS))
     with tr.labelled(gr.Accordion, "train.section.speed", open=True):
