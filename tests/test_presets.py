@@ -18,6 +18,9 @@ def test_the_required_presets_exist():
     assert methods == {"full", "freeze", "lora", "qlora"}
     assert any("70b" in n and "qlora" in n and "48gb" in n for n in names)
     assert len(PRESETS) >= 6
+    objectives = {RunConfig.from_preset(p).objective for p in PRESETS}
+    assert {"sft", "dpo", "orpo"} <= objectives  # preference presets on the default model (CPU) and an 8B QLoRA
+    assert any("8b" in n and "dpo" in n and "qlora" in n and "24gb" in n for n in names)
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
