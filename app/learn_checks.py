@@ -54,8 +54,11 @@ def checks(cfg: RunConfig, tokenizer: Any = None, world: int = 1) -> list[LearnW
     if tokenizer is None and path is not None:
         tokenizer = _load_tokenizer(path, cfg)
     template = _template(cfg, tokenizer, path)
-    facts = _prepared(cfg, tokenizer) if tokenizer is not None else None
-    if facts is None:  # no tokenizer or no readable data: the checks that need neither
+    # The data checks read supervised records (app.data); preference pairs (app.preference_data) are checked
+    # record by record when they load, so a preference run gets the checks that need no data.
+    supervised = cfg.objective == "sft"
+    facts = _prepared(cfg, tokenizer) if tokenizer is not None and supervised else None
+    if facts is None:  # no tokenizer, no readable supervised data: the checks that need neither
         return [w for w in (template, _learning_rate(cfg)) if w]
     prepared, examples, lost = facts
     found = (

@@ -202,3 +202,14 @@ def test_the_cli_prints_the_warnings_and_trains_anyway(tiny_model_dir, runs_tmp,
     assert "only 3 optimizer steps" in done.stderr and "fix: set train.learning_rate to about 2e-4" in done.stderr
     assert done.stderr.index("will it learn?") < done.stderr.index("run folder:")
     assert "[tunedesk] finished at step 3" in done.stderr
+
+
+def test_a_preference_run_gets_the_checks_that_need_no_supervised_data(tiny_model_dir):
+    """assets/preference_sample.json holds pairs, not Alpaca records: no data warning is made up from them, and the
+    learning-rate check still speaks."""
+    cfg = RunConfig().replace(**{
+        "model.name_or_path": str(tiny_model_dir), "objective": "dpo", "train.packing": False,
+        "data.path": str(paths.assets_dir() / "preference_sample.json"),
+    })  # fmt: skip
+    assert checks(cfg) == []
+    assert [w.code for w in checks(cfg.replace(**{"train.learning_rate": 0.5}))] == ["learning_rate"]
