@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import devices, methods
+from app import devices, memory, methods
 from app.config import ConfigError, RunConfig
 from app.memory import (
     GIB,
@@ -144,6 +144,8 @@ def _lengths_key(cfg: RunConfig) -> tuple | None:
     commit per Hub dataset; None when one is not here) and the settings that change the tokens."""
     from app import data
 
+    if cfg.objective != "sft":  # preference records are not app.data examples: size for batch_size x max_seq_len
+        return None
     found, d = data.fingerprint(cfg.data), cfg.data
     if found is None:
         return None
@@ -563,12 +565,29 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+REFERENCE_WORDS = {
+    memory.ADAPTER_OFF: "reference = the base with the adapter off",
+    memory.COPY: "reference = a frozen copy",
+    memory.PRECOMPUTE: "reference log-probs precomputed",
+}
+
+
+def _objective_words(cfg: RunConfig) -> str:
+    """ " + dpo (2 sequences per example, reference = a frozen copy)" for a preference objective; "" for sft."""
+    if cfg.objective == "sft":
+        return ""
+    words = ["2 sequences per example"] if memory.sequences_per_example(cfg) > 1 else []
+    words += [REFERENCE_WORDS[memory.reference_of(cfg)]] if memory.reference_of(cfg) in REFERENCE_WORDS else []
+    return f" + {cfg.objective}" + (f" ({', '.join(words)})" if words else "")
+
+
 def format_table(answer: Answer, cfg: RunConfig) -> str:
     """A readable breakdown: one line per part, the total, the verdict when a capacity is known, and the fixes."""
     est = answer.estimate
     head = (
-        f"{cfg.model.name_or_path} | {cfg.method} | batch {cfg.train.batch_size} x seq {cfg.data.max_seq_len}"
-        f" | gradient checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'} | {est.device}"
+        f"{cfg.model.name_or_path} | {cfg.method}{_objective_words(cfg)} | batch {cfg.train.batch_size} x seq "
+        f"{cfg.data.max_seq_len} | gradient checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}"
+        f" | {est.device}"
     )
     lines = [head, "-" * len(head)]
     sized = answer.sized
@@ -577,6 +596,8 @@ def format_table(answer: Answer, cfg: RunConfig) -> str:
             f"  sized for your data ({sized['dataset']}): longest batch {sized['rows']} x {sized['tokens']} tokens"
         )
     for key, size in est.breakdown.items():
+        if key in ("reference", "pairs") and not size:  # terms of preference objectives only
+            continue
         label = "process baseline" if key == "runtime" and est.device == "cpu" else LABELS[key]
         lines.append(f"  {label:<32} {size / GIB:9.2f} GiB")
     lines.append(f"  {'total':<32} {est.total_gib:9.2f} GiB")

@@ -17,6 +17,12 @@ really keeps, written from the shapes in config.json, not a fitted curve:
   (saved log-softmax, its gradient and the nll gradient). Often the largest term for a small model with a big vocab.
 * CUDA context and allocator cache (on CPU, the baseline RSS of Python + torch + libraries, and glibc's retained
   heap instead).
+* preference objectives (RunConfig.objective): pairwise losses (dpo, orpo, simpo) run the chosen and the rejected
+  answer of each example as one batch of 2 x batch_size sequences (TRL's concatenated forward), so activations,
+  logits and backward buffers are those of 2 x batch: "chosen + rejected" is what the second sequence adds. DPO and
+  KTO compare with a reference model: "reference model" is its forward's logits (no gradients, so no activations
+  are kept) and, for full/freeze or preference.reference copy, a second frozen copy of the weights; with
+  preference.reference precompute the reference's log-probs are computed once before training and neither is held.
 
 The constants that no config can tell (CUDA context, allocator slack) were checked against 86 published
 measurements in tests/test_memory_calibration.py (median error 7%) and, on CPU, against real runs in
@@ -28,12 +34,13 @@ the Stack knobs and measured constants, and app.estimate turns an estimate into 
 comparison.
 
 The trainer computes logits only at label positions; the estimate keeps full batch x seq x vocab logits (an upper
-bound: the peak micro-batch may be all response tokens, e.g. with data.train_on_prompt).
+bound: the peak micro-batch may be all response tokens, e.g. with data.train_on_prompt). TRL's DPO and KTO
+trainers compute log-probs through a tiled LM head, so the same logits terms are an upper bound there too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app import devices, methods
@@ -52,8 +59,10 @@ BREAKDOWN_KEYS: tuple[str, ...] = (
     "adapter",
     "gradients",
     "optimizer",
+    "reference",
     "activations",
     "logits",
+    "pairs",
     "workspace",
     "allocator",
     "runtime",
@@ -63,13 +72,46 @@ LABELS: dict[str, str] = {
     "adapter": "LoRA adapter",
     "gradients": "gradients",
     "optimizer": "optimizer states",
+    "reference": "reference model",  # DPO/KTO: a frozen copy when one is held, and its forward's logits
     "activations": "activations",
     "logits": "logits + loss",
+    "pairs": "chosen + rejected (2nd sequence)",  # what the rejected answers add in a pairwise objective
     "workspace": "backward / step buffers",
     "allocator": "allocator cache",
     "runtime": "CUDA context",  # on a CPU the process baseline: the Model tab's chart leaves it out there
 }
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit states for tensors with fewer elements (min_8bit_size)
+
+# ---- what an objective runs through the model ------------------------------------------------------------------
+PAIRWISE: tuple[str, ...] = ("dpo", "orpo", "simpo")
+"""Objectives whose loss compares a chosen with a rejected answer: two sequences per example."""
+REFERENCED: tuple[str, ...] = ("dpo", "kto")
+"""Objectives that compare with a reference model (ORPO and SimPO are reference-free)."""
+NO_REFERENCE, ADAPTER_OFF, COPY, PRECOMPUTE = "none", "adapter_off", "copy", "precompute"
+
+
+def sequences_per_example(cfg: RunConfig) -> int:
+    """2 for a pairwise objective (chosen and rejected in one batch), else 1.
+
+    >>> sequences_per_example(RunConfig(objective="dpo")), sequences_per_example(RunConfig())
+    (2, 1)
+    """
+    return 2 if cfg.objective in PAIRWISE else 1
+
+
+def reference_of(cfg: RunConfig) -> str:
+    """How the run holds its reference model: none (sft, orpo, simpo), adapter_off (LoRA/QLoRA: the base with the
+    adapter switched off), copy (a frozen copy: full/freeze, or preference.reference copy) or precompute.
+
+    >>> reference_of(RunConfig(objective="dpo")), reference_of(RunConfig(objective="dpo", method="full"))
+    ('adapter_off', 'copy')
+    """
+    policy = cfg.preference.reference
+    if cfg.objective not in REFERENCED:
+        return NO_REFERENCE
+    if policy in (COPY, PRECOMPUTE):
+        return policy
+    return ADAPTER_OFF if methods.of(cfg).adapter else COPY
 
 
 @dataclass(frozen=True)
@@ -299,6 +341,21 @@ def activation_bytes(arch: Architecture, cfg: RunConfig, p: _Plan) -> tuple[floa
     return kept * tokens, working * tokens
 
 
+def reference_bytes(arch: Architecture, cfg: RunConfig, p: _Plan, share: float) -> float:
+    """The reference model's memory: a frozen copy of the base weights when one is held (as loaded, without the
+    k-bit preparation's fp32 upcast), and its forward's logits for every sequence of the micro-batch, with the
+    allocator cache their blocks leave. The forward runs under no_grad, so it keeps no activations; its logits
+    (model width, plus the fp32 upcast on a 16-bit model and the fp32 log-softmax) are alive while the policy's
+    activations wait for backward."""
+    policy = reference_of(cfg)
+    if policy in (NO_REFERENCE, PRECOMPUTE):
+        return 0.0
+    copy = weight_bytes(arch, replace(p, kbit_upcast=False)) if policy == COPY else 0.0
+    per = p.act + 4 + (4 if p.act < 4 else 0)  # e.g. bf16 2 B + fp32 upcast 4 B + fp32 log-softmax 4 B
+    logits = p.batch * sequences_per_example(cfg) * p.seq * arch.vocab * per
+    return copy + logits * (1 + share)
+
+
 def logits_bytes(arch: Architecture, p: _Plan) -> float:
     """batch x seq x vocab logits at the loss: bf16 logits, fp32 upcast, log-softmax and its grads ~12 B each."""
     per = p.stack.logits_bytes + (2 * p.act if arch.logit_softcap else 0)  # tanh soft-capping copies
@@ -383,19 +440,27 @@ def estimate(
     p = _plan(cfg, device, stack or Stack())
     tensors = trainable_tensors(arch, cfg)
     trainable = sum(tensors) + p.stack.extra_trainable
-    parts = _static_parts(arch, cfg, p, tensors)
+    share = p.stack.allocator_share if device == "cuda" else p.stack.cpu_allocator_share
+    parts = {**_static_parts(arch, cfg, p, tensors), **_dynamic_parts(arch, cfg, p, tensors, share)}
+    pairs = sequences_per_example(cfg)
+    if pairs > 1:  # the same step for pairs x batch sequences: what the rejected answers add
+        both = _dynamic_parts(arch, cfg, replace(p, batch=p.batch * pairs), tensors, share)
+        parts["pairs"] = sum(both.values()) - sum(parts[k] for k in both)
+    parts["reference"] = reference_bytes(arch, cfg, p, share)
+    parts["runtime"] = p.stack.cuda_context if device == "cuda" else p.stack.process_baseline
+    breakdown = {k: int(round(parts.get(k, 0.0))) for k in BREAKDOWN_KEYS}
+    total = sum(breakdown.values())
+    fits = None if device_memory_bytes is None else total <= device_memory_bytes
+    return MemoryEstimate(total, breakdown, trainable, arch.total_params, device, device_memory_bytes, fits)
+
+
+def _dynamic_parts(arch: Architecture, cfg: RunConfig, p: _Plan, tensors: list[int], share: float) -> dict[str, float]:
+    """Activations, logits, backward / step buffers and the allocator cache of one micro-batch of p.batch rows."""
     acts, working = activation_bytes(arch, cfg, p)
     logits = logits_bytes(arch, p)
     backward = logits + working + _dequant_bytes(arch, cfg, p)
     dynamic = max(acts + backward, _step_bytes(tensors, cfg, p))
-    parts.update(activations=acts, logits=logits, workspace=dynamic - acts - logits)
-    share = p.stack.allocator_share if device == "cuda" else p.stack.cpu_allocator_share
-    parts["allocator"] = share * dynamic
-    parts["runtime"] = p.stack.cuda_context if device == "cuda" else p.stack.process_baseline
-    breakdown = {k: int(round(parts[k])) for k in BREAKDOWN_KEYS}
-    total = sum(breakdown.values())
-    fits = None if device_memory_bytes is None else total <= device_memory_bytes
-    return MemoryEstimate(total, breakdown, trainable, arch.total_params, device, device_memory_bytes, fits)
+    return {"activations": acts, "logits": logits, "workspace": dynamic - acts - logits, "allocator": share * dynamic}
 
 
 def _static_parts(arch: Architecture, cfg: RunConfig, p: _Plan, tensors: list[int]) -> dict[str, float]:

@@ -362,3 +362,77 @@ def test_detect_device_reports_this_machine():
     info = devices.detect()
     assert info.kind in ("cuda", "cpu")
     assert info.total_bytes > 1 * GIB and info.name
+
+
+# ---- preference objectives ----------------------------------------------------------------------------------
+OBJECTIVE_KEYS = ("reference", "pairs")
+PREFERENCE_SETTINGS = [
+    ("smollm2-135m-instruct", "lora", False, "cpu"),
+    ("qwen2.5-0.5b-instruct", "full", True, "cuda"),
+    ("llama-3.1-8b-instruct", "qlora", True, "cuda"),
+    ("llama-3.1-8b-instruct", "freeze", False, "cuda"),
+]
+
+
+def _dynamic(est: memory.MemoryEstimate) -> int:
+    return sum(est.breakdown[k] for k in ("activations", "logits", "workspace", "allocator"))
+
+
+@pytest.mark.parametrize(("model", "method", "ckpt", "device"), PREFERENCE_SETTINGS)
+def test_dpo_exceeds_sft_by_exactly_the_reference_forward_and_the_doubled_sequences(model, method, ckpt, device):
+    arch = memory.architecture_from(model)
+    sft = _cfg(model, method=method, **{"quant.bits": 4 if method == "qlora" else None})
+    sft = sft.replace(**{"train.gradient_checkpointing": ckpt, "train.batch_size": 2, "freeze.trainable_layers": 2})
+    base, dpo = memory.estimate(arch, sft, device), memory.estimate(arch, sft.replace(objective="dpo"), device)
+    assert base.breakdown["reference"] == base.breakdown["pairs"] == 0  # SFT: unchanged, no preference terms
+    same = [k for k in memory.BREAKDOWN_KEYS if k not in OBJECTIVE_KEYS]
+    assert {k: dpo.breakdown[k] for k in same} == {k: base.breakdown[k] for k in same}
+    assert dpo.total_bytes - base.total_bytes == dpo.breakdown["reference"] + dpo.breakdown["pairs"] > 0
+    # the doubled sequences: what the same SFT step costs with twice the rows (chosen and rejected of 2 pairs)
+    doubled = memory.estimate(arch, sft.replace(**{"train.batch_size": 4}), device)
+    assert dpo.breakdown["pairs"] == pytest.approx(_dynamic(doubled) - _dynamic(base), abs=4)
+    # the reference: a frozen copy of the weights for full/freeze, none for an adapter (its base with it off)
+    # kto runs one sequence per example through the same reference (copy + L), dpo two (copy + 2 L)
+    copy = 2 * memory.estimate(arch, sft.replace(objective="kto"), device).breakdown["reference"]
+    copy -= dpo.breakdown["reference"]
+    if method in ("full", "freeze"):
+        assert copy == pytest.approx(base.breakdown["weights"], abs=4)
+    else:
+        assert copy == pytest.approx(0, abs=4) and dpo.breakdown["reference"] > 0
+
+
+def test_each_objective_counts_its_own_sequences_and_reference():
+    arch = memory.architecture_from("smollm2-135m-instruct")
+    cfg = _cfg("smollm2-135m-instruct", **{"train.batch_size": 2})
+
+    def parts(objective: str, **changes) -> dict[str, int]:
+        est = memory.estimate(arch, cfg.replace(objective=objective, **changes), "cuda")
+        return {k: est.breakdown[k] for k in OBJECTIVE_KEYS}
+
+    dpo = parts("dpo")
+    assert parts("orpo") == parts("simpo") == {"reference": 0, "pairs": dpo["pairs"]}  # reference-free
+    assert parts("kto")["pairs"] == 0 and 0 < parts("kto")["reference"] < dpo["reference"]  # unpaired answers
+    assert parts("dpo", **{"preference.reference": "precompute"}) == {"reference": 0, "pairs": dpo["pairs"]}
+    copy = parts("dpo", **{"preference.reference": "copy"})["reference"] - dpo["reference"]
+    assert copy == memory.estimate(arch, cfg, "cuda").breakdown["weights"]  # LoRA asked for a copy holds one
+    full = parts("dpo", method="full", **{"preference.reference": "precompute"})
+    assert full["reference"] == 0  # precompute: the log-probs were computed once; no copy while training
+    assert [memory.reference_of(cfg.replace(objective="dpo", method=m)) for m in ("lora", "qlora", "full")] == [
+        "adapter_off",
+        "adapter_off",
+        "copy",
+    ]
+
+
+def test_the_cli_table_names_the_reference_and_the_second_sequence(capsys):
+    preset = ROOT / "presets" / "llama-3.1-8b-dpo-qlora-24gb.yaml"
+    assert cli.main(["estimate", str(preset), "--device", "cuda", "--device-memory-gib", "24"]) == 0
+    text = capsys.readouterr().out
+    assert "qlora + dpo (2 sequences per example, reference = the base with the adapter off)" in text
+    assert "reference model" in text and "chosen + rejected (2nd sequence)" in text and "fits in 24.0 GiB" in text
+    sft = ROOT / "presets" / "llama-3.1-8b-qlora-24gb.yaml"
+    assert cli.main(["estimate", str(sft), "--device", "cuda", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["breakdown_gib"]["reference"] == out["breakdown_gib"]["pairs"] == 0
+    assert cli.main(["estimate", str(sft), "--device", "cuda"]) == 0
+    assert "reference model" not in capsys.readouterr().out  # an SFT table has no preference lines
