@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import data
 from app.config import DataConfig, DataSource, RunConfig
-from app.data_io import DataError, RawRecord, read_source, sniff
+from app.data_io import DataError, RawRecord, read_page, read_source, sniff
 from app.data_records import ROLES, Problem, _kind, _Report, _unfilled, fill_placeholders
 from app.data_render import IGNORE, Encoded, Example, bos_text, render_segments, resolve_template, with_system
 
@@ -136,6 +136,18 @@ def detect(records: list[Any]) -> str | None:
     'unpaired'
     """
     return _kind_of_layouts(Counter(layout_of(v) for v in records if isinstance(v, dict)))
+
+
+def detect_source(data_cfg: DataConfig, head: int = 50) -> str | None:
+    """detect() on the first `head` records of the config's first dataset (cheap: one page of the file), so the
+    Data tab can tell preference data from supervised data before loading it whole. None when unreadable."""
+    src = data_cfg.datasets()[0]
+    try:
+        where = Path(data._source(src.path)).expanduser()
+        records, _ = read_page(where, sniff(where), 0, head, src.split, src.config, src.revision)
+    except (DataError, OSError, ValueError):
+        return None
+    return detect([r.value for r in records if r.error is None])
 
 
 def _kind_of_layouts(layouts: Counter) -> str | None:
@@ -372,6 +384,8 @@ class PreferencePrepared:
     facts: dict[str, Any]
     """What the run's log and the Train tab say about the data: kind, layouts, format, template, counts."""
     load: PreferenceLoad | None = None
+    lengths: list[int] = field(default_factory=list)
+    """Tokens of each sequence (prompt + one answer) before the cut, for the Data tab's histogram."""
 
 
 def conversational(data_cfg: DataConfig, tokenizer: Any) -> bool:
@@ -416,27 +430,35 @@ def alpaca_prompt(prompt: list[dict], tokenizer: Any) -> str:
 def prepare(cfg: RunConfig, tokenizer: Any) -> PreferencePrepared:
     """The run's preference data as train/val datasets.Dataset in TRL's format: loaded as its objective needs,
     the first data.max_samples records, records whose prompt alone fills data.max_seq_len left out (as problems:
-    no answer token would train), val split by data.val_size with seed train.seed, prompts kept on one side."""
-    from datasets import Dataset
-
+    no answer token would train), val split by data.val_size with seed train.seed, prompts kept on one side.
+    Raises DataError when the data is unreadable, of the wrong kind, or leaves nothing to train on."""
     kind = kind_of(cfg.objective)
     if kind is None:
         raise DataError(f"objective {cfg.objective!r} is not preference training; app.data prepares its data")
-    got = load(cfg.data, kind)
+    return prepare_loaded(load(cfg.data, kind), cfg, tokenizer)
+
+
+def prepare_loaded(got: PreferenceLoad, cfg: RunConfig, tokenizer: Any) -> PreferencePrepared:
+    """prepare() for loaded records (as the Data tab loads them); records lost here are added to its problems."""
+    from datasets import Dataset
+
     records = _first_records(got.records, cfg.data.max_samples)
     encoded = encode_many(records, tokenizer, cfg.data)
     lost = {e.index: why for e in encoded if (why := _why_not(e, cfg.data.max_seq_len))}
     got.problems += [Problem(index, None, None, why) for index, why in lost.items()]
-    kept = [r for r in records if r.index not in lost]
+    got.problems.sort(key=lambda p: -1 if p.index is None else p.index)
     got.records = [r for r in got.records if r.index not in lost]
+    kept = [r for r in records if r.index not in lost]
     if not kept:
-        raise DataError(f"{got.path}: no valid {kind}: {_first_errors(got)}")
+        raise DataError(f"{got.path}: nothing to train on: {_first_errors(got)}")
     train, val = split(kept, cfg.data.val_size, cfg.train.seed)
     rows = [row(r, tokenizer, cfg.data) for r in train]
     val_rows = [row(r, tokenizer, cfg.data) for r in val]
-    got.problems.sort(key=lambda p: -1 if p.index is None else p.index)
-    facts = _facts(got, cfg.data, tokenizer, train, val, [e for e in encoded if e.index not in lost])
-    return PreferencePrepared(Dataset.from_list(rows), Dataset.from_list(val_rows) if val_rows else None, facts, got)
+    encoded = [e for e in encoded if e.index not in lost]
+    lengths = [a.full_length for e in encoded for a in e.answers.values()]
+    facts = _facts(got, cfg.data, tokenizer, train, val, encoded)
+    val_set = Dataset.from_list(val_rows) if val_rows else None
+    return PreferencePrepared(Dataset.from_list(rows), val_set, facts, got, lengths)
 
 
 def _first_records(records: list[Pair | Unpaired], max_samples: int | None) -> list[Pair | Unpaired]:
