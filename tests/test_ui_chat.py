@@ -1,9 +1,11 @@
 """Chat tab handlers on real Gradio components with a real ChatSession: the tiny model and a PEFT adapter whose
 LoRA B weights were perturbed, streamed side by side into two columns; prompt sets; errors and the device guard;
-columns named by the model and the run (never a folder's timestamp); run choices that follow the run history."""
+columns named by the model and the run (never a folder's timestamp); run choices that follow the run history; votes
+on the last answers (blind or named, two columns or more) that append preference pairs to the named file."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import gradio as gr
@@ -221,3 +223,139 @@ def test_run_choices_follow_the_history_without_refresh(chat_ctx, runs_tmp, tiny
     quiet = [page.tick(lang="zh") for _ in range(pickers.REDRAW_EVERY)]  # nothing changes for 30 s ...
     assert quiet[:-1] == [gr.skip()] * (pickers.REDRAW_EVERY - 1)
     assert quiet[-1]["choices"] == in_chinese["choices"]  # ... then one drawing again, in case the page dropped one
+
+
+# ---- votes: which answer is better ------------------------------------------------------------------------------
+@pytest.fixture()
+def vote_home(tmp_path, monkeypatch):
+    """A home of its own: the vote file joins this home's recent files, not the other tests'."""
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _load(ctx, adapters, blind):
+    h = ctx.handles["chat"]
+    fn, values = wired(ctx, "chat_load")
+    values.update({h.picker.adapters: [str(a) for a in adapters], h.picker.device: "cpu", h.blind: blind})
+    out = fn(values)
+    assert out[h.status].startswith("✅"), out[h.status]
+    return out
+
+
+def _send(ctx, prompt, ballot, histories):
+    """Every update of one Send, with exactly the inputs the UI wires; the last holds the final answers."""
+    h = ctx.handles["chat"]
+    fn, values = wired(ctx, "chat_send")
+    values.update({h.prompt: prompt, h.ballot: ballot, h.histories: histories, h.settings["max_new_tokens"]: 6})
+    return list(fn(values))
+
+
+def _vote(ctx, api_name, ballot, file, **picks):
+    h = ctx.handles["chat"]
+    fn, values = wired(ctx, api_name)
+    values.update({h.ballot: ballot, h.vote_file: str(file), **{getattr(h, k): v for k, v in picks.items()}})
+    return fn(values)
+
+
+def _records(file):
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+
+
+def test_blind_votes_hide_the_names_until_the_vote_and_write_pairs(chat_ctx, adapter_dir, tiny_model_dir, vote_home):
+    h, file = chat_ctx.handles["chat"], vote_home / "votes" / "mine.jsonl"
+    base = f"{tiny_model_dir.name} (base)"
+    out = _load(chat_ctx, [adapter_dir], blind=True)
+    ballot = out[h.ballot]
+    assert sorted(ballot["order"]) == ["base", "my-adapter"] and ballot["blind"]
+    assert [out[bot]["label"] for bot in h.chatbots[:2]] == ["Model A", "Model B"]  # shuffled and unnamed
+    assert out[h.vote_two]["visible"] and not out[h.vote_many]["visible"]
+    assert (out[h.vote_a], out[h.vote_b]) == ("👈 Model A is better", "Model B is better 👉")
+    assert "Send a message first" in _vote(chat_ctx, "chat_vote_a", ballot, file)[h.vote_status]
+
+    updates = _send(chat_ctx, "What is the capital of France?", ballot, {})
+    streaming = updates[0][h.ballot]
+    assert "Wait until every column has finished" in _vote(chat_ctx, "chat_vote_a", streaming, file)[h.vote_status]
+    final = updates[-1]
+    shown = [final[bot][-1]["content"] for bot in h.chatbots[:2]]  # what the person read in panes A and B
+    voted = _vote(chat_ctx, "chat_vote_b", final[h.ballot], file)  # "B is better"
+    assert voted[h.vote_status].startswith("✅") and "mine.jsonl`: 1." in voted[h.vote_status], voted[h.vote_status]
+    names = {"base": base, "my-adapter": "my-adapter"}
+    order = final[h.ballot]["order"]
+    assert [voted[bot]["label"] for bot in h.chatbots[:2]] == [names[c] for c in order]  # revealed
+    [record] = _records(file)
+    assert record["prompt"] == [{"role": "user", "content": "What is the capital of France?"}]
+    assert (record["chosen"][0]["content"], record["rejected"][0]["content"]) == (shown[1], shown[0])
+    assert record["models"] == {"chosen": names[order[1]], "rejected": names[order[0]]}
+    again = _vote(chat_ctx, "chat_vote_b", voted[h.ballot], file)
+    assert "already recorded" in again[h.vote_status] and len(_records(file)) == 1
+
+    # the next message after a blind vote is a new round: a fresh conversation, shuffled and unnamed again
+    for n in (2, 3):
+        updates = _send(chat_ctx, f"Question {n}?", voted[h.ballot], final[h.histories])
+        final = updates[-1]
+        assert [updates[0][bot]["label"] for bot in h.chatbots[:2]] == ["Model A", "Model B"]
+        assert all(len(conversation) == 2 for conversation in final[h.histories].values())
+        voted = _vote(chat_ctx, "chat_vote_a", final[h.ballot], file)
+        assert f"jsonl`: {n}." in voted[h.vote_status], voted[h.vote_status]
+    assert [r["prompt"][-1]["content"] for r in _records(file)] == [
+        "What is the capital of France?",
+        "Question 2?",
+        "Question 3?",
+    ]
+    from app.ui import data_tab  # the Data tab's dataset picker offers the vote file
+
+    assert str(file) in [path for _, path in data_tab.dataset_choices("")]
+    chat_tab.unload(chat_ctx)
+
+
+def test_blind_mode_shuffles_and_a_language_switch_keeps_the_names_hidden(chat_ctx, adapter_dir, vote_home):
+    h = chat_ctx.handles["chat"]
+    out = _load(chat_ctx, [adapter_dir], blind=False)
+    assert out[h.ballot]["order"] == ["base", "my-adapter"] and out[h.vote_a].endswith("(base) is better")
+    fn, values = wired(chat_ctx, "chat_blind")
+    values.update({h.blind: True, h.ballot: out[h.ballot], h.histories: {"my-adapter": [{"role": "user"}]}})
+    orders = set()
+    for _ in range(20):  # a fair shuffle of two columns: both orders within 20 draws (1 in 500,000 to fail)
+        blind = fn(values)
+        orders.add(tuple(blind[h.ballot]["order"]))
+    assert orders == {("base", "my-adapter"), ("my-adapter", "base")}
+    pane = blind[h.ballot]["order"].index("my-adapter")
+    assert blind[h.chatbots[pane]]["value"] == [{"role": "user"}]  # each pane shows its own model's history
+    assert blind[h.chatbots[pane]]["label"] == ("Model A", "Model B")[pane]
+    relabel, lang = wired(chat_ctx, "chat_relabel")
+    lang.update({chat_ctx.lang_selector: "zh", h.ballot: blind[h.ballot]})
+    in_chinese = relabel(lang)
+    assert [in_chinese[bot]["label"] for bot in h.chatbots[:2]] == ["模型 A", "模型 B"]
+    assert in_chinese[h.vote_a] == "👈 模型 A 更好"
+    values.update({h.blind: False, h.ballot: {**blind[h.ballot], "generating": True}})
+    busy = fn(values)
+    assert busy[h.blind] is True and "once the answers have finished" in busy[h.vote_status]
+    values[h.ballot] = blind[h.ballot]
+    assert fn(values)[h.ballot]["order"] == ["base", "my-adapter"]  # off: load order, named
+    chat_tab.unload(chat_ctx)
+
+
+def test_three_columns_vote_with_a_better_and_a_worse_pick(chat_ctx, adapter_dir, tiny_model_dir, vote_home):
+    h, file = chat_ctx.handles["chat"], vote_home / "three.jsonl"
+    other = make_adapter(tiny_model_dir, vote_home.parent / "other-adapter", seed=2)
+    out = _load(chat_ctx, [adapter_dir, other], blind=False)
+    assert out[h.vote_many]["visible"] and not out[h.vote_two]["visible"]
+    labels = [label for label, _ in out[h.better]["choices"]]
+    assert labels == [f"{tiny_model_dir.name} (base)", "my-adapter", "other-adapter"]
+    final = _send(chat_ctx, "Hi", out[h.ballot], {})[-1]
+    same = _vote(chat_ctx, "chat_vote", final[h.ballot], file, better=1, worse=1)
+    assert "two different columns" in same[h.vote_status]
+    none = _vote(chat_ctx, "chat_vote", final[h.ballot], file, better=2, worse=None)
+    assert "two different columns" in none[h.vote_status] and not file.exists()
+    voted = _vote(chat_ctx, "chat_vote", final[h.ballot], file, better=2, worse=0)
+    assert voted[h.vote_status].startswith("✅"), voted[h.vote_status]
+    [record] = _records(file)
+    assert record["models"] == {"chosen": "other-adapter", "rejected": f"{tiny_model_dir.name} (base)"}
+    assert record["chosen"][0]["content"] == final[h.chatbots[2]][-1]["content"]
+    bad = _vote(chat_ctx, "chat_vote", final[h.ballot], vote_home / "votes.json", better=1, worse=0)
+    assert bad[h.vote_status] == "❌ Vote not recorded: votes are appended as JSON Lines: name a .jsonl file " + (
+        f"(not {vote_home / 'votes.json'})"
+    )
+    chat_tab.unload(chat_ctx)
+    gone = _vote(chat_ctx, "chat_vote_a", {}, file)
+    assert "Load two or more models" in gone[h.vote_status]

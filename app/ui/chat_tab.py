@@ -6,12 +6,18 @@ answers stream token by token (`ChatSession.stream_all`, one token per column pe
 tokens/s. The sampling settings are shared. A prompt set (a file or pasted lines) runs across every column into a
 table that downloads as CSV.
 
+"Which is better?" turns the columns' answers to one prompt into preference data (app.votes): each vote appends a
+pair to the file the user names. The vote's state (the `ballot`: which column each pane shows, whether names are
+hidden, the last prompt's final answers) lives in the page; blind mode shuffles the panes and names them Model A,
+B, ... until the vote reveals them, and the next message after a vote starts a fresh, reshuffled round.
+
 Device guard: while a training run holds the device, Load says so and offers the CPU instead; it never touches
 the run.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from app import chat, modelset, prompt_sets
+from app import chat, modelset, prompt_sets, votes
 from app.ui import i18n, pickers
 
 if TYPE_CHECKING:
@@ -104,6 +110,55 @@ STRINGS = {
     "chat.col.prompt": ("Prompt", "提示"),
     "chat.col.reference": ("Reference", "参考答案"),
     "chat.column": ("Column {n}", "第 {n} 列"),
+    "chat.vote.title": (
+        "**Which is better?** Vote on the last answers: each vote is a training pair.",
+        "**哪个更好？** 对最后一轮回答投票：每一票都是一条训练数据。",
+    ),
+    "chat.vote.left": ("👈 {name} is better", "👈 {name} 更好"),
+    "chat.vote.right": ("{name} is better 👉", "{name} 更好 👉"),
+    "chat.vote.better": ("Better answer", "更好的回答"),
+    "chat.vote.better.info": ("The column whose answer you prefer.", "你更喜欢其回答的那一列。"),
+    "chat.vote.worse": ("Worse answer", "更差的回答"),
+    "chat.vote.worse.info": ("The column it is better than.", "被比下去的那一列。"),
+    "chat.vote.record": ("Record vote", "记录投票"),
+    "chat.vote.blind": ("Blind mode", "盲评模式"),
+    "chat.vote.blind.info": (
+        "Columns shuffled and named Model A, B, ... until you vote; the next message then starts a new round.",
+        "各列随机排列并命名为模型 A、B……，投票后揭晓；之后的下一条消息开始新一轮。",
+    ),
+    "chat.vote.file": ("Vote file", "投票文件"),
+    "chat.vote.file.info": (
+        "Each vote appends one pair (prompt, chosen, rejected) to this .jsonl file; the Data tab lists it and a "
+        "DPO run trains on it.",
+        "每次投票向此 .jsonl 文件追加一条偏好对（提示、更好、更差）；数据页会列出它，DPO 训练可直接使用。",
+    ),
+    "chat.blind_column": ("Model {letter}", "模型 {letter}"),
+    "chat.vote.recorded": (
+        "Recorded: **{better}** better than **{worse}**. Pairs in `{file}`: {n}.",
+        "已记录：**{better}** 优于 **{worse}**。`{file}` 中的偏好对：{n} 条。",
+    ),
+    "chat.vote.generating": (
+        "Wait until every column has finished its answer, then vote.",
+        "请等待每一列都回答完毕后再投票。",
+    ),
+    "chat.vote.nothing": (
+        "Send a message first: a vote compares the columns' answers to it.",
+        "请先发送消息：投票比较的是各列对它的回答。",
+    ),
+    "chat.vote.need_two": (
+        "Load two or more models (a base and an adapter) to compare their answers.",
+        "请加载两个或更多模型（基础模型和适配器）以比较回答。",
+    ),
+    "chat.vote.pick": (
+        "Pick the better and the worse answer: two different columns.",
+        "请选出更好和更差的回答：两列不同的列。",
+    ),
+    "chat.vote.again": ("This vote is already recorded for these answers.", "这组回答的这一票已经记录过了。"),
+    "chat.vote.error": ("Vote not recorded: {msg}", "未记录投票：{msg}"),
+    "chat.vote.busy_blind": (
+        "Blind mode changes once the answers have finished.",
+        "请在回答结束后再切换盲评模式。",
+    ),
 }
 i18n.add(STRINGS)
 
@@ -131,6 +186,17 @@ class ChatHandles:
     set_status: gr.Markdown
     set_table: gr.Dataframe
     set_csv: gr.File
+    ballot: gr.State
+    vote_two: gr.Row
+    vote_a: gr.Button
+    vote_b: gr.Button
+    vote_many: gr.Row
+    better: gr.Dropdown
+    worse: gr.Dropdown
+    vote_record: gr.Button
+    blind: gr.Checkbox
+    vote_file: gr.Textbox
+    vote_status: gr.Markdown
 
 
 # ---- the loaded session: one per app ---------------------------------------------------------------------------
@@ -171,11 +237,20 @@ def build(ctx: AppContext) -> ChatHandles:
     # not bound to a key: a language switch must not reset "Loaded on cpu" to the idle text (see _wire)
     status = gr.Markdown(tr("chat.idle"), elem_classes="td-status", elem_id="chat-status")
     columns = _build_columns(tr)
+    ballot = _build_votes(tr)
     talk = _build_prompt(tr)
     settings = _build_settings(tr)
     prompt_set = _build_prompt_set(tr)
     h = ChatHandles(
-        picker=picker, load=load, unload=unload, status=status, **columns, **talk, settings=settings, **prompt_set
+        picker=picker,
+        load=load,
+        unload=unload,
+        status=status,
+        **columns,
+        **talk,
+        settings=settings,
+        **prompt_set,
+        **ballot,
     )
     _wire(ctx, h)
     return h
@@ -202,6 +277,44 @@ def _build_columns(tr: i18n.Translator) -> dict[str, Any]:
                 speeds.append(gr.Markdown("", elem_id=f"chat-speed-{i}"))
             panes.append(pane)
     return {"panes": panes, "chatbots": chatbots, "speeds": speeds, "histories": gr.State({})}
+
+
+def _build_votes(tr: i18n.Translator) -> dict[str, Any]:
+    """ "Which is better?": one click per side with two columns, a better/worse pair with more; blind mode and the
+    vote file. The buttons name the columns they vote for (set by the handlers), so they show once two load."""
+    with gr.Group(elem_id="chat-vote"):
+        tr.text(gr.Markdown, "chat.vote.title", elem_id="chat-vote-title")
+        with gr.Row(visible=False, elem_id="chat-vote-two") as vote_two:
+            vote_a = gr.Button(i18n.t("chat.vote.left", tr.lang, name="A"), elem_id="chat-vote-a")
+            vote_b = gr.Button(i18n.t("chat.vote.right", tr.lang, name="B"), elem_id="chat-vote-b")
+        with gr.Row(visible=False, equal_height=True, elem_id="chat-vote-many") as vote_many:
+            better = tr.labelled(gr.Dropdown, "chat.vote.better", info=True, choices=[], elem_id="chat-vote-better")
+            worse = tr.labelled(gr.Dropdown, "chat.vote.worse", info=True, choices=[], elem_id="chat-vote-worse")
+            vote_record = tr.text(gr.Button, "chat.vote.record", elem_id="chat-vote-record")
+        with gr.Row(equal_height=True):
+            blind = tr.labelled(gr.Checkbox, "chat.vote.blind", info=True, value=False, elem_id="chat-blind")
+            vote_file = tr.labelled(
+                gr.Textbox,
+                "chat.vote.file",
+                info=True,
+                value=str(votes.default_path()),
+                scale=3,
+                elem_id="chat-vote-file",
+            )
+        vote_status = gr.Markdown("", elem_classes="td-status", elem_id="chat-vote-status")
+    return {
+        "ballot": gr.State({}),
+        "vote_two": vote_two,
+        "vote_a": vote_a,
+        "vote_b": vote_b,
+        "vote_many": vote_many,
+        "better": better,
+        "worse": worse,
+        "vote_record": vote_record,
+        "blind": blind,
+        "vote_file": vote_file,
+        "vote_status": vote_status,
+    }
 
 
 def _build_prompt(tr: i18n.Translator) -> dict[str, Any]:
@@ -271,7 +384,7 @@ def _build_prompt_set(tr: i18n.Translator) -> dict[str, Any]:
 def _wire(ctx: AppContext, h: ChatHandles) -> None:
     p = h.picker
     lang = {ctx.lang_selector} if ctx.lang_selector is not None else set()
-    views = [h.status, *h.panes, *h.chatbots, *h.speeds, h.histories]
+    views = [h.status, *h.panes, *h.chatbots, *h.speeds, h.histories, *_vote_outputs(h)]
     i18n.keep_result_on_switch(ctx.lang_selector, h.status, "chat.idle")
 
     def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
@@ -282,7 +395,7 @@ def _wire(ctx: AppContext, h: ChatHandles) -> None:
 
     h.load.click(
         load_event,
-        inputs={p.base, p.adapters, p.device, *lang},
+        inputs={p.base, p.adapters, p.device, h.blind, *lang},
         outputs=views,
         api_name="chat_load",
         concurrency_id="chat-model",
@@ -293,7 +406,7 @@ def _wire(ctx: AppContext, h: ChatHandles) -> None:
     def send_event(values: dict[Any, Any]) -> Any:
         yield from send(ctx, values)
 
-    talk_inputs = {h.prompt, h.histories, *h.settings.values(), *lang}
+    talk_inputs = {h.prompt, h.histories, h.ballot, *h.settings.values(), *lang}
     gr.on(
         [h.send.click, h.prompt.submit],
         send_event,
@@ -304,13 +417,18 @@ def _wire(ctx: AppContext, h: ChatHandles) -> None:
         concurrency_limit=1,
         show_progress="hidden",
     )
-    h.clear.click(lambda: clear(ctx), outputs=[*h.chatbots, *h.speeds, h.histories], api_name="chat_clear")
+    h.clear.click(
+        lambda values: clear(ctx, values),
+        inputs={h.ballot, *lang},
+        outputs=[*h.chatbots, *h.speeds, h.histories, *_vote_outputs(h)],
+        api_name="chat_clear",
+    )
     pickers.follow_runs(p, "chat", ctx.lang_selector)
     if ctx.lang_selector is not None:  # column labels name the models in the page's language
         ctx.lang_selector.change(
             lambda values: relabel(ctx, values),
-            inputs=lang,
-            outputs=h.chatbots,
+            inputs={h.ballot, *lang},
+            outputs=[*h.chatbots, *_vote_outputs(h)],
             show_progress="hidden",
             api_name="chat_relabel",
             api_visibility="private",
@@ -322,6 +440,24 @@ def _wire(ctx: AppContext, h: ChatHandles) -> None:
         api_name="chat_prompt_set",
         concurrency_id="chat-model",
         concurrency_limit=1,
+    )
+    _wire_votes(ctx, h, lang)
+
+
+def _wire_votes(ctx: AppContext, h: ChatHandles, lang: set[Any]) -> None:
+    """The vote buttons (A better, B better, the better/worse pair) and the blind-mode switch."""
+    outputs = [*h.chatbots, *_vote_outputs(h)]
+    voting = {h.ballot, h.vote_file, *lang}
+    h.vote_a.click(lambda values: vote(ctx, values, 0, 1), inputs=voting, outputs=outputs, api_name="chat_vote_a")
+    h.vote_b.click(lambda values: vote(ctx, values, 1, 0), inputs=voting, outputs=outputs, api_name="chat_vote_b")
+    h.vote_record.click(
+        lambda values: vote(ctx, values), inputs=voting | {h.better, h.worse}, outputs=outputs, api_name="chat_vote"
+    )
+    h.blind.input(
+        lambda values: set_blind(ctx, values),
+        inputs={h.blind, h.histories, h.ballot, *lang},
+        outputs=[*outputs, *h.speeds, h.blind],
+        api_name="chat_blind",
     )
 
 
@@ -349,18 +485,35 @@ def load_models(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     try:
         session = HOLDER.load(base, adapters, device, _progress(progress))
     except (RuntimeError, OSError, ValueError) as exc:  # ChatError, DeviceBusy, ModelError, torch OOM
-        return {h.status: "❌ " + i18n.t("chat.error", lang, msg=_one_line(exc)), **_column_views(h, [], lang)}
+        error = "❌ " + i18n.t("chat.error", lang, msg=_one_line(exc))
+        return {h.status: error, **_column_views(h, [], lang), **_vote_views(h, [], lang), h.ballot: {}}
     labels = column_labels(session, lang)
     lines = [i18n.t("chat.loaded", lang, device=session.device, columns=", ".join(labels))]
     lines += [f"⚠️ {w}" for w in session.warnings] + ([note] if note else [])
-    return {h.status: "✅ " + "\n\n".join(lines), **_column_views(h, labels, lang), h.histories: {}}
+    ballot = new_ballot(session, bool(values.get(h.blind)))
+    shown = _shown(session, ballot, lang)  # in blind mode shuffled and unnamed: the status names no column
+    return {
+        h.status: "✅ " + "\n\n".join(lines),
+        **_column_views(h, shown, lang),
+        h.histories: {},
+        **_vote_views(h, shown, lang),
+        h.ballot: ballot,
+        h.vote_status: "",
+    }
 
 
 def unload(ctx: AppContext, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
     h = ctx.chat
     HOLDER.close()
     lang = _lang(ctx, values)
-    return {h.status: i18n.t("chat.unloaded", lang), **_column_views(h, [], lang), h.histories: {}}
+    return {
+        h.status: i18n.t("chat.unloaded", lang),
+        **_column_views(h, [], lang),
+        h.histories: {},
+        **_vote_views(h, [], lang),
+        h.ballot: {},
+        h.vote_status: "",
+    }
 
 
 def column_labels(session: chat.ChatSession, lang: str) -> list[str]:
@@ -391,13 +544,15 @@ def _column_views(h: ChatHandles, labels: list[str], lang: str) -> dict[Any, Any
 
 
 def relabel(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
-    """The column labels in the language just chosen (the loaded models' names, else "Column N")."""
+    """The column labels in the language just chosen (the loaded models' names, Model A, B, ... while blind, else
+    "Column N") and the vote buttons that name them."""
     h, lang, session = ctx.chat, _lang(ctx, values), HOLDER.session
-    labels = column_labels(session, lang) if session is not None else []
-    return {
+    labels = _shown(session, values.get(h.ballot) or {}, lang) if session is not None else []
+    bots = {
         bot: gr.update(label=labels[i] if i < len(labels) else i18n.t("chat.column", lang, n=i + 1))
         for i, bot in enumerate(h.chatbots)
     }
+    return {**bots, **_vote_views(h, labels, lang)}
 
 
 def gen_settings(h: ChatHandles, values: dict[Any, Any]) -> modelset.GenSettings:
@@ -450,14 +605,17 @@ def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
     if problem:
         yield {h.status: "❌ " + problem}
         return
-    columns = session.columns
-    old = values.get(h.histories) or {}
+    ballot, fresh = _next_round(session, values.get(h.ballot) or {})
+    columns = ballot["order"]  # the order the panes show them in (shuffled in blind mode)
+    old = {} if fresh else values.get(h.histories) or {}
     histories = {c: list(old.get(c, [])) for c in columns}
     state = {c: ("", 0.0) for c in columns}
     # Panes and labels follow the loaded session: another browser tab may have loaded a different one.
     panes = {pane: gr.update(visible=i < len(columns) or i == 0) for i, pane in enumerate(h.panes)}
-    labels = {bot: gr.update(label=c) for bot, c in zip(h.chatbots, column_labels(session, lang), strict=False)}
-    yield {h.prompt: "", **panes, **labels}
+    shown = _shown(session, ballot, lang)
+    labels = {bot: gr.update(label=c) for bot, c in zip(h.chatbots, shown, strict=False)}
+    waiting = {**ballot, "turn": None, "generating": True}  # a vote now is refused: the answers are not final
+    yield {h.prompt: "", **panes, **labels, **_vote_views(h, shown, lang), h.ballot: waiting, h.vote_status: ""}
     yield _chat_views(h, columns, histories, prompt, state, lang)
     last = time.monotonic()
     try:
@@ -466,11 +624,14 @@ def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
                 last = time.monotonic()
                 yield _chat_views(h, columns, histories, prompt, state, lang)
     except (RuntimeError, ValueError) as exc:  # ChatError (a closed session), torch errors (OOM)
-        yield {h.status: "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))}
+        error = "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))
+        yield {h.status: error, h.ballot: {**ballot, "turn": None, "generating": False}}
         return
+    turn = {c: _answered(histories[c], prompt, state[c][0], settings) for c in columns}
     for c in columns:
         histories[c] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": state[c][0]}]
-    yield {**_chat_views(h, columns, histories, None, state, lang), h.histories: histories}
+    final = {**ballot, "turn": turn, "generating": False, "voted": []}
+    yield {**_chat_views(h, columns, histories, None, state, lang), h.histories: histories, h.ballot: final}
 
 
 def _chat_views(
@@ -491,9 +652,131 @@ def _chat_views(
     return out
 
 
-def clear(ctx: AppContext) -> dict[Any, Any]:
-    h = ctx.chat
-    return {**{bot: [] for bot in h.chatbots}, **{s: "" for s in h.speeds}, h.histories: {}}
+def clear(ctx: AppContext, values: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    """Empty every column; in blind mode a new round: the columns shuffled again and unnamed."""
+    h, session, lang = ctx.chat, HOLDER.session, _lang(ctx, values)
+    out = {**{bot: [] for bot in h.chatbots}, **{s: "" for s in h.speeds}, h.histories: {}}
+    if session is None:
+        return {**out, h.ballot: {}, h.vote_status: ""}
+    ballot = new_ballot(session, bool(((values or {}).get(h.ballot) or {}).get("blind")))
+    shown = _shown(session, ballot, lang)
+    if ballot["blind"]:
+        out.update({bot: gr.update(value=[], label=label) for bot, label in zip(h.chatbots, shown, strict=False)})
+    return {**out, **_vote_views(h, shown, lang), h.ballot: ballot, h.vote_status: ""}
+
+
+# ---- votes: which answer is better ---------------------------------------------------------------------------
+def _vote_outputs(h: ChatHandles) -> list[Any]:
+    return [h.ballot, h.vote_two, h.vote_many, h.vote_a, h.vote_b, h.better, h.worse, h.vote_status]
+
+
+def new_ballot(session: chat.ChatSession, blind: bool) -> dict[str, Any]:
+    """A fresh round: the panes' order (shuffled when blind), names hidden while blind, no answers yet. `names`
+    are the models as a vote file records them: in English whatever the page's language."""
+    order = list(session.columns)
+    if blind:
+        random.shuffle(order)  # the identity order too: any fixed rule would tell which column is which
+    names = dict(zip(session.columns, column_labels(session, "en"), strict=True))
+    return {"order": order, "blind": blind, "revealed": False, "names": names, "turn": None, "voted": []}
+
+
+def _next_round(session: chat.ChatSession, ballot: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(the ballot a new message is answered under, whether it starts a fresh conversation): the same one, a new
+    one when the loaded models changed (another browser tab loaded others), a fresh shuffled round after a blind
+    vote revealed the names."""
+    if sorted(ballot.get("order") or []) != sorted(session.columns):
+        return new_ballot(session, bool(ballot.get("blind"))), False
+    if ballot.get("blind") and ballot.get("revealed"):
+        return new_ballot(session, True), True
+    return ballot, False
+
+
+def _shown(session: chat.ChatSession | None, ballot: dict[str, Any], lang: str) -> list[str]:
+    """The panes' labels in order: Model A, B, ... while blind and not yet voted, else the models' names."""
+    order = ballot.get("order") or (session.columns if session is not None else [])
+    if ballot.get("blind") and not ballot.get("revealed"):
+        return [i18n.t("chat.blind_column", lang, letter=chr(ord("A") + i)) for i in range(len(order))]
+    named = dict(zip(session.columns, column_labels(session, lang), strict=True)) if session is not None else {}
+    names = ballot.get("names") or {}
+    return [named.get(c) or names.get(c, c) for c in order]
+
+
+def _vote_views(h: ChatHandles, labels: list[str], lang: str) -> dict[Any, Any]:
+    """One click per side for two columns, the better/worse pair for more, nothing to click for fewer."""
+    n, choices = len(labels), [(label, i) for i, label in enumerate(labels)]
+    return {
+        h.vote_two: gr.update(visible=n == 2),
+        h.vote_many: gr.update(visible=n > 2),
+        h.vote_a: i18n.t("chat.vote.left", lang, name=labels[0] if n else "A"),
+        h.vote_b: i18n.t("chat.vote.right", lang, name=labels[1] if n > 1 else "B"),
+        h.better: gr.update(choices=choices, value=None),
+        h.worse: gr.update(choices=choices, value=None),
+    }
+
+
+def _answered(history: list[dict], prompt: str, answer: str, settings: modelset.GenSettings) -> list[dict]:
+    """A column's conversation as it answered: the system prompt, its history, the prompt, then its answer."""
+    return [*chat.build_messages(history, prompt, settings.system_prompt), {"role": "assistant", "content": answer}]
+
+
+def _vote_problem(ballot: dict[str, Any], better: Any, worse: Any) -> str | None:
+    """The key of the message that refuses this vote, or None."""
+    order = ballot.get("order") or []
+    picks = [better, worse]
+    if len(order) < 2:
+        return "chat.vote.need_two"
+    if ballot.get("generating"):
+        return "chat.vote.generating"
+    if not ballot.get("turn"):
+        return "chat.vote.nothing"
+    if any(p is None or not 0 <= int(p) < len(order) for p in picks) or int(better) == int(worse):
+        return "chat.vote.pick"
+    if [order[int(better)], order[int(worse)]] in ballot.get("voted", []):
+        return "chat.vote.again"
+    return None
+
+
+def vote(ctx: AppContext, values: dict[Any, Any], better: int | None = None, worse: int | None = None) -> dict:
+    """Record "the answer in pane `better` beats the one in pane `worse`" (the better/worse dropdowns when not
+    given) in the vote file; reveals the names in blind mode. Never raises: a refused vote is a status line."""
+    h, lang = ctx.chat, _lang(ctx, values)
+    ballot = values.get(h.ballot) or {}
+    if better is None:
+        better, worse = values.get(h.better), values.get(h.worse)
+    problem = _vote_problem(ballot, better, worse)
+    if problem:
+        return {h.vote_status: "❌ " + i18n.t(problem, lang)}
+    order = ballot["order"]
+    pair = [order[int(better)], order[int(worse)]]
+    chosen, rejected = (votes.Side(ballot["names"][c], ballot["turn"].get(c, [])) for c in pair)
+    try:
+        file, count = votes.record_vote(values.get(h.vote_file), chosen, rejected)
+    except votes.VoteError as exc:
+        return {h.vote_status: "❌ " + i18n.t("chat.vote.error", lang, msg=_one_line(exc))}
+    ballot = {**ballot, "revealed": True, "voted": [*ballot.get("voted", []), pair]}
+    shown = _shown(HOLDER.session, ballot, lang)
+    text = i18n.t("chat.vote.recorded", lang, better=shown[int(better)], worse=shown[int(worse)], file=file, n=count)
+    labels = {bot: gr.update(label=label) for bot, label in zip(h.chatbots, shown, strict=False)}
+    return {h.vote_status: "✅ " + text, h.ballot: ballot, **labels, **_vote_views(h, shown, lang)}
+
+
+def set_blind(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
+    """Blind mode on: the panes shuffled and named Model A, B, ...; off: in load order with their names. The
+    conversation and the last answers stay (each pane shows its model's history)."""
+    h, lang, session = ctx.chat, _lang(ctx, values), HOLDER.session
+    blind, ballot = bool(values.get(h.blind)), values.get(h.ballot) or {}
+    if session is None:  # Load reads the box
+        return {h.ballot: ballot}
+    if ballot.get("generating"):  # the streaming answers are drawn in the current order
+        return {h.blind: not blind, h.vote_status: "⏳ " + i18n.t("chat.vote.busy_blind", lang)}
+    ballot = {**new_ballot(session, blind), "turn": ballot.get("turn"), "voted": ballot.get("voted", [])}
+    shown, histories = _shown(session, ballot, lang), values.get(h.histories) or {}
+    bots = {
+        h.chatbots[i]: gr.update(value=histories.get(c, []), label=shown[i])
+        for i, c in enumerate(ballot["order"][:MAX_COLUMNS])
+    }
+    speeds = {s: "" for s in h.speeds}  # a speed would say which model a pane shows
+    return {**bots, **speeds, **_vote_views(h, shown, lang), h.ballot: ballot, h.vote_status: ""}
 
 
 # ---- prompt sets ---------------------------------------------------------------------------------------------------
