@@ -29,13 +29,22 @@ SESSION_START = ("started", "resumed")
 GENERATION_METRICS = ("rougeL", "exact_match")
 """Scores (app.metrics, 0-100) of greedy answers to a few validation prompts that each evaluation adds beside its
 loss (train.eval_generations); the trainer logs them as eval_<name>, the `eval` event carries them so."""
+PREFERENCE_METRICS = ("reward_margin", "reward_chosen", "reward_rejected", "reward_accuracy")
+"""What a preference run (DPO, ORPO, SimPO, KTO) logs besides its loss, as TRL computes them: the mean reward
+margin (chosen minus rejected), the chosen and rejected answers' mean rewards, and the share of pairs whose chosen
+answer earns the higher reward (0-1; KTO logs none). `log` events carry them, `eval` events as eval_<name>."""
+SERIES = (
+    "loss", "learning_rate", "tokens_per_s", *PREFERENCE_METRICS,
+    "eval_loss", *(f"eval_{name}" for name in (*GENERATION_METRICS, *PREFERENCE_METRICS)),
+)  # fmt: skip
+"""The names RunHistory.series draws: training figures per logged step, eval_* per evaluation."""
 _write_lock = threading.Lock()
 
 # fmt: off
 _SESSION_FIELDS = (
-    "total_steps", "method", "model", "device", "dtype", "trainable_params", "total_params", "world_size", "threads",
-    "memory", "train_examples", "val_examples", "train_rows", "skipped_records", "truncated", "tokens_per_epoch",
-    "label_tokens_per_epoch", "template",
+    "total_steps", "method", "objective", "model", "device", "dtype", "trainable_params", "total_params",
+    "world_size", "threads", "memory", "train_examples", "val_examples", "train_rows", "skipped_records", "truncated",
+    "tokens_per_epoch", "label_tokens_per_epoch", "template",
 )
 _END_FIELDS = (
     "step", "total_steps", "loss", "eval_loss", "best_eval_loss", "best_step", "artifact_step", "stop_reason",
@@ -46,12 +55,13 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "started": _SESSION_FIELDS,
     # A resume's first event: the same, plus the checkpoint it continues from and the run's status before.
     "resumed": (*_SESSION_FIELDS, "from_step", "checkpoint", "previous_status"),
-    # Every logging_steps optimizer steps. tokens_per_s counts real tokens, label_tokens_per_s those that carry loss.
+    # Every logging_steps optimizer steps. tokens_per_s counts real tokens, label_tokens_per_s those that carry loss;
+    # a preference run adds PREFERENCE_METRICS (and its eval events eval_<name>).
     "log": (
         "step", "total_steps", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "label_tokens_per_s",
-        "elapsed_s", "eta_s",
+        "elapsed_s", "eta_s", *PREFERENCE_METRICS,
     ),
-    "eval": ("step", "epoch", "eval_loss", *(f"eval_{name}" for name in GENERATION_METRICS)),
+    "eval": ("step", "epoch", "eval_loss", *(f"eval_{name}" for name in (*GENERATION_METRICS, *PREFERENCE_METRICS))),
     "checkpoint": ("step", "path"),
     "sample": ("step", "samples"),  # samples: [{prompt, answer}]
     # A session ends. adapter | model: the saved folder or null; peak_cuda_mb on CUDA only; message when Stop came
@@ -208,6 +218,12 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _rewards(event: dict, prefix: str) -> dict[str, float]:
+    """The PREFERENCE_METRICS an event carries (as `<prefix><name>`), by name; {} for a supervised run's."""
+    found = {name: _number(_field(event, prefix + name)) for name in PREFERENCE_METRICS}
+    return {name: value for name, value in found.items() if value is not None}
+
+
 @dataclass
 class Session:
     """A `started` or `resumed` event: what the session trains, where, and the estimate made before it began."""
@@ -223,6 +239,8 @@ class Session:
     estimated_memory_bytes: int | None
     """app.memory's estimate (its total_gib, rounded to 1 MiB) in bytes; None when it could not estimate."""
     from_step: int | None = None
+    objective: str | None = None
+    """sft, dpo, orpo, simpo or kto; None in runs from before objectives."""
 
 
 @dataclass
@@ -257,6 +275,8 @@ class LogPoint:
     learning_rate: float | None
     tokens_per_s: float | None
     elapsed_s: float | None
+    rewards: dict[str, float] = field(default_factory=dict)
+    """The PREFERENCE_METRICS this log carries (a preference run's), by name."""
 
 
 @dataclass
@@ -266,6 +286,8 @@ class EvalPoint:
     rougeL: float | None = None
     exact_match: float | None = None
     """Generation scores (GENERATION_METRICS, 0-100) of this evaluation; None when it answered no prompts."""
+    rewards: dict[str, float] = field(default_factory=dict)
+    """The PREFERENCE_METRICS of this evaluation (a preference run's), by name without the eval_ prefix."""
 
 
 class Sample(NamedTuple):
@@ -317,7 +339,9 @@ class RunHistory:
             return self._log(event)
         if kind == "eval" and _field(event, "eval_loss") is not None:
             scores = {name: _number(_field(event, f"eval_{name}")) for name in GENERATION_METRICS}
-            self.evals.append(EvalPoint(int(_field(event, "step") or 0), float(_field(event, "eval_loss")), **scores))
+            rewards = _rewards(event, "eval_")
+            step, loss = int(_field(event, "step") or 0), float(_field(event, "eval_loss"))
+            self.evals.append(EvalPoint(step, loss, **scores, rewards=rewards))
         elif kind == "checkpoint":
             self.checkpoint_steps.append(int(_field(event, "step") or 0))
         elif kind == "sample":
@@ -340,6 +364,7 @@ class RunHistory:
             learning_rate=_number(_field(event, "learning_rate")),
             tokens_per_s=_number(_field(event, "tokens_per_s")),
             elapsed_s=_number(_field(event, "elapsed_s")),
+            rewards=_rewards(event, ""),
         )
         self.logs.append(point)
         if point.loss is None:  # a NaN loss is written as null: no point to draw
@@ -365,6 +390,7 @@ class RunHistory:
             total_params=_field(event, "total_params"),
             estimated_memory_bytes=int(gib * 2**30) if gib else None,
             from_step=_field(event, "from_step") if kind == "resumed" else None,
+            objective=_field(event, "objective"),
         )
         self.sessions.append(session)
         self.outcome = "open"
@@ -469,6 +495,24 @@ class RunHistory:
         points = [(p.step, getattr(p, name)) for p in self.evals if getattr(p, name) is not None]
         return [step for step, _ in points], [value for _, value in points]
 
+    def series(self, name: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one SERIES name for a live plot: a training figure at each logged step that has it
+        ("loss", "reward_margin", ...), or an evaluation's ("eval_loss", "eval_reward_accuracy", "eval_rougeL", ...).
+
+        >>> found = RunHistory(logs=[LogPoint(1, 0.69, 1e-3, None, 1.0, {"reward_margin": 0.0}),
+        ...                          LogPoint(2, 0.52, 1e-3, None, 2.0, {"reward_margin": 0.4})])
+        >>> found.series("reward_margin"), found.series("eval_reward_margin")
+        (([1, 2], [0.0, 0.4]), ([], []))
+        """
+        if name not in SERIES:
+            raise ValueError(f"{name!r} is not a series; use one of {', '.join(SERIES)}")
+        if name.startswith("eval_"):
+            points = [(p.step, _point_value(p, name.removeprefix("eval_"))) for p in self.evals]
+        else:
+            points = [(p.step, _point_value(p, name)) for p in self.logs]
+        kept = [(step, value) for step, value in points if value is not None]
+        return [step for step, _ in kept], [value for _, value in kept]
+
     @property
     def best_eval_loss(self) -> float | None:
         return min(self.eval_losses, default=None)
@@ -501,6 +545,11 @@ class RunHistory:
             samples=[s for s in self.samples if s.step <= step],
             checkpoints=[p for p in self.checkpoints if (checkpoint_step(p) or 0) <= step],
         )
+
+
+def _point_value(point: LogPoint | EvalPoint, name: str) -> float | None:
+    """A point's figure by series name (without eval_): a field, or one of its rewards."""
+    return point.rewards.get(name) if name in PREFERENCE_METRICS else getattr(point, name)
 
 
 def read(run_dir: str | Path) -> RunHistory:

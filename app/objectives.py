@@ -1,13 +1,16 @@
-"""Training objectives: what the trainer optimises, as a small registry; supervised fine-tuning (sft) now.
+"""Training objectives: what the trainer optimises, as a small registry: supervised fine-tuning (sft) and preference
+training (dpo, orpo, simpo, kto) with TRL's trainers.
 
-An objective is two functions the trainer (app/train.py) calls and nothing else changes:
+Supervised fine-tuning is two functions the trainer (app/train.py -> app.trainer.TuneTrainer) calls:
 
 * `prepare(cfg, tokenizer) -> Prepared`: the data as training rows (token stores, a collator, facts for the log);
 * `loss(model, batch, gather, num_items) -> (loss, label count)`: one micro-batch's loss.
 
-Supervised fine-tuning tokenizes records with app.data (labels -100 on the prompt) and takes the cross-entropy at
-label positions only, computing logits for those rows alone (LabelGather). A preference objective (DPO, a later
-issue) is a new entry here: its own prepare (chosen/rejected pairs) and loss (log-probs at the same positions).
+It tokenizes records with app.data (labels -100 on the prompt) and takes the cross-entropy at label positions only,
+computing logits for those rows alone (LabelGather). A preference objective is an entry whose `trl` names the TRL
+trainer and config classes that own its loss (app.preference_train builds them); its `prepare` is
+app.preference_data.prepare (pairs, or labelled single answers for KTO) and `settings(cfg)` the objective's own
+config fields (beta, loss variant, reference policy).
 """
 
 from __future__ import annotations
@@ -122,15 +125,80 @@ def prepare_data(cfg: RunConfig, tokenizer: Any) -> Prepared:
     return Prepared(train, val, Collator(train_store, pad, packing), facts, eval_collator)
 
 
+# ---- preference objectives: TRL's trainers and their settings ---------------------------------------------------
+def prepare_preference(cfg: RunConfig, tokenizer: Any) -> Any:
+    """app.preference_data.prepare: TRL-format datasets (pairs, or labelled answers for KTO) and facts for the log."""
+    from app import preference_data
+
+    return preference_data.prepare(cfg, tokenizer)
+
+
+def beta_of(cfg: RunConfig) -> float:
+    """preference.beta, or the objective's usual value when it is empty."""
+    beta = cfg.preference.beta
+    return beta if beta is not None else get(cfg.objective).beta
+
+
+def _precompute(cfg: RunConfig) -> dict:
+    return {"precompute_ref_log_probs": cfg.preference.reference == "precompute"}
+
+
+def dpo_settings(cfg: RunConfig) -> dict:
+    return {"beta": beta_of(cfg), "loss_type": [cfg.preference.loss_type], **_precompute(cfg)}
+
+
+def kto_settings(cfg: RunConfig) -> dict:
+    pref = cfg.preference
+    weights = {"desirable_weight": pref.desirable_weight, "undesirable_weight": pref.undesirable_weight}
+    return {"beta": beta_of(cfg), **weights, **_precompute(cfg)}
+
+
+def orpo_settings(cfg: RunConfig) -> dict:
+    return {"beta": beta_of(cfg)}  # ORPO's beta is the odds-ratio weight (lambda in the paper)
+
+
+def simpo_settings(cfg: RunConfig) -> dict:
+    """SimPO is TRL's CPO trainer with loss_type simpo and no behaviour-cloning term (cpo_alpha 0). TRL's
+    simpo_gamma is the margin in reward units; preference.simpo_gamma is it as a share of beta (the SimPO paper's
+    gamma/beta ratio), so 0.5 at beta 2.0 is a margin of 1.0."""
+    beta = beta_of(cfg)
+    return {"beta": beta, "loss_type": "simpo", "simpo_gamma": cfg.preference.simpo_gamma * beta, "cpo_alpha": 0.0}
+
+
 # ---- the registry ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Objective:
     name: str
     description: str
-    prepare: Callable[[RunConfig, Any], Prepared]
-    """(config, tokenizer) -> the training and validation rows, their collators and facts for the log."""
-    loss: Callable[..., tuple[Any, int]]
-    """(model, batch, gather, num_items) -> (loss scaled for gradient accumulation, label count)."""
+    prepare: Callable[[RunConfig, Any], Any]
+    """(config, tokenizer) -> the training and validation data and facts for the log (Prepared for sft,
+    app.preference_data.PreferencePrepared for a preference objective)."""
+    loss: Callable[..., tuple[Any, int]] | None = None
+    """sft: (model, batch, gather, num_items) -> (loss scaled for gradient accumulation, label count)."""
+    trl: tuple[str, str, str] | None = None
+    """Preference objectives: (module, trainer class, config class) of the TRL trainer that owns the loss."""
+    settings: Callable[[RunConfig], dict] | None = None
+    """Preference objectives: the TRL config fields this objective takes from cfg.preference."""
+    beta: float | None = None
+    """The usual beta, used when preference.beta is empty."""
+    reference: bool = False
+    """Compares with a reference model (preference.reference applies): the memory estimate counts its forward."""
+    pairwise: bool = False
+    """Each example is a chosen and a rejected sequence (two forwards per example)."""
+
+    @property
+    def preference(self) -> bool:
+        return self.trl is not None
+
+    @property
+    def learn_check_note(self) -> str | None:
+        """Why the "did it learn?" table (app.learned) is not made for this objective; None when it is."""
+        if not self.preference:
+            return None
+        return (
+            f"did it learn? compares answers with one reference answer, which {self.name} data does not have; a "
+            "preference run shows its reward accuracy and margin (train and eval) instead"
+        )
 
 
 REGISTRY: dict[str, Objective] = {
@@ -139,6 +207,46 @@ REGISTRY: dict[str, Objective] = {
         "supervised fine-tuning: cross-entropy on the response tokens (labels -100 on the prompt)",
         prepare_data,
         label_loss,
+    ),
+    "dpo": Objective(
+        "dpo",
+        "direct preference optimisation: raise the chosen answer's log-probability over the rejected one's, "
+        "measured against a reference model",
+        prepare_preference,
+        trl=("trl", "DPOTrainer", "DPOConfig"),
+        settings=dpo_settings,
+        beta=0.1,
+        reference=True,
+        pairwise=True,
+    ),
+    "orpo": Objective(
+        "orpo",
+        "odds-ratio preference optimisation: supervised loss on the chosen answer plus an odds-ratio penalty on the "
+        "rejected one; no reference model",
+        prepare_preference,
+        trl=("trl.experimental.orpo", "ORPOTrainer", "ORPOConfig"),
+        settings=orpo_settings,
+        beta=0.1,
+        pairwise=True,
+    ),
+    "simpo": Objective(
+        "simpo",
+        "simple preference optimisation: length-normalised log-probability margin with a target gap; no reference "
+        "model",
+        prepare_preference,
+        trl=("trl.experimental.cpo", "CPOTrainer", "CPOConfig"),
+        settings=simpo_settings,
+        beta=2.0,
+        pairwise=True,
+    ),
+    "kto": Objective(
+        "kto",
+        "Kahneman-Tversky optimisation: single answers labelled good or bad, measured against a reference model",
+        prepare_preference,
+        trl=("trl", "KTOTrainer", "KTOConfig"),
+        settings=kto_settings,
+        beta=0.1,
+        reference=True,
     ),
 }
 DEFAULT = "sft"
@@ -152,6 +260,5 @@ def get(name: str) -> Objective:
 
 
 def of(cfg: RunConfig) -> Objective:
-    """The objective a run trains with: supervised fine-tuning for every RunConfig today (the config gains a
-    train.objective field with the second objective)."""
-    return get(DEFAULT)
+    """The objective a run trains with (cfg.objective)."""
+    return get(cfg.objective)

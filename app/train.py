@@ -12,7 +12,8 @@ three changes that make it about 2x faster per useful token than a plain Trainer
   (4 x 256 tokens x 49,152 vocab x 4 B = 201 MB for SmolLM2, ~60% of it prompt positions that carry no loss);
 - a `TrainerCallback` writes events.jsonl (the UI's one channel) and honours Stop at the next optimizer step.
 The Trainer is `app.trainer`, the callback and samples `app.train_events`, a failure's message
-`app.train_failures`, CPU threads `app.threads`.
+`app.train_failures`, CPU threads `app.threads`. A preference objective (dpo, orpo, simpo, kto: app.objectives)
+trains with TRL's trainer instead (`app.preference_train`), through the same run, events, Stop, Resume and saving.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback  # noqa: E402
 
-from app import devices, history, learned, methods, modeling, objectives, runs, tracking  # noqa: E402
+from app import devices, history, learned, methods, modeling, objectives, preference_train, runs, tracking  # noqa: E402
 from app.objectives import LabelGather  # noqa: E402
 from app.threads import configure_threads  # noqa: E402
 from app.train_events import EventsCallback, peak_memory  # noqa: E402
@@ -262,10 +263,12 @@ def _run_claimed(
 class Session:
     """Everything one training session holds; `build()` makes it, `_fit()` trains and saves it."""
 
-    trainer: TuneTrainer
+    trainer: Any
+    """TuneTrainer (sft), or app.preference_train's TRL trainer (both app.trainer.RunTrainer)."""
     callback: EventsCallback
     loaded: modeling.LoadedModel
-    gather: LabelGather
+    gather: LabelGather | None
+    """sft's output-layer hook (removed after training); None for a preference objective."""
     checkpoint: Path | None
 
 
@@ -298,8 +301,10 @@ def build(
     loaded = load_for_training(cfg, device)
     model = modeling.prepare_for_method(loaded, cfg)
     trainable, total = modeling.count_params(model)
+    facts = preference_train.session_facts(data.facts) if objective.preference else data.facts
     started.update(
         method=cfg.method,
+        objective=objective.name,
         model=loaded.path,
         device=device,
         dtype=loaded.dtype,
@@ -308,28 +313,53 @@ def build(
         world_size=dist.world,
         threads=torch.get_num_threads(),
         memory=memory_estimate(cfg, device),
-        **data.facts,
+        **facts,
     )
-    gather = LabelGather(model)
     callback = EventsCallback(run_dir, cfg, stop, started, dist.main)
+    callbacks = [callback, *_evaluation_callbacks(cfg, data.val is not None)]
+    trainer, gather = _trainer(cfg, objective, model, loaded.tokenizer, data, callbacks, (run_dir, device, progress))
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; events.jsonl has them
+    callback.trainer = trainer
+    tracking.attach(trainer, cfg, run_dir)
+    return Session(trainer, callback, loaded, gather, ckpt)
+
+
+def _trainer(
+    cfg: RunConfig,
+    objective: objectives.Objective,
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    callbacks: list,
+    where: tuple,
+) -> tuple[Any, LabelGather | None]:
+    """The objective's Trainer and sft's output-layer hook: a TRL trainer for a preference objective (its reference
+    a frozen copy loaded again when it needs one), else TuneTrainer with our batches and the loss at label
+    positions only. `where` is (run_dir, device, progress)."""
+    run_dir, device, progress = where
+    evaluate = data.val is not None
+    if objective.preference:
+        args = preference_train.arguments(cfg, objective, run_dir, device, progress, evaluate)
+        trainer = preference_train.make_trainer(
+            cfg, objective, model, tokenizer, data, args, callbacks, lambda: load_for_training(cfg, device).model
+        )
+        return trainer, None
+    gather = LabelGather(model)
     trainer = TuneTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, device, progress, evaluate=data.val is not None),
+        args=training_arguments(cfg, run_dir, device, progress, evaluate),
         train_dataset=data.train,
         eval_dataset=data.val,
         data_collator=data.collator,
-        processing_class=loaded.tokenizer,
-        callbacks=[callback, *_evaluation_callbacks(cfg, data.val is not None)],
+        processing_class=tokenizer,
+        callbacks=callbacks,
         sampler=EpochSampler(data.train.lengths, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
         gather=gather,
         eval_collator=data.eval_collator,
         objective=objective,
         eval_generations=cfg.train.eval_generations,
     )
-    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; events.jsonl has them
-    callback.trainer = trainer
-    tracking.attach(trainer, cfg, run_dir)
-    return Session(trainer, callback, loaded, gather, ckpt)
+    return trainer, gather
 
 
 def _evaluation_callbacks(cfg: RunConfig, has_val: bool) -> list[Any]:
@@ -371,12 +401,11 @@ def _fit(
         return _finish(trainer, session.callback, session.loaded.tokenizer, cfg, run_dir, dist)
     finally:
         state["step"] = trainer.state.global_step
-        session.gather.remove()
+        if session.gather is not None:
+            session.gather.remove()
 
 
-def _finish(
-    trainer: TuneTrainer, callback: EventsCallback, tokenizer: Any, cfg: RunConfig, run_dir: Path, dist: Dist
-) -> str:
+def _finish(trainer: Any, callback: EventsCallback, tokenizer: Any, cfg: RunConfig, run_dir: Path, dist: Dist) -> str:
     """Save the artifact (the best checkpoint's weights with load_best_at_end: the Trainer loaded them at the end of
     train()) and write the final event: what was saved, from which step, the best evaluation, and why training
     ended early when early stopping ended it."""

@@ -7,6 +7,7 @@ generations from prompts rendered exactly as training renders them (app.data's t
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -23,13 +24,24 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers import TrainerCallback  # noqa: E402
 
-from app import history, learned, tracking  # noqa: E402
+from app import history, learned, objectives, tracking  # noqa: E402
 
 if TYPE_CHECKING:
     from app.trainer import TuneTrainer
 
+log = logging.getLogger("tunedesk.train")
+
 SAMPLE_TOKENS = 48
 """New tokens per sample generation: enough for a sentence, ~1 s on the default model on a CPU."""
+TRL_METRICS = dict(
+    zip(
+        history.PREFERENCE_METRICS,
+        ("rewards/margins", "rewards/chosen", "rewards/rejected", "rewards/accuracies"),
+        strict=True,
+    )
+)
+"""Our event field (history.PREFERENCE_METRICS) -> the name TRL's preference trainers log it under (eval_ prefixed
+in an evaluation's logs); trackers get TRL's own names."""
 
 
 class EventsCallback(TrainerCallback):
@@ -55,7 +67,10 @@ class EventsCallback(TrainerCallback):
         self.first_step = state.global_step
         kind = "resumed" if self.started.get("from_step") is not None else "started"
         self.event(kind, total_steps=state.max_steps, **self.started)
-        if self.main and self.trainer is not None:  # the base side of "did it learn?", before the first step
+        skipped = objectives.of(self.cfg).learn_check_note
+        if skipped and self.cfg.train.learn_check:
+            log.info("%s", skipped)
+        elif self.main and self.trainer is not None:  # the base side of "did it learn?", before the first step
             model, tokenizer, store = kwargs["model"], kwargs["processing_class"], self.trainer.train_dataset.store
             learned.record_base(self.run_dir, self.cfg, model, tokenizer, store, state.global_step)
         self.t_begin = time.perf_counter()  # after the check: its seconds are not training time
@@ -88,6 +103,7 @@ class EventsCallback(TrainerCallback):
             self.last_eval = logs["eval_loss"]
             self.best_eval = min(self.best_eval or math.inf, self.last_eval)
             scores = {key: logs[key] for key in (f"eval_{name}" for name in history.GENERATION_METRICS) if key in logs}
+            scores.update(preference_fields(logs, "eval_"))
             self.event(
                 "eval", step=state.global_step, epoch=_round(state.epoch, 4), eval_loss=logs["eval_loss"], **scores
             )
@@ -111,6 +127,7 @@ class EventsCallback(TrainerCallback):
             "label_tokens_per_s": logs.get("label_tokens_per_s"),
             "elapsed_s": round(self.elapsed_before + elapsed, 2),
             "eta_s": round(eta, 1) if eta is not None else None,
+            **preference_fields(logs, ""),
         }
 
     def on_save(self, args, state, control, **kwargs):
@@ -123,6 +140,17 @@ class EventsCallback(TrainerCallback):
         answers = generate_samples(self.trainer.model, tokenizer, self.cfg, self.cfg.train.sample_prompts[:3])
         self.event("sample", step=step, samples=answers)
         tracking.log_text(self.trainer, "samples", tracking.samples_text(answers), step)
+
+
+def preference_fields(logs: dict, prefix: str) -> dict[str, float]:
+    """The preference figures in a Trainer log (TRL's names, `prefix` "eval_" in an evaluation's) as event fields
+    (`<prefix>reward_margin`, ...); {} for a supervised run's log.
+
+    >>> preference_fields({"loss": 0.6, "rewards/margins": 0.25, "eval_rewards/margins": 0.5}, "")
+    {'reward_margin': 0.25}
+    """
+    found = {prefix + ours: logs.get(prefix + theirs) for ours, theirs in TRL_METRICS.items()}
+    return {name: _round(value, 6) for name, value in found.items() if value is not None}
 
 
 def _round(value: Any, digits: int) -> Any:

@@ -1,10 +1,15 @@
 """The Hugging Face Trainer a run trains with: its TrainingArguments from RunConfig, our batches, the objective's loss.
 
-`TuneTrainer` differs from a plain `Trainer` in four ways: batches come from `app.batching`'s `EpochSampler`
-(length-grouped, or packed with per-example position_ids); the loss is the objective's (`app.objectives`), which
-computes logits only where the shifted label is not -100; a checkpoint is written under a staging folder, then
-renamed into place, so a crash mid-save never leaves a half-written checkpoint that resume would pick; and each
-evaluation also answers a few validation prompts and scores them (ROUGE-L, exact match) beside the eval loss.
+`RunTrainer` is what every run's Trainer adds, whatever the objective (TuneTrainer here, TRL's preference trainers
+in app.preference_train): tokens/s and peak memory in each training log; a checkpoint written under a staging
+folder, then renamed into place, so a crash mid-save never leaves a half-written checkpoint that resume would pick;
+and how training ended (best evaluation, the artifact's step, early stopping's reason). `training_kwargs` is the one
+table of TrainingArguments fields from the config, which TRL's configs are built from too.
+
+`TuneTrainer` (supervised fine-tuning) also takes its batches from `app.batching`'s `EpochSampler` (length-grouped,
+or packed with per-example position_ids); its loss is the objective's (`app.objectives`), which computes logits only
+where the shifted label is not -100; and each evaluation also answers a few validation prompts and scores them
+(ROUGE-L, exact match) beside the eval loss.
 
 Early stopping (`EarlyStoppingCallback`) and load_best_at_end are transformers' own, on eval_loss; this module
 lines saving up with evaluation for them and keeps the best checkpoint out of the rotation.
@@ -51,6 +56,13 @@ has already lost exact match, and ROUGE-L only falls further), capped so one lon
 def training_arguments(
     cfg: RunConfig, run_dir: Path, device: str, progress: bool, evaluate: bool
 ) -> TrainingArguments:
+    return TrainingArguments(**training_kwargs(cfg, run_dir, device, progress, evaluate))
+
+
+def training_kwargs(cfg: RunConfig, run_dir: Path, device: str, progress: bool, evaluate: bool) -> dict[str, Any]:
+    """The TrainingArguments fields a run sets from its config: one table that TRL's preference configs (subclasses
+    of TrainingArguments, app.preference_train) are built from too, so steps, saving, evaluation, precision and
+    trackers mean the same whatever the objective."""
     t = cfg.train
     dtype = modeling.resolve_dtype(t.precision, device)
     save_steps = t.save_steps if t.save_steps > 0 else None
@@ -59,7 +71,7 @@ def training_arguments(
     if keep_best:
         save_steps = eval_steps  # a checkpoint at every evaluation, so the best one is on disk to load at the end
     tracks_best = evaluate and (keep_best or t.early_stopping_patience > 0)
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir / history.CHECKPOINTS),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -98,71 +110,20 @@ def training_arguments(
     )
 
 
-class TuneTrainer(Trainer):
-    """Trainer with our batches, the objective's loss, counters for tokens/s and atomic checkpoints."""
+class RunTrainer:
+    """What every trainer of a run adds to its Hugging Face Trainer, whatever the objective: tokens/s and peak memory
+    in each training log, checkpoints written under a staging folder and renamed into place (a crash mid-save never
+    leaves a half-written checkpoint that resume would pick), the best checkpoint kept out of the rotation, and how
+    training ended. Mixed in before the Trainer class: TuneTrainer (supervised) and app.preference_train's TRL
+    trainers (DPO, ORPO, SimPO, KTO). Subclasses count `tokens_seen` / `labels_seen` in their compute_loss."""
 
-    loss_is_scaled_for_ga = True  # the objective's loss divides by the label count of the whole accumulated step
-
-    def __init__(
-        self,
-        *args: Any,
-        sampler: EpochSampler,
-        gather: LabelGather,
-        eval_collator: Any = None,
-        objective: Objective | None = None,
-        eval_generations: int = 0,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self.sampler, self.gather, self.eval_collator = sampler, gather, eval_collator
-        self.objective = objective or objectives.get(objectives.DEFAULT)
-        self.eval_generations = eval_generations
-        self._generation_set: list[tuple[np.ndarray, str, int]] | None = None
-        self.model_accepts_loss_kwargs = True  # makes the Trainer count labels per step -> num_items_in_batch
+    def _start_counters(self) -> None:
+        """Call at the end of __init__: the counters behind tokens/s, and the clock that times optimizer steps."""
         self.tokens_seen = 0
         self.labels_seen = 0
         self.clock = StepClock()
         self.callback_handler.callbacks.insert(0, self.clock)  # first: its step ends before samples are generated
         self._rate_mark = (0.0, 0, 0)  # step seconds, tokens, label tokens at the last training log
-
-    def _get_train_sampler(self, train_dataset: Any = None) -> EpochSampler:
-        return self.sampler
-
-    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-        train_collator = self.data_collator
-        self.data_collator = self.eval_collator or train_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
-
-    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
-        return torch.utils.data.SequentialSampler(eval_dataset)  # RowDataset.build(sort=True) already sorted it
-
-    def evaluation_loop(
-        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
-    ):
-        """The eval loss, plus `<prefix>_rougeL` and `<prefix>_exact_match` of greedy answers to the first
-        eval_generations validation prompts (rank 0), so the `eval` event and every tracker get them."""
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if self.eval_generations > 0 and self.is_world_process_zero():
-            scores = self.generation_scores()
-            output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
-        return output
-
-    def generation_scores(self) -> dict[str, float]:
-        """Mean ROUGE-L and exact match (0-100, app.metrics) of greedy answers to the fixed validation prompts
-        against their references; {} when no validation example has a reference to score against."""
-        if self._generation_set is None:
-            store = getattr(self.eval_dataset, "store", None)
-            found = generation_set(store, self.processing_class, self.eval_generations) if store else []
-            self._generation_set = found
-        if not self._generation_set:
-            return {}
-        prompts = [(ids, budget) for ids, _, budget in self._generation_set]
-        answers = greedy_answers(self.model, self.processing_class, prompts)
-        scores = text_metrics.score(answers, [reference for _, reference, _ in self._generation_set])
-        return {name: round(scores[name], 2) for name in history.GENERATION_METRICS}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add tokens/s, label tokens/s and peak memory to each training log before the callbacks get it, so
@@ -182,15 +143,6 @@ class TuneTrainer(Trainer):
             "tokens_per_s": round((now[1] - t0) * world / span, 1),
             "label_tokens_per_s": round((now[2] - l0) * world / span, 1),
         }
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, count = self.objective.loss(model, inputs, self.gather, num_items_in_batch)
-        if model.training:
-            self.tokens_seen += int(inputs.get("num_tokens", 0))
-            self.labels_seen += count
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo for a token mean
-        return (loss, {}) if return_outputs else loss
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """Write checkpoint-<step> under a staging folder, then rename it into place: a crash mid-save never
@@ -264,6 +216,78 @@ class TuneTrainer(Trainer):
             f"early stopping: eval loss did not improve for {patience} evaluation{'s' * (patience != 1)} in a row; "
             f"best {loss:.4g} at step {step} of {self.state.max_steps}"
         )
+
+
+class TuneTrainer(RunTrainer, Trainer):
+    """Trainer with our batches, the objective's loss, counters for tokens/s and atomic checkpoints."""
+
+    loss_is_scaled_for_ga = True  # the objective's loss divides by the label count of the whole accumulated step
+
+    def __init__(
+        self,
+        *args: Any,
+        sampler: EpochSampler,
+        gather: LabelGather,
+        eval_collator: Any = None,
+        objective: Objective | None = None,
+        eval_generations: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.sampler, self.gather, self.eval_collator = sampler, gather, eval_collator
+        self.objective = objective or objectives.get(objectives.DEFAULT)
+        self.eval_generations = eval_generations
+        self._generation_set: list[tuple[np.ndarray, str, int]] | None = None
+        self.model_accepts_loss_kwargs = True  # makes the Trainer count labels per step -> num_items_in_batch
+        self._start_counters()
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> EpochSampler:
+        return self.sampler
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        train_collator = self.data_collator
+        self.data_collator = self.eval_collator or train_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
+        return torch.utils.data.SequentialSampler(eval_dataset)  # RowDataset.build(sort=True) already sorted it
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """The eval loss, plus `<prefix>_rougeL` and `<prefix>_exact_match` of greedy answers to the first
+        eval_generations validation prompts (rank 0), so the `eval` event and every tracker get them."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.eval_generations > 0 and self.is_world_process_zero():
+            scores = self.generation_scores()
+            output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
+        return output
+
+    def generation_scores(self) -> dict[str, float]:
+        """Mean ROUGE-L and exact match (0-100, app.metrics) of greedy answers to the fixed validation prompts
+        against their references; {} when no validation example has a reference to score against."""
+        if self._generation_set is None:
+            store = getattr(self.eval_dataset, "store", None)
+            found = generation_set(store, self.processing_class, self.eval_generations) if store else []
+            self._generation_set = found
+        if not self._generation_set:
+            return {}
+        prompts = [(ids, budget) for ids, _, budget in self._generation_set]
+        answers = greedy_answers(self.model, self.processing_class, prompts)
+        scores = text_metrics.score(answers, [reference for _, reference, _ in self._generation_set])
+        return {name: round(scores[name], 2) for name in history.GENERATION_METRICS}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, count = self.objective.loss(model, inputs, self.gather, num_items_in_batch)
+        if model.training:
+            self.tokens_seen += int(inputs.get("num_tokens", 0))
+            self.labels_seen += count
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo for a token mean
+        return (loss, {}) if return_outputs else loss
 
 
 class StepClock(TrainerCallback):
