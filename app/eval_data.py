@@ -2,10 +2,16 @@
 
 items, data_cfg, desc = load_items(data, run_cfg, run_dir, tokenizer, max_examples)
 prompt_ids, input_ids, labels = encode_for_eval(item.example, tokenizer, data_cfg)
+
+A preference run (objective dpo, orpo or simpo) is evaluated on pairs: its held-out pairs, or a pair file.
+    items, pairs, data_cfg, desc = load_pair_items(data, run_cfg, run_dir, tokenizer, max_examples)
+Each item is the prompt with its chosen answer (loss, perplexity and text metrics compare with the chosen answer);
+pairs[k] holds item k's chosen and rejected answers tokenized as TRL's trainers tokenize them (app.preference_data).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,3 +154,83 @@ def _last_answer_start(labels: list[int]) -> int:
     while j > 0 and labels[j - 1] != IGNORE:
         j -= 1
     return max(j, 0) if j >= 0 else len(labels)
+
+
+# ---- preference runs: held-out pairs -----------------------------------------------------------------------
+@dataclass
+class PairItem:
+    """One pair's answers as they train: (input_ids, labels) each, labels -100 on the prompt."""
+
+    index: int
+    chosen: tuple[list[int], list[int]]
+    rejected: tuple[list[int], list[int]]
+
+
+def pairwise(run_cfg: RunConfig | None) -> bool:
+    """The run trains on pairs (dpo, orpo, simpo): evaluate it on pairs."""
+    from app import preference_data
+
+    return run_cfg is not None and preference_data.kind_of(run_cfg.objective) == preference_data.PAIRS
+
+
+def load_pair_items(
+    data: Any, run_cfg: RunConfig, run_dir: Path | None, tokenizer: Any, max_examples: int | None
+) -> tuple[list[Item], list[PairItem], DataConfig, dict]:
+    """(items, pairs, data config, description) of a preference run: its held-out pairs (data None), or the pairs
+    of a file (a path or a DataConfig); pairs the template cannot render are listed in desc["skipped"]."""
+    from app import preference_data
+    from app.data import DataError
+
+    try:
+        if data is None:
+            cfg, found = run_cfg.data, held_out_pairs(run_cfg, run_dir, tokenizer)
+            desc = {"data": str(cfg.path), "split": f"validation split of run {run_dir.name}"}
+        else:
+            cfg = data if isinstance(data, DataConfig) else file_config(run_cfg, str(data))
+            found = preference_data.load(cfg, preference_data.PAIRS).records
+            desc = {"data": str(cfg.path), "split": "file"}
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
+    encoded = preference_data.encode_many(found, tokenizer, cfg)
+    usable = [(p, e) for p, e in zip(found, encoded, strict=True) if e.error is None]
+    desc["skipped"] = [f"record {e.index}: {e.error}" for e in encoded if e.error is not None]
+    if not usable:
+        raise EvalError(f"{desc['data']}: no pair to evaluate on" + (f" ({desc['skipped'][0]})" if encoded else ""))
+    desc["available"] = len(usable)
+    usable = usable[:max_examples] if max_examples else usable
+    return [_pair_example(p) for p, _ in usable], [_pair_tokens(e) for _, e in usable], cfg, desc
+
+
+def held_out_pairs(run_cfg: RunConfig, run_dir: Path | None, tokenizer: Any) -> list[Any]:
+    """The pairs the trainer held out (app.preference_data.prepare's seeded split), as Pair records."""
+    from app import preference_data
+
+    prepared = preference_data.prepare(run_cfg, tokenizer)
+    name = run_dir.name if run_dir is not None else "this run"
+    if prepared.val is None or prepared.load is None:
+        raise EvalError(
+            f"run {name} held out no validation pairs (data.val_size = {run_cfg.data.val_size}); choose a pair "
+            "file to evaluate on"
+        )
+    wanted = {_row_key(r) for r in prepared.val}
+    rows = ((p, preference_data.row(p, tokenizer, run_cfg.data)) for p in prepared.load.records)
+    return [p for p, r in rows if _row_key(r) in wanted]
+
+
+def _row_key(row: dict) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+
+
+def _pair_example(pair: Any) -> Item:
+    """The prompt with the chosen answer: what loss, perplexity and the text metrics compare with."""
+    from app.data import Example
+
+    messages = [*pair.prompt, {"role": "assistant", "content": pair.chosen}]
+    prompt = "\n\n".join(m["content"] for m in pair.prompt if m["role"] != "system")
+    fields = {"instruction": pair.prompt[-1]["content"], "input": ""}  # the Alpaca template's last user turn
+    return Item(Example(messages, pair.index, fields), prompt, pair.chosen)
+
+
+def _pair_tokens(encoding: Any) -> PairItem:
+    chosen, rejected = encoding.answers["chosen"], encoding.answers["rejected"]
+    return PairItem(encoding.index, (chosen.input_ids, chosen.labels), (rejected.input_ids, rejected.labels))

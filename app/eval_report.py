@@ -4,6 +4,8 @@ report.table     DataFrame, one row per model: model, path, loss, perplexity, ro
                  exact_match, n_examples, then delta_<metric> = row - base row for each metric
 report.examples  DataFrame, one row per example: index, prompt, reference, then per model
                  "<model> answer", "<model> rougeL", "<model> loss"
+                 a preference run's table adds reward_accuracy and mean_margin (preference_scores) and its
+                 examples "<model> margin"
 save_report(report, run_dir) / list_evaluations(run_dir) / load_evaluation(folder) / format_table(report)
 """
 
@@ -26,6 +28,9 @@ from app.metrics import TEXT_METRICS, score
 
 METRICS = ("loss", "perplexity", *TEXT_METRICS)
 """Table columns, in order; lower is better for loss/perplexity, higher for the text metrics (0-100)."""
+PREFERENCE_METRICS = ("reward_accuracy", "mean_margin")
+"""A preference run's columns (higher is better): the share of held-out pairs (0-100) whose reward margin is > 0,
+and the mean log-prob margin, chosen minus rejected (nats, summed over the answer tokens)."""
 TABLE_COLUMNS = ("model", "path", *METRICS, "n_examples")
 METRIC_LABELS = {
     "rouge1": "ROUGE-1",
@@ -40,6 +45,25 @@ COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
 
 
 @dataclass
+class PairScore:
+    """One model's log-probabilities of a pair's two answers: sums over each answer's tokens, in nats."""
+
+    chosen: float
+    rejected: float
+    chosen_tokens: int
+    rejected_tokens: int
+
+    @property
+    def margin(self) -> float:
+        return self.chosen - self.rejected
+
+    @property
+    def mean_margin(self) -> float:
+        """Per-token log-prob margin: the reward of the reference-free objectives (ORPO, SimPO average log-probs)."""
+        return self.chosen / max(self.chosen_tokens, 1) - self.rejected / max(self.rejected_tokens, 1)
+
+
+@dataclass
 class Result:
     """One model's outcome on one example."""
 
@@ -47,6 +71,8 @@ class Result:
     nll: float
     """Summed negative log-likelihood of the answer tokens, nats."""
     tokens: int
+    pair: PairScore | None = None
+    """A preference run's example: the model's log-probs of the chosen (the answer above) and rejected answers."""
 
 
 @dataclass
@@ -152,10 +178,40 @@ def _clean(value: Any) -> Any:
 
 
 # ---- tables ---------------------------------------------------------------------------------------------------
+def preference_scores(results: dict[str, list[Result]], referenced: bool) -> dict[str, dict[str, float]]:
+    """{model: {reward_accuracy, mean_margin}} for a preference run, base first in `results`.
+
+    reward_accuracy: the share (0-100) of pairs whose reward margin is > 0; with a reference (DPO) the reward is
+    the log-prob relative to the base's, so the margin is (chosen - rejected) - the base's (chosen - rejected) and
+    the base, its own reference, has none (NaN); without (ORPO, SimPO) it is the model's own per-token margin.
+    mean_margin: the mean summed log-prob margin, chosen - rejected, comparable across models (nats)."""
+    base = next(iter(results.values()), [])
+    out = {}
+    for k, (label, res) in enumerate(results.items()):
+        scores = [r.pair for r in res if r.pair is not None]
+        if referenced:
+            rewards = [s.margin - b.pair.margin for s, b in zip(scores, base, strict=False) if b.pair is not None]
+        else:
+            rewards = [s.mean_margin for s in scores]
+        undefined = (referenced and k == 0) or not rewards
+        out[label] = {
+            "reward_accuracy": math.nan if undefined else 100 * sum(m > 0 for m in rewards) / len(rewards),
+            "mean_margin": sum(s.margin for s in scores) / len(scores) if scores else math.nan,
+        }
+    return out
+
+
 def build_table(
-    models: list[tuple[str, str]], results: dict[str, list[Result]], references: list[str]
+    models: list[tuple[str, str]],
+    results: dict[str, list[Result]],
+    references: list[str],
+    referenced: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per model (label, path), base first: loss, perplexity, text metrics, n_examples, delta_*."""
+    """One row per model (label, path), base first: loss, perplexity, text metrics, n_examples, delta_*; for a
+    preference run (`referenced` not None: whether its rewards are relative to the base) reward_accuracy and
+    mean_margin too."""
+    prefs = preference_scores(results, referenced) if referenced is not None else {}
+    columns = list(TABLE_COLUMNS) + (list(PREFERENCE_METRICS) if prefs else [])
     rows = []
     for label, path in models:
         res = results[label]
@@ -169,15 +225,21 @@ def build_table(
                 "perplexity": ppl,
                 **{m: scores[m] for m in TEXT_METRICS},
                 "n_examples": len(res),
+                **prefs.get(label, {}),
             }
         )
-    return with_deltas(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
+    return with_deltas(pd.DataFrame(rows, columns=columns))
+
+
+def metrics_of(table: pd.DataFrame) -> list[str]:
+    """The metric columns a table has: METRICS, and PREFERENCE_METRICS for a preference run."""
+    return list(METRICS) + [m for m in PREFERENCE_METRICS if m in table.columns]
 
 
 def with_deltas(table: pd.DataFrame) -> pd.DataFrame:
     """delta_<metric> = row - first (base) row; negative is better for loss and perplexity."""
     table = table.copy()
-    for m in METRICS:
+    for m in metrics_of(table):
         values = pd.to_numeric(table[m], errors="coerce")
         table[m] = values
         table[f"delta_{m}"] = values - values.iloc[0] if len(table) else values
@@ -201,6 +263,8 @@ def build_examples(models: list[tuple[str, str]], results: dict[str, list[Result
             metrics.rouge_scores(r.answer, it.reference)["rougeL"] for r, it in zip(res, items, strict=False)
         ]
         frame[f"{label} loss"] = [r.nll / r.tokens if r.tokens else None for r in res]
+        if any(r.pair is not None for r in res):
+            frame[f"{label} margin"] = [r.pair.margin if r.pair is not None else None for r in res]
     return frame
 
 
@@ -264,7 +328,9 @@ def load_evaluation(folder: str | Path) -> EvalReport:
     meta = _read_metrics(folder)
     if meta is None:
         raise EvalError(f"{folder}: no readable {METRICS_FILE}; it is not a saved evaluation")
-    table = with_deltas(pd.DataFrame(meta.pop("table", []), columns=list(TABLE_COLUMNS)))
+    rows = meta.pop("table", [])
+    found = [m for m in PREFERENCE_METRICS if any(m in row for row in rows)]
+    table = with_deltas(pd.DataFrame(rows, columns=[*TABLE_COLUMNS, *found]))
     try:
         examples = pd.read_csv(folder / EXAMPLES_FILE, encoding="utf-8-sig", keep_default_na=False)
     except (OSError, ValueError):
@@ -279,8 +345,9 @@ def format_table(report: EvalReport) -> str:
     head = f"{report.n_examples} examples from {report.info.get('data')} ({report.info.get('split')})" + (
         ", CANCELLED: partial results" if report.cancelled else ""
     )
-    body = table[list(METRICS) + ["n_examples"]].to_string(float_format=lambda v: f"{v:.3f}")
-    deltas = table[[f"delta_{m}" for m in METRICS]].rename(columns=lambda c: c.removeprefix("delta_"))
+    shown = metrics_of(table)
+    body = table[shown + ["n_examples"]].to_string(float_format=lambda v: f"{v:.3f}")
+    deltas = table[[f"delta_{m}" for m in shown]].rename(columns=lambda c: c.removeprefix("delta_"))
     delta_text = deltas.to_string(float_format=lambda v: f"{v:+.3f}")
     saved = f"\nsaved to {report.saved_to}" if report.saved_to else ""
     return f"{head}\n{body}\n\nchange vs base:\n{delta_text}{saved}"

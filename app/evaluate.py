@@ -18,6 +18,9 @@ Public API (stable; the Evaluate tab and the CLI use only these):
                      exact_match, n_examples, then delta_<metric> = row - base row for each metric
     report.examples  DataFrame, one row per example: index, prompt, reference, then per model
                      "<model> answer", "<model> rougeL", "<model> loss"
+                     a preference run (objective dpo, orpo, simpo) adds reward_accuracy and mean_margin on its
+                     held-out pairs (app.eval_report.preference_scores), the other metrics then scoring the chosen
+                     answers
     report.figure()  plotly Figure: grouped bars (one colour per model) of the text metrics and of the loss
     report.to_json() dict (what metrics.json holds); report.saved_to: the eval folder, or None
     run_evaluation = evaluate (the name first announced in the core API note)
@@ -47,13 +50,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app import metrics, runs
+from app import memory, metrics, runs
 from app.adapters import AdapterError, infer_base, resolve_source, run_dir_of
 from app.commands import EvaluateConfig
 from app.config import DataConfig, RunConfig
 from app.devices import DeviceBusy
-from app.eval_data import IGNORE, UNCUT, EvalError, Item, encode_for_eval, load_items
-from app.eval_report import EvalReport, Result, build_examples, build_table, save_report
+from app.eval_data import (
+    IGNORE,
+    UNCUT,
+    EvalError,
+    Item,
+    PairItem,
+    encode_for_eval,
+    load_items,
+    load_pair_items,
+    pairwise,
+)
+from app.eval_report import EvalReport, PairScore, Result, build_examples, build_table, save_report
 from app.modelset import Decoder, GenSettings, ModelSet, ModelSetError, stop_ids
 
 Progress = Callable[[float, str], None]
@@ -85,22 +98,28 @@ def evaluate(
     base = base or _infer_base(run_cfg, sources)
     dev = _device(device)
     _say(progress, 0.0, "reading the data")
-    items, cfg, desc = load_items(data, run_cfg, run, _tokenizer(base), max_examples)
+    pairs: list[PairItem] = []
+    if pairwise(run_cfg) and not isinstance(data, (list, tuple)):
+        items, pairs, cfg, desc = load_pair_items(data, run_cfg, run, _tokenizer(base), max_examples)
+    else:
+        items, cfg, desc = load_items(data, run_cfg, run, _tokenizer(base), max_examples)
     models = _model_set(base, sources, device, progress)
     try:
-        results, cancelled = _run_all(models, items, cfg, max_new_tokens, batch_size, progress, cancel)
+        results, cancelled = _run_all(models, items, cfg, max_new_tokens, batch_size, progress, cancel, pairs)
         rows = [(c, str(m.path or models.base.path), m.kind) for c, m in models.members.items()]
         warnings = models.warnings
     finally:
         models.close()
     refs = [it.reference for it in items]
-    table = build_table([r[:2] for r in rows], results, refs)
+    referenced = run_cfg.objective in memory.REFERENCED if pairs else None  # DPO: rewards relative to the base
+    table = build_table([r[:2] for r in rows], results, refs, referenced)
     info = {
         "created": created,
         "base": base,
         **desc,
         "device": dev,
         "max_new_tokens": max_new_tokens,
+        **({"objective": run_cfg.objective, "reward_reference": "base" if referenced else None} if pairs else {}),
         "models": [{"model": label, "kind": kind, "path": path} for label, path, kind in rows],
         "bleu_tokenize": metrics.bleu_tokenizer(refs),
         "warnings": warnings,
@@ -237,6 +256,14 @@ def generate_answers(
     return [text.strip() for text in decoder.run()]
 
 
+def pair_score(model: Any, pair: PairItem) -> PairScore:
+    """The model's log-probabilities of a pair's chosen and rejected answers, each summed over its answer tokens
+    (what DPO's reward compares; ORPO and SimPO use the per-token means)."""
+    chosen, chosen_n = response_nll(model, *pair.chosen)
+    rejected, rejected_n = response_nll(model, *pair.rejected)
+    return PairScore(-chosen, -rejected, chosen_n, rejected_n)
+
+
 def _evaluate_batch(
     model: Any,
     tokenizer: Any,
@@ -244,11 +271,14 @@ def _evaluate_batch(
     cfg: DataConfig,
     max_new_tokens: int,
     cancel: threading.Event | None,
+    pairs: list[PairItem],
 ) -> list[Result]:
+    """Each item's loss and greedy answer; with `pairs` (a preference run, one per item) each pair's log-probs."""
     encoded = [encode_for_eval(it.example, tokenizer, cfg) for it in items]
     losses = [response_nll(model, ids, labels) for _, ids, labels in encoded]
+    scores = [pair_score(model, pair) for pair in pairs] or [None] * len(items)
     answers = generate_answers(model, tokenizer, [p for p, _, _ in encoded], max_new_tokens, cancel)
-    return [Result(a, nll, n) for a, (nll, n) in zip(answers, losses, strict=True)]
+    return [Result(a, nll, n, s) for a, (nll, n), s in zip(answers, losses, scores, strict=True)]
 
 
 def _run_all(
@@ -259,6 +289,7 @@ def _run_all(
     batch_size: int,
     progress: Progress | None,
     cancel: threading.Event | None,
+    pairs: list[PairItem] | None = None,
 ) -> tuple[dict[str, list[Result]], bool]:
     """Batches outer, models inner: a cancelled evaluation still has every model on the same examples. A batch
     is kept only when every model finished it (answers cut short by the stop are dropped)."""
@@ -271,7 +302,8 @@ def _run_all(
             if stopped():
                 return results, True
             with models.use(column) as (model, tokenizer):
-                outs[column] = _evaluate_batch(model, tokenizer, batch, cfg, max_new_tokens, cancel)
+                batch_pairs = (pairs or [])[start : start + batch_size]
+                outs[column] = _evaluate_batch(model, tokenizer, batch, cfg, max_new_tokens, cancel, batch_pairs)
             if stopped():
                 return results, True
             done += len(batch)

@@ -424,3 +424,110 @@ def test_the_validation_split_is_the_one_the_trainer_held_out_whatever_the_seed(
     assert {e.index for e in held_out} != {e.index for e in other}  # the seed matters for this data
     found = eval_data._validation_examples(cfg, tmp_path, tokenizer)
     assert [e.index for e in found] == [e.index for e in held_out]
+
+
+# ---- preference runs: reward accuracy and margin on the held-out pairs ----------------------------------------
+def write_pairs(path: Path, n: int = 12) -> Path:
+    records = [
+        {"prompt": f"What is {i} plus {i}?", "chosen": f"The answer is {2 * i}.", "rejected": f"It is {2 * i + 1}!"}
+        for i in range(n)
+    ]
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def preference_run(model_dir: Path, root: Path, objective: str) -> Path:
+    """A run folder of a preference objective (12 pairs, 3 held out) with a perturbed adapter/."""
+    cfg = RunConfig(
+        model=ModelConfig(name_or_path=str(model_dir)),
+        objective=objective,
+        data=DataConfig(path=str(write_pairs(root / "pairs.json")), val_size=0.25),
+        train=TrainConfig(output_dir=str(root / "runs")),
+    )
+    run = runs.create_run(cfg, f"eval-{objective}")
+    make_adapter(model_dir, run / runs.ADAPTER, seed=3, std=0.5)
+    return run
+
+
+def _answer_logp(model, tok, prompt: list[dict], answer: str) -> tuple[float, int]:
+    """log p(answer | prompt) summed over the answer's tokens, with plain transformers: the chat template renders
+    the prompt (with the generation prompt) and prompt + answer; the answer is where the two token lists part."""
+    import torch
+
+    head = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
+    head_ids, ids = tok(head, add_special_tokens=False)["input_ids"], tok(full, add_special_tokens=False)["input_ids"]
+    start = next((k for k, (a, b) in enumerate(zip(head_ids, ids, strict=False)) if a != b), len(head_ids))
+    with torch.no_grad():
+        logps = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    return sum(float(logps[k - 1, ids[k]]) for k in range(start, len(ids))), len(ids) - start
+
+
+def _plain_margins(model_dir: Path, adapter: Path | None, pairs: list[dict]) -> list[tuple[float, float]]:
+    """(summed margin, per-token margin), chosen - rejected, of each pair with the base or base + adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = PeftModel.from_pretrained(model, adapter) if adapter else model
+    out = []
+    for pair in pairs:
+        (c, nc), (r, nr) = (_answer_logp(model.eval(), tok, pair["prompt"], pair[k]) for k in ("chosen", "rejected"))
+        out.append((c - r, c / nc - r / nr))
+    return out
+
+
+def _held_out(run: Path, model_dir: Path) -> list[dict]:
+    from app import modeling, preference_data
+
+    cfg = runs.load_config(run)
+    val = preference_data.prepare(cfg, modeling.load_tokenizer(str(model_dir))).val
+    return [{"prompt": row["prompt"], "chosen": row["chosen"][0]["content"], "rejected": row["rejected"][0]["content"]}
+            for row in val]  # fmt: skip
+
+
+def test_a_dpo_run_reports_reward_accuracy_and_margin_on_its_held_out_pairs(tiny_model_dir, tmp_path):
+    run = preference_run(tiny_model_dir, tmp_path, "dpo")
+    report = evaluate.evaluate(None, [str(run / "adapter")], max_new_tokens=4)
+    table = report.table
+    pairs = _held_out(run, tiny_model_dir)
+    assert report.n_examples == len(pairs) == 3 and report.info["split"] == f"validation split of run {run.name}"
+    assert list(report.examples["reference"]) == [p["chosen"] for p in pairs]  # the other metrics: chosen answers
+    base = _plain_margins(tiny_model_dir, None, pairs)
+    tuned = _plain_margins(tiny_model_dir, run / "adapter", pairs)
+    assert table["mean_margin"].tolist() == pytest.approx(
+        [sum(m for m, _ in base) / 3, sum(m for m, _ in tuned) / 3], abs=1e-3
+    )
+    # DPO's reward is the log-prob relative to the reference (the base): the adapter's margin above the base's
+    above = [t > b for (t, _), (b, _) in zip(tuned, base, strict=True)]
+    assert math.isnan(table.loc[0, "reward_accuracy"]) and table.loc[1, "reward_accuracy"] == pytest.approx(
+        100 * sum(above) / 3
+    )
+    margins = table["mean_margin"].tolist()
+    assert table.loc[1, "delta_mean_margin"] == pytest.approx(margins[1] - margins[0])
+    assert abs(margins[1] - margins[0]) > 1e-3, "the perturbed adapter really changes the margins"
+    assert report.examples[f"{run.name} margin"].tolist() == pytest.approx([m for m, _ in tuned], abs=1e-3)
+    again = eval_report.load_evaluation(report.saved_to)  # the saved evaluation keeps the columns
+    assert again.table["mean_margin"].tolist() == pytest.approx(table["mean_margin"].tolist())
+    assert "mean_margin" in eval_report.format_table(report) and report.info["reward_reference"] == "base"
+
+
+def test_a_reference_free_run_scores_each_model_by_its_own_per_token_margin(tiny_model_dir, tmp_path, capsys):
+    from app.__main__ import main
+
+    run = preference_run(tiny_model_dir, tmp_path, "simpo")
+    code = main(["evaluate", "--adapter", str(run / "adapter"), "--max-new-tokens", "2", "--json", "--no-save"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)["table"]
+    pairs = _held_out(run, tiny_model_dir)
+    for row, adapter in zip(rows, (None, run / "adapter"), strict=True):
+        per_token = [m for _, m in _plain_margins(tiny_model_dir, adapter, pairs)]
+        assert row["reward_accuracy"] == pytest.approx(100 * sum(m > 0 for m in per_token) / 3)
+        assert row["mean_margin"] is not None
+
+
+def test_a_dpo_run_evaluated_on_a_file_that_holds_no_pairs_says_so(tiny_model_dir, tmp_path):
+    run = preference_run(tiny_model_dir, tmp_path, "dpo")
+    with pytest.raises(eval_data.EvalError, match="not preference records"):
+        evaluate.evaluate(None, [str(run / "adapter")], data=str(write_sums(tmp_path / "sums.json")), save=False)

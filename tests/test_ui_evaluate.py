@@ -170,3 +170,21 @@ def test_run_and_adapter_choices_follow_the_history(eval_ctx, runs_tmp, tiny_mod
     assert runs["choices"] == [(f"{run.name} (finished)", str(run))] and "value" not in runs
     values[h.picker.seen] = seen
     assert fn(*values.values())[:2] == (gr.skip(), gr.skip())
+
+
+def test_a_preference_run_shows_reward_accuracy_and_margin_beside_the_metrics(eval_ctx, tmp_path, tiny_model_dir):
+    from test_evaluate import preference_run
+
+    h = eval_ctx.handles["evaluate"]
+    run = preference_run(tiny_model_dir, tmp_path, "dpo")
+    values = _values(eval_ctx, adapters=[str(run / "adapter")], data_path="", max_examples=2)
+    out = evaluate_tab.run_evaluation(eval_ctx, values)
+    assert out[h.status].startswith("✅"), out[h.status]
+    assert "Preference run: the held-out pairs" in out[h.status] and "DPO: its log-prob margin" in out[h.status]
+    table = out[h.metrics]["value"].set_index("Metric")
+    accuracy, margin = "Reward accuracy (% of pairs) ↑", "Log-prob margin, chosen − rejected ↑"
+    assert list(table.index) == [*METRIC_ROWS, accuracy, margin]
+    base, tuned, delta = table.columns  # a column per model, the adapter's difference beside it
+    assert base == f"{tiny_model_dir.name} (base)" and delta == f"Δ {tuned}"
+    assert table.loc[accuracy, base] == "–" and table.loc[accuracy, tuned] != "–"  # the base is DPO's reference
+    assert table.loc[margin, base] != table.loc[margin, tuned] and table.loc[margin, delta][0] in "+−"

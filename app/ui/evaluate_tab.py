@@ -68,6 +68,21 @@ STRINGS = {
         "Loss and perplexity: lower is better (↓). ROUGE, BLEU and exact match: 0-100, higher is better (↑).",
         "损失和困惑度越低越好（↓）；ROUGE、BLEU 和精确匹配为 0-100，越高越好（↑）。",
     ),
+    "eval.metrics.preference": (
+        "Preference run: the held-out pairs, the other metrics on their chosen answers. Reward accuracy: the share "
+        "of pairs whose reward prefers the chosen answer ({reward}). Log-prob margin: the mean of log p(chosen) − "
+        "log p(rejected), summed over each answer's tokens (nats).",
+        "偏好训练：留出的配对，其他指标针对优选回答。奖励准确率：奖励偏向优选回答的配对所占比例（{reward}）。"
+        "对数概率差：log p(优选) − log p(劣选) 的平均值，按回答的 token 求和（nats）。",
+    ),
+    "eval.reward.referenced": (
+        "DPO: its log-prob margin above the base's; the base, its own reference, has none",
+        "DPO：其对数概率差高于基础模型；基础模型是自身的参考，没有该值",
+    ),
+    "eval.reward.own": (
+        "ORPO, SimPO: the model's own per-token log-prob margin is above 0",
+        "ORPO、SimPO：模型自身每 token 的对数概率差大于 0",
+    ),
     "eval.split.run": ("validation split of run {run}", "训练 {run} 的验证集"),
     "eval.split.file": ("file {path}", "文件 {path}"),
     "eval.col.metric": ("Metric", "指标"),
@@ -84,6 +99,8 @@ STRINGS = {
     "eval.metric.rougeL": ("ROUGE-L ↑", "ROUGE-L ↑"),
     "eval.metric.bleu": ("BLEU ↑", "BLEU ↑"),
     "eval.metric.exact_match": ("Exact match ↑", "精确匹配 ↑"),
+    "eval.metric.reward_accuracy": ("Reward accuracy (% of pairs) ↑", "奖励准确率（配对的 %）↑"),
+    "eval.metric.mean_margin": ("Log-prob margin, chosen − rejected ↑", "对数概率差：优选 − 劣选 ↑"),
     "eval.plot.text": (
         "ROUGE, BLEU, exact match (0-100, higher is better)",
         "ROUGE、BLEU、精确匹配（0-100，越高越好）",
@@ -118,7 +135,7 @@ STRINGS = {
 }
 i18n.add(STRINGS)
 
-ROUND = {"loss": 4, "perplexity": 3}  # text metrics (0-100) keep 2 decimals
+ROUND = {"loss": 4, "perplexity": 3, "reward_accuracy": 1, "mean_margin": 3}  # text metrics (0-100): 2
 BYTES = ("peak_memory_bytes", "estimated_memory_bytes", "artifact_bytes", "model_bytes")
 
 
@@ -346,6 +363,9 @@ def _report_views(h: EvaluateHandles, report: eval_report.EvalReport, lang: str,
     ]
     if report.cancelled:
         lines.append("⚠️ " + i18n.t("eval.cancelled", lang, n=report.n_examples))
+    if "reward_accuracy" in report.table.columns:  # a preference run: say what its two extra rows mean
+        reward = i18n.t("eval.reward.referenced" if info.get("reward_reference") else "eval.reward.own", lang)
+        lines.append(i18n.t("eval.metrics.preference", lang, reward=reward))
     lines += [f"⚠️ {w}" for w in info.get("warnings") or []] + ([note] if note else [])
     if report.saved_to:
         lines.append(i18n.t("eval.saved", lang, path=report.saved_to))
@@ -400,7 +420,7 @@ def metrics_table(report: eval_report.EvalReport, lang: str = "en") -> pd.DataFr
         columns[names[str(row["model"])]] = []
         if i > 0:
             columns[i18n.t("eval.col.delta", lang, name=names[str(row["model"])])] = []
-    for metric in eval_report.METRICS:
+    for metric in eval_report.metrics_of(report.table):
         cells = [i18n.t(f"eval.metric.{metric}", lang)]
         for i, row in enumerate(rows):
             cells.append(_number(row.get(metric), metric))
