@@ -144,13 +144,12 @@ def _lengths_key(cfg: RunConfig) -> tuple | None:
     commit per Hub dataset; None when one is not here) and the settings that change the tokens."""
     from app import data
 
-    if cfg.objective != "sft":  # preference records are not app.data examples: size for batch_size x max_seq_len
-        return None
     found, d = data.fingerprint(cfg.data), cfg.data
     if found is None:
         return None
     return (
         found,
+        cfg.objective if cfg.objective != "sft" else None,  # preference records are measured as pairs / answers
         cfg.model.name_or_path.strip(),
         cfg.model.trust_remote_code,
         d.format,
@@ -208,6 +207,8 @@ def _tokenize_lengths(model: str, cfg: RunConfig) -> DataLengths | None:
 
     try:
         tokenizer = cached_tokenizer(model, cfg.model.trust_remote_code)
+        if cfg.objective != "sft":
+            return _preference_lengths(tokenizer, cfg)
         examples = data.load_from_config(cfg.data).examples
     except (modeling.ModelError, data.DataError, OSError, ValueError):
         return None  # the Data tab says what is wrong with the file; the estimate falls back to max_seq_len
@@ -225,6 +226,26 @@ def _tokenize_lengths(model: str, cfg: RunConfig) -> DataLengths | None:
             except ValueError:  # RenderError: this record is reported by the Data tab and skipped in training
                 continue
         lengths += [len(ids) for ids, _ in tokenize_segments(segments, tokenizer)]
+    if not lengths:
+        return None
+    return DataLengths(tuple(sorted(lengths, reverse=True)), count <= ALL_EXAMPLES, count, data.describe(cfg.data))
+
+
+def _preference_lengths(tokenizer: Any, cfg: RunConfig) -> DataLengths | None:
+    """Token lengths of a preference run's examples as TRL tokenizes them (app.preference_data): for a pair the
+    longer of prompt + chosen and prompt + rejected (both sides of a batch are padded to one width; memory counts
+    the two sequences), for KTO each answer. The first data.max_samples records; the longest LONGEST_SAMPLE in
+    characters of a larger set."""
+    from app import data, preference_data
+
+    records = preference_data.load(cfg.data, preference_data.kind_of(cfg.objective)).records
+    if cfg.data.max_samples:
+        records = [r for r in records if r.index < cfg.data.max_samples]
+    count = len(records)
+    if count > ALL_EXAMPLES:
+        records = sorted(records, key=lambda r: -len(json.dumps(vars(r), ensure_ascii=False)))[:LONGEST_SAMPLE]
+    encoded = preference_data.encode_many(records, tokenizer, cfg.data)
+    lengths = [max(a.full_length for a in e.answers.values()) for e in encoded if e.answers]
     if not lengths:
         return None
     return DataLengths(tuple(sorted(lengths, reverse=True)), count <= ALL_EXAMPLES, count, data.describe(cfg.data))

@@ -227,3 +227,32 @@ def test_the_cli_says_what_it_sized_for(tiny_data, tmp_path, capsys):
     assert "sized for your data (mine.json): longest batch 6 x" in capsys.readouterr().out
     assert cli.main(["estimate", str(path), "--json", "--no-data"]) == 0
     assert json.loads(capsys.readouterr().out)["sized_for"] == {"by": "config", "rows": 32, "tokens": 2048}
+
+
+def test_a_preference_run_is_sized_for_its_longest_pair(tiny_data, tmp_path):
+    """Pairs are measured as TRL tokenizes them (prompt + the longer answer; both sides share a batch's width),
+    and the memory counts two such sequences per pair."""
+    from transformers import AutoTokenizer
+
+    cfg, _ = tiny_data
+    pairs = [
+        {"prompt": f"Question {i}?", "chosen": "Paris.", "rejected": "Rome. " * (3 + 40 * (i == 2))} for i in range(4)
+    ]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(pairs), encoding="utf-8")
+    dpo = cfg.replace(**{"objective": "dpo", "data.path": str(path)})
+    tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
+
+    def tokens(pair: dict, side: str) -> int:
+        messages = [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair[side]}]
+        return len(tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"])
+
+    longest = max(tokens(p, side) for p in pairs for side in ("chosen", "rejected"))
+    answer = estimate.service(dpo, estimate.Target("cuda", 80 * GIB, "GPU"))
+    assert answer.sized == {
+        "by": "data", "rows": 4, "tokens": longest, "dataset": "pairs.json", "examples": 4, "complete": True
+    }  # fmt: skip
+    arch = memory.architecture_from(cfg.model.name_or_path)
+    shaped = dpo.replace(**{"train.batch_size": 4, "data.max_seq_len": longest})
+    assert answer.estimate.total_bytes == memory.estimate(arch, shaped, "cuda", 80 * GIB).total_bytes
+    assert answer.estimate.breakdown["pairs"] > 0 and answer.estimate.breakdown["reference"] > 0
