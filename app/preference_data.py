@@ -45,7 +45,7 @@ KINDS = {"dpo": PAIRS, "orpo": PAIRS, "simpo": PAIRS, "kto": UNPAIRED}
 """The data each preference objective trains on; sft is not here (app.data)."""
 LAYOUTS = {
     "trl": "prompt / chosen / rejected",
-    "ranking": "conversations + chosen / rejected (LlamaBoard ranking)",
+    "ranking": "LlamaBoard ranking: conversations + chosen / rejected",
     "kto": "messages + label",
     "trl_unpaired": "prompt / completion / label",
 }

@@ -339,3 +339,113 @@ def test_encode_cuts_at_max_seq_len(tok):
     chosen, rejected = encoding.answers["chosen"], encoding.answers["rejected"]
     assert len(chosen.input_ids) == 30 and chosen.truncated and chosen.full_length > 30
     assert not rejected.truncated and rejected.full_length == len(rejected.input_ids)
+
+
+# ---- the Data tab, through the inputs the UI wires -------------------------------------------------------------
+TAB_PAIRS = [
+    {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Rome.", "models": ["a", "b"]},
+    {"prompt": "What is the capital of France?", "chosen": "Paris."},
+    {"prompt": "Give three tips.", "chosen": "Eat well.", "rejected": "Eat well."},
+]
+
+
+@pytest.fixture(scope="module")
+def data_ctx(tiny_model_dir):
+    from ui_ctx import tab_context
+
+    return tab_context(["data"], str(tiny_model_dir))[1]
+
+
+@pytest.fixture(scope="module")
+def app_ctx(tiny_model_dir):
+    """The whole app: the Train tab's objective reaches the Data tab only there (data_tab.wire)."""
+    from app.ui import app as ui_app
+
+    return ui_app.build_blocks("en", model=str(tiny_model_dir))[1]
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """The recent-files list goes to this test's own home."""
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+
+
+def _text(view: list[tuple[str, str]], state: str | None = None) -> str:
+    return "".join(text for text, s in view if state is None or s == state)
+
+
+def test_data_tab_detects_pairs_lists_problems_and_shows_a_pair_side_by_side(tmp_path, data_ctx):
+    from ui_ctx import wired
+
+    h = data_ctx.handles["data"]
+    load, values = wired(data_ctx, "data_load", data__path=_write(tmp_path, "votes.jsonl", TAB_PAIRS))
+    out = load(values)
+    assert "preference data, pairs of a chosen and a rejected answer" in out[h.status]
+    assert "3 records, **1 valid**, 2 skipped" in out[h.status] and "DPO, ORPO or SimPO" in out[h.status]
+    problems = out[h.problems]
+    assert list(problems.iloc[:, 0]) == [1, 2] and list(problems.iloc[:, 2]) == ["rejected", "rejected"]
+    assert problems.iloc[0, 4].startswith("missing side") and problems.iloc[1, 4].startswith("identical to chosen")
+    assert out[h.sft_box]["visible"] is False and out[h.pair_box]["visible"] is True
+    assert out[h.chosen_box]["visible"] is True and out[h.rejected_box]["visible"] is True
+    prompt = out[h.pair_prompt]
+    assert {s for _, s in prompt} == {"prompt"} and "What is the capital of France?" in _text(prompt)
+    chosen, rejected = out[h.chosen_mask], out[h.rejected_mask]
+    assert _text(chosen, "trained").startswith("Paris.<|im_end|>") and {s for _, s in chosen} == {"trained"}
+    assert _text(rejected, "trained").startswith("Rome.<|im_end|>")
+    assert "Record **0**: prompt" in out[h.record_info] and "conversational format" in out[h.record_info]
+    assert "| Train / validation | 1 / 0 pairs |" in out[h.stats]
+
+
+def test_data_tab_record_view_says_why_a_pair_is_skipped_and_marks_the_cut(tmp_path, data_ctx):
+    from ui_ctx import wired
+
+    h = data_ctx.handles["data"]
+    path = _write(tmp_path, "votes.jsonl", TAB_PAIRS)
+    show, values = wired(data_ctx, "data_record", data__path=path, data__max_seq_len=24)
+    out = show({**values, h.record: 1})
+    assert "Record 1 is skipped" in out[h.record_info] and "rejected: missing side" in out[h.record_info]
+    out = show({**values, h.record: 0})
+    states = {s for _, s in out[h.chosen_mask]}
+    assert states == {"trained", "cut"} and "cut" in out[h.record_info]
+
+
+def test_data_tab_supervised_preview_returns_after_pairs(tmp_path, data_ctx):
+    from ui_ctx import wired
+
+    h = data_ctx.handles["data"]
+    load, values = wired(data_ctx, "data_load", data__path=_write(tmp_path, "votes.jsonl", TAB_PAIRS))
+    load(values)
+    load, values = wired(data_ctx, "data_load", data__path="assets/sample_data.json")
+    out = load(values)
+    assert out[h.sft_box]["visible"] is True and out[h.pair_box]["visible"] is False
+    assert out[h.status].startswith("✅") and "alpaca" in out[h.status] and out[h.mask]
+
+
+def test_objective_kto_reads_pairs_as_labelled_answers(tmp_path, app_ctx):
+    from ui_ctx import wired
+
+    h = app_ctx.data
+    path = _write(tmp_path, "votes.jsonl", TAB_PAIRS[:1])
+    change, values = wired(app_ctx, "data_objective", data__path=path, objective="kto")
+    out = change(values)
+    assert "Objective KTO trains on it" in out[h.status] and "desirable (chosen)" in out[h.status]
+    assert "desirable" in out[h.record_info] and "undesirable" in out[h.record_info]
+    assert _text(out[h.chosen_mask], "trained").startswith("Paris.") and out[h.chosen_box]["visible"] is True
+    assert _text(out[h.rejected_mask], "trained").startswith("Rome.") and out[h.rejected_box]["visible"] is True
+
+
+def test_objective_and_data_that_do_not_fit_are_named(tmp_path, app_ctx, shared_data):
+    from ui_ctx import wired
+
+    h = app_ctx.data
+    kto = str(shared_data / "kto_en_demo.json")
+    change, values = wired(app_ctx, "data_objective", data__path=kto, objective="kto")
+    out = change(values)
+    assert "answers labelled desirable or undesirable" in out[h.status] and "Objective KTO" in out[h.status]
+    assert out[h.chosen_box]["visible"] is True and out[h.rejected_box]["visible"] is False  # record 0: label true
+    change, values = wired(app_ctx, "data_objective", data__path=kto, objective="dpo")
+    assert "train it with objective kto" in change(values)[h.status]
+    change, values = wired(app_ctx, "data_objective", data__path=_write(tmp_path, "p.jsonl", PAIRS), objective="sft")
+    assert "Supervised fine-tuning cannot train on preference data" in change(values)[h.status]
+    change, values = wired(app_ctx, "data_objective", data__path="assets/sample_data.json", objective="orpo")
+    assert "not preference records" in change(values)[h.status]

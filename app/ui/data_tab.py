@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from app import data, data_cli, files, paths, recent
+from app import data, data_cli, files, paths, preference_data, recent
 from app.config import ConfigError, RunConfig
 from app.ui import data_hub, hub_panel, i18n
 from app.ui.form import explain, plain
@@ -160,6 +160,64 @@ STRINGS = {
     "data.state.trained": ("trained", "训练"),
     "data.state.prompt": ("prompt", "提示"),
     "data.state.cut": ("cut", "截断"),
+    "data.pref.summary": (
+        "**{path}**: preference data, {what} ({layouts}); {records} records, **{valid} valid**, {skipped} skipped, "
+        "{warnings} warnings.",
+        "**{path}**：偏好数据，{what}（{layouts}）；{records} 条记录，**{valid} 条有效**，跳过 {skipped} 条，"
+        "{warnings} 条警告。",
+    ),
+    "data.pref.kind.pairs": ("pairs of a chosen and a rejected answer", "每条含一个选中回答和一个拒绝回答"),
+    "data.pref.kind.unpaired": (
+        "answers labelled desirable or undesirable",
+        "标注为好或不好的回答",
+    ),
+    "data.pref.train_with.pairs": (
+        "Train it with DPO, ORPO or SimPO (Objective, in the Train tab).",
+        "请用 DPO、ORPO 或 SimPO 训练（训练页的“训练目标”）。",
+    ),
+    "data.pref.train_with.unpaired": (
+        "Train it with KTO (Objective, in the Train tab).",
+        "请用 KTO 训练（训练页的“训练目标”）。",
+    ),
+    "data.pref.trains": ("Objective {objective} trains on it.", "训练目标 {objective} 使用这些数据。"),
+    "data.pref.sft": (
+        "Supervised fine-tuning cannot train on preference data: choose DPO, ORPO, SimPO or KTO under Objective "
+        "in the Train tab.",
+        "监督微调不能使用偏好数据：请在训练页的“训练目标”中选择 DPO、ORPO、SimPO 或 KTO。",
+    ),
+    "data.pref.kto_pairs": (
+        "KTO reads each pair as a desirable (chosen) and an undesirable (rejected) answer.",
+        "KTO 把每对数据读作一个好回答（选中）和一个不好的回答（拒绝）。",
+    ),
+    "data.pref.prompt": ("Prompt (shared by both answers)", "提示（两个回答共用）"),
+    "data.pref.chosen": ("Chosen (KTO: desirable) answer: label mask", "选中（KTO：好）回答：标签掩码"),
+    "data.pref.rejected": ("Rejected (KTO: undesirable) answer: label mask", "拒绝（KTO：不好）回答：标签掩码"),
+    "data.pref.mask_help": (
+        "Each answer trains after the same prompt, shown once. Grey: prompt (no loss). Green: the answer's "
+        "trained tokens. Red: cut off by Max sequence length.",
+        "两个回答都接在同一个提示之后训练，提示只显示一次。灰色：提示（不计损失）。绿色：回答中参与训练的 token。"
+        "红色：超出最大序列长度被截断。",
+    ),
+    "data.pref.record_head": (
+        "Record **{index}**: prompt {prompt} tokens; {sides}; {format} format, template {template}.",
+        "记录 **{index}**：提示 {prompt} 个 token；{sides}；{format} 格式，模板 {template}。",
+    ),
+    "data.pref.side": ("{side} {trained} trained", "{side} {trained} 个参与训练"),
+    "data.pref.side.chosen": ("chosen", "选中"),
+    "data.pref.side.rejected": ("rejected", "拒绝"),
+    "data.pref.side.desirable": ("desirable", "好回答"),
+    "data.pref.side.undesirable": ("undesirable", "不好的回答"),
+    "data.pref.stats_table": (
+        "| | |\n|---|---|\n| Records (valid / skipped) | {valid} / {skipped} |\n"
+        "| Train / validation | {train} / {val} {unit} |\n| Sequences (prompt + one answer) | {sequences:,} |\n"
+        "| Tokens per sequence mean / max | {mean:.1f} / {max:,} |\n| Prompt tokens mean | {prompt:.1f} |\n"
+        "| Cut by Max sequence length {msl} | {cut} ({share:.1%}) |",
+        "| | |\n|---|---|\n| 记录（有效 / 跳过） | {valid} / {skipped} |\n| 训练 / 验证 | {train} / {val} {unit} |\n"
+        "| 序列数（提示 + 一个回答） | {sequences:,} |\n| 每条序列平均 / 最长 token 数 | {mean:.1f} / {max:,} |\n"
+        "| 提示平均 token 数 | {prompt:.1f} |\n| 超过最大序列长度 {msl} 被截断 | {cut}（{share:.1%}） |",
+    ),
+    "data.pref.unit.pairs": ("pairs", "对"),
+    "data.pref.unit.unpaired": ("answers", "个回答"),
 }
 i18n.add(STRINGS)
 
@@ -186,6 +244,8 @@ PROBLEM_WIDTHS = [
     "52%",
 ]  # record, line, field, severity, reason: headers whole, reason wraps
 PROBLEM_ROWS = 1000  # a file of 1,000,000 broken lines has 1,000,000 problems: the browser gets the first 1000
+SLOT_1, SLOT_2 = ("chosen", "desirable"), ("rejected", "undesirable")
+"""The answers the record view shows on the left and on the right."""
 MAX_MASK_TOKENS = 4096  # a 32k-token record as 32k highlighted spans freezes the browser; the rest is summarised
 
 
@@ -211,6 +271,16 @@ class DataHandles:
     record_info: gr.Markdown
     rendered: gr.HighlightedText
     mask: gr.HighlightedText
+    sft_box: gr.Column
+    """The rendered prompt and label mask of a supervised record; hidden for preference data."""
+    pair_box: gr.Column
+    """A preference record: the prompt once, then each answer's label mask side by side."""
+    pair_prompt: gr.HighlightedText
+    chosen_box: gr.Column
+    chosen_mask: gr.HighlightedText
+    """The chosen answer, or a desirable KTO answer (a KTO record shows in one of the two columns)."""
+    rejected_box: gr.Column
+    rejected_mask: gr.HighlightedText
     stats: gr.Markdown
     histogram: gr.Plot
 
@@ -364,6 +434,27 @@ def _build_example(ctx: AppContext) -> dict[str, Any]:
     prompt_fields = ctx.form.build(PROMPT_FIELDS)  # the system prompt beside what it changes; edits re-render
     record = tr.labelled(gr.Number, "data.record", info=True, value=0, minimum=0, precision=0, elem_id="data-record")
     record_info = gr.Markdown("", elem_id="data-record-info")
+    with gr.Column(elem_id="data-sft-example") as sft_box:
+        rendered, mask = _build_masks(ctx)
+    pair = _build_pair(ctx)
+    return {
+        "record": record,
+        "record_info": record_info,
+        "rendered": rendered,
+        "mask": mask,
+        "sft_box": sft_box,
+        **pair,
+        "fields": prompt_fields,
+    }
+
+
+def _state_colors() -> dict[str, str]:
+    """Each mask state's color under its name in every language (the names are the categories shown)."""
+    return {i18n.t(f"data.state.{s}", lang): c for s, c in STATE_COLORS.items() for lang in i18n.LANGS}
+
+
+def _build_masks(ctx: AppContext) -> tuple[gr.HighlightedText, gr.HighlightedText]:
+    tr = ctx.tr
     colors = {i18n.t("data.seg.response", lang): STATE_COLORS["trained"] for lang in i18n.LANGS}
     rendered = tr.labelled(
         gr.HighlightedText,
@@ -374,24 +465,58 @@ def _build_example(ctx: AppContext) -> dict[str, Any]:
         elem_id="data-rendered",
     )
     tr.text(gr.Markdown, "data.mask.help", elem_classes="td-info")
-    state_colors = {i18n.t(f"data.state.{s}", lang): c for s, c in STATE_COLORS.items() for lang in i18n.LANGS}
     mask = tr.labelled(
         gr.HighlightedText,
         "data.mask",
-        color_map=state_colors,
+        color_map=_state_colors(),
         show_legend=False,  # as above: the help line above names the colors in the page's language
         show_inline_category=False,
         elem_id="data-mask",
     )
-    return {"record": record, "record_info": record_info, "rendered": rendered, "mask": mask, "fields": prompt_fields}
+    return rendered, mask
 
 
-def _wire(ctx: AppContext, h: DataHandles) -> None:
+def _build_pair(ctx: AppContext) -> dict[str, Any]:
+    """A preference record: the shared prompt once, then the two answers' label masks side by side: chosen (or a
+    desirable KTO answer) on the left, rejected (or an undesirable one) on the right."""
+    tr = ctx.tr
+    masks = {"color_map": _state_colors(), "show_legend": False, "show_inline_category": False}
+    with gr.Column(visible=False, elem_id="data-pair-example") as pair_box:
+        tr.text(gr.Markdown, "data.pref.mask_help", elem_classes="td-info")
+        prompt = tr.labelled(gr.HighlightedText, "data.pref.prompt", elem_id="data-pair-prompt", **masks)
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=200) as chosen_box:
+                chosen = tr.labelled(gr.HighlightedText, "data.pref.chosen", elem_id="data-pair-chosen", **masks)
+            with gr.Column(min_width=200) as rejected_box:
+                rejected = tr.labelled(gr.HighlightedText, "data.pref.rejected", elem_id="data-pair-rejected", **masks)
+    return {
+        "pair_box": pair_box,
+        "pair_prompt": prompt,
+        "chosen_box": chosen_box,
+        "chosen_mask": chosen,
+        "rejected_box": rejected_box,
+        "rejected_mask": rejected,
+    }
+
+
+def _inputs(ctx: AppContext, h: DataHandles) -> set[Any]:
+    """What the tab's handlers read: its fields, column mapping, placeholders, datasets, the model, the language."""
     model_fields = {c for p, c in ctx.form.components.items() if p.startswith("model.")}
     inputs = {*h.fields.values(), *h.columns.values(), h.placeholders, h.hub.sources, *model_fields}
     if ctx.lang_selector is not None:
         inputs.add(ctx.lang_selector)
-    views = [
+    return inputs
+
+
+def _example_views(h: DataHandles) -> list[Any]:
+    """The record view's parts beyond the record line and the supervised prompt and mask: which view shows, and
+    a preference record's prompt and answers."""
+    return [h.sft_box, h.pair_box, h.pair_prompt, h.chosen_box, h.chosen_mask, h.rejected_box, h.rejected_mask]
+
+
+def _views(h: DataHandles) -> list[Any]:
+    """What Load / validate redraws."""
+    return [
         h.status,
         h.table,
         h.page,
@@ -406,7 +531,13 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
         *h.columns.values(),
         h.placeholders,
         h.picker,
+        *_example_views(h),
     ]
+
+
+def _wire(ctx: AppContext, h: DataHandles) -> None:
+    inputs = _inputs(ctx, h)
+    views = _views(h)
 
     def load_event(values: dict[Any, Any], progress: Any = gr.Progress()) -> dict[Any, Any]:  # noqa: B008
         return load_data(ctx, values, progress, remember=True)  # a dataset the user chose: a recent file
@@ -419,7 +550,7 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
     ).success(load_event, inputs=inputs, outputs=views, concurrency_id="data-load")
     _wire_picker(ctx, h, inputs, views, load_event)
     data_hub.wire(ctx, h.hub, h.fields["data.path"], inputs, views, load_data)
-    render_views = [h.stats, h.histogram, h.record_info, h.rendered, h.mask]
+    render_views = [h.stats, h.histogram, h.record_info, h.rendered, h.mask, *_example_views(h)]
     rendering = {"inputs": inputs | {h.record}, "outputs": render_views, "concurrency_id": "data-load"}
     prompt = h.fields["data.system_prompt"]
     prompt.blur(lambda v: rerender(ctx, v), **rendering, api_name="data_rerender")
@@ -431,7 +562,7 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
     h.page.submit(lambda v: show_page(ctx, v), inputs=inputs | {h.page}, outputs=page_views, api_name="data_page")
     h.prev.click(lambda v: show_page(ctx, v, -1), inputs=inputs | {h.page}, outputs=page_views)
     h.next.click(lambda v: show_page(ctx, v, +1), inputs=inputs | {h.page}, outputs=page_views)
-    record_views = [h.record_info, h.rendered, h.mask]
+    record_views = [h.record_info, h.rendered, h.mask, *_example_views(h)]
     h.record.submit(
         lambda v: show_record(ctx, v), inputs=inputs | {h.record}, outputs=record_views, api_name="data_record"
     )
@@ -456,6 +587,23 @@ def _wire(ctx: AppContext, h: DataHandles) -> None:
             show_progress="hidden",
             api_visibility="undocumented",
         )
+
+
+def wire(ctx: AppContext) -> None:
+    """Across tabs (app.build_blocks calls it once every tab is built): choosing an objective in the Train tab
+    loads the data again as that objective reads it (pairs for DPO, ORPO, SimPO; labelled answers for KTO), and
+    says when the two do not fit."""
+    h = ctx.data
+    objective = ctx.form.components["objective"]
+    objective.change(
+        lambda values: load_data(ctx, values, fetch=False),
+        inputs=_inputs(ctx, h) | {objective},
+        outputs=_views(h),
+        api_name="data_objective",
+        concurrency_id="data-load",
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
 
 # ---- the dataset picker ------------------------------------------------------------------------------------------
@@ -646,16 +794,17 @@ class _Prepared:
         self.lock = threading.Lock()
 
     @staticmethod
-    def key(cfg: RunConfig) -> tuple:
-        return repr(cfg.data), cfg.model.name_or_path, cfg.model.trust_remote_code, data.fingerprint(cfg.data)
+    def key(cfg: RunConfig, kind: str | None) -> tuple:
+        """`kind`: the preference kind the objective asks for (None: as the file says)."""
+        return repr(cfg.data), cfg.model.name_or_path, cfg.model.trust_remote_code, data.fingerprint(cfg.data), kind
 
-    def get(self, cfg: RunConfig) -> Any:
+    def get(self, cfg: RunConfig, kind: str | None = None) -> Any:
         with self.lock:
-            return self.items.get(self.key(cfg))
+            return self.items.get(self.key(cfg, kind))
 
-    def put(self, cfg: RunConfig, prepared: Any) -> None:
+    def put(self, cfg: RunConfig, prepared: Any, kind: str | None = None) -> None:
         with self.lock:
-            self.items[self.key(cfg)] = prepared
+            self.items[self.key(cfg, kind)] = prepared
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
 
@@ -664,11 +813,12 @@ PREPARED = _Prepared()
 
 
 def _prepare(
-    cfg: RunConfig, progress: Any = None, fetch: bool = True, lang: str = "en"
+    cfg: RunConfig, progress: Any = None, fetch: bool = True, lang: str = "en", kind: str | None = None
 ) -> tuple[Any, Any, str | None]:
-    """(LoadResult, Prepared or None, why tokens were not counted). Raises DataError when the data is unreadable.
-    `fetch`: a Hub dataset not downloaded yet is downloaded first, with its progress; opening the page
-    (fetch=False) downloads nothing."""
+    """(LoadResult, Prepared or None, why tokens were not counted); for preference data (`kind`, what the
+    objective asks for, else what the file's first records are) a PreferenceLoad and PreferencePrepared. Raises
+    DataError when the data is unreadable. `fetch`: a Hub dataset not downloaded yet is downloaded first, with its
+    progress; opening the page (fetch=False) downloads nothing."""
     tok, why = _tokenizer(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code, fetch)
     if data.missing_hub(cfg.data):  # a Hub split that is not in the cache yet
         if not fetch:
@@ -677,6 +827,9 @@ def _prepare(
         if progress is not None:
             report = lambda p: progress(p.fraction, desc=hub_panel.progress_line(p, lang))  # noqa: E731
         data.fetch(cfg.data, report)
+    found = kind or preference_data.detect_source(cfg.data)
+    if found is not None:
+        return _prepare_pairs(cfg, found, tok, why, kind)
     load = data.load_from_config(cfg.data)
     if tok is None:
         return load, None, why
@@ -687,6 +840,30 @@ def _prepare(
         return load, None, _one_line(exc)
     PREPARED.put(cfg, prepared)
     return prepared.load, prepared, None
+
+
+def _prepare_pairs(cfg: RunConfig, kind: str, tok: Any, why: str | None, asked: str | None) -> tuple:
+    """_prepare for preference data: every record checked, tokens counted on up to data.TOKEN_SAMPLE of them."""
+    got = preference_data.load(cfg.data, kind)
+    if tok is None:
+        return got, None, why
+    step = -(-len(got.records) // data.TOKEN_SAMPLE)
+    part = replace(got, records=got.records[::step]) if step > 1 else got  # shares the problems list
+    try:
+        prepared = preference_data.prepare_loaded(part, cfg, tok)
+    except (data.DataError, data.RenderError) as exc:
+        return got, None, _one_line(exc)
+    if step > 1:  # statistics from evenly spaced records: say how many they stand for
+        prepared = replace(prepared, load=got, facts={**prepared.facts, "sampled": got.valid})
+    PREPARED.put(cfg, prepared, asked)
+    return got, prepared, None
+
+
+def _objective_kind(ctx: AppContext, cfg: RunConfig, values: dict[Any, Any]) -> str | None:
+    """The preference kind the run's objective asks for, when the objective is among the handler's inputs (the
+    Train tab's objective event); None: the file's own records say (Load and the record view cannot see it)."""
+    known = ctx.form.components.get("objective") in values
+    return preference_data.kind_of(cfg.objective) if known else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -711,8 +888,8 @@ def load_data(
     shown_path = str(values.get(h.fields["data.path"]) or "")
     try:
         cfg = _read_config(ctx, values)
-        load, prepared, no_tokens = _prepare(cfg, progress, fetch, lang)
-        frame, total = data.preview(cfg.data, 0, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
+        load, prepared, no_tokens = _prepare(cfg, progress, fetch, lang, _objective_kind(ctx, cfg, values))
+        frame, total = _preview(cfg, 0, load)
     except ConfigError as exc:
         return {h.status: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc, lang))}
     except (data.DataError, OSError, ValueError) as exc:
@@ -720,6 +897,8 @@ def load_data(
         return {h.status: error, **_cleared(h), h.picker: picker_update(shown_path, lang)}
     if remember:
         recent.remember(cfg.data.path)
+    if isinstance(load, preference_data.PreferenceLoad):
+        return _pair_loaded(ctx, cfg, values, (load, prepared, no_tokens), (frame, total))
     out = {
         h.status: _summary(load, lang, no_tokens, data.describe(cfg.data)),
         h.problems: problem_table(load.problems, lang, data_cli.inspect_args(cfg.data)),
@@ -754,6 +933,9 @@ def _cleared(h: DataHandles) -> dict[Any, Any]:
         h.record_info: "",
         h.rendered: None,
         h.mask: None,
+        h.pair_prompt: None,
+        h.chosen_mask: None,
+        h.rejected_mask: None,
     }
 
 
@@ -875,13 +1057,22 @@ def show_page(ctx: AppContext, values: dict[Any, Any], step: int = 0) -> dict[An
         page = max(1, int(values.get(h.page) or 1) + step)
         prepared = PREPARED.get(cfg)
         load = prepared.load if prepared is not None else None  # a mix numbers its records as its last Load did
-        frame, total = data.preview(cfg.data, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
+        frame, total = _preview(cfg, page - 1, load)
         if total is not None and page > 1 and (page - 1) * PAGE_SIZE >= total:
             page = max(1, -(-total // PAGE_SIZE))
-            frame, total = data.preview(cfg.data, page - 1, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
+            frame, total = _preview(cfg, page - 1, load)
     except (ConfigError, data.DataError, OSError, ValueError) as exc:
         return {h.page_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
     return _page_updates(h, frame, total, page, lang)
+
+
+def _preview(cfg: RunConfig, page: int, load: Any) -> tuple[pd.DataFrame, int | None]:
+    """data.preview of one page. Preference data is not numbered as a supervised mix: of several datasets, the
+    first one's records show."""
+    if isinstance(load, preference_data.PreferenceLoad) and len(cfg.data.datasets()) > 1:
+        first = cfg.data.datasets()[0]
+        return data.preview(replace(cfg.data, path=first.path, sources=[first]), page, PAGE_SIZE)
+    return data.preview(cfg.data, page, PAGE_SIZE, cfg.data.format, cfg.data.columns, load)
 
 
 def pick_row(table: Any, evt: gr.SelectData) -> Any:
@@ -897,6 +1088,8 @@ def pick_row(table: Any, evt: gr.SelectData) -> Any:
 def _stats_updates(h: DataHandles, prepared: Any, lang: str) -> dict[Any, Any]:
     if prepared is None:
         return {h.stats: "", h.histogram: None}
+    if isinstance(prepared, preference_data.PreferencePrepared):
+        return _pair_stats(h, prepared, lang)
     s = prepared.stats
     text = i18n.t(
         "data.stats_table",
@@ -940,10 +1133,7 @@ def show_record(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     lang = ctx.lang(values)
     try:
         cfg = _read_config(ctx, values)
-        prepared = PREPARED.get(cfg)
-        load = prepared.load if prepared is not None else None
-        if load is None:
-            load, prepared, _ = _prepare(cfg)
+        load, prepared = _loaded(ctx, cfg, values)
     except (ConfigError, data.DataError, OSError, ValueError) as exc:
         return {h.record_info: "❌ " + i18n.t("data.error", lang, msg=_one_line(exc))}
     index = int(values.get(h.record) or 0)
@@ -957,10 +1147,7 @@ def rerender(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     lang = ctx.lang(values)
     try:
         cfg = _read_config(ctx, values)
-        prepared = PREPARED.get(cfg)
-        load = prepared.load if prepared is not None else None
-        if load is None:
-            load, prepared, _ = _prepare(cfg)
+        load, prepared = _loaded(ctx, cfg, values)
     except ConfigError as exc:
         return {h.record_info: "❌ " + i18n.t("data.config_error", lang, msg=_problems(exc, lang))}
     except (data.DataError, OSError, ValueError) as exc:
@@ -970,10 +1157,30 @@ def rerender(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     return out
 
 
+def _loaded(ctx: AppContext, cfg: RunConfig, values: dict[Any, Any]) -> tuple[Any, Any]:
+    """(load, prepared) as the last Load left them for this config, else loaded and prepared again."""
+    kind = _objective_kind(ctx, cfg, values)
+    prepared = PREPARED.get(cfg, kind)
+    if prepared is not None:
+        return prepared.load, prepared
+    load, prepared, _ = _prepare(cfg, kind=kind)
+    return load, prepared
+
+
 def _record_updates(h: DataHandles, cfg: RunConfig, load: Any, prepared: Any, index: int, lang: str) -> dict[Any, Any]:
+    """The record view: a supervised example's rendered prompt and mask, or a preference record's prompt and
+    answers (the other view hidden)."""
+    pairs = isinstance(load, preference_data.PreferenceLoad)
+    shown = {h.sft_box: gr.update(visible=not pairs), h.pair_box: gr.update(visible=pairs)}
+    if pairs:
+        return {**shown, **_pair_record(h, cfg, load, prepared, index, lang)}
+    return {**shown, **_example_record(h, cfg, load, prepared, index, lang)}
+
+
+def _example_record(h: DataHandles, cfg: RunConfig, load: Any, prepared: Any, index: int, lang: str) -> dict:
     example = load.examples.find(index)
     if example is None:
-        return {h.record_info: _why_missing(load, index, lang), h.rendered: None, h.mask: None}
+        return {h.record_info: _why_missing(load.problems, load.records, index, lang), h.rendered: None, h.mask: None}
     if prepared is None:  # no tokenizer: the record is valid but cannot be rendered
         return {h.record_info: "", h.rendered: None, h.mask: None}
     tok = tokenizer_for(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code)
@@ -983,8 +1190,9 @@ def _record_updates(h: DataHandles, cfg: RunConfig, load: Any, prepared: Any, in
         return {h.record_info: "❌ " + _one_line(exc), h.rendered: None, h.mask: None}
 
 
-def _why_missing(load: Any, index: int, lang: str) -> str:
-    found = [p for p in load.problems if p.index == index and p.severity == "error"]
+def _why_missing(problems: list[Any], records: int, index: int, lang: str) -> str:
+    """Why record `index` has no view: its errors, or that there is no such record (`records` in the file)."""
+    found = [p for p in problems if p.index == index and p.severity == "error"]
     if found:
         return i18n.t(
             "data.record_skipped",
@@ -992,9 +1200,9 @@ def _why_missing(load: Any, index: int, lang: str) -> str:
             index=index,
             problems="\n".join(f"- {p.field or '-'}: {p.message}" for p in found),
         )
-    if load.records == 0:
+    if records == 0:
         return i18n.t("data.record_none", lang)
-    return i18n.t("data.record_missing", lang, index=index, last=load.records - 1)
+    return i18n.t("data.record_missing", lang, index=index, last=records - 1)
 
 
 def _render(h: DataHandles, cfg: RunConfig, example: Any, tok: Any, template: str, lang: str) -> dict[Any, Any]:
@@ -1019,6 +1227,146 @@ def _render(h: DataHandles, cfg: RunConfig, example: Any, tok: Any, template: st
         template=template,
     )
     return {h.record_info: info, h.rendered: rendered, h.mask: mask}
+
+
+# ---- preference data: pairs and labelled answers ----------------------------------------------------------------
+def _pair_loaded(ctx: AppContext, cfg: RunConfig, values: dict[Any, Any], loaded: tuple, page: tuple) -> dict:
+    """load_data for preference data: what it is and what trains on it, its problems, its statistics and the
+    first valid record's prompt and answers."""
+    h = ctx.data
+    lang = ctx.lang(values)
+    (got, prepared, no_tokens), (frame, total) = loaded, page
+    objective = cfg.objective if ctx.form.components.get("objective") in values else None
+    rows = _placeholder_rows(cfg.data.placeholders, unfilled_keys(got))
+    out = {
+        h.status: _pair_summary(got, lang, no_tokens, data.describe(cfg.data), objective),
+        h.problems: problem_table(got.problems, lang, data_cli.inspect_args(cfg.data)),
+        **_page_updates(h, frame, total, 1, lang),
+        h.placeholders: gr.update(value=pd.DataFrame(rows, columns=_placeholder_headers(lang))),
+        h.picker: picker_update(cfg.data.path, lang),
+        **_stats_updates(h, prepared, lang),
+    }
+    first = got.records[0].index if got.records else 0
+    out[h.record] = first
+    out.update(_record_updates(h, cfg, got, prepared, first, lang))
+    return out
+
+
+def _pair_summary(got: Any, lang: str, no_tokens: str | None, name: str, objective: str | None) -> str:
+    """What the data is (pairs or labelled answers, in which layouts, how many valid) and which objective trains
+    on it; `objective` None when this handler cannot see the Train tab's choice."""
+    t = functools.partial(i18n.t, lang=lang)
+    text = t(
+        "data.pref.summary",
+        path=name,
+        what=t(f"data.pref.kind.{got.kind}"),
+        layouts=", ".join(preference_data.LAYOUTS[x] for x in got.layouts),
+        records=got.read,
+        valid=got.valid,
+        skipped=got.skipped,
+        warnings=len(got.problems) - len(got.errors),
+    )
+    if objective is None:
+        text += " " + t(f"data.pref.train_with.{got.kind}")
+    elif objective == "sft":
+        text += "\n\n⚠️ " + t("data.pref.sft")
+    else:
+        text += " " + t("data.pref.trains", objective=objective.upper())
+    if got.kind == preference_data.UNPAIRED and {"trl", "ranking"} & set(got.layouts):
+        text += " " + t("data.pref.kto_pairs")
+    if no_tokens:
+        text += "\n\n⚠️ " + t("data.no_tokenizer", msg=no_tokens)
+    return ("✅ " if not got.problems and got.records and objective != "sft" else "⚠️ ") + text
+
+
+def _pair_stats(h: DataHandles, prepared: Any, lang: str) -> dict[Any, Any]:
+    """Records, the split, tokens per sequence (prompt + one answer) and how many are cut, with their histogram."""
+    f, got, lengths = prepared.facts, prepared.load, prepared.lengths
+    text = i18n.t(
+        "data.pref.stats_table",
+        lang,
+        valid=got.valid,
+        skipped=got.skipped,
+        train=f["train"],
+        val=f["val"],
+        unit=i18n.t(f"data.pref.unit.{got.kind}", lang),
+        sequences=len(lengths),
+        mean=f["tokens_mean"],
+        max=f["tokens_max"],
+        prompt=f["prompt_tokens_mean"],
+        msl=f["max_length"],
+        cut=f["cut"],
+        share=f["cut"] / len(lengths) if lengths else 0.0,
+    )
+    if f.get("sampled"):
+        text = i18n.t("data.stats_sampled", lang, sample=f["valid"], total=f["sampled"]) + "\n\n" + text
+    return {h.stats: text, h.histogram: _histogram(lengths, f["max_length"], lang)}
+
+
+def _pair_record(h: DataHandles, cfg: RunConfig, got: Any, prepared: Any, index: int, lang: str) -> dict:
+    """A preference record as it trains: the prompt once, then each answer's label mask (the second hidden for a
+    single KTO answer), or why the record is not trained."""
+    records = [r for r in got.records if r.index == index]
+    empty = {h.pair_prompt: None, h.chosen_mask: None, h.rejected_mask: None}
+    if not records:
+        return {**empty, h.record_info: _why_missing(got.problems, got.read, index, lang)}
+    if prepared is None:  # no tokenizer: the record is valid but cannot be tokenized
+        return {**empty, h.record_info: ""}
+    tok = tokenizer_for(cfg.model.name_or_path.strip(), cfg.model.trust_remote_code)
+    try:
+        return _render_pair(h, cfg.data, records, tok, lang)
+    except data.RenderError as exc:
+        return {**empty, h.record_info: "❌ " + _one_line(exc)}
+
+
+def _render_pair(h: DataHandles, dcfg: Any, records: list[Any], tok: Any, lang: str) -> dict[Any, Any]:
+    t = functools.partial(i18n.t, lang=lang)
+    msl = dcfg.max_seq_len
+    sides, prompt_ids = _pair_sides(records, tok, dcfg)
+    kept = max(0, msl - len(prompt_ids))
+    heads = []
+    for side, ids in sides.items():
+        cut = t("data.record_cut", cut=len(ids) - kept) if len(ids) > kept else ""
+        heads.append(t("data.pref.side", side=t(f"data.pref.side.{side}"), trained=min(kept, len(ids))) + cut)
+    info = t(
+        "data.pref.record_head",
+        index=records[0].index,
+        prompt=len(prompt_ids),
+        sides=", ".join(heads),
+        format="conversational" if preference_data.conversational(dcfg, tok) else "standard",
+        template=data.resolve_template(dcfg.template, tok),
+    )
+    columns = {}
+    for box, mask, names in ((h.chosen_box, h.chosen_mask, SLOT_1), (h.rejected_box, h.rejected_mask, SLOT_2)):
+        ids = next((ids for side, ids in sides.items() if side in names), None)
+        columns[box] = gr.update(visible=ids is not None)
+        columns[mask] = None if ids is None else _token_view(ids, kept, "trained", tok, lang)
+    return {h.record_info: info, h.pair_prompt: _token_view(prompt_ids, msl, "prompt", tok, lang), **columns}
+
+
+def _pair_sides(records: list[Any], tok: Any, dcfg: Any) -> tuple[dict[str, list[int]], list[int]]:
+    """({side: answer token ids before the cut}, prompt ids): chosen and rejected of a pair, or each labelled
+    answer (a pair read for KTO gives two), tokenized as TRL tokenizes them (preference_data.encode)."""
+    sides, prompt_ids = {}, []
+    for record in records:
+        encoding = preference_data.encode(record, tok, replace(dcfg, max_seq_len=10**9))
+        if encoding.error:
+            raise data.RenderError(encoding.error)
+        for name, encoded in encoding.answers.items():
+            side = name if name != "completion" else "desirable" if record.label else "undesirable"
+            prompt_ids = encoded.input_ids[: encoding.prompt_tokens]
+            sides[side] = encoded.input_ids[encoding.prompt_tokens :]
+    return sides, prompt_ids
+
+
+def _token_view(ids: list[int], kept: int, state: str, tok: Any, lang: str) -> list[tuple[str, str]]:
+    """mask_view of one part (the prompt, or an answer): its first `kept` tokens in `state`, the rest cut."""
+    shown = ids[:MAX_MASK_TOKENS]
+    labels = [data.IGNORE if state == "prompt" else t for t in shown[:kept]]
+    encoded = data.Encoded(shown[:kept], labels, len(ids), len(ids) > kept, 0)
+    view = data.mask_view(encoded, tok, shown if len(shown) > kept else None)
+    names = {s: i18n.t(f"data.state.{s}", lang) for s in STATE_COLORS}
+    return [(text, names[s]) for text, s in view]
 
 
 # ---- upload -------------------------------------------------------------------------------------------------------
