@@ -79,8 +79,13 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from app import preference_data
+
     try:
         cfg, model = _data_config(args)
+        kind = preference_data.detect_source(cfg)
+        if kind is not None:  # pairs or labelled answers: their own loader says what DPO/ORPO/SimPO/KTO would see
+            return _inspect_preference(cfg, kind, model, args.json)
         load = load_from_config(cfg)
         tokenizer = _tokenizer(model)
         prepared = prepare_loaded(load, cfg, tokenizer)
@@ -105,6 +110,33 @@ def main(args) -> int:
     else:
         _print_summary(prepared, cfg, model)
     return 0 if stats.valid > 0 else 1
+
+
+def _inspect_preference(cfg: DataConfig, kind: str, model: str, as_json: bool, limit: int = 40) -> int:
+    """The summary of preference data (app.preference_data): its layout, counts, every problem by record and the
+    tokens per sequence (prompt + one answer) as TRL's trainers tokenize them."""
+    from app import preference_data
+
+    got = preference_data.load(cfg, kind)
+    facts = preference_data.prepare_loaded(got, RunConfig(data=cfg), _tokenizer(model)).facts
+    if as_json:
+        problems = [p.to_json() for p in got.problems]
+        print(json.dumps({**facts, "problems": problems}, ensure_ascii=False, default=str))
+        return 0 if facts["valid"] > 0 else 1
+    layouts = ", ".join(facts["layouts"])
+    print(f"{facts['path']}: preference data ({kind}: {layouts}), {facts['records']} records, {facts['valid']} valid")
+    print(
+        f"{facts['format']} rows, template {facts['template']} (tokenizer of {model}), max_seq_len {cfg.max_seq_len}"
+    )
+    print(
+        f"tokens per sequence (prompt + one answer): mean {facts['tokens_mean']:.1f}, max {facts['tokens_max']:,}; "
+        f"{facts['cut']} cut; train {facts['train']} / val {facts['val']}"
+    )
+    for p in got.problems[:limit]:
+        print(f"  {p.describe()}")
+    if len(got.problems) > limit:
+        print(f"  ... and {len(got.problems) - limit} more (--json lists all)")
+    return 0 if facts["valid"] > 0 else 1
 
 
 def _data_config(args) -> tuple[DataConfig, str]:

@@ -314,3 +314,19 @@ def test_core_data_modules_import_neither_gradio_nor_torch():
     code = "import sys, app.data; print(sorted(m for m in ('gradio', 'torch', 'plotly') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_inspects_preference_data_with_its_own_loader(tiny_model_dir, tmp_path, capsys):
+    """Pairs are read as pairs (not as broken Alpaca records): counts, a problem named by record, TRL's lengths."""
+    pairs = json.loads((ROOT / "assets" / "preference_sample.json").read_text(encoding="utf-8"))[:6]
+    pairs[2]["rejected"] = pairs[2]["chosen"]  # identical sides teach nothing
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(pairs), encoding="utf-8")
+    code, stdout, stderr = cli(capsys, "inspect", str(path), "--model", str(tiny_model_dir), "--json")
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert (report["kind"], report["records"], report["valid"], report["skipped"]) == ("pairs", 6, 5, 1)
+    assert [p["index"] for p in report["problems"]] == [2] and "identical" in report["problems"][0]["message"]
+    assert report["tokens_max"] > report["prompt_tokens_mean"] > 0
+    code, stdout, _ = cli(capsys, "inspect", str(path), "--model", str(tiny_model_dir))
+    assert code == 0 and "preference data (pairs: trl), 6 records, 5 valid" in stdout and "record 2 " in stdout
