@@ -503,6 +503,8 @@ class RunHistory:
         ...                          LogPoint(2, 0.52, 1e-3, None, 2.0, {"reward_margin": 0.4})])
         >>> found.series("reward_margin"), found.series("eval_reward_margin")
         (([1, 2], [0.0, 0.4]), ([], []))
+        >>> RunHistory(evals=[EvalPoint(2, 1.5)]).series("eval_loss")
+        ([2], [1.5])
         """
         if name not in SERIES:
             raise ValueError(f"{name!r} is not a series; use one of {', '.join(SERIES)}")
@@ -549,7 +551,9 @@ class RunHistory:
 
 def _point_value(point: LogPoint | EvalPoint, name: str) -> float | None:
     """A point's figure by series name (without eval_): a field, or one of its rewards."""
-    return point.rewards.get(name) if name in PREFERENCE_METRICS else getattr(point, name)
+    if name in PREFERENCE_METRICS:
+        return point.rewards.get(name)
+    return point.eval_loss if isinstance(point, EvalPoint) and name == "loss" else getattr(point, name)
 
 
 def read(run_dir: str | Path) -> RunHistory:

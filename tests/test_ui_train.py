@@ -492,3 +492,36 @@ def test_open_in_tensorboard_links_to_a_tensorboard_of_the_runs_folder_on_localh
     with urllib.request.urlopen(url + "data/environment", timeout=30) as answer:  # TensorBoard's own API
         assert str(runs_tmp) in answer.read().decode()
     assert fn(values)[h.tb_link] == out[h.tb_link]  # started once: the same server on the second press
+
+
+@pytest.mark.slow
+def test_a_dpo_run_started_from_the_tab_plots_its_rewards_beside_the_loss(tiny_model_dir, runs_tmp, tmp_path):
+    """objective dpo in the form: Start trains with TRL's DPO (the same job, events and plot), and the rewards chart
+    (chosen, rejected, margin, accuracy; eval dotted) appears for it; a supervised run never shows it."""
+    import json
+
+    from test_train_preference import PAIRS
+
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS * 4]))
+    cfg = tiny_config(tiny_model_dir, data, "lora", **{
+        "objective": "dpo", "train.packing": False, "train.max_steps": 4, "train.learning_rate": 5.0e-3,
+        "train.save_steps": 0, "train.eval_steps": 2, "data.val_size": 0.25,
+    })  # fmt: skip
+    _demo, ctx = ui_app.build_blocks("en", defaults=cfg)
+    h = ctx.handles["train"]
+    try:
+        started = train_tab.start_run(ctx, _values(ctx), confirmed=True)
+        rendered, view = _follow(ctx, started[h.view])
+    finally:
+        jobs.manager.stop()
+        jobs.manager.wait(60)
+    assert view.status == "finished", view.message
+    assert rendered[h.rewards]["visible"] is True
+    names = [t.name for t in rendered[h.rewards]["value"].data]
+    assert {"chosen reward", "rejected reward", "reward margin", "eval reward margin"} <= set(names), names
+    margin = next(t for t in rendered[h.rewards]["value"].data if t.name == "reward margin")
+    assert list(margin.x) == view.facts.series("reward_margin")[0] == view.facts.steps
+    assert rendered[h.learned_box]["visible"] is False  # did-it-learn is skipped for a preference run
+    plain_view = RunView(run_dir=None)
+    assert train_tab.render(ctx, plain_view, "en")[h.rewards]["visible"] is False

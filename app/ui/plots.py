@@ -243,6 +243,68 @@ def training_figure(
     return go.Figure(data=traces, layout=layout)
 
 
+REWARD_LABELS: dict[str, str] = {
+    "reward_chosen": "chosen reward",
+    "reward_rejected": "rejected reward",
+    "reward_margin": "reward margin",
+    "eval_reward_margin": "eval reward margin",
+    "reward_accuracy": "reward accuracy",
+    "eval_reward_accuracy": "eval reward accuracy",
+    "step": "step",
+    "reward_axis": "reward",
+    "accuracy_axis": "accuracy",
+}
+"""Every word rewards_figure shows, in English; the Train tab passes each in the page's language (train.plot.*)."""
+_REWARD_LINES = {  # name -> (colour index, dash, right-hand accuracy axis)
+    "reward_chosen": (2, "solid", False),
+    "reward_rejected": (3, "solid", False),
+    "reward_margin": (0, "solid", False),
+    "eval_reward_margin": (0, "dot", False),
+    "reward_accuracy": (5, "solid", True),
+    "eval_reward_accuracy": (5, "dot", True),
+}
+
+
+REWARD_SERIES = tuple(_REWARD_LINES)
+"""The RunHistory.series names rewards_figure draws."""
+
+
+def rewards_figure(series: dict[str, tuple[Sequence[int], Sequence[float]]], labels: dict[str, str] | None = None):
+    """What a preference run is watched by: the chosen and rejected answers' rewards and their margin (train, and
+    eval dotted) on the left axis, the share of pairs whose chosen answer wins (reward accuracy, 0-1) on the right.
+    None when `series` (name -> (steps, values), RunHistory.series) holds none of them (a supervised run)."""
+    lb = {**REWARD_LABELS, **(labels or {})}
+    traces = []
+    for name, (color, dash, right) in _REWARD_LINES.items():
+        at, values = series.get(name, ((), ()))
+        if not at:
+            continue
+        traces.append(
+            go.Scatter(
+                x=list(at),
+                y=list(values),
+                name=lb[name],
+                mode="lines+markers" if name.startswith("eval_") else "lines",
+                line={"color": PALETTE[color], "width": 2, "dash": dash},
+                yaxis="y2" if right else "y",
+            )
+        )
+    if not traces:
+        return None
+    layout = {
+        **_PLAIN,
+        "height": 300,
+        "hovermode": "x unified",
+        "margin": {"l": 10, "r": 10, "t": 20, "b": 30},
+        "legend": {"orientation": "h", "y": 1.12, "x": 0},
+        "xaxis": {**_AXIS, "title": {"text": lb["step"]}},
+        "yaxis": {**_AXIS, "title": {"text": lb["reward_axis"]}},
+        "yaxis2": {**_AXIS, "title": {"text": lb["accuracy_axis"]}, "overlaying": "y", "side": "right",
+                   "range": [0, 1], "showgrid": False},
+    }  # fmt: skip
+    return go.Figure(data=traces, layout=layout)
+
+
 def progress_html(
     step: int,
     total: int | None,

@@ -73,6 +73,14 @@ STRINGS = {
     "train.plot.rougeL": ("eval ROUGE-L", "验证 ROUGE-L"),
     "train.plot.exact_match": ("eval exact match", "验证完全匹配"),
     "train.plot.score_axis": ("score %", "得分 %"),
+    "train.plot.reward_chosen": ("chosen reward", "较好回答的奖励"),
+    "train.plot.reward_rejected": ("rejected reward", "较差回答的奖励"),
+    "train.plot.reward_margin": ("reward margin", "奖励间隔"),
+    "train.plot.eval_reward_margin": ("eval reward margin", "验证奖励间隔"),
+    "train.plot.reward_accuracy": ("reward accuracy", "奖励准确率"),
+    "train.plot.eval_reward_accuracy": ("eval reward accuracy", "验证奖励准确率"),
+    "train.plot.reward_axis": ("reward", "奖励"),
+    "train.plot.accuracy_axis": ("accuracy", "准确率"),
     "train.tensorboard": ("Open in TensorBoard", "在 TensorBoard 中打开"),
     "train.tb.link": (
         "TensorBoard shows every run's curves, config and samples: [{url}]({url})",
@@ -400,6 +408,7 @@ class TrainHandles:
     status: gr.Markdown
     progress: gr.HTML
     plot: gr.Plot
+    rewards: gr.Plot
     samples: gr.Dataframe
     learned_box: gr.Accordion
     learned_text: gr.Markdown
@@ -508,6 +517,7 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
     status = gr.Markdown(tr("train.idle"), elem_classes="td-status", elem_id="train-status")
     progress = gr.HTML(plots.progress_html(0, None), elem_id="train-progress")
     plot = gr.Plot(show_label=False, elem_id="train-plot")
+    rewards = gr.Plot(show_label=False, visible=False, elem_id="train-rewards")  # preference runs only
     samples = tr.labelled(
         gr.Dataframe,
         "train.samples",
@@ -543,6 +553,7 @@ def _build_live(tr: i18n.Translator) -> dict[str, Any]:
         "status": status,
         "progress": progress,
         "plot": plot,
+        "rewards": rewards,
         "samples": samples,
         "learned_box": learned_box,
         "learned_text": learned_text,
@@ -607,7 +618,18 @@ def wire(ctx: AppContext) -> None:
     lang = ctx.lang_selector
     form_in = ctx.form.inputs() | {lang, h.view}
     form_out = list(ctx.form.inputs())  # every widget of every tab, the Data tab's columns and placeholders too
-    live = [h.view, h.status, h.progress, h.plot, h.samples, h.learned_box, h.learned_text, h.learned, h.log]
+    live = [
+        h.view,
+        h.status,
+        h.progress,
+        h.plot,
+        h.rewards,
+        h.samples,
+        h.learned_box,
+        h.learned_text,
+        h.learned,
+        h.log,
+    ]
     listing = [h.run_table, h.run_pick, h.listed]
     api = {"api_visibility": "undocumented"}
     private = {"api_visibility": "private"}
@@ -800,8 +822,11 @@ def render(ctx: AppContext, view: RunView, lang: str, status_text: str | None = 
         if facts.steps or facts.eval_steps
         else None
     )
+    reward_labels = {key: t(f"train.plot.{key}") for key in plots.REWARD_LABELS}
+    rewards = plots.rewards_figure({name: facts.series(name) for name in plots.REWARD_SERIES}, reward_labels)
     return {
         h.view: view,
+        h.rewards: gr.update(value=rewards, visible=rewards is not None),
         h.status: status_text or status_line(view, lang),
         h.progress: bar,
         h.plot: figure,
