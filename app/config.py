@@ -70,6 +70,8 @@ MINIMUMS: dict[str, int] = {
 }
 """Smallest valid value of each field with a lower bound, by dotted path: validate() refuses less and the form's
 widgets start there (one place for both). An optional count (max_steps, eval_steps, max_samples) may also be null."""
+OPTIONAL_POSITIVE: tuple[str, ...] = ("preference.beta",)
+"""Optional fields that must be > 0 when set: 0 is not a value they take, so the form reads a 0 as "not set"."""
 
 
 class ConfigError(ValueError):

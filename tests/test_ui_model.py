@@ -180,10 +180,11 @@ def test_an_empty_number_box_sent_as_0_means_not_set(built):
     Start would refuse the defaults with 'train.max_steps: 0 must be >= 1'."""
     _, ctx = built
     f = ctx.form.components
-    zeros = {f["train.max_steps"]: 0, f["train.eval_steps"]: 0, f["data.max_samples"]: 0}
-    cfg = ctx.form.to_config(_values(ctx, extra=zeros))
+    zeros = {f["train.max_steps"]: 0, f["train.eval_steps"]: 0, f["data.max_samples"]: 0, f["preference.beta"]: 0}
+    cfg = ctx.form.to_config(_values(ctx, extra={**zeros, f["objective"]: "dpo", f["train.packing"]: False}))
     assert (cfg.train.max_steps, cfg.train.eval_steps, cfg.data.max_samples) == (None, None, None)
-    assert cfg.validate() == [] and f["train.max_steps"].minimum == 0
+    assert cfg.preference.beta is None  # an empty beta box: the objective's usual value, not an invalid 0
+    assert cfg.validate() == [] and f["train.max_steps"].minimum == 0 and f["preference.beta"].minimum == 0
     assert ctx.form.to_config(_values(ctx, extra={f["train.save_steps"]: 0})).train.save_steps == 0
 
 

@@ -456,16 +456,22 @@ ALL_LINEAR = "all-linear"
 
 @functools.cache
 def _unset_by_zero(f: Field) -> bool:
-    """Optional counts whose smallest valid value is 1 (train.max_steps, train.eval_steps, data.max_samples):
-    the browser shows and sends an empty gr.Number as 0, so 0 reads back as None ("not set"), never as an
-    invalid 0 that would block Start."""
+    """Optional numbers that 0 cannot be (counts whose smallest valid value is 1: train.max_steps,
+    train.eval_steps, data.max_samples; preference.beta, which must be > 0): the browser shows and sends an empty
+    gr.Number as 0, so 0 reads back as None ("not set"), never as an invalid 0 that would block Start."""
     import typing
 
-    section, _, name = f.path.rpartition(".")
-    cls = {"train": C.TrainConfig, "data": C.DataConfig}.get(section)
-    if cls is None or f.kind != "number" or not (f.minimum or 0) >= 1:
+    cls = _section_class(f.path)
+    if cls is None or f.kind != "number" or not ((f.minimum or 0) >= 1 or f.path in C.OPTIONAL_POSITIVE):
         return False
-    return type(None) in typing.get_args(typing.get_type_hints(cls)[name])
+    return type(None) in typing.get_args(typing.get_type_hints(cls)[f.path.rpartition(".")[2]])
+
+
+def _section_class(path: str) -> type | None:
+    """The config dataclass a dotted field path's section is (train -> TrainConfig, ...); None for top-level keys."""
+    section = path.rpartition(".")[0]
+    classes = {"train": C.TrainConfig, "data": C.DataConfig, "lora": C.LoraConfig, "freeze": C.FreezeConfig}
+    return {**classes, "preference": C.PreferenceConfig}.get(section)
 
 
 def _register_strings() -> None:
@@ -588,12 +594,10 @@ def from_widget(f: Field, value: Any) -> Any:
 def _is_int_field(path: str) -> bool:
     import typing
 
-    section, _, name = path.rpartition(".")
-    classes = {"train": C.TrainConfig, "data": C.DataConfig, "lora": C.LoraConfig, "freeze": C.FreezeConfig}
-    cls = {**classes, "preference": C.PreferenceConfig}.get(section)
+    cls = _section_class(path)
     if cls is None:
         return False
-    hint = typing.get_type_hints(cls)[name]
+    hint = typing.get_type_hints(cls)[path.rpartition(".")[2]]
     return hint is int or int in typing.get_args(hint) and float not in typing.get_args(hint)
 
 
