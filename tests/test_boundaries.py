@@ -21,6 +21,7 @@ NEEDS_TORCH = {
     "batching": "collates token tensors for the trainer",
     "modeling": "loads, quantizes and wraps models",
     "objectives": "each training objective's loss on a micro-batch",
+    "preference_train": "builds TRL's preference trainers (DPO, ORPO, SimPO, KTO) and their reference model",
     "train": "the training loop",
     "train_events": "the TrainerCallback that writes events and samples",
     "train_failures": "names torch's out-of-memory error in a failed run's message",

@@ -105,7 +105,7 @@ def default_form(browser, app_server):
     pg.locator("#train-reset-form").click()
     from playwright.sync_api import expect
 
-    expect(pg.locator("#train-status [data-testid=markdown]")).to_contain_text("back to its default")
+    expect(pg.locator("#train-status [data-testid=markdown]")).to_contain_text("back to its default", timeout=60_000)
     # the change events that follow save the form (app.last_form, beside this app's runs): wait for the defaults
     from app.config import ConfigError, RunConfig
 
