@@ -188,66 +188,64 @@ def test_dpo_stop_then_resume_continues_from_the_checkpoint_step(tiny_model_dir,
 
 
 # ---- the default model -----------------------------------------------------------------------------------------
-HELD_OUT = 8
+MAX_LEN = 128
+"""Tokens per sequence (prompt + one answer) in the slow test: training cuts there, and the margin is measured so."""
 
 
-def _margins(model, tokenizer, pairs) -> list[float]:
-    """Per pair: log p(chosen | prompt) - log p(rejected | prompt), summed over the answer's tokens, each answer
-    rendered with the model's chat template as training renders it."""
-    out = []
-    for prompt, chosen, rejected in pairs:
-        scores = []
-        for answer in (chosen, rejected):
-            head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-            full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
-            head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]])
-            with torch.no_grad():
-                logps = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-            targets = ids[0, 1:]
-            token_logps = logps.gather(-1, targets[:, None])[:, 0]
-            scores.append(token_logps[len(head_ids) - 1 :].sum().item())
-        out.append(scores[0] - scores[1])
-    return out
+def _answer_logp(model, tokenizer, prompt: list[dict], answer: str) -> float:
+    """log p(answer | prompt) summed over the answer's tokens, rendered with the chat template and cut at MAX_LEN
+    tokens as DPO's collator cuts it."""
+    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
+    start = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"][:MAX_LEN]])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+    token_logps = logps.gather(-1, ids[0, 1:, None])[:, 0]
+    return token_logps[start - 1 :].sum().item()
+
+
+def _mean_margin(model, tokenizer, pairs) -> float:
+    """Mean over pairs of log p(chosen) - log p(rejected): how much more the model prefers the chosen answer."""
+    logp = [[_answer_logp(model, tokenizer, r.prompt, answer) for answer in (r.chosen, r.rejected)] for r in pairs]
+    return sum(chosen - rejected for chosen, rejected in logp) / len(logp)
 
 
 @pytest.mark.slow
 def test_dpo_on_the_default_model_raises_the_held_out_margin_over_the_base(default_model_dir, shared_data, runs_tmp):
+    """LoRA DPO on 40 single-turn pairs of LlamaBoard's dpo_en_demo.json (12 steps of 2 pairs); 8 other pairs held
+    out. The adapter is loaded with plain PEFT, as any user of the run's adapter/ folder would. Measured here: the
+    held-out margin 19.2 -> 20.6 nats (~3.5 min on a busy 2-core CPU)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from app import preference_data
+    from app.config import DataConfig
 
     source = shared_data / "dpo_en_demo.json"
     if not source.is_file():
         pytest.skip(f"{source} is absent")
-    from app import preference_data
-    from app.config import DataConfig
-
     loaded = preference_data.load(DataConfig(path=str(source)), preference_data.PAIRS).records
-    short = [r for r in loaded if len(r.prompt[-1]["content"]) + len(r.chosen) + len(r.rejected) < 600]
-    train_pairs, held_out = short[:40], short[40 : 40 + HELD_OUT]
+    single = [r for r in loaded if len(r.prompt) == 1 and len(r.prompt[0]["content"]) < 400]
+    train_pairs, held_out = single[:40], single[40:48]
     data = runs_tmp.parent / "pairs.json"
     records = [{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected} for r in train_pairs]
     data.write_text(json.dumps(records), encoding="utf-8")
-    cfg = pref_config(
-        default_model_dir,
-        data,
-        "dpo",
-        **{
-            "data.max_seq_len": 192,
-            "train.max_steps": 20,
-            "train.batch_size": 2,
-            "train.grad_accum": 1,
-            "train.learning_rate": 5e-4,
-            "lora.rank": 8,
-            "lora.alpha": 16.0,
-            "lora.target_modules": "all-linear",
-        },
-    )
-    run_dir = trained(cfg)
+    changes = {
+        "data.max_seq_len": MAX_LEN,
+        "train.max_steps": 12,
+        "train.batch_size": 2,
+        "train.grad_accum": 1,
+        "train.learning_rate": 1.0e-3,
+        "lora.rank": 8,
+        "lora.alpha": 16.0,
+        "lora.target_modules": "all-linear",
+    }
+    run_dir = runs.create_run(cfg := pref_config(default_model_dir, data, "dpo", **changes))
+    assert train.run(cfg, run_dir) == "finished", events_of(run_dir, "failed")
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
     base = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
-    pairs = [(r.prompt, r.chosen, r.rejected) for r in held_out]
-    before = sum(_margins(base, tokenizer, pairs)) / len(pairs)
+    before = _mean_margin(base, tokenizer, held_out)
     tuned = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
-    after = sum(_margins(tuned, tokenizer, pairs)) / len(pairs)
+    after = _mean_margin(tuned, tokenizer, held_out)
     assert after > before, (before, after)
