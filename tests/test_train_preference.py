@@ -97,6 +97,23 @@ def test_full_and_qlora_combine_with_dpo(tiny_model_dir, pairs_file, runs_tmp, m
     assert artifact.name == ("model" if method == "full" else "adapter")
 
 
+def test_trackers_get_the_preference_figures_events_jsonl_has(tiny_model_dir, pairs_file, runs_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from app import tracking
+
+    cfg = pref_config(tiny_model_dir, pairs_file, "dpo", **{"train.report_to": ["tensorboard"]})
+    run_dir = trained(cfg)
+    acc = EventAccumulator(str(run_dir / tracking.TENSORBOARD_DIR), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = {e["step"]: e for e in events_of(run_dir, "log")}
+    margins = acc.Scalars("train/rewards/margins")  # TRL's own name, for every tracker
+    assert [s.step for s in margins] == sorted(logged)
+    for scalar in margins:
+        assert scalar.value == pytest.approx(logged[scalar.step]["reward_margin"], abs=1e-5)
+    assert {"train/tokens_per_s", "train/rewards/accuracies"} <= set(acc.Tags()["scalars"])
+
+
 def _session(cfg):
     return train.build(cfg, runs.create_run(cfg), threading.Event(), "cpu", Dist())
 
