@@ -27,7 +27,7 @@ from transformers import TrainerCallback  # noqa: E402
 from app import history, learned, objectives, tracking  # noqa: E402
 
 if TYPE_CHECKING:
-    from app.trainer import TuneTrainer
+    from app.trainer import RunTrainer
 
 log = logging.getLogger("tunedesk.train")
 
@@ -49,7 +49,7 @@ class EventsCallback(TrainerCallback):
 
     def __init__(self, run_dir: Path, cfg: RunConfig, stop: threading.Event, started: dict, main: bool):
         self.run_dir, self.cfg, self.stop, self.started, self.main = run_dir, cfg, stop, started, main
-        self.trainer: TuneTrainer | None = None
+        self.trainer: RunTrainer | None = None  # TuneTrainer, or a preference run's TRL trainer
         self.stopped = False
         self.last_loss: float | None = None
         self.last_eval: float | None = None
@@ -112,7 +112,8 @@ class EventsCallback(TrainerCallback):
             self.event("log", **self.log_fields(state, logs))
 
     def log_fields(self, state: Any, logs: dict) -> dict:
-        """The `log` event: the Trainer's figures, with the token rates TuneTrainer.log added for every tracker."""
+        """The `log` event: the Trainer's figures, with the token rates RunTrainer.log added for every tracker, and a
+        preference run's rewards."""
         elapsed = time.perf_counter() - self.t_begin
         done = state.global_step - self.first_step
         eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
