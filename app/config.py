@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from app import methods
+from app import methods, objective_table
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -39,8 +39,8 @@ DATA_FORMATS: tuple[str, ...] = ("auto", "alpaca", "sharegpt", "messages")
 TEMPLATES: tuple[str, ...] = ("auto", "alpaca", "chat")
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-OBJECTIVES: tuple[str, ...] = ("sft", "dpo", "orpo", "simpo", "kto")
-"""What a run optimises (app.objectives): supervised fine-tuning, or preference training with TRL's trainers."""
+OBJECTIVES: tuple[str, ...] = objective_table.NAMES
+"""What a run optimises (app.objective_table): supervised fine-tuning, or preference training with TRL's trainers."""
 PREFERENCE_LOSSES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
 REFERENCES: tuple[str, ...] = ("auto", "copy", "precompute")
 TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")

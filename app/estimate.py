@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import devices, memory, methods
+from app import devices, methods, objective_table
 from app.config import ConfigError, RunConfig
 from app.memory import (
     GIB,
@@ -587,9 +587,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 REFERENCE_WORDS = {
-    memory.ADAPTER_OFF: "reference = the base with the adapter off",
-    memory.COPY: "reference = a frozen copy",
-    memory.PRECOMPUTE: "reference log-probs precomputed",
+    objective_table.ADAPTER_OFF: "reference = the base with the adapter off",
+    objective_table.COPY: "reference = a frozen copy",
+    objective_table.PRECOMPUTE: "reference log-probs precomputed",
 }
 
 
@@ -597,8 +597,9 @@ def _objective_words(cfg: RunConfig) -> str:
     """ " + dpo (2 sequences per example, reference = a frozen copy)" for a preference objective; "" for sft."""
     if cfg.objective == "sft":
         return ""
-    words = ["2 sequences per example"] if memory.sequences_per_example(cfg) > 1 else []
-    words += [REFERENCE_WORDS[memory.reference_of(cfg)]] if memory.reference_of(cfg) in REFERENCE_WORDS else []
+    words = ["2 sequences per example"] if objective_table.sequences_per_example(cfg) > 1 else []
+    reference = objective_table.reference_of(cfg)
+    words += [REFERENCE_WORDS[reference]] if reference in REFERENCE_WORDS else []
     return f" + {cfg.objective}" + (f" ({', '.join(words)})" if words else "")
 
 

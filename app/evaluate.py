@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app import memory, metrics, runs
+from app import metrics, objective_table, runs
 from app.adapters import AdapterError, infer_base, resolve_source, run_dir_of
 from app.commands import EvaluateConfig
 from app.config import DataConfig, RunConfig
@@ -111,7 +111,7 @@ def evaluate(
     finally:
         models.close()
     refs = [it.reference for it in items]
-    referenced = run_cfg.objective in memory.REFERENCED if pairs else None  # DPO: rewards relative to the base
+    referenced = objective_table.of(run_cfg).reference if pairs else None  # DPO: rewards relative to the base
     table = build_table([r[:2] for r in rows], results, refs, referenced)
     info = {
         "created": created,

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app import devices, methods
+from app import devices, methods, objective_table
 from app.architecture import (  # noqa: F401  (architecture_from, EstimateError: what callers of the estimate use)
     Architecture,
     EstimateError,
@@ -81,37 +81,6 @@ LABELS: dict[str, str] = {
     "runtime": "CUDA context",  # on a CPU the process baseline: the Model tab's chart leaves it out there
 }
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit states for tensors with fewer elements (min_8bit_size)
-
-# ---- what an objective runs through the model ------------------------------------------------------------------
-PAIRWISE: tuple[str, ...] = ("dpo", "orpo", "simpo")
-"""Objectives whose loss compares a chosen with a rejected answer: two sequences per example."""
-REFERENCED: tuple[str, ...] = ("dpo", "kto")
-"""Objectives that compare with a reference model (ORPO and SimPO are reference-free)."""
-NO_REFERENCE, ADAPTER_OFF, COPY, PRECOMPUTE = "none", "adapter_off", "copy", "precompute"
-
-
-def sequences_per_example(cfg: RunConfig) -> int:
-    """2 for a pairwise objective (chosen and rejected in one batch), else 1.
-
-    >>> sequences_per_example(RunConfig(objective="dpo")), sequences_per_example(RunConfig())
-    (2, 1)
-    """
-    return 2 if cfg.objective in PAIRWISE else 1
-
-
-def reference_of(cfg: RunConfig) -> str:
-    """How the run holds its reference model: none (sft, orpo, simpo), adapter_off (LoRA/QLoRA: the base with the
-    adapter switched off), copy (a frozen copy: full/freeze, or preference.reference copy) or precompute.
-
-    >>> reference_of(RunConfig(objective="dpo")), reference_of(RunConfig(objective="dpo", method="full"))
-    ('adapter_off', 'copy')
-    """
-    policy = cfg.preference.reference
-    if cfg.objective not in REFERENCED:
-        return NO_REFERENCE
-    if policy in (COPY, PRECOMPUTE):
-        return policy
-    return ADAPTER_OFF if methods.of(cfg).adapter else COPY
 
 
 @dataclass(frozen=True)
@@ -347,12 +316,12 @@ def reference_bytes(arch: Architecture, cfg: RunConfig, p: _Plan, share: float) 
     allocator cache their blocks leave. The forward runs under no_grad, so it keeps no activations; its logits
     (model width, plus the fp32 upcast on a 16-bit model and the fp32 log-softmax) are alive while the policy's
     activations wait for backward."""
-    policy = reference_of(cfg)
-    if policy in (NO_REFERENCE, PRECOMPUTE):
+    policy = objective_table.reference_of(cfg)
+    if policy in (objective_table.NO_REFERENCE, objective_table.PRECOMPUTE):
         return 0.0
-    copy = weight_bytes(arch, replace(p, kbit_upcast=False)) if policy == COPY else 0.0
+    copy = weight_bytes(arch, replace(p, kbit_upcast=False)) if policy == objective_table.COPY else 0.0
     per = p.act + 4 + (4 if p.act < 4 else 0)  # e.g. bf16 2 B + fp32 upcast 4 B + fp32 log-softmax 4 B
-    logits = p.batch * sequences_per_example(cfg) * p.seq * arch.vocab * per
+    logits = p.batch * objective_table.sequences_per_example(cfg) * p.seq * arch.vocab * per
     return copy + logits * (1 + share)
 
 
@@ -442,7 +411,7 @@ def estimate(
     trainable = sum(tensors) + p.stack.extra_trainable
     share = p.stack.allocator_share if device == "cuda" else p.stack.cpu_allocator_share
     parts = {**_static_parts(arch, cfg, p, tensors), **_dynamic_parts(arch, cfg, p, tensors, share)}
-    pairs = sequences_per_example(cfg)
+    pairs = objective_table.sequences_per_example(cfg)
     if pairs > 1:  # the same step for pairs x batch sequences: what the rejected answers add
         both = _dynamic_parts(arch, cfg, replace(p, batch=p.batch * pairs), tensors, share)
         parts["pairs"] = sum(both.values()) - sum(parts[k] for k in both)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app import modeling
+from app import modeling, objective_table
 from app.batching import IGNORE, Collator, RowDataset, TokenStore
 from app.config import RunConfig
 
@@ -136,7 +136,7 @@ def prepare_preference(cfg: RunConfig, tokenizer: Any) -> Any:
 def beta_of(cfg: RunConfig) -> float:
     """preference.beta, or the objective's usual value when it is empty."""
     beta = cfg.preference.beta
-    return beta if beta is not None else get(cfg.objective).beta
+    return beta if beta is not None else objective_table.of(cfg).beta
 
 
 def _precompute(cfg: RunConfig) -> dict:
@@ -179,12 +179,11 @@ class Objective:
     """Preference objectives: (module, trainer class, config class) of the TRL trainer that owns the loss."""
     settings: Callable[[RunConfig], dict] | None = None
     """Preference objectives: the TRL config fields this objective takes from cfg.preference."""
-    beta: float | None = None
-    """The usual beta, used when preference.beta is empty."""
-    reference: bool = False
-    """Compares with a reference model (preference.reference applies): the memory estimate counts its forward."""
-    pairwise: bool = False
-    """Each example is a chosen and a rejected sequence (two forwards per example)."""
+
+    @property
+    def facts(self) -> objective_table.Objective:
+        """What the objective trains on and compares with (app.objective_table: the torch-free half of the entry)."""
+        return objective_table.get(self.name)
 
     @property
     def preference(self) -> bool:
@@ -215,9 +214,6 @@ REGISTRY: dict[str, Objective] = {
         prepare_preference,
         trl=("trl", "DPOTrainer", "DPOConfig"),
         settings=dpo_settings,
-        beta=0.1,
-        reference=True,
-        pairwise=True,
     ),
     "orpo": Objective(
         "orpo",
@@ -226,8 +222,6 @@ REGISTRY: dict[str, Objective] = {
         prepare_preference,
         trl=("trl.experimental.orpo", "ORPOTrainer", "ORPOConfig"),
         settings=orpo_settings,
-        beta=0.1,
-        pairwise=True,
     ),
     "simpo": Objective(
         "simpo",
@@ -236,8 +230,6 @@ REGISTRY: dict[str, Objective] = {
         prepare_preference,
         trl=("trl.experimental.cpo", "CPOTrainer", "CPOConfig"),
         settings=simpo_settings,
-        beta=2.0,
-        pairwise=True,
     ),
     "kto": Objective(
         "kto",
@@ -245,8 +237,6 @@ REGISTRY: dict[str, Objective] = {
         prepare_preference,
         trl=("trl", "KTOTrainer", "KTOConfig"),
         settings=kto_settings,
-        beta=0.1,
-        reference=True,
     ),
 }
 DEFAULT = "sft"

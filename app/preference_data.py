@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app import data
+from app import data, objective_table
 from app.config import DataConfig, DataSource, RunConfig
 from app.data_io import DataError, RawRecord, read_page, read_source, sniff
 from app.data_records import ROLES, Problem, _kind, _Report, _unfilled, fill_placeholders
@@ -40,9 +40,7 @@ from app.data_render import IGNORE, Encoded, Example, bos_text, render_segments,
 if TYPE_CHECKING:
     from datasets import Dataset
 
-PAIRS, UNPAIRED = "pairs", "unpaired"
-KINDS = {"dpo": PAIRS, "orpo": PAIRS, "simpo": PAIRS, "kto": UNPAIRED}
-"""The data each preference objective trains on; sft is not here (app.data)."""
+PAIRS, UNPAIRED = objective_table.PAIRS, objective_table.UNPAIRED
 LAYOUTS = {
     "trl": "prompt / chosen / rejected",
     "ranking": "LlamaBoard ranking: conversations + chosen / rejected",
@@ -58,12 +56,12 @@ LAYOUT_HINT = (
 
 
 def kind_of(objective: str) -> str | None:
-    """The data an objective trains on: PAIRS, UNPAIRED, or None for supervised fine-tuning.
+    """The data an objective trains on (app.objective_table): PAIRS, UNPAIRED, or None for supervised fine-tuning.
 
     >>> kind_of("dpo"), kind_of("kto"), kind_of("sft")
     ('pairs', 'unpaired', None)
     """
-    return KINDS.get(objective)
+    return objective_table.TABLE[objective].data if objective in objective_table.TABLE else None
 
 
 @dataclass

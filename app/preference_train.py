@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from app import libs
+from app import libs, objective_table
 from app.batching import IGNORE
 from app.config import RunConfig
 
@@ -86,13 +86,6 @@ def arguments(cfg: RunConfig, objective: Objective, run_dir: Path, device: str, 
     )
 
 
-def needs_copy(cfg: RunConfig, objective: Objective, model: Any) -> bool:
-    """A frozen copy of the base is the reference: copy, or auto with full/freeze (no adapter to switch off)."""
-    if not objective.reference or cfg.preference.reference == "precompute":
-        return False
-    return cfg.preference.reference == "copy" or not hasattr(model, "peft_config")
-
-
 def frozen(model: Any) -> Any:
     """`model` in eval mode with every weight frozen: the reference never trains."""
     model.eval()
@@ -114,7 +107,7 @@ def make_trainer(
     """The TRL trainer for `objective` over `model` (from modeling.prepare_for_method) and `data`
     (app.preference_data.prepare). `load_reference()` loads the base again for a frozen-copy reference."""
     kwargs: dict[str, Any] = {}
-    if needs_copy(cfg, objective, model):
+    if objective_table.reference_of(cfg) == objective_table.COPY:  # copy, or auto with full/freeze
         kwargs["ref_model"] = frozen(load_reference())
     with quiet_datasets(args.disable_tqdm):  # TRL tokenizes with datasets.map, one progress bar per pass
         trainer = trainer_class(objective)(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app import __main__ as cli
-from app import devices, estimate, memory
+from app import devices, estimate, memory, objective_table
 from app.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -417,7 +417,8 @@ def test_each_objective_counts_its_own_sequences_and_reference():
     assert copy == memory.estimate(arch, cfg, "cuda").breakdown["weights"]  # LoRA asked for a copy holds one
     full = parts("dpo", method="full", **{"preference.reference": "precompute"})
     assert full["reference"] == 0  # precompute: the log-probs were computed once; no copy while training
-    assert [memory.reference_of(cfg.replace(objective="dpo", method=m)) for m in ("lora", "qlora", "full")] == [
+    held = [objective_table.reference_of(cfg.replace(objective="dpo", method=m)) for m in ("lora", "qlora", "full")]
+    assert held == [
         "adapter_off",
         "adapter_off",
         "copy",
