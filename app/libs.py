@@ -21,6 +21,7 @@ NAMES: dict[str, tuple[str, ...]] = {
         "AutoModelForCausalLM",
         "AutoTokenizer",
         "BitsAndBytesConfig",
+        "EarlyStoppingCallback",
         "RepetitionPenaltyLogitsProcessor",
         "StoppingCriteria",
         "StoppingCriteriaList",
@@ -32,7 +33,7 @@ NAMES: dict[str, tuple[str, ...]] = {
         "TrainingArguments",
         "set_seed",
     ),
-    "transformers.trainer_callback": ("PrinterCallback",),
+    "transformers.trainer_callback": ("EarlyStoppingCallback", "PrinterCallback"),
     "peft": ("LoraConfig", "PeftModel", "get_peft_model", "prepare_model_for_kbit_training"),
     "peft.tuners.tuners_utils": ("BaseTunerLayer",),
 }
