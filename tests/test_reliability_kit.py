@@ -47,9 +47,11 @@ def page_inputs(client: Any, api_name: str, **by_elem_id: Any) -> list[Any]:
 
 
 def start_training(client: Any, max_steps: int, **by_elem_id: Any) -> Any:
-    """Press Start with the fast settings and `max_steps`; returns the job (call .result() for the outputs)."""
+    """Start with the fast settings and `max_steps`, through Start anyway: max_seq_len 128 cuts the answers of the
+    sample's longest records on the tiny tokenizer, which the "will it learn?" check rightly points out, and these
+    tests train anyway. Returns the job (call .result() for the outputs)."""
     fields = {**FAST_TRAINING, "f-train-max_steps": max_steps, **by_elem_id}
-    return client.submit(*page_inputs(client, "start_training", **fields), api_name="/start_training")
+    return client.submit(*page_inputs(client, "start_anyway", **fields), api_name="/start_anyway")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
