@@ -562,6 +562,8 @@ def prepare_for_method(loaded: LoadedModel, cfg: Any) -> Any:
         )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+    if method.quantized:
+        keep_trainable_layout(model)
     if method.trains == methods.ADAPTERS:
         from peft import get_peft_model
 
@@ -572,6 +574,16 @@ def prepare_for_method(loaded: LoadedModel, cfg: Any) -> Any:
         for param in model.parameters():
             param.requires_grad = True
     return model
+
+
+def keep_trainable_layout(model: Any) -> None:
+    """bitsandbytes repacks a 4-bit layer's weights for fast CPU inference at its first forward in eval mode without
+    gradients (Linear4bit.forward, on CPUs with AVX512-BF16) and never packs them back: training after that gets no
+    gradient through the layer (a QLoRA run's loss stood still after the did-it-learn check's first answer, or after
+    an evaluation). A model that trains keeps the layout it trains with."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def base_model(model: Any) -> Any:

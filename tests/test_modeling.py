@@ -119,3 +119,24 @@ def test_prepare_for_qlora_on_a_4bit_base(tiny_model_dir):
 def test_resolve_dtype_keeps_fp32_on_cpu():
     assert modeling.resolve_dtype("auto", "cpu") == torch.float32
     assert modeling.resolve_dtype("bf16", "cpu") == torch.bfloat16
+
+
+def test_a_qlora_model_still_learns_after_an_answer_in_eval_mode(tiny_model_dir):
+    """bitsandbytes repacks 4-bit weights for CPU inference at an eval-mode forward without gradients and never
+    back (on CPUs with AVX512-BF16); the did-it-learn check answers before the first step, evaluations answer
+    mid-run: gradients must still reach every LoRA layer afterwards."""
+    cfg = RunConfig().replace(**{
+        "model.name_or_path": str(tiny_model_dir), "method": "qlora", "quant.bits": 4,
+        "train.gradient_checkpointing": False, "lora.target_modules": ["q_proj", "v_proj"],
+    })  # fmt: skip
+    model = modeling.prepare_for_method(_loaded(tiny_model_dir, bits=4), cfg)
+    ids = torch.arange(3, 19).unsqueeze(0)
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if "lora_B" in n}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values()), grads.keys()
+    states = [m.weight.quant_state for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    assert states and not any(getattr(q, "packing_format_for_cpu", False) for q in states)
