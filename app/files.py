@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +130,21 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+_append_lock = threading.Lock()
+
+
+def append_json_line(path: Path, record: dict) -> None:
+    """Append `record` as one JSON line and fsync it (a run's events.jsonl, a Chat vote file). A torn last line (a
+    crash mid-write) is closed off with a newline first, so the new record is never glued onto it; the file opens
+    in append mode, so every write lands at the end and nothing is rewritten."""
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    with _append_lock, open(path, "a+b") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())

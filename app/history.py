@@ -16,11 +16,12 @@ import json
 import math
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from app import files
 
 EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -38,7 +39,6 @@ SERIES = (
     "eval_loss", *(f"eval_{name}" for name in (*GENERATION_METRICS, *PREFERENCE_METRICS)),
 )  # fmt: skip
 """The names RunHistory.series draws: training figures per logged step, eval_* per evaluation."""
-_write_lock = threading.Lock()
 
 # fmt: off
 _SESSION_FIELDS = (
@@ -99,16 +99,7 @@ def append_event(run_dir: str | Path, type: str, **fields: Any) -> dict:
     if type not in EVENT_FIELDS:
         raise ValueError(f"unknown event type {type!r}; EVENT_FIELDS declares {', '.join(EVENT_FIELDS)}")
     event = _clean({"type": type, "time": round(time.time(), 3), **fields})
-    line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
-    path = Path(run_dir) / EVENTS
-    with _write_lock, open(path, "a+b") as fh:
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                line = b"\n" + line
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    files.append_json_line(Path(run_dir) / EVENTS, event)
     return event
 
 

@@ -17,14 +17,13 @@ among the recent files (app.recent), so the Data tab's dataset picker lists it.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from app import paths, recent
+from app import files, paths, recent
 
 SUFFIX = ".jsonl"
 _lock = threading.Lock()
@@ -117,18 +116,11 @@ def record_vote(path: str | os.PathLike[str] | None, chosen: Side, rejected: Sid
 def append(file: Path, record: dict) -> int:
     """Append `record` as one JSON line and fsync it; returns the file's line count. A torn last line (a crash
     mid-write) is closed off with a newline first, so the new record is never glued onto it."""
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
     file.parent.mkdir(parents=True, exist_ok=True)
-    with _lock, open(file, "a+b") as fh:  # "a": every write lands at the end of the file, nothing is rewritten
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                line = b"\n" + line
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.seek(0)
-        return sum(1 for text in fh if text.strip())
+    with _lock:  # the count is of this append's file: no other vote between the write and the count
+        files.append_json_line(file, record)
+        with open(file, "rb") as fh:
+            return sum(1 for text in fh if text.strip())
 
 
 def _answer(side: Side) -> str:
