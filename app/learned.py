@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import history
+from app import history, objective_table
 from app.config import DataConfig, RunConfig
 
 log = logging.getLogger("tunedesk.learned")
@@ -119,6 +119,17 @@ class Learned:
 
 def _r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def not_for(objective: str) -> str | None:
+    """Why the table is not made for `objective` (a preference objective: its data has no single reference
+    answer), for the run's log and the Train tab; None when it is made."""
+    if not objective_table.get(objective).preference:
+        return None
+    return (
+        f"did it learn? compares answers with one reference answer, which {objective} data does not have; a "
+        "preference run shows its reward accuracy and margin (train and eval) instead"
+    )
 
 
 def load(run_dir: str | Path) -> Learned | None:

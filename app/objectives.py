@@ -189,16 +189,6 @@ class Objective:
     def preference(self) -> bool:
         return self.trl is not None
 
-    @property
-    def learn_check_note(self) -> str | None:
-        """Why the "did it learn?" table (app.learned) is not made for this objective; None when it is."""
-        if not self.preference:
-            return None
-        return (
-            f"did it learn? compares answers with one reference answer, which {self.name} data does not have; a "
-            "preference run shows its reward accuracy and margin (train and eval) instead"
-        )
-
 
 REGISTRY: dict[str, Objective] = {
     "sft": Objective(

@@ -24,7 +24,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers import TrainerCallback  # noqa: E402
 
-from app import history, learned, objectives, tracking  # noqa: E402
+from app import history, learned, tracking  # noqa: E402
 
 if TYPE_CHECKING:
     from app.trainer import RunTrainer
@@ -67,7 +67,7 @@ class EventsCallback(TrainerCallback):
         self.first_step = state.global_step
         kind = "resumed" if self.started.get("from_step") is not None else "started"
         self.event(kind, total_steps=state.max_steps, **self.started)
-        skipped = objectives.of(self.cfg).learn_check_note
+        skipped = learned.not_for(self.cfg.objective)
         if skipped and self.cfg.train.learn_check:
             log.info("%s", skipped)
         elif self.main and self.trainer is not None:  # the base side of "did it learn?", before the first step

@@ -522,6 +522,7 @@ def test_a_dpo_run_started_from_the_tab_plots_its_rewards_beside_the_loss(tiny_m
     assert {"chosen reward", "rejected reward", "reward margin", "eval reward margin"} <= set(names), names
     margin = next(t for t in rendered[h.rewards]["value"].data if t.name == "reward margin")
     assert list(margin.x) == view.facts.series("reward_margin")[0] == view.facts.steps
-    assert rendered[h.learned_box]["visible"] is False  # did-it-learn is skipped for a preference run
+    assert rendered[h.learned_box]["visible"] is True  # no did-it-learn table for pairs: it says why, and what instead
+    assert "reward accuracy and margin" in rendered[h.learned_text] and rendered[h.learned] is None
     plain_view = RunView(run_dir=None)
     assert train_tab.render(ctx, plain_view, "en")[h.rewards]["visible"] is False

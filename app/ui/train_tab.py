@@ -841,7 +841,12 @@ def learned_outputs(h: TrainHandles, view: RunView, lang: str) -> dict[Any, Any]
     verdict (flagged in bold when the run may not have learned) and the base and tuned answers side by side."""
     from app import learned
 
-    found = learned.load(view.run_dir) if view.run_dir and view.status in history.TERMINAL else None
+    ended = bool(view.run_dir) and view.status in history.TERMINAL
+    found = learned.load(view.run_dir) if ended else None
+    session = view.facts.sessions[-1] if view.facts.sessions else None
+    why_not = learned.not_for(session.objective or "sft") if ended and session else None
+    if why_not:  # a preference run: say why there is no table, and where to look instead
+        return {h.learned_box: gr.update(visible=True), h.learned_text: why_not.capitalize(), h.learned: None}
     if found is None:
         return {h.learned_box: gr.update(visible=False)}
     verdict = found.verdict if found.learned else i18n.t("train.learned.flagged", lang, verdict=found.verdict)
