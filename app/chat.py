@@ -107,18 +107,23 @@ class ChatSession:
         return self.models.model if self.models is not None else None
 
     # ---- generation
-    def _decoder(self, column: str, history: list[dict], prompt: str, settings: GenSettings) -> Decoder:
+    def messages(self, column: str, history: list[dict], prompt: str, settings: GenSettings) -> list[dict]:
+        """What `column` is asked: its system prompt (the chat's, else an adapter's run's own, never the base's
+        built-in one), its history and `prompt`. A Chat vote records this conversation."""
         if self.models is None:
             raise ChatError("the session is closed; load the models again")
-        if settings.problems():
-            raise ChatError("generation settings: " + "; ".join(settings.problems()))
         try:
             member = self.models.member(column)
         except ModelSetError as exc:
             raise ChatError(str(exc)) from None
-        # The run's own system prompt for an adapter when the chat sets none; never the base's built-in one
         system = settings.system_prompt or (system_prompt_of(member.path) if member.path is not None else "")
-        ids = encode_chat(member.tokenizer, build_messages(history, prompt, system))
+        return build_messages(history, prompt, system)
+
+    def _decoder(self, column: str, history: list[dict], prompt: str, settings: GenSettings) -> Decoder:
+        if settings.problems():
+            raise ChatError("generation settings: " + "; ".join(settings.problems()))
+        messages = self.messages(column, history, prompt, settings)
+        ids = encode_chat(self.models.member(column).tokenizer, messages)
         return self.models.decoder(column, [ids], settings)
 
     def stream_all(

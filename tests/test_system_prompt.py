@@ -140,3 +140,7 @@ def test_chat_gives_an_adapter_its_runs_system_prompt_and_the_base_none(smollm_m
     # a system prompt typed in the chat applies to every column
     typed = session._decoder(adapter_col, [], "Hi", chat.GenSettings(system_prompt="Be brief.")).prompts[0]
     assert tok.decode(typed).startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    # what a Chat vote records of each column is the conversation it was asked (its own system prompt)
+    asked = session.messages(adapter_col, [], "Who are you?", chat.GenSettings())
+    assert asked[0] == {"role": "system", "content": "You are TuneBot."} and asked[-1]["content"] == "Who are you?"
+    assert session.messages(base_col, [], "Who are you?", chat.GenSettings()) == [asked[-1]]  # the base: none

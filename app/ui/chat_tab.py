@@ -627,7 +627,7 @@ def send(ctx: AppContext, values: dict[Any, Any]) -> Any:
         error = "❌ " + i18n.t("chat.gen_error", lang, msg=_one_line(exc))
         yield {h.status: error, h.ballot: {**ballot, "turn": None, "generating": False}}
         return
-    turn = {c: _answered(histories[c], prompt, state[c][0], settings) for c in columns}
+    turn = {c: _answered(session, c, histories[c], prompt, state[c][0], settings) for c in columns}
     for c in columns:
         histories[c] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": state[c][0]}]
     final = {**ballot, "turn": turn, "generating": False, "voted": []}
@@ -714,9 +714,12 @@ def _vote_views(h: ChatHandles, labels: list[str], lang: str) -> dict[Any, Any]:
     }
 
 
-def _answered(history: list[dict], prompt: str, answer: str, settings: modelset.GenSettings) -> list[dict]:
-    """A column's conversation as it answered: the system prompt, its history, the prompt, then its answer."""
-    return [*chat.build_messages(history, prompt, settings.system_prompt), {"role": "assistant", "content": answer}]
+def _answered(
+    session: Any, column: str, history: list[dict], prompt: str, answer: str, settings: modelset.GenSettings
+) -> list[dict]:
+    """A column's conversation as it answered (chat.ChatSession.messages: the system prompt it was given, its
+    history, the prompt), then its answer."""
+    return [*session.messages(column, history, prompt, settings), {"role": "assistant", "content": answer}]
 
 
 def _vote_problem(ballot: dict[str, Any], better: Any, worse: Any) -> str | None:
