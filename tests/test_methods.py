@@ -56,11 +56,19 @@ def test_lora_with_quant_bits_is_estimated_as_the_trainer_loads_it():
     assert with_bits.breakdown["weights"] == plain.breakdown["weights"] == arch.total_params * 2
 
 
-def test_every_config_trains_with_sft_today():
+def test_every_objective_of_the_config_has_its_table_row_and_its_trainer():
+    """config.OBJECTIVES is the torch-free table's list; each has a registry entry: sft's own loss, a preference
+    objective's TRL trainer; the default config trains with sft; an unknown name says which there are."""
+    from app import objective_table
+
+    assert config.OBJECTIVES == objective_table.NAMES == tuple(objectives.REGISTRY)
     sft = objectives.of(RunConfig())
-    assert sft is objectives.get("sft") and sft.loss is objectives.label_loss
-    with pytest.raises(ValueError, match="sft"):
-        objectives.get("dpo")
+    assert sft is objectives.get("sft") and sft.loss is objectives.label_loss and not sft.facts.preference
+    for name in ("dpo", "orpo", "simpo", "kto"):
+        entry = objectives.get(name)
+        assert entry.trl is not None and entry.facts.preference and entry.settings is not None, name
+    with pytest.raises(ValueError, match="sft, dpo"):
+        objectives.get("ppo")
 
 
 def test_the_trainer_takes_its_loss_and_data_from_the_objective(tiny_model_dir, tmp_path, runs_tmp, monkeypatch):
