@@ -178,7 +178,11 @@ def test_reset_all_settings_is_the_way_back_to_the_defaults(page, app_server):
     open_tab(page, "train")
     page.locator("#train-reset-form").click()
     expect(md(page, "train-status")).to_contain_text("back to its default", timeout=60_000)
-    poll(lambda: saved_form(runs_dir), lambda f: (f.get("train") or {}).get("run_name") == "", 60, "defaults saved")
+    # every widget's change saves the form as it stands: wait for the save with all of them back, not the first
+    from app.config import RunConfig
+
+    defaults = RunConfig().to_dict()["train"]
+    poll(lambda: saved_form(runs_dir).get("train") or {}, lambda t: t == defaults, 60, "the defaults saved")
     page.reload()
     open_tab(page, "train")
     expect(number_box(page, "f-train-grad_accum")).to_have_value("4")
