@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -597,19 +597,23 @@ def _lose(load: LoadResult, lost: set[int], index: int, message: str) -> None:
     load.problems.append(Problem(index, None, None, message, "error"))
 
 
-def split_train_val(items: list[Encoded], val_size: float, seed: int = 42) -> tuple[list[Encoded], list[Encoded]]:
-    """Hold out int(n x val_size) examples (0 = no eval), chosen by a seeded shuffle; identical examples stay on
-    the same side so a duplicate never scores eval loss on something it trained on.
+def split_train_val(
+    items: list[Any], val_size: float, seed: int = 42, key: Callable[[Any], Hashable] | None = None
+) -> tuple[list[Any], list[Any]]:
+    """Hold out int(n x val_size) items (0 = no eval), chosen by a seeded shuffle of groups: items with the same
+    `key` (default: identical tokens) stay on the same side, so eval never scores something it trained on.
+    app.preference_data groups by prompt.
 
     >>> [len(part) for part in split_train_val([Encoded([i], [i], 1, False, i) for i in range(10)], 0.2)]
     [8, 2]
     """
+    key = key or (lambda item: tuple(item.input_ids))
     n_val = int(len(items) * val_size)
     if n_val == 0:
         return list(items), []
-    groups: dict[tuple[int, ...], list[int]] = {}
+    groups: dict[Hashable, list[int]] = {}
     for k, item in enumerate(items):
-        groups.setdefault(tuple(item.input_ids), []).append(k)
+        groups.setdefault(key(item), []).append(k)
     order = list(groups.values())
     random.Random(seed).shuffle(order)
     chosen: set[int] = set()

@@ -25,7 +25,6 @@ No gradio; no torch at import (datasets is imported when rows are built).
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -491,22 +490,7 @@ def split(records: list[Pair | Unpaired], val_size: float, seed: int) -> tuple[l
     >>> [len(part) for part in split(ps, 0.2, 42)]
     [8, 2]
     """
-    n_val = int(len(records) * val_size)
-    if n_val == 0:
-        return list(records), []
-    groups: dict[str, list[int]] = {}
-    for k, record in enumerate(records):
-        groups.setdefault(json.dumps(record.prompt, ensure_ascii=False), []).append(k)
-    order = list(groups.values())
-    random.Random(seed).shuffle(order)
-    held: set[int] = set()
-    for members in order:
-        if len(held) >= n_val:
-            break
-        held.update(members)
-    if len(held) >= len(records):
-        return list(records), []
-    return [r for k, r in enumerate(records) if k not in held], [r for k, r in enumerate(records) if k in held]
+    return data.split_train_val(records, val_size, seed, key=lambda r: json.dumps(r.prompt, ensure_ascii=False))
 
 
 # ---- tokens: what trains -------------------------------------------------------------------------------------
