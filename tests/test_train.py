@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
+from test_train_kit import events_of, one_torch_thread, stop_when, tiny_config, write_alpaca  # noqa: F401
 
 from app import history, runs, threads, train, train_failures
 from app.train import Dist
@@ -126,20 +126,6 @@ def test_samples_are_generated_during_training(tiny_model_dir, data_file, runs_t
     assert not events_of(run_dir, "eval")  # val_size 0: no held-out data, no eval
 
 
-def _stop_when(run_dir, stop: threading.Event, step: int) -> threading.Thread:
-    def watch():
-        offset = 0
-        while not stop.is_set():
-            events, offset = history.read_events(run_dir, offset)
-            if any(e["type"] == "log" and e["step"] >= step for e in events):
-                stop.set()
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_stop_saves_adapter_and_resume_continues_exactly(tiny_model_dir, data_file, runs_tmp):
     changes = {"train.max_steps": 8, "train.save_steps": 100}
     cfg = tiny_config(tiny_model_dir, data_file, "lora", **changes)
@@ -149,7 +135,7 @@ def test_stop_saves_adapter_and_resume_continues_exactly(tiny_model_dir, data_fi
 
     run_dir = runs.create_run(cfg)
     stop = threading.Event()
-    watcher = _stop_when(run_dir, stop, 3)
+    watcher = stop_when(run_dir, stop, 3)
     assert train.run(cfg, run_dir, stop) == "stopped"
     watcher.join(5)
     stopped = events_of(run_dir, "stopped")[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,19 @@ def one_torch_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def stop_when(run_dir, stop: threading.Event, step: int) -> threading.Thread:
+    """Set `stop` (the UI's Stop) once the run has logged `step`: a watcher thread on its events file."""
+
+    def watch():
+        offset = 0
+        while not stop.is_set():
+            events, offset = history.read_events(run_dir, offset)
+            if any(e["type"] == "log" and e["step"] >= step for e in events):
+                stop.set()
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 
 import pytest
 import torch
-from test_train_kit import events_of, one_torch_thread, tiny_config  # noqa: F401
+from test_train_kit import events_of, one_torch_thread, stop_when, tiny_config  # noqa: F401
 
 from app import history, learned, preference_train, runs, train
 from app.train import Dist
@@ -160,20 +159,6 @@ def test_arguments_carry_the_run_settings_and_the_objective(tiny_model_dir, pair
     assert not args.gradient_checkpointing and not args.bf16
 
 
-def _stop_when(run_dir, stop: threading.Event, step: int) -> threading.Thread:
-    def watch():
-        offset = 0
-        while not stop.is_set():
-            events, offset = history.read_events(run_dir, offset)
-            if any(e["type"] == "log" and e["step"] >= step for e in events):
-                stop.set()
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_dpo_stop_then_resume_continues_from_the_checkpoint_step(tiny_model_dir, pairs_file, runs_tmp):
     changes = {"train.max_steps": 8, "train.save_steps": 100, "data.val_size": 0.25}
     cfg = pref_config(tiny_model_dir, pairs_file, "dpo", **changes)
@@ -182,7 +167,7 @@ def test_dpo_stop_then_resume_continues_from_the_checkpoint_step(tiny_model_dir,
 
     run_dir = runs.create_run(cfg)
     stop = threading.Event()
-    watcher = _stop_when(run_dir, stop, 3)
+    watcher = stop_when(run_dir, stop, 3)
     assert train.run(cfg, run_dir, stop) == "stopped"
     watcher.join(5)
     at = events_of(run_dir, "stopped")[0]["step"]
