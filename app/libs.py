@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 import threading
 
 NAMES: dict[str, tuple[str, ...]] = {
@@ -60,11 +62,21 @@ def load() -> None:
 
 
 BNB_HUB_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
-"""bitsandbytes (>= 0.48) on CPUs with AVX512-BF16 tries, at import, to fetch a fused 4-bit kernel from the Hugging
-Face Hub through the optional `kernels` package, and when that package is missing it logs a warning telling the
-user to `pip install kernels`. TuneDesk declines that kernel on purpose: it downloads no code at run time (and the
-kernel only serves bf16 inputs, while training on a CPU runs in float32); bitsandbytes then uses its own C kernel,
-which is what runs either way. So the advice is wrong for our users, and it is dropped (only that message)."""
+HUB_KERNELS_PACKAGE = "kernels"
+"""Hugging Face's `kernels` package fetches compiled code from the Hub and runs it. transformers (>= 5.25) installs
+it with itself, and then bitsandbytes (>= 0.48) on CPUs with AVX512-BF16 calls `kernels.get_kernel(
+"kernels-community/quantization-bitsandbytes")` at import: a request to the Hub (or to whatever HF_ENDPOINT names)
+from every process that imports peft, and code from the network run inside the app. TuneDesk downloads no code at
+run time, so the app hides that package from the process: `sys.modules["kernels"] = None` makes
+`importlib.util.find_spec` answer None (transformers' `is_kernels_available()` is then False, and no Hub kernel is
+ever mapped) and `from kernels import ...` raise ImportError (bitsandbytes then uses its own C kernel, which is what
+runs when the package is absent; the Hub kernel only serves bf16 inputs, while training on a CPU runs in float32).
+transformers >= 5.25 also kernelizes every model it loads by default (`use_kernels=None` means yes), which fails
+once the package is hidden; its own switch, `USE_HUB_KERNELS=NO`, turns that off, and the app sets it (for the
+processes it starts too).
+
+When the package is absent, bitsandbytes logs a warning telling the user to `pip install kernels`: wrong advice for
+TuneDesk, so that one message is dropped (nothing else of bitsandbytes' logger)."""
 
 
 class _DeclinedHubKernel(logging.Filter):
@@ -73,7 +85,11 @@ class _DeclinedHubKernel(logging.Filter):
 
 
 def decline_hub_kernels() -> None:
-    """Install the filter above on bitsandbytes' CPU-backend logger; idempotent, and cheap (no import of bnb)."""
+    """Hide the `kernels` package (see HUB_KERNELS_PACKAGE) and drop bitsandbytes' advice to install it; idempotent
+    and cheap (imports neither bitsandbytes nor kernels). Runs when `app` is imported, before transformers, peft or
+    bitsandbytes can be; a process that imported `kernels` before that keeps it (nothing is unloaded)."""
+    sys.modules.setdefault(HUB_KERNELS_PACKAGE, None)
+    os.environ["USE_HUB_KERNELS"] = "NO"
     logger = logging.getLogger(BNB_HUB_KERNEL_LOGGER)
     if not any(isinstance(f, _DeclinedHubKernel) for f in logger.filters):
         logger.addFilter(_DeclinedHubKernel())

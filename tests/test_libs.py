@@ -4,6 +4,7 @@ imported lazily again, racing the warm-up thread: ImportError 'cannot import nam
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,37 @@ def test_bitsandbytes_hub_kernel_advice_is_not_shown_but_other_warnings_are():
     )
     assert proc.returncode == 0, proc.stderr
     assert "kernels" not in proc.stderr, proc.stderr
+
+
+def test_the_hub_kernels_package_is_hidden_so_no_code_is_fetched_from_the_hub(tmp_path, tiny_model_dir):
+    """transformers >= 5.25 installs `kernels`, and bitsandbytes then asks the Hub for a compiled kernel at import
+    (on AVX512-BF16 CPUs). After `import app` the package is invisible: transformers maps no Hub kernel, and
+    importing peft and bitsandbytes sends no request to the endpoint. The endpoint here is a port nobody listens
+    on, so a request would show up as a connection error in the log; the check holds whether or not the package
+    is installed on this machine. A model then loads (transformers >= 5.25 kernelizes it unless told not to)."""
+    code = """
+import importlib.util, os
+import app
+import peft, bitsandbytes
+from transformers.utils import is_kernels_available
+from app import libs
+assert importlib.util.find_spec(libs.HUB_KERNELS_PACKAGE) is None
+assert not is_kernels_available()
+from transformers import AutoModelForCausalLM
+AutoModelForCausalLM.from_pretrained(os.environ["TINY"])  # transformers >= 5.25 kernelizes a loaded model by default
+try:
+    import kernels
+except ImportError:
+    print("hidden")
+"""
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path),
+        "TINY": str(tiny_model_dir),
+    }
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "hidden"
+    assert "127.0.0.1:9" not in proc.stderr and "kernels" not in proc.stderr, proc.stderr[-2000:]
