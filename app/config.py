@@ -43,6 +43,8 @@ OBJECTIVES: tuple[str, ...] = objective_table.NAMES
 """What a run optimises (app.objective_table): supervised fine-tuning, or preference training with TRL's trainers."""
 PREFERENCE_LOSSES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
 REFERENCES: tuple[str, ...] = ("auto", "copy", "precompute")
+STRATEGIES: tuple[str, ...] = ("auto", "ddp", "fsdp", "deepspeed_zero3")
+"""How a run spreads over several GPUs (app.parallel plans it; accelerate launches it): auto is the planner's pick."""
 TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")
 """Experiment trackers train.report_to may name: TensorBoard is installed with TuneDesk, the others with
 `pip install tunedesk[trackers]` (app.tracking checks them before a run starts)."""
@@ -67,6 +69,10 @@ MINIMUMS: dict[str, int] = {
     "train.weight_decay": 0,
     "train.max_grad_norm": 0,
     "train.seed": 0,
+    "distributed.num_processes": 1,
+    "distributed.num_machines": 1,
+    "distributed.machine_rank": 0,
+    "distributed.main_process_port": 1,
 }
 """Smallest valid value of each field with a lower bound, by dotted path: validate() refuses less and the form's
 widgets start there (one place for both). An optional count (max_steps, eval_steps, max_samples) may also be null."""
@@ -283,6 +289,27 @@ class PreferenceConfig:
 
 
 @dataclass
+class DistributedConfig:
+    strategy: str = "auto"
+    """auto: the planner's pick (DDP when one GPU holds the whole run, else FSDP, then FSDP with CPU offload); ddp:
+    a whole copy of the model on every GPU; fsdp: weights, gradients and optimizer states sharded across the GPUs
+    (PyTorch FSDP through accelerate); deepspeed_zero3: the same sharding through DeepSpeed, where installed."""
+    cpu_offload: bool = False
+    """FSDP / ZeRO-3: keep the sharded weights and optimizer states in CPU RAM between uses; fits a bigger model,
+    trains slower."""
+    num_processes: int = 1
+    """GPUs (one process each) in all, across every machine; 1 trains on one device."""
+    num_machines: int = 1
+    """Machines the GPUs are spread over; each runs the same command with its own machine rank."""
+    machine_rank: int = 0
+    """This machine's number, 0 for the main one (the one at the main address)."""
+    main_process_ip: str = ""
+    """Address of machine 0 that the others can reach (several machines only)."""
+    main_process_port: int = 29500
+    """Port on machine 0 for the processes to meet; open it between the machines."""
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: str = "lora"
@@ -296,6 +323,7 @@ class RunConfig:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     # ---- loading -----------------------------------------------------------------------------------------
     @classmethod
@@ -388,6 +416,7 @@ class RunConfig:
         _validate_sources(d, p)
         _validate_train(self.train, p)
         _validate_preference(self, p)
+        _validate_distributed(self.distributed, p)
         t = self.train
         for key, on in (
             ("early_stopping_patience", t.early_stopping_patience > 0),
@@ -523,6 +552,30 @@ def _validate_preference(cfg: RunConfig, p: list[str]) -> None:
             p.append(f"preference.{name}: {getattr(pref, name)} must be >= 0")
     if cfg.objective != "sft" and cfg.train.packing:
         p.append(f"train.packing: {cfg.objective} compares whole answers; turn packing off for preference training")
+
+
+def _validate_distributed(d: DistributedConfig, p: list[str]) -> None:
+    _choice(p, "distributed.strategy", d.strategy, STRATEGIES)
+    for name in ("num_processes", "num_machines", "machine_rank", "main_process_port"):
+        _at_least(p, f"distributed.{name}", getattr(d, name))
+    if d.main_process_port > 65535:
+        p.append(
+            f"distributed.main_process_port: {d.main_process_port} is not a port; use 1024-65535 (29500 is usual)"
+        )
+    if d.num_machines >= 1 and d.num_processes >= 1 and d.num_processes % d.num_machines:
+        p.append(
+            f"distributed.num_processes: {d.num_processes} GPUs do not split evenly over {d.num_machines} machines; "
+            "give every machine the same number of GPUs (num_processes counts all of them)"
+        )
+    if d.num_machines >= 1 and d.machine_rank >= d.num_machines:
+        p.append(
+            f"distributed.machine_rank: {d.machine_rank} with {d.num_machines} machine(s); number them 0 to "
+            f"{d.num_machines - 1}"
+        )
+    if d.num_machines > 1 and not d.main_process_ip.strip():
+        p.append("distributed.main_process_ip: empty; several machines need machine 0's address (e.g. 10.0.0.1)")
+    if d.cpu_offload and d.strategy == "ddp":
+        p.append("distributed.cpu_offload: DDP keeps a whole copy on every GPU; offload needs fsdp or deepspeed_zero3")
 
 
 def _at_least(problems: list[str], key: str, value: Any) -> None:
@@ -700,6 +753,8 @@ def _collect_field_docs() -> dict[str, str]:
         "DataConfig": "data",
         "DataSource": "data.sources",
         "TrainConfig": "train",
+        "PreferenceConfig": "preference",
+        "DistributedConfig": "distributed",
         "RunConfig": None,
     }
     tree = ast.parse(inspect.getsource(inspect.getmodule(RunConfig)))

@@ -372,6 +372,61 @@ FIELDS: tuple[Field, ...] = (
         moves_memory=True,
     ),
     F(
+        "distributed.strategy",
+        "dropdown",
+        "Multi-GPU strategy",
+        "多卡策略",
+        "auto：由规划器选择（每张卡放得下整个模型时用 DDP，否则 FSDP，再不行 FSDP + CPU 卸载）；"
+        "ddp：每张卡一份完整模型；fsdp：权重、梯度和优化器状态分片到各卡；"
+        "deepspeed_zero3：用 DeepSpeed 做同样的分片（需已安装）。",
+        C.STRATEGIES,
+        moves_memory=True,
+    ),
+    F(
+        "distributed.cpu_offload",
+        "checkbox",
+        "Offload to CPU RAM",
+        "卸载到内存",
+        "FSDP / ZeRO-3：分片的权重和优化器状态放在内存里，用时再搬上显卡；能放下更大的模型，但训练更慢。",
+        moves_memory=True,
+    ),
+    F(
+        "distributed.num_processes",
+        "number",
+        "GPUs in all",
+        "显卡总数",
+        "所有机器上的显卡总数（每张卡一个进程）；1 表示单卡训练。",
+        moves_memory=True,
+    ),
+    F(
+        "distributed.num_machines",
+        "number",
+        "Machines",
+        "机器数",
+        "显卡分布在几台机器上；每台运行同一条命令，机器编号不同。",
+    ),
+    F(
+        "distributed.machine_rank",
+        "number",
+        "This machine's rank",
+        "本机编号",
+        "本机的编号，主机（主地址所在的机器）为 0。",
+    ),
+    F(
+        "distributed.main_process_ip",
+        "text",
+        "Main machine address",
+        "主机地址",
+        "其他机器能访问到的 0 号机器地址（多机时填写）。",
+    ),
+    F(
+        "distributed.main_process_port",
+        "number",
+        "Main machine port",
+        "主机端口",
+        "0 号机器上供各进程会合的端口；需在机器之间放行。",
+    ),
+    F(
         "train.device",
         "dropdown",
         "Device",
@@ -471,7 +526,7 @@ def _section_class(path: str) -> type | None:
     """The config dataclass a dotted field path's section is (train -> TrainConfig, ...); None for top-level keys."""
     section = path.rpartition(".")[0]
     classes = {"train": C.TrainConfig, "data": C.DataConfig, "lora": C.LoraConfig, "freeze": C.FreezeConfig}
-    return {**classes, "preference": C.PreferenceConfig}.get(section)
+    return {**classes, "preference": C.PreferenceConfig, "distributed": C.DistributedConfig}.get(section)
 
 
 def _register_strings() -> None:

@@ -30,6 +30,7 @@ STRINGS = {
     "train.section.schedule": ("Schedule", "训练计划"),
     "train.section.speed": ("Memory and speed", "显存与速度"),
     "train.section.logging": ("Logging, checkpoints and samples", "日志、检查点与采样"),
+    "train.section.distributed": ("Several GPUs or machines", "多卡与多机"),
     "train.start": ("Start training", "开始训练"),
     "train.stop": ("Stop", "停止"),
     "train.idle": (
@@ -278,6 +279,11 @@ LOGGING_ROWS = (
     ("train.early_stopping_patience", "train.load_best_at_end"),
     ("train.eval_generations", "train.learn_check"),
 )
+DISTRIBUTED_ROWS = (
+    ("distributed.strategy", "distributed.cpu_offload"),
+    ("distributed.num_processes", "distributed.num_machines"),
+    ("distributed.machine_rank", "distributed.main_process_ip", "distributed.main_process_port"),
+)
 LIVE = ("starting", "running")
 LEARNED_COLUMNS = (
     "record",
@@ -498,6 +504,8 @@ def _build_fields(ctx: AppContext) -> dict[str, Any]:
         fields.update(form.build_rows(SPEED_ROWS))
     with tr.labelled(gr.Accordion, "train.section.logging", open=False):
         fields.update(form.build_rows(LOGGING_ROWS))
+    with tr.labelled(gr.Accordion, "train.section.distributed", open=False, elem_id="train-distributed"):
+        fields.update(form.build_rows(DISTRIBUTED_ROWS))
     return fields
 
 
