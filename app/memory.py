@@ -453,3 +453,46 @@ def estimate_config(cfg: RunConfig, device: str | None = None, device_memory_byt
     cfg.train.device (devices.kind: auto is this machine's GPU, else its CPU)."""
     arch = architecture_from(cfg.model.name_or_path)
     return estimate(arch, cfg, device or devices.kind(cfg.train.device), device_memory_bytes)
+
+
+def sharding_terms(arch: Architecture, cfg: RunConfig, device: str = "cuda", stack: Stack | None = None):
+    """The terms a sharded run (FSDP, DeepSpeed ZeRO: app.parallel) splits or gathers, from the same formulas as
+    estimate(), in bytes or elements: {"layer": one decoder block's base weights, "outer": the embeddings, lm_head
+    and final norms, "scales": the k-bit blocks' quantization scales (bitsandbytes keeps them beside the module,
+    outside the sharded flat parameter), "layer_trainable": trainable elements of one block that trains,
+    "outer_trainable": trainable elements outside the blocks, "backward": logits + backward working set of one
+    micro-batch, "step": the optimizer step's temporary}. layers x layer + outer == the estimate's base weights."""
+    p = _plan(cfg, devices.kind(device), stack or Stack())
+    block_linear = sum(lin.weight_params for lin in arch.linears)
+    if p.quant_bits is None:
+        layer, scales = arch.block_params * p.w, 0.0
+    else:
+        per = _quant_bytes_per_param(p, arch)
+        layer = block_linear * per + (arch.block_params - block_linear) * (4 if p.kbit_upcast else p.w)
+        scales = arch.linear_weight_params * (per - (1.0 if p.quant_bits == 8 else 0.5))
+    tensors = trainable_tensors(arch, cfg)
+    trains = methods.of(cfg).trains
+    if trains == methods.ADAPTERS:
+        inside = _block_targets(cfg)
+        per_layer = sum(_lora_tensors(arch, cfg.replace(**{"lora.target_modules": inside}))) if inside else 0
+        per_layer //= arch.layers
+        blocks = arch.layers if per_layer else 0
+    else:
+        per_layer = sum(_block_tensors(arch))
+        blocks = min(cfg.freeze.trainable_layers, arch.layers) if trains == methods.LAST_LAYERS else arch.layers
+    acts, working = activation_bytes(arch, cfg, p)
+    return {
+        "layer": layer,
+        "outer": weight_bytes(arch, p) - arch.layers * layer,
+        "scales": scales,
+        "layer_trainable": float(per_layer),
+        "outer_trainable": float(max(0, sum(tensors) - blocks * per_layer)),
+        "backward": logits_bytes(arch, p) + working + _dequant_bytes(arch, cfg, p),
+        "step": _step_bytes(tensors, cfg, p),
+    }
+
+
+def _block_targets(cfg: RunConfig) -> list[str] | str:
+    """cfg's LoRA targets without lm_head (an adapter on lm_head sits outside the blocks); [] when none is left."""
+    targets = cfg.lora.target_modules
+    return targets if isinstance(targets, str) else [t for t in targets if t != "lm_head"]
