@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import devices, methods, objective_table
+from app import devices, methods, objective_table, parallel
 from app.config import ConfigError, RunConfig
 from app.memory import (
     GIB,
@@ -101,10 +101,15 @@ def sized_estimate(
 ) -> MemoryEstimate:
     """memory.estimate for the largest micro-batch the trainer builds from `data`; for batch_size x max_seq_len
     tokens when there is no data to size for."""
-    if data is not None:
-        rows, width = data.batch(cfg)
-        cfg = cfg.replace(**{"train.batch_size": rows, "data.max_seq_len": width})
-    return estimate(arch, cfg, device, capacity)
+    return estimate(arch, sized_config(cfg, data), device, capacity)
+
+
+def sized_config(cfg: RunConfig, data: DataLengths | None) -> RunConfig:
+    """cfg with batch_size x max_seq_len set to the largest micro-batch built from `data` (cfg itself without)."""
+    if data is None:
+        return cfg
+    rows, width = data.batch(cfg)
+    return cfg.replace(**{"train.batch_size": rows, "data.max_seq_len": width})
 
 
 _LENGTHS: OrderedDict[tuple, DataLengths | None] = OrderedDict()
@@ -489,6 +494,9 @@ class Answer:
     fixes: list[Fix]
     """Only when the run does not fit a known capacity, and only changes that make it fit; best first."""
     methods: list[dict[str, Any]]
+    plan: parallel.GpuPlan | None = None
+    """Several GPUs (distributed.num_processes > 1, or more than one GPU here): the planner's strategy and the memory
+    of each GPU; the verdict is then per GPU."""
     sized: dict[str, Any] = field(default_factory=dict)
     """What the activations are sized for: {"by": "data", "rows", "tokens", "dataset", "examples", "complete"} (the
     largest micro-batch built from the dataset) or {"by": "config", "rows", "tokens"} (batch_size x max_seq_len)."""
@@ -512,6 +520,7 @@ class Answer:
                 for f in self.fixes
             ],
             "methods": [{k: v for k, v in row.items() if k != "estimate"} for row in self.methods],
+            "plan": None if self.plan is None else self.plan.to_json(),
         }
 
 
@@ -528,11 +537,37 @@ def service(
     lengths = data_lengths(cfg) if data else None
     capacity = target.capacity_bytes
     est = sized_estimate(arch, cfg, target.kind, capacity, lengths)
+    methods = compare_methods(arch, cfg, target.kind, capacity, lengths)
+    gpus = gpus_planned(cfg, target.kind)
+    if gpus > 1:  # the verdict is per GPU, for the planner's strategy; its why line says what would make it fit
+        machines = cfg.distributed.num_machines
+        plan = parallel.plan(arch, sized_config(cfg, lengths), gpus, capacity, machines, device=target.kind)
+        judged = verdict(plan.per_gpu_bytes, plan.device_memory_bytes)
+        return Answer(est, judged, target.label, [], methods, plan, _sized(cfg, lengths))
     fixes: list[Fix] = []
     if est.fits is False and capacity:  # a fix that saves 0.3 GiB of 160 GiB is not a fix: only those that fit
         fixes = [f for f in suggest_fixes(arch, cfg, target.kind, capacity, lengths) if f.estimate.fits]
-    methods = compare_methods(arch, cfg, target.kind, capacity, lengths)
-    return Answer(est, verdict(est.total_bytes, capacity), target.label, fixes, methods, _sized(cfg, lengths))
+    return Answer(est, verdict(est.total_bytes, capacity), target.label, fixes, methods, None, _sized(cfg, lengths))
+
+
+def gpus_planned(cfg: RunConfig, kind: str) -> int:
+    """The GPUs (processes) an estimate plans for: distributed.num_processes when above 1, else every GPU this
+    machine has when it trains on CUDA (one: a single-device estimate)."""
+    if cfg.distributed.num_processes > 1:
+        return cfg.distributed.num_processes
+    return gpus_here() if kind == devices.CUDA else 1
+
+
+@functools.lru_cache(maxsize=1)
+def gpus_here() -> int:
+    """CUDA GPUs PyTorch sees on this machine (0 without one); asks app.devices, which imports torch only where a
+    GPU may exist."""
+    if devices.detect().kind != devices.CUDA:
+        return 0
+    count = 1
+    while devices.info(f"cuda:{count}") is not None:
+        count += 1
+    return count
 
 
 def _sized(cfg: RunConfig, data: DataLengths | None) -> dict[str, Any]:
@@ -625,6 +660,8 @@ def format_table(answer: Answer, cfg: RunConfig) -> str:
     lines.append(f"  {'total':<32} {est.total_gib:9.2f} GiB")
     share = 100 * est.trainable_params / max(1, est.total_params)
     lines.append(f"  trainable params {est.trainable_params:,} of {est.total_params:,} ({share:.2f}%)")
+    if answer.plan is not None:
+        return "\n".join(lines + _plan_lines(answer))
     if est.device_memory_bytes is not None:
         words = {"fits": "fits", "tight": "fits, tightly,", "no": "does NOT fit"}[answer.verdict]
         lines.append(f"  {words} in {est.device_memory_bytes / GIB:.1f} GiB ({answer.label})")
@@ -632,3 +669,24 @@ def format_table(answer: Answer, cfg: RunConfig) -> str:
     if answer.verdict == "no" and not answer.fixes:
         lines.append("  no change offered here makes it fit: pick a smaller model or another device")
     return "\n".join(lines)
+
+
+def _plan_lines(answer: Answer) -> list[str]:
+    """The per-GPU part of the table: the plan's breakdown of one GPU, its total, the verdict and the plan line."""
+    plan = answer.plan
+    assert plan is not None
+    each = "process" if plan.device == devices.CPU else "GPU"
+    lines = [f"  each {each} ({plan.label}, {plan.gpus} {each}s):"]
+    for key, size in plan.breakdown.items():
+        if key in ("reference", "pairs") and not size:
+            continue
+        label = "process baseline" if key == "runtime" and plan.device == devices.CPU else parallel.LABELS[key]
+        lines.append(f"    {label:<30} {size / GIB:9.2f} GiB")
+    lines.append(f"    {'total per ' + each:<30} {plan.per_gpu_gib:9.2f} GiB")
+    if plan.cpu_bytes:
+        lines.append(f"    {'CPU RAM per machine':<30} {plan.cpu_bytes / GIB:9.2f} GiB")
+    if plan.device_memory_bytes is not None:
+        words = {"fits": "fits", "tight": "fits, tightly,", "no": "does NOT fit"}[answer.verdict]
+        lines.append(f"  {words} in {plan.device_memory_bytes / GIB:.1f} GiB per {each} ({answer.label})")
+    lines.append(f"  plan: {plan.why}")
+    return lines

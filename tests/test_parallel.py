@@ -7,6 +7,7 @@ never a per-test fudge. Tolerances are stated beside each figure, with the reaso
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -241,3 +242,37 @@ def test_plan_json_has_the_figures():
     assert data["strategy"] == "fsdp" and data["cpu_offload"] is True and data["fits"] is True
     assert data["per_gpu_gib"] == pytest.approx(chosen.per_gpu_gib, abs=1e-3)
     assert "gathered" in data["breakdown_gib"] and data["why"] == chosen.why
+
+
+# ---- the estimate service and CLI ------------------------------------------------------------------------------
+def _write_70b(tmp_path: Path, gpus: int) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "model: {name_or_path: llama-3.1-70b-instruct}\nmethod: qlora\nquant: {bits: 4}\n"
+        "data: {max_seq_len: 512}\ntrain: {batch_size: 1, gradient_checkpointing: true, device: cuda}\n"
+        f"distributed: {{num_processes: {gpus}}}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_cli_estimate_prints_the_per_gpu_plan(tmp_path, capsys):
+    from app import __main__ as cli
+
+    args = ["estimate", str(_write_70b(tmp_path, 2)), "--device-memory-gib", "24", "--no-data"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "each GPU (FSDP with CPU offload, 2 GPUs):" in out and "gathered layers (unsharded)" in out
+    assert "fits in 24.0 GiB per GPU" in out and "plan: FSDP + QLoRA with CPU offload over 2 GPUs" in out
+    assert cli.main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "fits" and data["plan"]["strategy"] == "fsdp" and data["plan"]["fits"] is True
+    assert data["fits"] is False  # the existing keys keep the whole run's single-device figure
+
+
+def test_one_process_keeps_the_single_device_answer(tmp_path):
+    from app import estimate
+
+    cfg = RunConfig.from_preset(_write_70b(tmp_path, 1))
+    answer = estimate.service(cfg, estimate.Target("cuda", 24 * GIB, "GPU"), data=False)
+    assert answer.plan is None and answer.verdict == "no" and answer.to_json()["plan"] is None

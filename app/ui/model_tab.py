@@ -175,6 +175,10 @@ STRINGS = {
     "model.part.workspace": ("backward / step buffers", "反向 / 更新步缓冲区"),
     "model.part.allocator": ("allocator cache", "分配器缓存"),
     "model.part.runtime": ("CUDA context", "CUDA 上下文"),
+    "model.part.gathered": ("gathered layers (unsharded)", "聚合的层（未分片）"),
+    "model.device.each": ("each of {gpus} GPUs: {label}", "{gpus} 块 GPU 中的每一块：{label}"),
+    "model.device.each_cpu": ("each of {gpus} processes' share of CPU RAM", "{gpus} 个进程各自分得的内存"),
+    "model.plan": ("Plan: {why}", "方案：{why}"),
     # the methods compared (app.methods.TABLE notes, English as there)
     "model.note.full": (
         "best fit to the data; most memory; can forget general skills",
@@ -884,22 +888,28 @@ def estimate_api(ctx: AppContext, config: dict[str, Any] | None = None) -> dict[
 
 
 def _panel_updates(h: ModelHandles, result: estimate.Answer, lang: str) -> dict[Any, Any]:
-    est, fixes = result.estimate, result.fixes
+    est, fixes, plan = result.estimate, result.fixes, result.plan
     label = i18n.t("model.device.cpu", lang) if est.device == devices.CPU else result.label
-    capacity = est.device_memory_bytes
-    verdict_key = "no_fix" if result.verdict == "no" and not fixes else result.verdict
+    capacity, total, breakdown = est.device_memory_bytes, est.total_bytes, est.breakdown
+    if plan is not None:  # several GPUs: the verdict, the chart and the figure are each GPU's, from the planner
+        capacity, total, breakdown = plan.device_memory_bytes, plan.per_gpu_bytes, plan.breakdown
+        each = "model.device.each_cpu" if plan.device == devices.CPU else "model.device.each"
+        label = i18n.t(each, lang, gpus=plan.gpus, label=label)
+    verdict_key = "no_fix" if result.verdict == "no" and not fixes and plan is None else result.verdict
     text = i18n.t(
         f"model.verdict.{verdict_key}",
         lang,
-        total=est.total_bytes / plots.GIB,
+        total=total / plots.GIB,
         cap=(capacity or 0) / plots.GIB,
         device=label,
     )
+    if plan is not None:
+        text += "<br>" + i18n.t("model.plan", lang, why=plan.why)
     share = 100.0 * est.trainable_params / est.total_params if est.total_params else 0.0
     # on a CPU there is no CUDA context: the runtime part is the process baseline, left out of the chart
-    shown = {k: v for k, v in est.breakdown.items() if v > 0 and not (k == "runtime" and est.device == devices.CPU)}
+    shown = {k: v for k, v in breakdown.items() if v > 0 and not (k == "runtime" and est.device == devices.CPU)}
     names = {k: i18n.t(f"model.part.{k}", lang) for k in shown}
-    spec = plots.memory_bar_spec(shown, capacity, label, names=names, total_bytes=est.total_bytes)
+    spec = plots.memory_bar_spec(shown, capacity, label, names=names, total_bytes=total)
     fix_labels = [fix_label(f.key, f.params, lang) for f in fixes[:MAX_FIXES]]
     out: dict[Any, Any] = {
         h.plot: _plot_data(spec),
@@ -911,7 +921,7 @@ def _panel_updates(h: ModelHandles, result: estimate.Answer, lang: str) -> dict[
         h.fixes_title: gr.update(visible=bool(fixes)),
         h.fix_state: [{"label": lab, "changes": dict(f.changes)} for lab, f in zip(fix_labels, fixes, strict=False)],
         h.compare: compare_table(result.methods, lang),
-        h.details: {**est.to_json(), "sized_for": result.sized},
+        h.details: {**est.to_json(), "sized_for": result.sized, "plan": plan.to_json() if plan else None},
     }
     for i, button in enumerate(h.fix_buttons):
         fix = fixes[i] if i < len(fix_labels) else None
