@@ -321,3 +321,58 @@ def _refusal(p: GpuPlan, cfg: RunConfig) -> str:
         f"Nothing fits {p.gpus} {units} of {cap}: the cheapest, {p.label} ({METHOD_LABELS.get(cfg.method, cfg.method)}"
         f"), needs {_gib(p.per_gpu_bytes)} per GPU, {_gib(p.shortfall_bytes)} short; {fixes}"
     )
+
+
+# ---- the README table ------------------------------------------------------------------------------------------
+README_GPUS = (1, 2, 4, 8)
+README_CARDS = (("24 GB", 23.6), ("48 GB", 47.5), ("80 GB", 79.2))
+"""GPU sizes and the memory PyTorch sees on each (RTX 3090/4090, RTX A6000, A100 80GB), GiB."""
+README_RUNS = (
+    ("llama-3.1-8b", "lora"),
+    ("llama-3.1-8b", "qlora"),
+    ("llama-3.1-8b", "full"),
+    ("qwen2.5-32b-instruct", "lora"),
+    ("qwen2.5-32b-instruct", "qlora"),
+    ("llama-3.1-70b", "lora"),
+    ("llama-3.1-70b", "qlora"),
+    ("qwen2.5-72b-instruct", "qlora"),
+)
+README_SETTINGS = {
+    "data.max_seq_len": 2048,
+    "train.batch_size": 1,
+    "train.gradient_checkpointing": True,
+    "train.precision": "bf16",
+    "train.device": "cuda",
+    "lora.target_modules": "all-linear",
+    "lora.rank": 16,
+}
+"""The run each cell plans: 2048 tokens, micro-batch 1, gradient checkpointing, bf16, LoRA r16 on every linear."""
+_SHORT = {"DDP": "DDP", "FSDP": "FSDP", "FSDP with CPU offload": "FSDP+offload"}
+
+
+def readme_table() -> str:
+    """The README's "Several GPUs: which strategy fits" tables, from plan(): one per GPU size, a row per model and
+    method, a column per GPU count; each cell is the planner's strategy and GiB per GPU (with offload, the GiB of
+    CPU RAM the machine needs), or "no" with the cheapest option's figure. tests/test_parallel.py checks that the
+    README holds exactly this text."""
+    blocks = []
+    for card, gib in README_CARDS:
+        head = f"| {card} GPUs | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in README_GPUS) + " |"
+        lines = [head, "|" + "---|" * (len(README_GPUS) + 1)]
+        for model, method in README_RUNS:
+            cfg = RunConfig().replace(**{**README_SETTINGS, "model.name_or_path": model, "method": method})
+            if methods.get(method).quantized:
+                cfg = cfg.replace(**{"quant.bits": 4})
+            arch = memory.architecture_from(model)
+            cells = [_cell(plan(arch, cfg, n, int(gib * GIB))) for n in README_GPUS]
+            lines.append(f"| {model} {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _cell(p: GpuPlan) -> str:
+    figure = f"{p.per_gpu_gib:.1f}"
+    if not p.fits:
+        return f"no ({figure})"
+    ram = f" (RAM {p.cpu_bytes / GIB:.0f})" if p.cpu_bytes else ""
+    return f"{'fits' if p.gpus == 1 else _SHORT[p.label]} {figure}{ram}"

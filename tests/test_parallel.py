@@ -276,3 +276,13 @@ def test_one_process_keeps_the_single_device_answer(tmp_path):
     cfg = RunConfig.from_preset(_write_70b(tmp_path, 1))
     answer = estimate.service(cfg, estimate.Target("cuda", 24 * GIB, "GPU"), data=False)
     assert answer.plan is None and answer.verdict == "no" and answer.to_json()["plan"] is None
+
+
+def test_readme_table_is_the_estimators():
+    """The README's "Several GPUs: which strategy fits" tables are readme_table()'s text. After a change to the
+    estimator, paste the output of: python -c "from app import parallel; print(parallel.readme_table())"."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- parallel-table:start -->\n", "\n<!-- parallel-table:end -->"
+    assert start in text and end in text, "README.md lost the parallel-table markers"
+    shown = text[text.index(start) + len(start) : text.index(end)]
+    assert shown == parallel.readme_table()
