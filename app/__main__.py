@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "setup": ("app.setup", "fetch and convert the embedded default model into the model cache"),
     "train": ("app.train_cli", "train from a config YAML, headless, writing the same run folder as the UI"),
     "estimate": ("app.estimate", "estimate peak memory of a run config, say whether it fits and how to make it fit"),
+    "launch-command": ("app.launch", "plan a run on several GPUs or machines: the accelerate config and command"),
     "data": ("app.data_cli", "inspect and validate a dataset file"),
     "chat": ("app.chat_cli", "chat with a base model and adapters from the terminal"),
     "merge": ("app.export", "merge an adapter into its base model and save a Hugging Face folder"),
@@ -25,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items())
+    lines = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items())
     return argparse.ArgumentParser(
         prog="python -m app",
         description="TuneDesk: point-and-click fine-tuning of causal language models.",

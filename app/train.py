@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import shlex
 import shutil
 import tempfile
 import threading
@@ -438,18 +437,3 @@ def _stopped_early(run_dir: Path, dist: Dist) -> str:
     if dist.main:
         history.append_event(run_dir, "stopped", step=0, adapter=None, model=None, message="stopped before training")
     return "stopped"
-
-
-# ---- launching -----------------------------------------------------------------------------------------
-def launch_command(config_path: str, num_processes: int = 2, device: str = "auto") -> str:
-    """The command that trains `config_path` data-parallel on `num_processes` GPUs (or CPU processes).
-
-    GPUs: `accelerate launch --multi_gpu`; CPUs: torchrun with the gloo backend (accelerate's CPU launcher
-    needs mpirun). One process: plain `python -m app train`.
-    """
-    cfg = shlex.quote(str(config_path))
-    if num_processes <= 1:
-        return f"python -m app train {cfg}"
-    if devices.kind(device) == devices.CUDA:
-        return f"accelerate launch --multi_gpu --num_processes {num_processes} -m app train {cfg}"
-    return f"torchrun --standalone --nproc_per_node {num_processes} -m app train {cfg}"

@@ -184,14 +184,6 @@ def test_missing_model_and_bad_data_end_as_failed_with_a_message(tiny_model_dir,
     assert summary.status == "failed" and "broken.json" in summary.message
 
 
-def test_launch_command_names_the_config():
-    assert train.launch_command("runs/x/config.yaml", 1) == "python -m app train runs/x/config.yaml"
-    assert train.launch_command("my cfg.yaml", 4, device="cuda") == (
-        "accelerate launch --multi_gpu --num_processes 4 -m app train 'my cfg.yaml'"
-    )
-    assert train.launch_command("c.yaml", 2, device="cpu").startswith("torchrun ")
-
-
 def test_out_of_memory_message_gives_the_estimate_and_fixes():
     from app.config import RunConfig
 

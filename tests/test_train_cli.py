@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401
 
-from app import history, runs, train
+from app import history, launch, runs, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_two_process_ddp_on_cpu_writes_one_run(tiny_model_dir, runs_tmp, tmp_pat
     cfg = tiny_config(tiny_model_dir, data, **{"train.max_steps": 4, "train.save_steps": 2, "train.run_name": "ddp"})
     cfg_path = tmp_path / "ddp.yaml"
     cfg.save(cfg_path)
-    command = train.launch_command(str(cfg_path), 2, device="cpu").split()
+    command = launch.data_parallel_command(cfg_path, 2, device="cpu").split()
     command[0] = str(Path(sys.executable).parent / "torchrun")
     out = subprocess.run(command, cwd=ROOT, env=_env(runs_tmp), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

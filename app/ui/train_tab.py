@@ -1278,7 +1278,7 @@ def commands_text(config_path: Path) -> str:
     """Shell lines that train `config_path` without the UI: one device, several GPUs, several CPU processes; the
     first line makes them work as printed from a fresh shell (the checkout's .venv holds python, accelerate and
     torchrun)."""
-    from app import train  # torch: imported on first use, not at app start
+    from app import launch
 
     return "\n".join(
         [
@@ -1287,9 +1287,9 @@ def commands_text(config_path: Path) -> str:
             "# one device (the same run folder and events as the UI)",
             f"python -m app train {config_path}",
             "# two GPUs, data parallel",
-            train.launch_command(str(config_path), 2, "cuda"),
+            launch.data_parallel_command(config_path, 2, "cuda"),
             "# two CPU processes",
-            train.launch_command(str(config_path), 2, "cpu"),
+            launch.data_parallel_command(config_path, 2, "cpu"),
         ]
     )
 
