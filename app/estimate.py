@@ -520,7 +520,7 @@ class Answer:
                 for f in self.fixes
             ],
             "methods": [{k: v for k, v in row.items() if k != "estimate"} for row in self.methods],
-            "plan": None if self.plan is None else self.plan.to_json(),
+            **({} if self.plan is None else {"plan": self.plan.to_json()}),  # several GPUs only
         }
 
 
