@@ -263,19 +263,23 @@ def compute_dtype(quant: QuantConfig, device: str) -> torch.dtype:
     return getattr(torch, quant.compute_dtype)
 
 
-def bnb_config(quant: QuantConfig, device: str) -> Any | None:
-    """transformers BitsAndBytesConfig for quant.bits (None when unquantized)."""
+def bnb_config(quant: QuantConfig, device: str, sharded: bool = False) -> Any | None:
+    """transformers BitsAndBytesConfig for quant.bits (None when unquantized). `sharded` (FSDP / ZeRO-3): the 4-bit
+    values are packed into the compute dtype (bnb_4bit_quant_storage, per the bitsandbytes and PEFT FSDP-QLoRA
+    guides): FSDP shards only floating-point tensors of one dtype, and bf16 storage packs 16 / 4 = 4 values each."""
     if quant.bits is None:
         return None
     from transformers import BitsAndBytesConfig
 
     if quant.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
+    extra = {"bnb_4bit_quant_storage": compute_dtype(quant, device)} if sharded else {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant.type,
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute_dtype(quant, device),
+        **extra,
     )
 
 
@@ -319,8 +323,14 @@ def load_model(
     device: str = "auto",
     precision: str = "auto",
     progress: Progress | None = None,
+    sharded: bool = False,
 ) -> LoadedModel:
-    """Load base model + tokenizer; quantized with bitsandbytes when quant.bits is 4 or 8."""
+    """Load base model + tokenizer; quantized with bitsandbytes when quant.bits is 4 or 8.
+
+    `sharded` (an FSDP / ZeRO-3 launch): the weights stay where transformers loads them (on the CPU, and with
+    FSDP's cpu_ram_efficient_loading only on rank 0: the others hold empty meta tensors that FSDP fills from rank 0)
+    and FSDP moves each shard to its GPU; a 4-bit base stores its values in the compute dtype, which every other
+    weight loads in too (FSDP flattens a unit's weights into one tensor of one dtype)."""
     from transformers import AutoModelForCausalLM
 
     quant = quant or QuantConfig()
@@ -330,6 +340,9 @@ def load_model(
     _check_weights_safe(Path(path), model_cfg.allow_pickle)
     dev = _resolve_device(device)
     dtype = resolve_dtype(precision, dev)
+    qcfg = bnb_config(quant, dev, sharded)
+    if sharded and qcfg is not None and quant.bits == 4:
+        dtype = compute_dtype(quant, dev)
     _say(progress, 0.5, f"loading {Path(path).name} on {dev} ({str(dtype).replace('torch.', '')})")
     kwargs: dict[str, Any] = {
         "dtype": dtype,
@@ -337,10 +350,10 @@ def load_model(
         "attn_implementation": model_cfg.attn_implementation,
         "use_safetensors": None if model_cfg.allow_pickle else True,
     }
-    qcfg = bnb_config(quant, dev)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
-        kwargs["device_map"] = {"": 0 if dev == devices.CUDA else dev}  # GPU 0, cuda:N or cpu
+    if qcfg is not None and not sharded:  # this process's GPU (accelerate set it per rank), cuda:N or cpu
+        kwargs["device_map"] = {"": torch.cuda.current_device() if dev == devices.CUDA else dev}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except SafetensorError as exc:  # not an OSError: a truncated or overwritten .safetensors file
@@ -350,7 +363,7 @@ def load_model(
         ) from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"could not load the model from {path}: {exc}") from exc
-    if qcfg is None:
+    if qcfg is None and not sharded:
         model.to(dev)
     tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
     elapsed = time.perf_counter() - start
@@ -542,19 +555,21 @@ def freeze_all_but_last(model: Any, trainable_layers: int, train_norms: bool = F
     return trainable
 
 
-def prepare_for_method(loaded: LoadedModel, cfg: Any) -> Any:
+def prepare_for_method(loaded: LoadedModel, cfg: Any, sharded: bool = False) -> Any:
     """The model ready to train with cfg.method: every weight (full), the last N layers (freeze), LoRA adapters
     (lora), or LoRA on a k-bit base after peft.prepare_model_for_kbit_training (qlora).
 
     Gradient checkpointing uses the non-reentrant variant, which needs no `enable_input_require_grads` hook for
-    frozen embeddings. Returns the model to train (a PeftModel for lora/qlora).
+    frozen embeddings. `sharded` (FSDP / ZeRO-3): no k-bit preparation, whose fp32 upcast of the embeddings and
+    norms would mix dtypes in the units FSDP flattens (TRL's SFTTrainer skips it for sharded QLoRA too). Returns the
+    model to train (a PeftModel for lora/qlora).
     """
     model = loaded.model
     model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
     checkpointing = bool(cfg.train.gradient_checkpointing)
     ckpt_kwargs = {"use_reentrant": False}
     method = methods.of(cfg)
-    if method.kbit_prep:
+    if method.kbit_prep and not sharded:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(

@@ -127,28 +127,70 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world: int = 1
+    sharding: str | None = None
+    """"fsdp" or "deepspeed_zero3" when `accelerate launch` shards the model over the processes (the launch's
+    environment says so: app.launch writes the file it reads); None for one process or data-parallel."""
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def sharded(self) -> bool:
+        return self.sharding is not None and self.world > 1
+
 
 def dist_info() -> Dist:
     """This process's place in a torchrun / accelerate launch (rank 0 of 1 when launched plainly)."""
     env = os.environ
-    return Dist(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+    dist = Dist(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+    dist.sharding = sharding_from_env(env)
+    return dist
 
 
-def load_for_training(cfg: RunConfig, device: str) -> modeling.LoadedModel:
+def sharding_from_env(env: Any) -> str | None:
+    """What `accelerate launch` set for this process: ACCELERATE_USE_FSDP, or ACCELERATE_USE_DEEPSPEED with ZeRO
+    stage 3 (stage 2 keeps whole weights on every GPU, so the model loads and saves as in data-parallel)."""
+    if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "fsdp"
+    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "deepspeed_zero3" if env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" else None
+    return None
+
+
+def session_config(cfg: RunConfig, dist: Dist) -> RunConfig:
+    """The config a sharded process trains with: every forward of a sharded model is collective (each rank holds a
+    shard that the others gather), so the model passes rank 0 makes alone (the did-it-learn check, samples, the
+    evaluation's generated answers) would leave the other ranks waiting; they are off under sharding. With FSDP's
+    own activation checkpointing (the launch file's fsdp_activation_checkpointing) transformers' is off too: one
+    of them, not both (transformers' Trainer refuses both)."""
+    if not dist.sharded:
+        return cfg
+    changes: dict[str, Any] = {"train.learn_check": 0, "train.sample_every": 0, "train.eval_generations": 0}
+    if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
+        changes["train.gradient_checkpointing"] = False
+    if dist.main:
+        log.info(
+            "sharded over %d processes (%s): no did-it-learn check, samples or generated answers",
+            dist.world,
+            dist.sharding,
+        )
+    return cfg.replace(**changes)
+
+
+def load_for_training(cfg: RunConfig, device: str, sharded: bool = False) -> modeling.LoadedModel:
     """The base model in the dtype training wants. fp16 full/freeze training keeps fp32 master weights (AMP with
-    loss scaling cannot step fp16 parameters); LoRA keeps an fp16 base with fp32 adapters."""
+    loss scaling cannot step fp16 parameters); LoRA keeps an fp16 base with fp32 adapters. `sharded`: FSDP or
+    ZeRO-3 places and shards the weights (app.modeling.load_model)."""
     precision = cfg.train.precision
     dtype = modeling.resolve_dtype(precision, device)
     method = methods.of(cfg)
     if dtype == torch.float16 and method.trains_base:
         precision = "fp32"
     quant = cfg.quant if method.quantized else None
-    return modeling.load_model(cfg.model, quant, device=device, precision=precision, progress=lambda f, m: None)
+    return modeling.load_model(
+        cfg.model, quant, device=device, precision=precision, progress=lambda f, m: None, sharded=sharded
+    )
 
 
 def memory_estimate(cfg: RunConfig, device: str) -> dict | None:
@@ -163,9 +205,10 @@ def memory_estimate(cfg: RunConfig, device: str) -> dict | None:
 
 
 # ---- saving ---------------------------------------------------------------------------------------------
-def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str) -> Path:
+def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str, state_dict: dict | None = None) -> Path:
     """adapter/ (LoRA/QLoRA: adapter_config.json + adapter_model.safetensors) or model/ (full/freeze, all
-    weights), with the tokenizer. Written to a temp folder and renamed, so it is never half-written."""
+    weights), with the tokenizer. Written to a temp folder and renamed, so it is never half-written. `state_dict`:
+    the whole weights gathered from a sharded model (full_state_dict()), which its own modules only hold a shard of."""
     name = runs.ADAPTER if methods.get(method).saves == "adapter" else runs.MODEL
     final = run_dir / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=run_dir))
@@ -173,7 +216,9 @@ def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str) -> Pat
         target = modeling.base_model(model) if name == runs.MODEL else getattr(model, "module", model)
         if name == runs.MODEL:
             target.config.use_cache = True  # the saved model is for inference
-        target.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is not None and name == runs.MODEL and target is not getattr(model, "module", model):
+            state_dict = _base_keys(state_dict)
+        target.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if final.exists():
             old = run_dir / f".{name}.old"
@@ -186,6 +231,22 @@ def save_artifact(model: Any, tokenizer: Any, run_dir: Path, method: str) -> Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _base_keys(state_dict: dict) -> dict:
+    """A PeftModel's full state dict keyed as its base model's (full/freeze never wrap one, so this is a safeguard)."""
+    prefix = "base_model.model."
+    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+
+def full_state_dict(trainer: Any, dist: Dist) -> dict | None:
+    """The whole weights of a sharded model, gathered on rank 0 (a collective: every rank calls it). transformers'
+    Trainer.save_model does the same under FSDP: accelerate's get_state_dict unshards (FSDP's FULL_STATE_DICT, rank 0
+    only, offloaded to CPU) or, under ZeRO-3, consolidates the 16-bit weights. None when not sharded."""
+    if not dist.sharded:
+        return None
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return state if dist.main else None
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -297,8 +358,8 @@ def build(
     data = objective.prepare(cfg, tokenizer)
     if stop.is_set():
         return None
-    loaded = load_for_training(cfg, device)
-    model = modeling.prepare_for_method(loaded, cfg)
+    loaded = load_for_training(cfg, device, dist.sharded)
+    model = modeling.prepare_for_method(loaded, cfg, dist.sharded)
     trainable, total = modeling.count_params(model)
     facts = preference_train.session_facts(data.facts) if objective.preference else data.facts
     started.update(
@@ -389,6 +450,7 @@ def _fit(
     """build -> train -> save; `state` lets run() report the step a failure happened at."""
     if dist.main and not (run_dir / runs.CONFIG).is_file():
         cfg.save(run_dir / runs.CONFIG)
+    cfg = session_config(cfg, dist)
     session = build(cfg, run_dir, stop, device, dist, resume_from, progress)
     if session is None:
         return _stopped_early(run_dir, dist)
@@ -409,7 +471,9 @@ def _finish(trainer: Any, callback: EventsCallback, tokenizer: Any, cfg: RunConf
     train()) and write the final event: what was saved, from which step, the best evaluation, and why training
     ended early when early stopping ended it."""
     status = "stopped" if callback.stopped else "finished"
-    artifact = save_artifact(trainer.model, tokenizer, run_dir, cfg.method) if dist.main else None
+    whole = full_state_dict(trainer, dist)  # every rank takes part; rank 0 gets the weights
+    model = trainer.accelerator.unwrap_model(trainer.model) if dist.sharded else trainer.model
+    artifact = save_artifact(model, tokenizer, run_dir, cfg.method, whole) if dist.main else None
     if dist.main:  # the tuned side of "did it learn?", with the result safe on disk and before the final event
         learned.record_tuned(run_dir, cfg, trainer.model, tokenizer, trainer.artifact_step())  # the weights measured
     trainer.accelerator.wait_for_everyone()
