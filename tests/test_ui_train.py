@@ -526,3 +526,37 @@ def test_a_dpo_run_started_from_the_tab_plots_its_rewards_beside_the_loss(tiny_m
     assert "reward accuracy and margin" in rendered[h.learned_text] and rendered[h.learned] is None
     plain_view = RunView(run_dir=None)
     assert train_tab.render(ctx, plain_view, "en")[h.rewards]["visible"] is False
+
+
+def test_save_config_for_two_gpus_shows_the_plan_and_writes_the_accelerate_file(train_app, tmp_path, monkeypatch):
+    """The distributed rows as a person sets them (two GPUs, FSDP): Save writes the run config and, next to it, the
+    accelerate config file that accelerate's own loader reads; Commands shows the plan line and the exact
+    `accelerate launch --config_file FILE -m app train CFG`. A file of the user's at that path is never replaced:
+    the config is still saved and the status says why there is no command."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    ctx, _ = train_app
+    h, fields = ctx.handles["train"], ctx.form.components
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    two = {
+        fields["train.run_name"]: "two gpus",
+        fields["distributed.num_processes"]: 2,
+        fields["distributed.strategy"]: "fsdp",
+        fields["train.device"]: "cuda",
+    }
+    out = train_tab.save_config(ctx, _values(ctx, extra=two))
+    path = tmp_path / "home" / "configs" / "two-gpus.yaml"
+    accel = path.with_name("two-gpus.accelerate.yaml")
+    assert "Saved" in out[h.status] and path.is_file() and accel.is_file(), out[h.status]
+    assert RunConfig.from_yaml(path).distributed.num_processes == 2
+    lines = out[h.commands].splitlines()
+    assert lines[1] == train_tab.activate_line()
+    assert any(line.startswith("# plan: ") and "2 GPUs" in line for line in lines), lines
+    assert f"accelerate launch --config_file {accel} -m app train {path}" in lines
+    loaded = load_config_from_file(str(accel))
+    assert loaded.distributed_type.value == "FSDP" and loaded.num_processes == 2
+
+    accel.write_text("# my own accelerate settings\n", encoding="utf-8")
+    out = train_tab.save_config(ctx, _values(ctx, extra=two))
+    assert "no launch command could be made" in out[h.status] and str(accel) in out[h.status]
+    assert out[h.commands] == "" and accel.read_text(encoding="utf-8") == "# my own accelerate settings\n"

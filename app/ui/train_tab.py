@@ -19,6 +19,7 @@ import pandas as pd
 
 from app import history, jobs, paths, runs
 from app.config import ConfigError, RunConfig
+from app.launch import LaunchError
 from app.ui import i18n, plots
 from app.ui.form import explain, label_of, plain
 
@@ -146,13 +147,20 @@ STRINGS = {
     "train.section.commands": ("Run it headless", "命令行运行"),
     "train.commands.info": (
         "Save writes the current settings to a YAML file; the commands below train it without the UI "
-        "(the same run folder and events), on one device or on several GPUs with accelerate.",
+        "(the same run folder and events), on one device or on several GPUs with accelerate. With more than one "
+        "GPU in *Several GPUs or machines*, it also writes the accelerate config file and shows the plan (which "
+        "strategy, the memory each GPU needs) and each machine's command.",
         "“保存”把当前设置写入 YAML 文件；下面的命令无需界面即可训练（相同的运行文件夹和事件），"
-        "可在单设备上运行，也可用 accelerate 在多张 GPU 上运行。",
+        "可在单设备上运行，也可用 accelerate 在多张 GPU 上运行。在“多卡与多机”中设置多于一张显卡时，"
+        "还会写出 accelerate 配置文件，并显示规划（用哪种策略、每张卡需要多少显存）和每台机器的命令。",
     ),
     "train.save_config": ("Save config and show commands", "保存配置并显示命令"),
     "train.commands": ("Commands", "命令"),
     "train.saved_config": ("Saved {path}.", "已保存 {path}。"),
+    "train.saved_no_launch": (
+        "Saved {path}, but no launch command could be made for it: {msg}",
+        "已保存 {path}，但无法为它生成启动命令：{msg}",
+    ),
     # ---- Start asks the estimate first
     "train.nofit": (
         "**This run is estimated not to fit:** it needs about {need:.1f} GiB, and {device} has {have:.1f} GiB. "
@@ -1274,16 +1282,28 @@ def config_file_for(cfg: RunConfig) -> Path:
     return paths.home() / "configs" / (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") + ".yaml")
 
 
-def commands_text(config_path: Path) -> str:
-    """Shell lines that train `config_path` without the UI: one device, several GPUs, several CPU processes; the
-    first line makes them work as printed from a fresh shell (the checkout's .venv holds python, accelerate and
-    torchrun)."""
+def commands_text(config_path: Path, cfg: RunConfig | None = None, device_memory_bytes: int | None = None) -> str:
+    """Shell lines that train `config_path` without the UI; the first line makes them work as printed from a fresh
+    shell (the checkout's .venv holds python, accelerate and torchrun).
+
+    A config for one process (`distributed.num_processes` 1): one device, two GPUs data-parallel, two CPU
+    processes. A config for several GPUs or machines: app.launch's plan for it, as `python -m app launch-command`
+    prints it: the plan in one line, each machine's `accelerate launch` command and the config file it wrote next
+    to `config_path`, and its notes. Raises ConfigError / LaunchError (the message says what to change)."""
     from app import launch
 
+    head = ["# in a new terminal, first", activate_line()]
+    d = cfg.distributed if cfg is not None else None
+    if d is not None and (d.num_processes > 1 or d.num_machines > 1):
+        planned = launch.plan_launch(cfg, config_path, device_memory_bytes)
+        lines = [
+            line if line.startswith(("#", "accelerate ", "torchrun ", "python ")) else f"# {line.strip()}"
+            for line in launch.format_plan(planned).splitlines()
+        ]
+        return "\n".join([*head, *lines])
     return "\n".join(
         [
-            "# in a new terminal, first",
-            activate_line(),
+            *head,
             "# one device (the same run folder and events as the UI)",
             f"python -m app train {config_path}",
             "# two GPUs, data parallel",
@@ -1354,4 +1374,8 @@ def save_config(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
     path = config_file_for(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg.save(path)
-    return {h.commands: commands_text(path), h.status: i18n.t("train.saved_config", lang, path=path)}
+    try:
+        commands = commands_text(path, cfg)
+    except (ConfigError, LaunchError) as exc:  # a plan that cannot be written: the config is saved, say why
+        return {h.commands: "", h.status: i18n.t("train.saved_no_launch", lang, path=path, msg=str(exc))}
+    return {h.commands: commands, h.status: i18n.t("train.saved_config", lang, path=path)}
