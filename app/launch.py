@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from app import parallel
 from app.config import ConfigError, RunConfig
 
 GIB = 1024**3
@@ -44,7 +45,6 @@ DISTRIBUTED_TYPES = {
     "deepspeed_zero2": "DEEPSPEED",
 }
 """Resolved strategy -> accelerate's distributed_type."""
-SHARDED = ("fsdp", "deepspeed_zero3")
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "auto": "bf16"}
 """train.precision -> accelerate's mixed_precision on GPUs (auto: bf16, what app.modeling picks on a GPU that has it;
 the Trainer passes the run's own choice to the Accelerator, which wins over the file)."""
@@ -87,7 +87,7 @@ def on_cpu(cfg: RunConfig) -> bool:
 def resolve(cfg: RunConfig, device_memory_bytes: int | None = None) -> tuple[str, bool, str, bool | None]:
     """(strategy, cpu_offload, the plan in one line, fits) from app.parallel: auto is the planner's pick for these
     GPUs; a named strategy is estimated as named."""
-    from app import devices, parallel
+    from app import devices
     from app.architecture import EstimateError
 
     d = cfg.distributed
@@ -317,7 +317,7 @@ def _cpu_launch(cfg: RunConfig, cfg_path: str | Path, out_dir: str | Path | None
         "CPU processes train data-parallel with gloo, started by torchrun: accelerate starts MULTI_CPU processes "
         "only through mpirun with a hostfile (the file is for `accelerate launch --mpirun_hostfile HOSTS`)"
     ]
-    if d.strategy in SHARDED or d.cpu_offload:
+    if d.strategy in parallel.SHARDED or d.cpu_offload:
         notes.append(
             f"distributed.strategy {d.strategy}: accelerate runs FSDP and DeepSpeed on GPUs only, so CPU processes "
             "each hold the whole model (set train.device to auto on GPU machines to shard)"
