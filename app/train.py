@@ -399,7 +399,7 @@ def _trainer(
     run_dir, device, progress = where
     evaluate = data.val is not None
     if objective.preference:
-        args = preference_train.arguments(cfg, objective, run_dir, device, progress, evaluate)
+        args = run_precision(preference_train.arguments(cfg, objective, run_dir, device, progress, evaluate))
         trainer = preference_train.make_trainer(
             cfg, objective, model, tokenizer, data, args, callbacks, lambda: load_for_training(cfg, device).model
         )
@@ -407,7 +407,7 @@ def _trainer(
     gather = LabelGather(model)
     trainer = TuneTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, device, progress, evaluate),
+        args=run_precision(training_arguments(cfg, run_dir, device, progress, evaluate)),
         train_dataset=data.train,
         eval_dataset=data.val,
         data_collator=data.collator,
@@ -420,6 +420,16 @@ def _trainer(
         eval_generations=cfg.train.eval_generations,
     )
     return trainer, gather
+
+
+def run_precision(args: Any) -> Any:
+    """The run's own precision for the Accelerator, whatever the launch says. With neither bf16 nor fp16 set,
+    transformers takes ACCELERATE_MIXED_PRECISION, which `accelerate launch` sets from its config file's
+    mixed_precision: an fp32 run (train.precision fp32, or auto on CPUs) launched with a bf16 file trained under
+    bf16 autocast while its events said float32 (the 2-process CPU launch of a GPU file: step-1 loss off by 6e-5,
+    ~100x float noise)."""
+    args.mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
+    return args
 
 
 def _evaluation_callbacks(cfg: RunConfig, has_val: bool) -> list[Any]:

@@ -1,5 +1,6 @@
 """Training under sharding (FSDP / ZeRO-3 through accelerate): what a sharded process changes, FSDP-QLoRA's storage
-dtype, the adapter saved from gathered weights, and what accelerate does with an FSDP launch on CPUs.
+dtype, the adapter saved from gathered weights, what accelerate does with an FSDP launch on CPUs, and the printed
+command on 2 CPU processes against one process of the same batch: its loss curve, Ctrl-C and --resume.
 
 accelerate 1.16 does not run FSDP on CPU processes: AcceleratorState (accelerate/state.py) switches to
 DistributedType.FSDP only for a GPU-type process group (MULTI_GPU, MULTI_XPU, ...), never MULTI_CPU, so an FSDP
@@ -12,8 +13,12 @@ test can assert real sharding (pytorch_model_fsdp_0/ in each checkpoint)."""
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -136,3 +141,166 @@ def test_fsdp_launch_on_two_cpu_processes_writes_one_run(tiny_model_dir, runs_tm
     assert history.latest_checkpoint(run_dir) is not None
     base = modeling.load_model(cfg.model, device="cpu").model
     PeftModel.from_pretrained(base, run_dir / "adapter")  # plain PEFT loads it
+
+
+def test_the_runs_precision_wins_over_the_launch_file(tiny_model_dir, tmp_path, monkeypatch):
+    """`accelerate launch` exports its file's mixed_precision; transformers takes it when the run sets neither bf16
+    nor fp16, so an fp32 run (auto on CPUs) trained under bf16 autocast while its events said float32."""
+    from app.trainer import training_arguments
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what a launch-command file for GPUs says
+    cfg = tiny_config(tiny_model_dir, tmp_path / "d.json")
+    assert training_arguments(cfg, tmp_path, "cpu", False, False).mixed_precision == "bf16"  # transformers' default
+    assert train.run_precision(training_arguments(cfg, tmp_path, "cpu", False, False)).mixed_precision == "no"
+    bf16 = cfg.replace(**{"train.precision": "bf16"})
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert train.run_precision(training_arguments(bf16, tmp_path, "cpu", False, False)).mixed_precision == "bf16"
+
+
+# ---- the printed FSDP command against one process: the loss curve, Ctrl-C and --resume ------------------------
+CURVE_TOLERANCE = 1.0e-5
+"""Largest |loss difference| allowed at any step between 2 processes x batch 1 and 1 process x batch 2 (same seed,
+data and order, accumulation 2, lr 1e-2, constant). Measured on the tiny model over 8 steps: the same effective
+batch split differently in one process (batch 1 x accumulation 4) differs by at most 4.8e-7 (float summation
+order, the only thing 2 processes change); a different seed by 1e-3 to 1.2e-1 per step; the 2-process launch by
+4.8e-7 (7.1e-5 while the launch file's bf16 reached the fp32 run, see test_the_runs_precision_wins_...). 1e-5 is 20x
+the summation noise, catches that bf16 leak, and is 10,000x below the seed spread."""
+CURVE = {
+    "train.group_by_length": False,  # one order of examples whatever the batch size
+    "train.logging_steps": 1,
+    "train.save_steps": 2,
+    "train.learn_check": 0,  # rank 0's lone passes are off under sharding; off here too, for speed
+    "train.eval_generations": 0,
+    "train.report_to": [],
+}
+
+
+@dataclass
+class CurveRuns:
+    launched: Path
+    """The 2-process run: Ctrl-C after a checkpoint, then resumed with --resume to `end`."""
+    single: Path
+    """One process, batch 2, `end` steps."""
+    first: tuple[list[int], list[float]]
+    """The launched run's loss curve when Ctrl-C stopped it."""
+    stopped_at: int
+    """The step of its latest checkpoint then (the one --resume continues from)."""
+    end: int
+
+
+def _printed_command(cfg_path: Path, port: int) -> list[str]:
+    """What `python -m app launch-command CFG` prints, as argv, with the venv's accelerate and the GPU-only FSDP
+    settings turned off on the command line (accelerate refuses sync_module_states on CPU, see the module
+    docstring); a port of its own so another launch on this machine does not meet it at the default 29500."""
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "launch-command", str(cfg_path), "--device-memory-gib", "24"],
+        cwd=ROOT,
+        env=_launch_env(cfg_path.parent),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    printed = shlex.split(out.stdout.splitlines()[1])
+    assert printed[:3] == ["accelerate", "launch", "--config_file"] and printed[-3:] == ["app", "train", str(cfg_path)]
+    cpu = ["--fsdp_sync_module_states", "false", "--fsdp_cpu_ram_efficient_loading", "false"]
+    return [str(Path(sys.executable).parent / "accelerate"), "launch", *cpu, "--main_process_port", str(port)] + (
+        printed[2:]
+    )
+
+
+def _ctrl_c_after_checkpoint(command: list[str], runs_dir: Path, step: int) -> Path:
+    """Start the launch, press Ctrl-C (SIGINT to the launcher, which sends it on to each rank) once a checkpoint at
+    `step` or later is on disk, and wait for the ranks to stop and save."""
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=_launch_env(runs_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline, run_dir = time.time() + 300, None
+        while not (run_dir and any(e["step"] >= step for e in events_of(run_dir, "checkpoint"))):
+            assert proc.poll() is None, f"the launch ended early: {proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint in 300 s"
+            run_dir = next(runs_dir.glob("*-launched"), None)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def curve_runs(tiny_model_dir, tmp_path_factory) -> CurveRuns:
+    """One 2-process launch shared by the curve and resume tests: the printed FSDP command with max_steps 400,
+    Ctrl-C once checkpoint-4 exists, the same command with --resume to 3 steps past the stop, and one process
+    trained to that step for reference (~80 s on 2 cores)."""
+    root = tmp_path_factory.mktemp("fsdp-curve")
+    runs_dir = root / "runs"
+    data = write_alpaca(root / "alpaca.json", n=32)
+    launched = tiny_config(tiny_model_dir, data, **CURVE, **{"train.batch_size": 1, "train.max_steps": 400})
+    launched = launched.replace(**{"distributed.strategy": "fsdp", "distributed.num_processes": 2})
+    cfg_path = root / "launched.yaml"
+    launched.replace(**{"train.run_name": "launched"}).save(cfg_path)
+    run_dir = _ctrl_c_after_checkpoint(_printed_command(cfg_path, 29533), runs_dir, 4)
+    first = history.read(run_dir).series("loss")
+    stopped_at = history.checkpoint_step(history.latest_checkpoint(run_dir))
+    end = stopped_at + 3
+    resume = _printed_command(cfg_path, 29534) + ["--resume", str(run_dir), "--max-steps", str(end)]
+    out = subprocess.run(resume, cwd=ROOT, env=_launch_env(runs_dir), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single = tiny_config(tiny_model_dir, data, **CURVE, **{"train.max_steps": end, "train.run_name": "single"})
+    single.save(root / "single.yaml")
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "train", str(root / "single.yaml")],
+        cwd=ROOT,
+        env=_launch_env(runs_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return CurveRuns(run_dir, next(runs_dir.glob("*-single")), first, stopped_at, end)
+
+
+@pytest.mark.slow
+def test_the_launch_loss_curve_matches_one_process_of_the_same_batch(curve_runs):
+    """2 processes x batch 1 (the printed FSDP command; data-parallel on CPUs) against 1 process x batch 2: the
+    same examples in each optimizer step, so the per-step losses agree to float summation noise (CURVE_TOLERANCE
+    says how that was measured)."""
+    steps, losses = curve_runs.first
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 4
+    single = dict(zip(*history.read(curve_runs.single).series("loss"), strict=True))
+    assert events_of(curve_runs.launched, "started")[0]["world_size"] == 2
+    worst = max(abs(loss - single[step]) for step, loss in zip(steps, losses, strict=True))
+    assert worst <= CURVE_TOLERANCE, (worst, losses, [single[s] for s in steps])
+
+
+@pytest.mark.slow
+def test_a_stopped_launch_resumes_from_its_checkpoint(curve_runs, tiny_model_dir):
+    """Ctrl-C on the printed command stops both ranks at one step and saves; the same command with --resume
+    continues from that checkpoint (not step 0) to max_steps, on the same curve as one process, and the adapter
+    loads with plain PEFT."""
+    from peft import PeftModel
+
+    run_dir, at, end = curve_runs.launched, curve_runs.stopped_at, curve_runs.end
+    (stopped,) = events_of(run_dir, "stopped")
+    assert stopped["step"] == at  # the stop's own checkpoint: Resume continues exactly there
+    (resumed,) = events_of(run_dir, "resumed")
+    assert resumed["from_step"] == at and resumed["previous_status"] == "stopped"
+    events = events_of(run_dir)
+    after = [e["step"] for e in events[events.index(resumed) :] if e["type"] == "log"]
+    assert after == list(range(at + 1, end + 1))
+    steps, losses = history.read(run_dir).series("loss")
+    assert steps == list(range(1, end + 1))
+    single = dict(zip(*history.read(curve_runs.single).series("loss"), strict=True))
+    worst = max(abs(loss - single[step]) for step, loss in zip(steps, losses, strict=True))
+    assert worst <= CURVE_TOLERANCE, (worst, losses)  # optimizer state and data order came back with the checkpoint
+    assert runs.run_status(run_dir) == "finished" and events_of(run_dir, "finished")[0]["step"] == end
+    assert runs.final_artifact(run_dir).name == "adapter"
+    cfg = runs.load_config(run_dir)
+    base = modeling.load_model(cfg.model, device="cpu").model
+    model = PeftModel.from_pretrained(base, run_dir / "adapter")
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora and any(p.abs().sum() > 0 for p in lora)  # trained: LoRA B starts at zero
