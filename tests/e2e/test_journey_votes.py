@@ -167,8 +167,9 @@ def test_3_a_dpo_run_trains_on_the_votes(votes_page, app_server, tiny_model_dir,
         set_number(page, elem_id, value)
     open_accordion(page, "Logging, checkpoints and samples")
     set_number(page, "f-train-logging_steps", 1)  # a loss point for each of the 2 steps
-    page.locator("#train-start").click()
     status = md(page, "train-status")
+    before = status.inner_text()  # a new page shows the last run's end ("Finished ... identity"): not this run's
+    page.locator("#train-start").click()
 
     def started() -> str:  # "will it learn?" warnings (2 steps on 3 pairs) hold Start until Start anyway
         if page.locator("#train-anyway").is_visible():
@@ -176,7 +177,7 @@ def test_3_a_dpo_run_trains_on_the_votes(votes_page, app_server, tiny_model_dir,
         return status.inner_text()
 
     ends = ("Training", "Finished", "failed", "Cannot start")
-    text = poll(started, lambda t: any(word in t for word in ends), 240, "the DPO run starts")
+    text = poll(started, lambda t: t != before and any(word in t for word in ends), 240, "the DPO run starts")
     assert "Cannot start" not in text and "failed" not in text, text  # the form as a person leaves it trains
     expect(status).to_contain_text("Finished", timeout=SLOW)
     runs = [r for r in runs_dir.iterdir() if (r / "config.yaml").is_file()]
