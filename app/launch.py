@@ -328,6 +328,14 @@ def _cpu_launch(cfg: RunConfig, cfg_path: str | Path, out_dir: str | Path | None
 
 def _notes(cfg: RunConfig, strategy: str) -> list[str]:
     notes = []
+    if strategy != "cpu" and cfg.train.device == "auto":
+        from app import devices
+
+        if devices.detect().kind != devices.CUDA:
+            notes.append(
+                "this machine has no CUDA GPU: the command is for the GPU machines that will run it; to train here "
+                "with CPU processes, set train.device to cpu"
+            )
     if strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         notes.append(
             "DeepSpeed is not installed in this environment: install it on every machine that runs the command "

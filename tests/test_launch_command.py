@@ -168,3 +168,16 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and "nope.yaml" in missing.stderr
     gib = _cli(str(bad), "--device-memory-gib", "-1")
     assert gib.returncode == 2 and "Traceback" not in gib.stderr
+
+
+def test_a_gpu_launch_planned_on_a_machine_without_one_says_so(tiny_model_dir, tmp_path):
+    """train.device auto plans for the GPUs that will run the command; planned on this CPU-only machine, the notes
+    say the command is for GPU machines and how to train here instead (train.device cpu: torchrun)."""
+    from app import devices
+
+    cfg, path = _cfg(tmp_path, tiny_model_dir, strategy="ddp")
+    plan = launch.plan_launch(cfg, path, 24 * GIB)
+    here_without_gpu = devices.detect().kind != devices.CUDA
+    assert any("no CUDA GPU" in note for note in plan.notes) == here_without_gpu
+    on_cpu = launch.plan_launch(cfg.replace(**{"train.device": "cpu", "method": "lora", "quant.bits": None}), path)
+    assert not any("no CUDA GPU" in note for note in on_cpu.notes)
