@@ -525,13 +525,18 @@ class Answer:
 
 
 def service(
-    cfg: RunConfig, target: Target | None = None, arch: Architecture | None = None, data: bool = True
+    cfg: RunConfig,
+    target: Target | None = None,
+    arch: Architecture | None = None,
+    data: bool = True,
+    host_memory_bytes: int | None = None,
 ) -> Answer:
     """Estimate `cfg` on `target` (default: the device cfg.train.device names here), judge it, and when it does not
     fit list the fixes that make it fit; compare the methods either way. With `data` (the default) and a readable
     dataset whose tokenizer is here, activations are sized for the largest micro-batch the trainer builds from
     the data (data_lengths); else for batch_size x max_seq_len. `arch` saves reading the model again (the Model
-    tab caches it). Raises EstimateError."""
+    tab caches it). `host_memory_bytes`: each machine's RAM, for the shards a multi-GPU plan offloads (default: this
+    machine's). Raises EstimateError."""
     target = target or Target.of(cfg.train.device)
     arch = arch or architecture_from(cfg.model.name_or_path.strip())
     lengths = data_lengths(cfg) if data else None
@@ -541,8 +546,16 @@ def service(
     gpus = gpus_planned(cfg, target.kind)
     if gpus > 1:  # the verdict is per GPU, for the planner's strategy; its why line says what would make it fit
         machines = cfg.distributed.num_machines
-        plan = parallel.plan(arch, sized_config(cfg, lengths), gpus, capacity, machines, device=target.kind)
-        judged = verdict(plan.per_gpu_bytes, plan.device_memory_bytes)
+        plan = parallel.plan(
+            arch,
+            sized_config(cfg, lengths),
+            gpus,
+            capacity,
+            machines,
+            device=target.kind,
+            host_memory_bytes=host_memory_bytes or parallel.host_ram(target.kind),
+        )
+        judged = "no" if plan.fits is False else verdict(plan.per_gpu_bytes, plan.device_memory_bytes)  # RAM too
         return Answer(est, judged, target.label, [], methods, plan, _sized(cfg, lengths))
     fixes: list[Fix] = []
     if est.fits is False and capacity:  # a fix that saves 0.3 GiB of 160 GiB is not a fix: only those that fit
@@ -601,6 +614,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="GPU memory (or RAM for cpu) in GiB; default: what this machine has of that device",
     )
     parser.add_argument(
+        "--host-memory-gib",
+        type=float,
+        default=None,
+        metavar="N",
+        help="several GPUs: each machine's RAM in GiB, which CPU-offloaded shards must fit; default: this machine's",
+    )
+    parser.add_argument(
         "--no-data",
         action="store_true",
         help="size activations for train.batch_size x data.max_seq_len instead of the largest batch built from the "
@@ -613,7 +633,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = RunConfig.from_preset(args.config)
         capacity = None if args.device_memory_gib is None else int(args.device_memory_gib * GIB)
-        answer = service(cfg, Target.of(args.device or cfg.train.device, capacity), data=not args.no_data)
+        host = None if args.host_memory_gib is None else int(args.host_memory_gib * GIB)
+        target = Target.of(args.device or cfg.train.device, capacity)
+        answer = service(cfg, target, data=not args.no_data, host_memory_bytes=host)
     except (ConfigError, EstimateError, devices.DeviceError) as exc:
         print(f"estimate: {exc}", file=sys.stderr)
         return 2

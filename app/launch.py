@@ -84,7 +84,9 @@ def on_cpu(cfg: RunConfig) -> bool:
     return cfg.train.device == "cpu"
 
 
-def resolve(cfg: RunConfig, device_memory_bytes: int | None = None) -> tuple[str, bool, str, bool | None]:
+def resolve(
+    cfg: RunConfig, device_memory_bytes: int | None = None, host_memory_bytes: int | None = None
+) -> tuple[str, bool, str, bool | None]:
     """(strategy, cpu_offload, the plan in one line, fits) from app.parallel: auto is the planner's pick for these
     GPUs; a named strategy is estimated as named."""
     from app import devices
@@ -93,10 +95,14 @@ def resolve(cfg: RunConfig, device_memory_bytes: int | None = None) -> tuple[str
     d = cfg.distributed
     try:
         if devices.detect().kind == devices.CUDA:
-            p = parallel.plan_config(cfg, device_memory_bytes)
+            p = parallel.plan_config(cfg, device_memory_bytes, host_memory_bytes)
         else:  # GPUs this machine lacks (plan_config would plan its CPUs); without --device-memory-gib: size unknown
             arch = parallel.memory.architecture_from(cfg.model.name_or_path.strip())
-            p = parallel.plan(arch, cfg, d.num_processes, device_memory_bytes, d.num_machines, device=devices.CUDA)
+            host = host_memory_bytes or parallel.host_ram(devices.CUDA)
+            p = parallel.plan(
+                arch, cfg, d.num_processes, device_memory_bytes, d.num_machines, device=devices.CUDA,
+                host_memory_bytes=host,
+            )  # fmt: skip
     except EstimateError as exc:
         if d.strategy == "auto":
             raise LaunchError(f"distributed.strategy auto: no plan without an estimate ({exc})") from None
@@ -280,6 +286,7 @@ def plan_launch(
     cfg_path: str | Path,
     device_memory_bytes: int | None = None,
     out_dir: str | Path | None = None,
+    host_memory_bytes: int | None = None,
 ) -> LaunchPlan:
     """Plan, write and check the launch of `cfg` (saved at `cfg_path`): one file and command per machine."""
     problems = cfg.validate()
@@ -291,7 +298,9 @@ def plan_launch(
         return LaunchPlan("single", False, "one process: no launcher needed", None, [MachineLaunch(0, None, command)])
     if on_cpu(cfg):
         return _cpu_launch(cfg, cfg_path, out_dir)
-    strategy, offload, why, fits = resolve(cfg, device_memory_bytes)
+    strategy, offload, why, fits = resolve(cfg, device_memory_bytes, host_memory_bytes)
+    if fits is False and d.strategy == "auto":  # the planner refuses: no file, no command for a run that cannot fit
+        raise LaunchError(f"distributed.strategy auto: {why}")
     files = config_files(cfg_path, out_dir, d.num_machines)
     machines = []
     for rank, path in enumerate(files):
@@ -300,7 +309,10 @@ def plan_launch(
         if problems:
             raise LaunchError("\n".join(problems))
         machines.append(MachineLaunch(rank, str(path), accelerate_command(path, cfg_path)))
-    return LaunchPlan(strategy, offload, why, fits, machines, _notes(cfg, strategy))
+    notes = _notes(cfg, strategy)
+    if fits is False:  # a named strategy: its command, as asked, with the estimate's warning first
+        notes.insert(0, f"estimated not to fit as named ({strategy}); strategy auto picks one that does, if any")
+    return LaunchPlan(strategy, offload, why, fits, machines, notes)
 
 
 def _cpu_launch(cfg: RunConfig, cfg_path: str | Path, out_dir: str | Path | None) -> LaunchPlan:
@@ -358,6 +370,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="memory of each GPU in GiB, to plan for GPUs this machine does not have (default: this machine's)",
     )
+    parser.add_argument(
+        "--host-memory-gib",
+        type=float,
+        help="each machine's RAM in GiB, which CPU-offloaded shards must fit (default: this machine's)",
+    )
     parser.add_argument("--out", metavar="DIR", help="folder for the accelerate config files (default: next to CFG)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
@@ -371,7 +388,12 @@ def main(args: argparse.Namespace) -> int:
             if not args.device_memory_gib > 0:
                 raise LaunchError(f"--device-memory-gib {args.device_memory_gib}: give a GPU's memory in GiB, e.g. 24")
             memory = int(args.device_memory_gib * GIB)
-        result = plan_launch(cfg, args.config, memory, args.out)
+        host = None
+        if args.host_memory_gib is not None:
+            if not args.host_memory_gib > 0:
+                raise LaunchError(f"--host-memory-gib {args.host_memory_gib}: give a machine's RAM in GiB, e.g. 128")
+            host = int(args.host_memory_gib * GIB)
+        result = plan_launch(cfg, args.config, memory, args.out, host)
     except (ConfigError, LaunchError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2

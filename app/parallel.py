@@ -210,11 +210,13 @@ def _shard(
         b[key] = 0.0 if offload else shards[key]
     b["optimizer"] = stack.extra_bytes + (0.0 if offload else shards["optimizer"])
     share = stack.allocator_share if device == devices.CUDA else stack.cpu_allocator_share
-    dynamic = max(b["activations"] + t["backward"], t["step"] / n)
+    # with offload the optimizer steps the shards where they live, in host RAM: its temporary is there too
+    step = t["step"] / n
+    dynamic = max(b["activations"] + t["backward"], 0.0 if offload else step)
     b["workspace"] = dynamic - b["activations"] - b["logits"]
     b["allocator"] = share * (dynamic + gathered)
     b["gathered"] = gathered
-    return sum(shards.values()) if offload else 0.0
+    return sum(shards.values()) + step if offload else 0.0
 
 
 # ---- the planner -----------------------------------------------------------------------------------------------
@@ -227,27 +229,46 @@ def plan(
     stack: Stack | None = None,
     *,
     device: str = "cuda",
+    host_memory_bytes: int | None = None,
 ) -> GpuPlan:
     """The strategy for `cfg` on `gpus` GPUs of `device_memory_bytes` each. cfg.distributed.strategy auto: the
     cheapest that fits (DDP when each GPU holds the whole run, then FSDP, then FSDP with CPU offload); a named
     strategy is estimated as named (fits may be False). When nothing fits: fits False, the cheapest option's
     figure, and why says the shortfall and the usual fixes. On CPUs (`device` cpu) `device_memory_bytes` is each
-    machine's RAM, shared by its processes."""
+    machine's RAM, shared by its processes. `host_memory_bytes`: each machine's RAM, which the offloaded shards
+    (and the optimizer step on them) must fit as well (None: not checked)."""
     d = cfg.distributed
     capacity = _capacity_each(device_memory_bytes, gpus, machines, device)
     kw = {"machines": machines, "device": device}
     if d.strategy != "auto":
-        return per_gpu(arch, cfg, d.strategy, gpus, d.cpu_offload, capacity, stack, **kw)
+        return _host_checked(per_gpu(arch, cfg, d.strategy, gpus, d.cpu_offload, capacity, stack, **kw), cfg,
+                             host_memory_bytes)  # fmt: skip
     options = [("ddp", False)] + ([("fsdp", False), ("fsdp", True)] if gpus > 1 else [])
-    tried = [per_gpu(arch, cfg, s, gpus, off, capacity, stack, **kw) for s, off in options]
+    tried = [
+        _host_checked(per_gpu(arch, cfg, s, gpus, off, capacity, stack, **kw), cfg, host_memory_bytes)
+        for s, off in options
+    ]
     figures = {p.label: p.per_gpu_bytes for p in tried}
     chosen = next((p for p in tried if p.fits), None)
     if capacity is None:
         chosen = tried[0]
     if chosen is None:
         cheapest = min(tried, key=lambda p: p.per_gpu_bytes)
+        if not cheapest.shortfall_bytes:  # each GPU would hold it; the machine's RAM cannot hold the shards
+            return replace(cheapest, why=f"Nothing fits: {cheapest.why}; {FIXES}", alternatives=figures)
         return replace(cheapest, why=_refusal(cheapest, cfg), alternatives=figures)
     return replace(chosen, why=_auto_why(chosen, tried, cfg), alternatives=figures)
+
+
+def _host_checked(p: GpuPlan, cfg: RunConfig, host_memory_bytes: int | None) -> GpuPlan:
+    """An offloading plan whose shards do not fit the machine's RAM does not fit, whatever each GPU holds."""
+    if not p.cpu_bytes or host_memory_bytes is None or p.cpu_bytes <= host_memory_bytes or p.fits is False:
+        return p
+    why = (
+        f"{_head(p, cfg)}: {_figure(p)}; does NOT fit: the offloaded shards need {_gib(p.cpu_bytes)} of CPU RAM per "
+        f"machine and a machine has {_gib(host_memory_bytes)}"
+    )
+    return replace(p, fits=False, why=why)
 
 
 def _capacity_each(total: int | None, gpus: int, machines: int, device: str) -> int | None:
@@ -257,16 +278,26 @@ def _capacity_each(total: int | None, gpus: int, machines: int, device: str) -> 
     return total // max(1, gpus // max(1, machines))
 
 
-def plan_config(cfg: RunConfig, device_memory_bytes: int | None = None) -> GpuPlan:
+def plan_config(
+    cfg: RunConfig, device_memory_bytes: int | None = None, host_memory_bytes: int | None = None
+) -> GpuPlan:
     """plan() for a RunConfig alone: the architecture from cfg.model.name_or_path, gpus and machines from
     cfg.distributed, the device kind from cfg.train.device, and the memory given or this machine's (a GPU's
-    memory, or the RAM for CPU processes). Raises EstimateError."""
+    memory, or the RAM for CPU processes); offloaded shards are checked against this machine's RAM (the machines
+    that run a launch are taken to be like this one). Raises EstimateError."""
     arch = memory.architecture_from(cfg.model.name_or_path.strip())
     kind, found, _ = devices.capacity(cfg.train.device)
     if device_memory_bytes is None:
         device_memory_bytes = found
     d = cfg.distributed
-    return plan(arch, cfg, d.num_processes, device_memory_bytes, d.num_machines, device=kind)
+    host = host_memory_bytes or host_ram(kind)
+    return plan(arch, cfg, d.num_processes, device_memory_bytes, d.num_machines, device=kind, host_memory_bytes=host)
+
+
+def host_ram(device: str) -> int | None:
+    """The RAM offloaded shards are checked against when planning GPUs: this machine's (the machines that run a
+    launch are taken to be like this one); None for CPU processes, whose RAM is their device memory already."""
+    return devices.cpu_device().total_bytes if device == devices.CUDA else None
 
 
 # ---- the one-line why ------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_fsdp_file_for_two_gpus_is_what_accelerate_reads(tiny_model_dir, tmp_pat
 
 def test_auto_takes_the_planners_strategy(tmp_path):
     cfg, path = _cfg(tmp_path, "llama-3.1-70b-instruct", strategy="auto")
-    plan = launch.plan_launch(cfg, path, 24 * GIB)
+    plan = launch.plan_launch(cfg, path, 24 * GIB, host_memory_bytes=128 * GIB)  # a workstation's RAM
     assert plan.strategy == "fsdp" and plan.plan.startswith("FSDP")  # 70B QLoRA on 2 x 24 GB: no whole copy fits
     assert yaml.safe_load(Path(plan.machines[0].config_file).read_text())["distributed_type"] == "FSDP"
 
@@ -181,3 +181,16 @@ def test_a_gpu_launch_planned_on_a_machine_without_one_says_so(tiny_model_dir, t
     assert any("no CUDA GPU" in note for note in plan.notes) == here_without_gpu
     on_cpu = launch.plan_launch(cfg.replace(**{"train.device": "cpu", "method": "lora", "quant.bits": None}), path)
     assert not any("no CUDA GPU" in note for note in on_cpu.notes)
+
+
+def test_auto_refuses_when_nothing_fits_and_writes_nothing(tmp_path, capsys):
+    """70B QLoRA on 2 x 24 GiB GPUs of machines with 24 GiB of RAM: the offloaded shards do not fit the RAM, so the
+    planner finds nothing; launch-command says why (exit 2) and writes no file."""
+    from app import __main__ as cli
+
+    _, path = _cfg(tmp_path, "llama-3.1-70b-instruct", strategy="auto")
+    args = ["launch-command", str(path), "--device-memory-gib", "24", "--host-memory-gib", "24"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "Nothing fits" in err and "CPU RAM per machine" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.accelerate*.yaml"))

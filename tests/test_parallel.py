@@ -151,11 +151,28 @@ def test_planner_picks_ddp_for_the_default_cpu_preset():
 
 
 def test_planner_picks_fsdp_for_70b_qlora_on_two_24gib_gpus():
+    """On a workstation with 128 GiB of RAM; the offloaded shards (~36 GiB) must fit the machine's RAM too: with
+    24 GiB of RAM nothing fits, and the line says it is the RAM."""
     cfg = _qlora_70b().replace(**{"distributed.num_processes": 2, "train.device": "cuda"})
-    chosen = parallel.plan_config(cfg, 24 * GIB)
+    chosen = parallel.plan_config(cfg, 24 * GIB, 128 * GIB)
     assert chosen.strategy == "fsdp" and chosen.fits
     assert chosen.alternatives["DDP"] > 24 * GIB and chosen.alternatives["FSDP"] > 24 * GIB
     assert chosen.why.startswith("FSDP + QLoRA with CPU offload over 2 GPUs")
+    assert 24 * GIB < chosen.cpu_bytes < 128 * GIB
+    small = parallel.plan_config(cfg, 24 * GIB, 24 * GIB)
+    assert small.fits is False and small.why.startswith("Nothing fits")
+    assert "need" in small.why and "of CPU RAM per machine and a machine has 24.0 GiB" in small.why
+
+
+def test_offload_keeps_the_optimizer_step_in_host_ram():
+    """With CPU offload the optimizer steps the shards in host RAM, so its full-size temporary (torch AdamW's
+    foreach step: one buffer the size of the trainable weights) is host memory, not GPU memory: 70B full
+    fine-tuning with offload needs a few GiB per GPU beyond the gathered units, and hundreds of GiB of RAM."""
+    cfg = _cfg(**{"model.name_or_path": "llama-3.1-70b", "method": "full", "train.precision": "bf16"})
+    on = parallel.per_gpu(_arch(cfg), cfg, "fsdp", 2, cpu_offload=True)
+    off = parallel.per_gpu(_arch(cfg), cfg, "fsdp", 2, cpu_offload=False)
+    assert on.breakdown["workspace"] < off.breakdown["workspace"] / 10
+    assert on.cpu_bytes > off.per_gpu_bytes  # the step's buffer moved to the host with the shards
 
 
 def test_planner_picks_fsdp_without_offload_where_it_fits():
@@ -259,7 +276,15 @@ def _write_70b(tmp_path: Path, gpus: int) -> Path:
 def test_cli_estimate_prints_the_per_gpu_plan(tmp_path, capsys):
     from app import __main__ as cli
 
-    args = ["estimate", str(_write_70b(tmp_path, 2)), "--device-memory-gib", "24", "--no-data"]
+    args = [
+        "estimate",
+        str(_write_70b(tmp_path, 2)),
+        "--device-memory-gib",
+        "24",
+        "--no-data",
+        "--host-memory-gib",
+        "128",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "each GPU (FSDP with CPU offload, 2 GPUs):" in out and "gathered layers (unsharded)" in out

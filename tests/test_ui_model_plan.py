@@ -23,10 +23,11 @@ def built():
 
 @pytest.fixture()
 def gpu_24(monkeypatch):
-    """Every estimate judged against 24 GiB GPUs, whatever this machine has."""
+    """Every estimate judged against 24 GiB GPUs on a machine with 128 GiB of RAM, whatever this machine has."""
     monkeypatch.setattr(
         estimate.Target, "of", classmethod(lambda cls, device="auto", capacity=None: cls("cuda", 24 * GIB, "GPU"))
     )
+    monkeypatch.setattr(estimate.parallel, "host_ram", lambda device: 128 * GIB)
 
 
 def _values(ctx, cfg: RunConfig):
