@@ -560,3 +560,18 @@ def test_save_config_for_two_gpus_shows_the_plan_and_writes_the_accelerate_file(
     out = train_tab.save_config(ctx, _values(ctx, extra=two))
     assert "no launch command could be made" in out[h.status] and str(accel) in out[h.status]
     assert out[h.commands] == "" and accel.read_text(encoding="utf-8") == "# my own accelerate settings\n"
+
+
+def test_start_with_several_gpus_set_points_to_the_launch_command(train_app):
+    """Start trains in the app's own process on one device; with the distributed rows set for two GPUs it refuses
+    (no run folder, nothing started) and says where the accelerate command is, rather than training one process
+    against a per-GPU estimate."""
+    ctx, cfg = train_app
+    h, fields = ctx.handles["train"], ctx.form.components
+    from app import paths
+
+    listed = lambda: set(paths.runs_dir().glob("*")) if paths.runs_dir().is_dir() else set()  # noqa: E731
+    before = listed()
+    out = train_tab.start_run(ctx, _values(ctx, extra={fields["distributed.num_processes"]: 2}))
+    assert "one device" in out[h.status] and "Save config and show commands" in out[h.status]
+    assert jobs.manager.active() is None and listed() == before

@@ -157,6 +157,14 @@ STRINGS = {
     "train.save_config": ("Save config and show commands", "保存配置并显示命令"),
     "train.commands": ("Commands", "命令"),
     "train.saved_config": ("Saved {path}.", "已保存 {path}。"),
+    "train.several": (
+        '**Start trains in this app on one device**, and "Several GPUs or machines" asks for {gpus} GPUs on '
+        '{machines} machine(s). Open "Run it headless" and press **Save config and show commands** for the '
+        'accelerate command (the run appears in this list), or set "GPUs in all" to 1 to train here.',
+        "**“开始”在本应用中只用一个设备训练**，而“多卡与多机”设置了 {machines} 台机器上的 {gpus} 张显卡。"
+        "请打开“命令行运行”并点击“保存配置并显示命令”获取 accelerate 命令（运行会出现在此列表中），"
+        "或把“显卡总数”设为 1 在这里训练。",
+    ),
     "train.saved_no_launch": (
         "Saved {path}, but no launch command could be made for it: {msg}",
         "已保存 {path}，但无法为它生成启动命令：{msg}",
@@ -1015,6 +1023,9 @@ def _refusal(h: TrainHandles, cfg: RunConfig, lang: str) -> dict[Any, Any]:
     active = jobs.manager.active()
     if active is not None:
         return _refused(h, i18n.t("train.busy", lang, run=Path(active.run_dir).name))
+    d = cfg.distributed
+    if d.num_processes > 1 or d.num_machines > 1:  # Start trains here, on one device: not what these settings ask
+        return _refused(h, i18n.t("train.several", lang, gpus=d.num_processes, machines=d.num_machines))
     problems = jobs.preflight(cfg)
     if problems:
         return {h.status: i18n.t("train.invalid", lang, msg=_bullets(ConfigError(problems), lang))}
@@ -1114,7 +1125,7 @@ def apply_best_fix(ctx: AppContext, values: dict[Any, Any]) -> dict[Any, Any]:
 
 def _refused(h: TrainHandles, message: str) -> dict[Any, Any]:
     """A toast as well as the status line: while a run is live the next timer tick redraws the status."""
-    gr.Warning(message.split("\n", 1)[0])
+    gr.Warning(message.split("\n", 1)[0].replace("**", ""))
     return {h.status: message}
 
 
