@@ -36,6 +36,7 @@ NAMES: dict[str, tuple[str, ...]] = {
         "set_seed",
     ),
     "transformers.trainer_callback": ("EarlyStoppingCallback", "PrinterCallback"),
+    "transformers.models.auto.modeling_auto": ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",),
     "peft": ("LoraConfig", "PeftModel", "get_peft_model", "prepare_model_for_kbit_training"),
     "peft.tuners.tuners_utils": ("BaseTunerLayer",),
 }

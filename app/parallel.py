@@ -347,7 +347,7 @@ def _auto_why(chosen: GpuPlan, tried: list[GpuPlan], cfg: RunConfig) -> str:
 def _refusal(p: GpuPlan, cfg: RunConfig) -> str:
     units = "CPU processes" if p.device == devices.CPU else "GPUs"
     cap = _gib(p.device_memory_bytes or 0)
-    fixes = FIXES if cfg.method != "qlora" else FIXES.replace("QLoRA (method qlora), ", "")
+    fixes = FIXES.replace("QLoRA (method qlora), ", "") if methods.of(cfg).quantized else FIXES
     return (
         f"Nothing fits {p.gpus} {units} of {cap}: the cheapest, {p.label} ({METHOD_LABELS.get(cfg.method, cfg.method)}"
         f"), needs {_gib(p.per_gpu_bytes)} per GPU, {_gib(p.shortfall_bytes)} short; {fixes}"
