@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from test_train_kit import events_of, one_torch_thread, tiny_config, write_alpaca  # noqa: F401  (fixture)
+from test_train_kit import events_of, one_torch_thread, stop_when, tiny_config, write_alpaca  # noqa: F401  (fixture)
 
 from app import history, runs, train, trainer
 from app.batching import IGNORE, TokenStore
@@ -138,22 +137,6 @@ def test_a_run_that_improves_to_the_end_has_no_stop_reason(tiny_model_dir, data_
     assert history.read(run_dir).stop_reason is None
 
 
-def _stop_after_eval(run_dir: Path, stop: threading.Event, step: int) -> threading.Thread:
-    """Press Stop once the evaluation at `step` is written: the run stops at the end of the next step."""
-
-    def watch():
-        offset = 0
-        while not stop.is_set():
-            events, offset = history.read_events(run_dir, offset)
-            if any(e["type"] == "eval" and e["step"] >= step for e in events):
-                stop.set()
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_resume_with_early_stopping_and_best_checkpoint_ends_as_the_uninterrupted_run(
     tiny_model_dir, data_file, runs_tmp
 ):
@@ -168,7 +151,7 @@ def test_resume_with_early_stopping_and_best_checkpoint_ends_as_the_uninterrupte
     # best checkpoint) would train past the reference's last step or keep other weights.
     run_dir = runs.create_run(cfg)
     stop = threading.Event()
-    watcher = _stop_after_eval(run_dir, stop, expected["best_step"] + 1)
+    watcher = stop_when(run_dir, stop, expected["best_step"] + 1, kind="eval")  # Stop once that evaluation is written
     assert train.run(cfg, run_dir, stop) == "stopped"
     watcher.join(5)
     at = events_of(run_dir, "stopped")[0]["step"]

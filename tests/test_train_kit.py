@@ -85,14 +85,15 @@ def one_torch_thread(monkeypatch):
     torch.set_num_threads(before)
 
 
-def stop_when(run_dir, stop: threading.Event, step: int) -> threading.Thread:
-    """Set `stop` (the UI's Stop) once the run has logged `step`: a watcher thread on its events file."""
+def stop_when(run_dir, stop: threading.Event, step: int, kind: str = "log") -> threading.Thread:
+    """Set `stop` (the UI's Stop) once the run has written a `kind` event ("log", or "eval": the evaluation) at
+    `step` or later: a watcher thread on its events file."""
 
     def watch():
         offset = 0
         while not stop.is_set():
             events, offset = history.read_events(run_dir, offset)
-            if any(e["type"] == "log" and e["step"] >= step for e in events):
+            if any(e["type"] == kind and e["step"] >= step for e in events):
                 stop.set()
             time.sleep(0.01)
 
