@@ -94,15 +94,9 @@ def resolve(
 
     d = cfg.distributed
     try:
-        if devices.detect().kind == devices.CUDA:
-            p = parallel.plan_config(cfg, device_memory_bytes, host_memory_bytes)
-        else:  # GPUs this machine lacks (plan_config would plan its CPUs); without --device-memory-gib: size unknown
-            arch = parallel.memory.architecture_from(cfg.model.name_or_path.strip())
-            host = host_memory_bytes or parallel.host_ram(devices.CUDA)
-            p = parallel.plan(
-                arch, cfg, d.num_processes, device_memory_bytes, d.num_machines, device=devices.CUDA,
-                host_memory_bytes=host,
-            )  # fmt: skip
+        # the GPUs that will run the command, whether or not this machine has one (then their size is unknown
+        # without --device-memory-gib)
+        p = parallel.plan_config(cfg, device_memory_bytes, host_memory_bytes, device=devices.CUDA)
     except EstimateError as exc:
         if d.strategy == "auto":
             raise LaunchError(f"distributed.strategy auto: no plan without an estimate ({exc})") from None

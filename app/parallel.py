@@ -279,14 +279,20 @@ def _capacity_each(total: int | None, gpus: int, machines: int, device: str) -> 
 
 
 def plan_config(
-    cfg: RunConfig, device_memory_bytes: int | None = None, host_memory_bytes: int | None = None
+    cfg: RunConfig,
+    device_memory_bytes: int | None = None,
+    host_memory_bytes: int | None = None,
+    device: str | None = None,
 ) -> GpuPlan:
     """plan() for a RunConfig alone: the architecture from cfg.model.name_or_path, gpus and machines from
     cfg.distributed, the device kind from cfg.train.device, and the memory given or this machine's (a GPU's
     memory, or the RAM for CPU processes); offloaded shards are checked against this machine's RAM (the machines
-    that run a launch are taken to be like this one). Raises EstimateError."""
+    that run a launch are taken to be like this one). `device` cuda: plan for GPUs even where this machine has
+    none (their memory is then the one given, or unknown). Raises EstimateError."""
     arch = memory.architecture_from(cfg.model.name_or_path.strip())
     kind, found, _ = devices.capacity(cfg.train.device)
+    if device is not None and device != kind:  # planning for machines other than this one
+        kind, found = device, None
     if device_memory_bytes is None:
         device_memory_bytes = found
     d = cfg.distributed
