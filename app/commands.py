@@ -27,8 +27,12 @@ from app.config import ConfigError, _build, _choice
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 """Weight dtypes a merged model is saved in."""
-GGUF_QUANTS: tuple[str, ...] = ("f16", "q8_0", "f32")
-"""GGUF tensor types the writer (app.gguf) produces."""
+GGUF_QUANTS: tuple[str, ...] = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16", "q4_0", "q5_0", "f32")
+"""GGUF file types an export can write: f16, q8_0 and f32 by TuneDesk's own writer (app.gguf), the others by
+llama.cpp's quantizer from an F16 file (app.llamacpp; the optional extra tunedesk[gguf]). Sizes and quality notes
+per type: app.gguf.GGUF_TYPES."""
+PUSH_WHAT: tuple[str, ...] = ("merged", "adapter", "gguf")
+"""What a push to the Hub uploads: a merged model folder, a LoRA adapter folder, or a folder of GGUF files."""
 
 
 @dataclass
@@ -137,7 +141,10 @@ class ExportConfig:
     """How a model is written as GGUF."""
 
     quant: str = "q8_0"
-    """Tensor type of the weights: f16 (2 bytes/weight), q8_0 (8-bit, ~1.06 bytes/weight, near-lossless), f32."""
+    """File type: q4_k_m / q5_k_m / q6_k (llama.cpp's K-quants, what Ollama and llama.cpp users run), q8_0 (8-bit,
+    near-lossless), f16, q4_0 / q5_0 (legacy), f32."""
+    keep_f16: bool = False
+    """Keep the F16 file a llama.cpp quant (q4_k_m ...) is made from; off: it is removed once the quant is written."""
     allow_pickle: bool = False
     """Allow an adapter_model.bin (pickle, can execute code) adapter; off: safetensors only."""
 
@@ -154,11 +161,42 @@ class ExportConfig:
         return _choice_problems(self)
 
 
+@dataclass
+class PushConfig:
+    """How an export is uploaded to the Hugging Face Hub (with the token saved by `hf auth login` or the Model tab)."""
+
+    repo_id: str = ""
+    """The Hub repo, owner/name; created when it does not exist yet (required to push)."""
+    what: str = "merged"
+    """What the folder holds: merged (a merged model folder), adapter (a LoRA adapter) or gguf (GGUF files)."""
+    private: bool = True
+    """Create the repo private (only you can see it); an existing repo keeps its visibility."""
+    message: str = "Upload from TuneDesk"
+    """The commit message on the Hub."""
+
+    HIDDEN: ClassVar[dict[str, str]] = {"message": "CLI only: the Export tab uses the default message"}
+    CLI_FLAGS: ClassVar[dict[str, tuple[str, ...]]] = {"repo_id": ("--repo", "--repo-id")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"what": PUSH_WHAT}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, source: str | None = None) -> PushConfig:
+        """Strict, like RunConfig.from_dict."""
+        return _from_dict(cls, data, source)
+
+    def validate(self) -> list[str]:
+        p = _choice_problems(self)
+        parts = self.repo_id.strip().split("/")
+        if self.repo_id.strip() and (len(parts) != 2 or not all(parts)):
+            p.append(f"repo_id: {self.repo_id!r} is not owner/name (for example you/my-model)")
+        return p
+
+
 COMMAND_CONFIGS: dict[str, type] = {
     "chat": ChatConfig,
     "evaluate": EvaluateConfig,
     "merge": MergeConfig,
     "export": ExportConfig,
+    "push": PushConfig,
 }
 """Each command's config class, by CLI command name."""
 

@@ -15,7 +15,7 @@ import pytest
 
 from app import commands, config
 from app.__main__ import command_parser
-from app.commands import COMMAND_CONFIGS, ChatConfig, EvaluateConfig, ExportConfig, MergeConfig
+from app.commands import COMMAND_CONFIGS, ChatConfig, EvaluateConfig, ExportConfig, MergeConfig, PushConfig
 from app.config import ConfigError, RunConfig
 
 APP = Path(__file__).resolve().parents[1] / "app"
@@ -25,8 +25,9 @@ CLI_ARGS = {  # the fewest arguments each command parses with: every option at i
     "evaluate": [],
     "merge": ["adapter", "--out", "out"],
     "export": ["gguf", "src", "--out", "out"],
+    "push": ["folder"],
 }
-TABS = {"chat": "chat", "evaluate": "evaluate", "merge": "export", "export": "export"}
+TABS = {"chat": "chat", "evaluate": "evaluate", "merge": "export", "export": "export", "push": "export"}
 """The tab that shows each command's settings."""
 
 
@@ -132,7 +133,11 @@ def test_from_dict_is_strict_and_validate_lists_every_problem():
     assert [p.split(":")[0] for p in ChatConfig(temperature=float("nan")).validate()] == ["temperature"]
     assert EvaluateConfig(max_examples=-1, max_new_tokens=0, batch_size=0).validate()[2].startswith("batch_size")
     assert MergeConfig(dtype="fp16").validate() == ["dtype: 'fp16' is not one of float32, bfloat16, float16"]
-    assert ExportConfig(quant="Q8_0").validate()[0].startswith("quant: 'Q8_0' is not one of f16, q8_0, f32")
+    assert ExportConfig(quant="Q8_0").validate()[0].startswith("quant: 'Q8_0' is not one of q4_k_m, q5_k_m, q6_k")
+    assert PushConfig(repo_id="no-owner").validate() == [
+        "repo_id: 'no-owner' is not owner/name (for example you/my-model)"
+    ]
+    assert PushConfig(what="zip").validate()[0].startswith("what: 'zip' is not one of merged, adapter, gguf")
 
 
 @pytest.mark.parametrize("cls", list(COMMAND_CONFIGS.values()))
