@@ -1,5 +1,7 @@
 # `make test`: the same set-up as `python launch.py` (venv, install, default model) plus the test and trackers extras
-# and a browser for the end-to-end tests, then the whole suite (slow and e2e tests included).
+# and a browser for the end-to-end tests, then the whole suite (slow and e2e tests included). The gguf extra
+# (llama-cpp-python, compiled from source) is built in the background meanwhile (tests/llamacpp_build.py) and
+# installed by the tests that need it, which run last.
 PYTHON ?= python3
 ifdef VIRTUAL_ENV
 RUN_PY := python
@@ -19,7 +21,9 @@ browser:
 	      || echo "make: could not install chromium; the e2e tests will skip and say why"; \
 	  else echo "make: chromium is not installed and apt-get is not usable; the e2e tests will skip and say why"; fi; }
 
-test: setup browser
+test:
+	$(PYTHON) tests/llamacpp_build.py start
+	$(MAKE) setup browser
 	$(RUN_PY) -m pytest
 
 lint:

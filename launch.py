@@ -59,10 +59,21 @@ def _stamp_value(extras: str) -> str:
     return digest.hexdigest()
 
 
+def build_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment pip builds llama-cpp-python (the `gguf` extra, source only on PyPI) in: no multimodal library
+    (TuneDesk does not use it; it is a third of the build) and every core. Settings the user made are kept. The same
+    as app.llamacpp.build_env (a test compares them: launch.py runs before the app is importable)."""
+    env = dict(os.environ if env is None else env)
+    if "LLAVA_BUILD" not in env.get("CMAKE_ARGS", ""):
+        env["CMAKE_ARGS"] = (env.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip()
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
+    return env
+
+
 def _pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args]
     print("[launch] " + " ".join(cmd[2:]), flush=True)
-    subprocess.check_call(cmd)
+    subprocess.check_call(cmd, env=build_env())
 
 
 def _has_module(name: str) -> bool:

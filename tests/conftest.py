@@ -37,6 +37,27 @@ TEST_HOME = _own_home()
 
 
 @pytest.fixture(scope="session")
+def llama_cpp():
+    """The llama_cpp module (the `gguf` extra). `make test` builds it in the background while the suite runs
+    (tests/llamacpp_build.py); tests that use this fixture run last and wait for it here. Missing, it fails with
+    the build's log: the export checks through llama.cpp are part of the suite, not optional."""
+    import llamacpp_build
+
+    try:
+        llamacpp_build.ensure_installed()
+    except Exception as exc:  # CalledProcessError from pip, or the build's own message
+        pytest.fail(f"llama.cpp for the GGUF tests: {exc}", pytrace=False)
+    import llama_cpp
+
+    return llama_cpp
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need llama.cpp run after the others: `make test` is still building it when the suite starts."""
+    items.sort(key=lambda item: "llama_cpp" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer Llama (hidden 64) + BPE tokenizer with a ChatML template, saved with save_pretrained."""
     from tiny import build_tiny_model
