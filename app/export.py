@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +38,10 @@ from app import commands, gguf, methods
 from app.adapters import (
     AdapterError,
     adapter_tokenizer,
+    base_of,
     check_adapter_files,
     check_adapter_fits,
+    describe,
     display_name,
     infer_base,
     read_adapter_config,
@@ -325,14 +331,19 @@ def export_gguf(
     *,
     base: str | None = None,
     allow_pickle: bool = False,
+    keep_f16: bool = ExportConfig.keep_f16,
 ) -> Path:
     """Write `model-<quant>.gguf` and an Ollama Modelfile into out_dir; returns the .gguf path.
 
     `src` is a merged/full model folder, or an adapter (then merged first, in float32, into a temporary folder).
+    f16 / q8_0 / f32 are written by app.gguf; the K-quants and legacy quants (GGUF_TYPES[quant].writer
+    "llama.cpp") are quantized by llama.cpp from an F16 file written first, kept as model-f16.gguf only with
+    `keep_f16`. Without llama.cpp's bindings such a quant is refused before anything is written.
     out_dir must be new, empty or a TuneDesk export (check_out_dir); its files of the same name are replaced.
     """
     if quant not in commands.GGUF_QUANTS:
         raise ExportError(f"quant {quant!r} is not one of {', '.join(commands.GGUF_QUANTS)}")
+    _require_llamacpp(quant)
     try:
         kind, folder = resolve_source(src)
     except AdapterError as exc:
@@ -343,11 +354,19 @@ def export_gguf(
     out.mkdir(parents=True, exist_ok=True)
     mark_export(out, "gguf")
     if kind == "model":
-        return _export_folder(folder, out, quant, progress)
+        return _export_folder(folder, out, quant, progress, keep_f16)
     with tempfile.TemporaryDirectory(prefix=".merge-", dir=out) as tmp:
         sub = (lambda f, m: _say(progress, 0.4 * f, m)) if progress else None
         merged = merge(folder, Path(tmp) / "merged", GGUF_MERGE_DTYPE, base, sub, allow_pickle=allow_pickle)
-        return _export_folder(merged, out, quant, progress)
+        return _export_folder(merged, out, quant, progress, keep_f16)
+
+
+def _require_llamacpp(quant: str) -> None:
+    """ExportError saying what to install when `quant` needs llama.cpp's quantizer and its bindings are missing."""
+    from app import llamacpp
+
+    if gguf.GGUF_TYPES[quant].writer == "llama.cpp" and not llamacpp.available():
+        raise ExportError(f"{quant} is made by llama.cpp's quantizer: {llamacpp.missing_message()}")
 
 
 def _check_gguf(folder: Path) -> None:
@@ -357,17 +376,104 @@ def _check_gguf(folder: Path) -> None:
         raise ExportError(str(exc)) from None
 
 
-def _export_folder(folder: Path, out: Path, quant: str, progress: Progress | None) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / gguf.file_name(quant)
-    _say(progress, 0.45, f"writing {path.name} ({quant}) from {folder}")
-    try:
-        template = gguf.write(folder, path, quant, progress, name=_model_name(folder), sources=_provenance(folder))
-    except gguf.GGUFError as exc:
-        raise ExportError(str(exc)) from None
-    gguf.write_modelfile(path, template, out)
+def _export_folder(folder: Path, out: Path, quant: str, progress: Progress | None, keep_f16: bool) -> Path:
+    path, template = _write_model(folder, out, quant, progress, keep_f16, _meta(folder), "model")
+    origin = _origin(folder)[0]
+    system = system_prompt_of(origin) if origin is not None else ""
+    gguf.write_modelfile(path, template, out, system=system, name=ollama_name(folder))
     _say(progress, 1.0, f"wrote {path} and {out / 'Modelfile'}")
     return path
+
+
+def _write_model(
+    folder: Path,
+    out: Path,
+    quant: str,
+    progress: Progress | None,
+    keep_f16: bool,
+    meta: gguf.Meta,
+    stem: str = "model",
+) -> tuple[Path, str | None]:
+    """(`<stem>-<quant>.gguf` in out, the chat template): written by app.gguf, or for a llama.cpp type as an F16
+    file quantized by llama.cpp (the F16 kept as <stem>-f16.gguf with `keep_f16`, else a hidden file removed)."""
+    from app import llamacpp
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / gguf.file_name(quant, stem)
+    by_llamacpp = gguf.GGUF_TYPES[quant].writer == "llama.cpp"
+    source = out / (gguf.file_name("f16", stem) if keep_f16 else f".{stem}-f16-for-{quant}.gguf")
+    first = source if by_llamacpp else path
+    steps = "1/2: " if by_llamacpp else ""
+    _say(progress, 0.45, f"{steps}writing {first.name} ({'f16' if by_llamacpp else quant}) from {folder}")
+    try:
+        template = gguf.write(folder, first, "f16" if by_llamacpp else quant, progress, meta=meta)
+    except gguf.GGUFError as exc:
+        raise ExportError(str(exc)) from None
+    if not by_llamacpp:
+        return path, template
+    _say(progress, 0.95, f"2/2: quantizing {first.name} to {quant} with llama.cpp")
+    try:
+        llamacpp.quantize(source, path, gguf.GGUF_TYPES[quant].ftype)
+    except llamacpp.LlamaCppError as exc:
+        raise ExportError(str(exc)) from None
+    finally:
+        if not keep_f16:
+            source.unlink(missing_ok=True)
+    note = fallback_note(path, quant)
+    if note:
+        _say(progress, 0.98, note)
+    return path, template
+
+
+def fallback_note(path: Path, quant: str) -> str | None:
+    """What llama.cpp did with tensors whose rows do not fit its K-quant blocks of 256 values (SmolLM2's 576-wide
+    rows): it stores them in a fallback type, so the file is larger than the 7B figure. None when all fit."""
+    from gguf import GGUFReader
+
+    if "_k" not in quant:
+        return None
+    odd = [t for t in GGUFReader(path).tensors if len(t.shape) >= 2 and int(t.shape[0]) % 256]
+    if not odd:
+        return None
+    types = sorted({t.tensor_type.name for t in odd})
+    return (
+        f"{len(odd)} tensors have rows of {int(odd[0].shape[0])} values, not a multiple of the 256 of a K-quant "
+        f"block: llama.cpp stored them as {', '.join(types)} instead; {path.name} is "
+        f"{path.stat().st_size / 1e6:.0f} MB"
+    )
+
+
+def _origin(folder: Path) -> tuple[Path | None, str | None]:
+    """(the adapter or run folder a model came from, its base model name): a merged folder's record names its
+    adapter; a full/freeze run's model/ is its own; (None, None) for any other folder."""
+    record = folder / MERGE_INFO
+    if record.is_file():
+        info = json.loads(record.read_text(encoding="utf-8"))
+        if info.get("adapter"):
+            return Path(info["adapter"]), info.get("base_name")
+    if run_dir_of(folder) is not None:
+        return folder, base_of(folder)
+    return None, None
+
+
+def _meta(folder: Path) -> gguf.Meta:
+    """general.* of a model folder's GGUF: a fine-tune names its run and base; any other folder its own Hub id."""
+    origin, base_name = _origin(folder)
+    sources = list(_provenance(folder))
+    if origin is None:
+        return gguf.Meta(name=folder.name, base_hub_id=_hub_id(str(folder)), sources=sources)
+    tags = ("tunedesk", _method(origin))
+    name = display_name(origin)
+    return gguf.Meta(name=name, finetune=name, base_hub_id=_hub_id(base_name or ""), tags=tags, sources=sources)
+
+
+def _method(folder: Path) -> str:
+    """The run's method (lora, qlora, full ...), else what the adapter config says."""
+    try:
+        return describe(folder).method
+    except AdapterError:  # a full model folder in a run, or an adapter deleted since the merge
+        cfg = (read_run(folder).get("config") or {}).get("method") or {}
+        return str(cfg.get("name") or "full") if isinstance(cfg, dict) else "full"
 
 
 def _provenance(folder: Path) -> Iterator[dict]:
@@ -384,12 +490,204 @@ def _provenance(folder: Path) -> Iterator[dict]:
 
 def _model_name(folder: Path) -> str:
     """The run or adapter name for a merged folder (its merge record says which adapter), else the folder name."""
-    record = folder / MERGE_INFO
-    if record.is_file():
-        adapter = json.loads(record.read_text(encoding="utf-8")).get("adapter")
-        if adapter:
-            return display_name(Path(adapter))
-    return folder.name
+    origin = _origin(folder)[0]
+    return display_name(origin) if origin is not None else folder.name
+
+
+# ---- a LoRA adapter as GGUF ------------------------------------------------------------------------------------
+LORA_BASE_QUANT = "f16"
+"""The base GGUF beside a LoRA GGUF: f16 by default, so the adapter applies to the weights it was trained on."""
+
+
+def export_lora_gguf(
+    adapter: str | Path,
+    out_dir: str | Path,
+    base_quant: str = LORA_BASE_QUANT,
+    progress: Progress | None = None,
+    base: str | None = None,
+    *,
+    allow_pickle: bool = False,
+    keep_f16: bool = ExportConfig.keep_f16,
+) -> Path:
+    """Write a LoRA adapter as `adapter-f16.gguf` (f32 when base_quant is f32), its unmerged base as
+    `base-<base_quant>.gguf` and a Modelfile (FROM the base, ADAPTER the LoRA) into out_dir; returns the adapter's
+    .gguf path. For `llama-cli -m base-f16.gguf --lora adapter-f16.gguf` and Ollama's ADAPTER.
+
+    The base is `base` or the one the adapter names (infer_base). DoRA, other PEFT types and targets llama.cpp has
+    no tensor for are refused before anything is written.
+    """
+    if base_quant not in commands.GGUF_QUANTS:
+        raise ExportError(f"base quant {base_quant!r} is not one of {', '.join(commands.GGUF_QUANTS)}")
+    _require_llamacpp(base_quant)
+    folder = _adapter_folder(adapter)
+    out = check_out_dir(Path(out_dir), kind="gguf")
+    try:
+        weights = check_adapter_files(folder, allow_pickle)
+        problems = gguf.lora_problems(read_adapter_config(folder))
+        base_name = base or infer_base(folder)
+    except AdapterError as exc:
+        raise ExportError(str(exc)) from None
+    if problems:
+        raise ExportError(f"{folder}: cannot be written as a LoRA GGUF for llama.cpp: {'; '.join(problems)}")
+    base_folder = _base_folder(base_name)
+    _check_gguf(base_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    mark_export(out, "gguf")
+    lora_quant = "f32" if base_quant == "f32" else "f16"
+    path = out / gguf.file_name(lora_quant, "adapter")
+    name = display_name(folder)
+    meta = gguf.Meta(name=name, finetune=name, base_hub_id=_hub_id(base_name), tags=("tunedesk", _method(folder)))
+    _say(progress, 0.05, f"writing {path.name} from {folder}")
+    try:
+        count = gguf.write_lora(folder, weights, base_folder, path, lora_quant, meta)
+    except gguf.GGUFError as exc:
+        raise ExportError(str(exc)) from None
+    _say(progress, 0.1, f"{path.name}: {count} adapted weights; writing the base {base_name}")
+    hub = _hub_id(base_name)
+    base_meta = gguf.Meta(name=hub.split("/")[-1] if hub else base_folder.name, base_hub_id=hub,
+                          sources=list(_provenance(base_folder)))  # fmt: skip
+    base_path, template = _write_model(base_folder, out, base_quant, progress, keep_f16, base_meta, stem="base")
+    template = _adapter_template(folder) or template
+    gguf.write_modelfile(
+        base_path, template, out, system=system_prompt_of(folder), name=gguf.ollama_safe(name), adapter=path
+    )
+    _say(progress, 1.0, f"wrote {path}, {base_path} and {out / 'Modelfile'}")
+    return path
+
+
+def _base_folder(name: str) -> Path:
+    """The local folder of a base model (the default model, a folder, a converted .gguf or a cached Hub id)."""
+    from app.modeling import ModelError, resolve_model
+
+    try:
+        return Path(resolve_model(name))
+    except ModelError as exc:
+        raise ExportError(f"base model of the LoRA GGUF: {exc}") from None
+
+
+def _adapter_template(adapter: Path) -> str | None:
+    """The chat template an adapter folder ships (a trainer may save one there), else None."""
+    config = adapter / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, str):
+            return template
+    jinja = adapter / "chat_template.jinja"
+    return jinja.read_text(encoding="utf-8") if jinja.is_file() else None
+
+
+# ---- Ollama ------------------------------------------------------------------------------------------------------
+OLLAMA_TIMEOUT_S = 900
+"""`ollama create` copies and hashes the GGUF (a few seconds per GB); 15 minutes covers a 70B q4 file."""
+_OLLAMA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?(:[A-Za-z0-9._-]+)?$")
+
+
+def ollama_name(folder: str | Path) -> str:
+    """The suggested Ollama model name for an export folder (the name its Modelfile suggests) or for a model,
+    adapter or run folder (the run's name, lower-cased and made Ollama-safe)."""
+    folder = Path(folder)
+    modelfile = folder / "Modelfile"
+    if modelfile.is_file():
+        found = re.search(r"ollama create (\S+) -f Modelfile", modelfile.read_text(encoding="utf-8"))
+        if found:
+            return found.group(1)
+    try:
+        kind, resolved = resolve_source(folder)
+    except AdapterError:
+        return gguf.ollama_safe(folder.name)
+    return gguf.ollama_safe(display_name(resolved) if kind == "adapter" else _model_name(resolved))
+
+
+def ollama_available() -> bool:
+    """True when the `ollama` command is on PATH."""
+    return shutil.which("ollama") is not None
+
+
+def ollama_create(folder: str | Path, name: str, timeout: float = OLLAMA_TIMEOUT_S) -> str:
+    """Run `ollama create NAME -f Modelfile` in an export folder; returns what ollama printed.
+
+    ExportError with ollama's output when it fails, and with what to do when ollama is absent or the folder has no
+    Modelfile."""
+    folder = Path(folder).expanduser()
+    if not (folder / "Modelfile").is_file():
+        raise ExportError(f"{folder} has no Modelfile: export a GGUF there first (python -m app export gguf ...)")
+    if not _OLLAMA_NAME.match(name):
+        raise ExportError(f"{name!r} is not an Ollama model name: letters, digits, '.', '_', '-' (e.g. my-model)")
+    exe = shutil.which("ollama")
+    if exe is None:
+        raise ExportError(
+            "ollama is not installed here (no `ollama` command on PATH): install it from https://ollama.com/download, "
+            f"then run: cd {shlex.quote(str(folder))} && ollama create {name} -f Modelfile"
+        )
+    try:
+        proc = subprocess.run([exe, "create", name, "-f", "Modelfile"], cwd=folder, capture_output=True, text=True,
+                              errors="replace", timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise ExportError(
+            f"ollama create {name} did not finish in {timeout:.0f} s (is the ollama server running?)"
+        ) from None
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise ExportError(f"ollama create {name} failed (exit {proc.returncode}) in {folder}: {output[-2000:]}")
+    return output
+
+
+# ---- what an export folder holds ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artifact:
+    """One thing an export wrote, with the exact command that uses it."""
+
+    kind: str
+    """merged | gguf | lora-gguf | modelfile"""
+    path: Path
+    size: int
+    """Bytes (a merged folder: all its files)."""
+    command: str
+
+
+def artifacts(folder: str | Path) -> list[Artifact]:
+    """What an export folder holds (a merged model, GGUF models, LoRA GGUFs, a Modelfile) and how to use each."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return []
+    found: list[Artifact] = []
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        found.append(Artifact("merged", folder, size, f'AutoModelForCausalLM.from_pretrained("{folder}")'))
+    ggufs = sorted(p for p in folder.glob("*.gguf") if not p.name.startswith("."))
+    types = {p: _gguf_type(p) for p in ggufs}
+    models = [p for p in ggufs if types[p] != "adapter"]
+    for p in ggufs:
+        if types[p] == "adapter":
+            base = _modelfile_from(folder) or (models[0] if models else Path("BASE.gguf"))
+            command = f"llama-cli -m {shlex.quote(str(base))} --lora {shlex.quote(str(p))} -cnv"
+            found.append(Artifact("lora-gguf", p, p.stat().st_size, command))
+        else:
+            found.append(Artifact("gguf", p, p.stat().st_size, f"llama-cli -m {shlex.quote(str(p))} -cnv"))
+    modelfile = folder / "Modelfile"
+    if modelfile.is_file():
+        name = ollama_name(folder)
+        command = f"cd {shlex.quote(str(folder))} && ollama create {name} -f Modelfile && ollama run {name}"
+        found.append(Artifact("modelfile", modelfile, modelfile.stat().st_size, command))
+    return found
+
+
+def _gguf_type(path: Path) -> str:
+    """general.type of a GGUF file ("model" when unsaid, as llama.cpp reads it)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields.get("general.type")
+    return str(field.contents()) if field is not None else "model"
+
+
+def _modelfile_from(folder: Path) -> Path | None:
+    """The model file a folder's Modelfile names in FROM (the base a LoRA GGUF goes over)."""
+    modelfile = folder / "Modelfile"
+    if modelfile.is_file():
+        found = re.search(r"^FROM \./(\S+)$", modelfile.read_text(encoding="utf-8"), re.MULTILINE)
+        if found and (folder / found.group(1)).is_file():
+            return folder / found.group(1)
+    return None
 
 
 # ---- CLI: python -m app merge | export ---------------------------------------------------------------------
@@ -398,14 +696,31 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "merge") -> None:
         parser.add_argument("adapter", help="adapter folder, checkpoint-N folder or run folder")
         parser.add_argument("--out", required=True, help="folder for the merged model (must be empty or new)")
         commands.add_options(parser, MergeConfig)
-    else:
-        parser.add_argument("format", choices=["gguf"], help="export format")
-        parser.add_argument("src", help="merged or full model folder, or an adapter (merged first)")
-        parser.add_argument(
-            "--out", required=True, help="folder for model-<quant>.gguf and the Modelfile (new, empty or an export)"
-        )
-        commands.add_options(parser, ExportConfig)
-    parser.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
+        parser.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
+        return
+    from app import gguf_check
+
+    formats = parser.add_subparsers(dest="format", required=True, metavar="{gguf,lora,check}")
+    model = formats.add_parser("gguf", help="a merged or full model (or an adapter, merged first) as one GGUF file")
+    model.add_argument("src", help="merged or full model folder, or an adapter (merged first)")
+    model.add_argument(
+        "--out", required=True, help="folder for model-<quant>.gguf and the Modelfile (new, empty or an export)"
+    )
+    commands.add_options(model, ExportConfig)
+    model.add_argument("--base", help="base model of an adapter (default: the one named in adapter_config.json)")
+    lora = formats.add_parser("lora", help="a LoRA adapter as a GGUF adapter over its base GGUF (llama-cli --lora)")
+    lora.add_argument("adapter", help="adapter folder, checkpoint-N folder or run folder")
+    lora.add_argument("--out", required=True, help="folder for adapter-f16.gguf, base-<quant>.gguf and the Modelfile")
+    lora.add_argument("--base-quant", default=LORA_BASE_QUANT, choices=commands.GGUF_QUANTS,
+                      help=f"file type of the base GGUF (default: {LORA_BASE_QUANT})")  # fmt: skip
+    lora.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
+    lora.add_argument("--keep-f16", action="store_true", help=commands.field_docs(ExportConfig)["keep_f16"])
+    lora.add_argument("--allow-pickle", action="store_true", help=commands.field_docs(ExportConfig)["allow_pickle"])
+    check = formats.add_parser("check", help="compare a GGUF with its source model in llama.cpp (parity check)")
+    gguf_check.add_check_arguments(check)
+    # `python -m app export --help` shows each format's options (and their defaults) too
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "\n".join(p.format_help() for p in (model, lora, check))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -413,9 +728,17 @@ def main(args: argparse.Namespace) -> int:
         if args.command == "merge":
             m = commands.from_args(MergeConfig, args)
             out = merge(args.adapter, args.out, m.dtype, args.base, allow_pickle=m.allow_pickle, overwrite=m.overwrite)
+        elif args.format == "check":
+            from app import gguf_check
+
+            return gguf_check.run_check(args)
+        elif args.format == "lora":
+            out = export_lora_gguf(args.adapter, args.out, args.base_quant, base=args.base,
+                                   allow_pickle=args.allow_pickle, keep_f16=args.keep_f16)  # fmt: skip
         else:
             e = commands.from_args(ExportConfig, args)
-            out = export_gguf(args.src, args.out, e.quant, base=args.base, allow_pickle=e.allow_pickle)
+            out = export_gguf(args.src, args.out, e.quant, base=args.base, allow_pickle=e.allow_pickle,
+                              keep_f16=e.keep_f16)  # fmt: skip
     except (ExportError, AdapterError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
