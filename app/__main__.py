@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("app.chat_cli", "chat with a base model and adapters from the terminal"),
     "merge": ("app.export", "merge an adapter into its base model and save a Hugging Face folder"),
     "export": ("app.export", "export a merged model or adapter to GGUF with an Ollama Modelfile"),
+    "push": (
+        "app.publish",
+        "upload a merged model, an adapter or GGUF files to the Hugging Face Hub (private by default)",
+    ),
     "evaluate": ("app.evaluate_cli", "score base and adapters on a dataset (loss, perplexity, ROUGE, BLEU, EM)"),
 }
 

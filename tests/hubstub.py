@@ -13,6 +13,23 @@ Routes (as the Hub answers them, checked against the clients' source):
   HEAD/GET [/datasets]/NS/NAME/resolve/REV/PATH         file metadata and bytes (Range: 206), ETag, X-Repo-Commit,
                                                         X-Linked-Size/-Etag for LFS files; never X-Xet-Hash
   GET  /_cdn/SHA256                                     LFS bytes when `lfs_redirect` sends them "off the Hub"
+Uploads (what HfApi.create_repo / create_commit / upload_folder call, with Xet off):
+  POST /api/repos/create                                json name, organization, type, visibility|private -> url;
+                                                        401 without a valid token, 403 for a read token or an
+                                                        owner the user cannot write to, 409 (with url) when it exists
+  POST /api/validate-yaml                               the README.md front matter: 400 with errors when not yaml
+  POST /api/{type}s/NS/NAME/preupload/REV               uploadMode per file: lfs by suffix, size or binary sample,
+                                                        else regular; oid of the file already there (unchanged ones
+                                                        are skipped by the client)
+  POST [/datasets]/NS/NAME.git/info/lfs/objects/batch   LFS batch API, basic transfer: upload (PUT /_lfs/SHA256 on
+                                                        the stand-in) and verify actions; none for a known object
+  POST [/datasets]/NS/NAME.git/info/lfs/objects/verify  200 when the object arrived whole, else 404
+  PUT  /_lfs/SHA256                                     the bytes (checked against the sha256)
+  POST /api/{type}s/NS/NAME/commit/REV                  ndjson: header, file (base64), lfsFile (oid), deletedFile
+                                                        -> commitUrl, commitOid; the repo then serves the new files
+Every write needs a token whose user may write to the repo's owner (`add_user(token, name, role="read")` makes a
+read-only one; `orgs` names the organizations a user may write to); `hub.writes()` lists the write requests with
+the token each used.
 Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) and X-Error-Message, so
 huggingface_hub raises RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError and GatedRepoError.
 
@@ -218,9 +235,12 @@ class Request:
 class HubError(Exception):
     """An error answer: status, X-Error-Code, message (also the JSON body's `error`)."""
 
-    def __init__(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None, **body: object
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.body = body  # more fields of the JSON answer (a 409 on create carries the repo's url)
 
 
 # ------------------------------------------------------------------------------------------------------------ server
@@ -233,6 +253,9 @@ class HubStub:
     def __init__(self, token: str = "hf_stubTokenForTuneDeskTests0123456789", user: str = "tunedesk-tester"):
         self.token, self.user = token, user
         self.users: dict[str, str] = {token: user}
+        self.roles: dict[str, str] = {token: "write"}  # token -> "read" | "write"
+        self.orgs: dict[str, set[str]] = {}  # user -> organizations the user may write to
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes uploaded through the LFS batch API
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[Request] = []
         self.lfs_redirect = False  # True: LFS files 302 to /_cdn on "localhost" (another host, as the Hub's CDN)
@@ -287,8 +310,16 @@ class HubStub:
         self.repos[(repo_type, repo_id)] = repo
         return repo
 
-    def add_user(self, token: str, name: str) -> None:
+    def add_user(self, token: str, name: str, role: str = "write") -> None:
+        """A token for user `name`: role "write" may create repos and push under the user's name (and its `orgs`),
+        "read" only reads (writes get 403, as a read token's do on the Hub)."""
         self.users[token] = name
+        self.roles[token] = role
+
+    def writes(self) -> list[Request]:
+        """The write requests (create, preupload, LFS batch and upload, commit), in arrival order."""
+        kinds = ("/api/repos/create", "/preupload/", "/commit/", ".git/info/lfs/", "/_lfs/")
+        return [r for r in self.requests if r.method in ("POST", "PUT") and any(k in r.path for k in kinds)]
 
     def cut_after(self, path: str, nbytes: int) -> None:
         """The next GET of a file whose repo path is `path` announces its full length, sends `nbytes` and drops
@@ -343,6 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
+    def do_PUT(self) -> None:
+        self._dispatch()
+
     def send_response(self, code, message=None) -> None:
         if self.record is not None:  # None: the stdlib answering a malformed request line
             self.record.status = code
@@ -351,15 +385,15 @@ class _Handler(BaseHTTPRequestHandler):
     # dispatch
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.body = self._read_body()
         self.record = Request(
             self.command, unquote(split.path), parse_qs(split.query), {k.lower(): v for k, v in self.headers.items()}
         )
         self.hub._log(self.record)
         segments = [unquote(s) for s in split.path.split("/")[1:]]
         query = parse_qs(split.query)
-        if self.command == "POST":
-            query.update(parse_qs(body.decode()))
+        if self.command == "POST" and "form-urlencoded" in (self.headers.get("Content-Type") or ""):
+            query.update(parse_qs(self.body.decode()))
         try:
             self._route(segments, query)
         except HubError as e:
@@ -367,10 +401,35 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (a cancelled download)
 
+    def _read_body(self) -> bytes:
+        """The request body, sent with a Content-Length or chunked (httpx streams a file object chunked)."""
+        if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        parts = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+
     def _route(self, seg: list[str], query: dict) -> None:
         user = self._user()
         if seg[:2] == ["api", "whoami-v2"]:
             return self._whoami(user)
+        if self.command == "PUT" and seg[0] == "_lfs" and len(seg) == 2:
+            return self._send_json(lfs_put(self.hub, seg[1], self.body))
+        if self.command == "POST" and seg[:3] == ["api", "repos", "create"]:
+            return self._send_json(create_repo(self.hub, json.loads(self.body or b"{}"), self._token(), user))
+        if self.command == "POST" and seg[:2] == ["api", "validate-yaml"]:
+            return self._send_json(validate_yaml(json.loads(self.body or b"{}").get("content", "")))
+        if self.command == "POST" and len(seg) >= 6 and seg[-4:-1] == ["info", "lfs", "objects"]:
+            repo_type = "dataset" if seg[0] == "datasets" else "model"
+            rest = seg[1:] if seg[0] == "datasets" else seg
+            repo_id = f"{rest[0]}/{rest[1].removesuffix('.git')}"
+            return self._lfs_api(repo_type, repo_id, seg[-1], user)
         if seg[0] == "api" and len(seg) == 2 and seg[1] in ("models", "datasets"):
             return self._send_json(search(self.hub, seg[1][:-1], query, user))
         if seg[0] == "api" and len(seg) >= 4 and seg[1] in ("models", "datasets"):
@@ -394,6 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # routes
     def _whoami(self, user: str | None) -> None:
+        role = self.hub.roles.get(self._token() or "", "read")
         if user is None:
             raise HubError(401, None, "Invalid credentials in Authorization header")
         self._send_json(
@@ -404,7 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "fullname": user.replace("-", " ").title(),
                 "isPro": False,
                 "orgs": [],
-                "auth": {"type": "access_token", "accessToken": {"displayName": "tunedesk-test", "role": "read"}},
+                "auth": {"type": "access_token", "accessToken": {"displayName": "tunedesk-test", "role": role}},
             }
         )
 
@@ -425,6 +485,29 @@ class _Handler(BaseHTTPRequestHandler):
         if rest == ["refs"]:
             branch = {"name": "main", "ref": "refs/heads/main", "targetCommit": repo.sha}
             return self._send_json({"branches": [branch], "converts": [], "tags": []})
+        if self.command == "POST" and rest[0] in ("preupload", "commit") and len(rest) == 2:
+            check_revision(repo, rest[1])
+            check_write(self.hub, repo, self._token(), user)
+            if rest[0] == "preupload":
+                return self._send_json(preupload(repo, json.loads(self.body or b"{}")))
+            return self._send_json(commit(self.hub, repo, self.body))
+        raise HubError(404, None, f"Not found (the Hub stand-in has no route for {self.command} {self.path})")
+
+    def _token(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        return (auth[7:] if auth.lower().startswith("bearer ") else auth) or None
+
+    def _lfs_api(self, repo_type: str, repo_id: str, action: str, user: str | None) -> None:
+        repo = find_repo(self.hub, repo_type, repo_id, user)
+        check_write(self.hub, repo, self._token(), user)
+        payload = json.loads(self.body or b"{}")
+        if action == "batch":
+            return self._send_json(lfs_batch(self.hub, repo, payload))
+        if action == "verify":
+            data = self.hub.lfs_objects.get(payload.get("oid", ""))
+            if data is None or len(data) != payload.get("size"):
+                raise HubError(404, None, f"LFS object {payload.get('oid')} was not uploaded whole")
+            return self._send_json({"message": "Object verified"})
         raise HubError(404, None, f"Not found (the Hub stand-in has no route for {self.command} {self.path})")
 
     def _resolve(self, repo_type: str, repo_id: str, revision: str, path: str, user: str | None) -> None:
@@ -506,7 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
         if e.code:
             headers["X-Error-Code"] = e.code
         headers.update(e.headers)
-        body = json.dumps({"error": e.message}).encode()
+        body = json.dumps({"error": e.message, **e.body}).encode()
         self._send(e.status, b"" if self.command == "HEAD" else body, headers, length=len(body))
 
 
@@ -658,6 +741,132 @@ def tree(repo: Repo, path: str, recursive: bool, revision: str) -> list[dict]:
     inside = [n for n in names if n.startswith(prefix) and (recursive or "/" not in n[len(prefix) :])]
     entries = [repo.entry(n) for n in inside]
     return sorted(entries, key=lambda e: (e["type"] != "directory", e["path"]))
+
+
+# --------------------------------------------------------------------------------------------------- writes
+def may_write(hub: HubStub, token: str | None, user: str | None, owner: str) -> None:
+    """401 without a valid token; 403 for a read token, or an owner that is neither the user nor one of its orgs."""
+    if user is None:
+        raise HubError(401, None, "Invalid username or password.")
+    if hub.roles.get(token or "") != "write":
+        raise HubError(403, None, "You don't have the rights to write with this token: it has the read role only")
+    if owner != user and owner not in hub.orgs.get(user, set()):
+        raise HubError(403, None, f'You don\'t have the rights to create a model under the namespace "{owner}"')
+
+
+def check_write(hub: HubStub, repo: Repo, token: str | None, user: str | None) -> None:
+    may_write(hub, token, user, repo.repo_id.split("/")[0])
+
+
+def create_repo(hub: HubStub, payload: dict, token: str | None, user: str | None) -> dict:
+    """POST /api/repos/create: a new repo holding the .gitattributes the Hub's first commit writes."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    owner = payload.get("organization") or user or ""
+    repo_type = payload.get("type") or "model"
+    repo_id = f"{owner}/{payload.get('name', '')}"
+    may_write(hub, token, user, owner)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise HubError(400, None, f"Invalid repo name: {exc}") from None
+    url = f"{hub.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+    with hub._lock:
+        if (repo_type, repo_id) in hub.repos:
+            raise HubError(409, None, f"You already created this {repo_type} repo", url=url)
+        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        attributes = RepoFileEntry(".gitattributes", GITATTRIBUTES.encode(), False)
+        sha = hashlib.sha1(f"{repo_type}:{repo_id}:created".encode()).hexdigest()
+        repo = Repo(repo_id, repo_type, {".gitattributes": attributes}, sha, private=private, granted={user})
+        hub.repos[(repo_type, repo_id)] = repo
+    return {"url": url, "name": repo_id, "id": sha[:24]}
+
+
+def validate_yaml(content: str) -> dict:
+    """POST /api/validate-yaml: the README's front matter must be a yaml mapping."""
+    import yaml
+
+    match = re.match(r"^---\n(.*?)\n---", content, re.S)
+    try:
+        meta = yaml.safe_load(match.group(1)) if match else {}
+    except yaml.YAMLError as exc:
+        raise HubError(400, None, "Invalid metadata in README.md", {}) from exc
+    if meta is not None and not isinstance(meta, dict):
+        raise HubError(400, None, "Invalid metadata in README.md: the yaml is not a mapping")
+    return {"errors": [], "warnings": []}
+
+
+def is_lfs(path: str, size: int, sample: bytes) -> bool:
+    """What the Hub stores with LFS: by .gitattributes suffix, by size, and binary content (a NUL in the sample)."""
+    return path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_BYTES or b"\0" in sample
+
+
+def preupload(repo: Repo, payload: dict) -> dict:
+    import base64
+
+    files = []
+    for f in payload.get("files", []):
+        lfs = is_lfs(f["path"], int(f["size"]), base64.b64decode(f.get("sample", "")))
+        there = repo.files.get(f["path"])
+        oid = None if there is None else (there.sha256 if there.lfs else there.blob_id)
+        files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+    return {"files": files, "commitOid": repo.sha}
+
+
+def lfs_batch(hub: HubStub, repo: Repo, payload: dict) -> dict:
+    """The LFS batch API (basic transfer): an upload href on the stand-in, plus verify; nothing for a known object."""
+    if payload.get("operation") != "upload" or "basic" not in payload.get("transfers", ["basic"]):
+        raise HubError(400, None, "the stand-in answers upload batches with the basic transfer only")
+    objects = []
+    for obj in payload.get("objects", []):
+        entry: dict = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+        if obj["oid"] not in hub.lfs_objects:
+            git = f"{hub.url}/{'datasets/' if repo.repo_type == 'dataset' else ''}{repo.repo_id}.git"
+            entry["actions"] = {
+                "upload": {"href": f"{hub.url}/_lfs/{obj['oid']}", "header": {}},
+                "verify": {"href": f"{git}/info/lfs/objects/verify", "header": {}},
+            }
+        objects.append(entry)
+    return {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}
+
+
+def lfs_put(hub: HubStub, oid: str, data: bytes) -> dict:
+    if hashlib.sha256(data).hexdigest() != oid:
+        raise HubError(400, None, f"the uploaded bytes do not hash to {oid}")
+    with hub._lock:
+        hub.lfs_objects[oid] = data
+    return {}
+
+
+def commit(hub: HubStub, repo: Repo, body: bytes) -> dict:
+    """POST .../commit/REV (ndjson): apply the operations, give the repo a new sha, answer commitUrl/commitOid."""
+    import base64
+
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    if not lines or lines[0].get("key") != "header":
+        raise HubError(400, None, "a commit starts with its header line")
+    with hub._lock:
+        files = dict(repo.files)
+        for line in lines[1:]:
+            key, value = line.get("key"), line.get("value") or {}
+            if key == "file":
+                files[value["path"]] = RepoFileEntry(value["path"], base64.b64decode(value["content"]), False)
+            elif key == "lfsFile":
+                data = hub.lfs_objects.get(value["oid"])
+                if data is None:
+                    raise HubError(422, None, f"LFS object {value['oid']} for {value['path']} was never uploaded")
+                files[value["path"]] = RepoFileEntry(value["path"], data, True)
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            else:
+                raise HubError(400, None, f"the stand-in does not apply {key!r} operations")
+        digest = hashlib.sha1(repo.sha.encode())
+        for f in sorted(files.values(), key=lambda f: f.path):
+            digest.update(f"{f.path}:{f.etag}".encode())
+        repo.files, repo.sha = files, digest.hexdigest()
+    url = f"{hub.url}/{'datasets/' if repo.repo_type == 'dataset' else ''}{repo.repo_id}"
+    return {"commitUrl": f"{url}/commit/{repo.sha}", "commitOid": repo.sha, "pullRequestUrl": None}
 
 
 # ---------------------------------------------------------------------------------------- pointing clients at it
