@@ -531,6 +531,10 @@ def export_lora_gguf(
         raise ExportError(f"{folder}: cannot be written as a LoRA GGUF for llama.cpp: {'; '.join(problems)}")
     base_folder = _base_folder(base_name)
     _check_gguf(base_folder)
+    try:  # every tensor mapped and fitting the base, before the output folder is made
+        gguf.check_lora(folder, weights, base_folder)
+    except gguf.GGUFError as exc:
+        raise ExportError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     mark_export(out, "gguf")
     lora_quant = "f32" if base_quant == "f32" else "f16"

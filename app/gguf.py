@@ -212,7 +212,7 @@ def pre_tokenizer_name(folder: Path, sources: Iterable[dict] = ()) -> str:
 
     A model converted from GGUF (the default model) keeps the name its original GGUF had, found through the merge
     and conversion records (`sources`, each a record that may name its "gguf" file); otherwise plain byte-level
-    splitting is "gpt2", and anything else "default".
+    splitting is "gpt-2", and anything else "default".
     """
     for record in sources:
         gguf_file = record.get("gguf")
@@ -226,7 +226,7 @@ def pre_tokenizer_name(folder: Path, sources: Iterable[dict] = ()) -> str:
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in steps]
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt2"  # GPT-2's own regex
+        return "gpt-2"  # GPT-2's own regex (llama.cpp spells it "gpt-2"; "gpt2" fails to load there)
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "smollm"  # one digit per token, then GPT-2's regex (SmolLM, StarCoder)
     if kinds[:1] == ["Split"] and r"\p{N}{1,3}" in (steps[0].get("pattern") or {}).get("Regex", ""):
@@ -464,9 +464,7 @@ def write_lora(adapter: Path, weights: Path, base_folder: Path, path: Path, quan
 
     if quant not in LORA_TYPES:
         raise GGUFError(f"a LoRA GGUF is written as {' or '.join(LORA_TYPES)}, not {quant!r}")
-    config = _gguf_config(base_folder)
-    acfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    pairs = _lora_pairs(adapter, _lora_state(weights), config, acfg)
+    config, acfg, pairs = _lora_plan(adapter, weights, base_folder)
     alpha = lora_alpha(acfg)
     dtype = np.float16 if quant == "f16" else np.float32
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
@@ -494,6 +492,20 @@ def write_lora(adapter: Path, weights: Path, base_folder: Path, path: Path, quan
     finally:
         tmp.unlink(missing_ok=True)
     return len(pairs)
+
+
+def check_lora(adapter: Path, weights: Path, base_folder: Path) -> None:
+    """Raise GGUFError naming everything that keeps `adapter` from being a LoRA GGUF over `base_folder` (before an
+    export writes anything)."""
+    _lora_plan(adapter, weights, base_folder)
+
+
+def _lora_plan(adapter: Path, weights: Path, base_folder: Path) -> tuple[dict, dict, dict[str, tuple[Any, Any, str]]]:
+    """(base config, adapter config, {gguf weight name: (A, B, module)}), every problem raised together."""
+    config = _gguf_config(base_folder)
+    acfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    shapes = {hf_name: shape for _, hf_name, shape in _tensor_shapes(base_folder)}
+    return config, acfg, _lora_pairs(adapter, _lora_state(weights), config, acfg, shapes)
 
 
 def lora_alpha(acfg: dict[str, Any]) -> float:
@@ -543,8 +555,11 @@ def _lora_state(weights: Path) -> dict[str, Any]:
     return {k: v.float().numpy() for k, v in state.items()}
 
 
-def _lora_pairs(adapter: Path, state: dict[str, Any], config: dict, acfg: dict) -> dict[str, tuple[Any, Any, str]]:
-    """{gguf weight name: (A, B, module name)}; GGUFError listing every tensor llama.cpp cannot apply."""
+def _lora_pairs(
+    adapter: Path, state: dict[str, Any], config: dict, acfg: dict, shapes: dict[str, list[int]]
+) -> dict[str, tuple[Any, Any, str]]:
+    """{gguf weight name: (A, B, module name)}; GGUFError listing every tensor llama.cpp cannot apply or that does
+    not fit the base's weight of that name (`shapes`: the base's tensor shapes by Hugging Face name)."""
     import gguf
 
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
@@ -552,8 +567,11 @@ def _lora_pairs(adapter: Path, state: dict[str, Any], config: dict, acfg: dict) 
     pairs: dict[str, dict[str, Any]] = {}
     for key, value in state.items():
         module, part = _lora_key(key)
+        if part == "embedding":
+            problems.append(f"{module} is an embedding: it has no LoRA-able llama.cpp tensor (target the projections)")
+            continue
         if part is None:
-            problems.append(f"tensor {key} is not a LoRA A/B weight")
+            problems.append(f"tensor {key} is not a LoRA A/B weight (whole weights cannot go in a LoRA GGUF)")
             continue
         if module.endswith("lm_head") and config.get("tie_word_embeddings"):
             problems.append(f"{module} is adapted, but this base ties it to the token embeddings (no own tensor)")
@@ -562,14 +580,23 @@ def _lora_pairs(adapter: Path, state: dict[str, Any], config: dict, acfg: dict) 
         if name is None or "token_embd" in name:
             problems.append(f"{module} has no LoRA-able llama.cpp tensor")
             continue
+        base_shape = shapes.get(module + ".weight")
+        if base_shape is None:
+            problems.append(f"{key}: the base has no {module}.weight (was the adapter trained on another base?)")
+            continue
+        if base_shape[1 if part == "A" else 0] != value.shape[1 if part == "A" else 0]:
+            problems.append(f"{key} has shape {list(value.shape)} but the base's {module}.weight is {base_shape} "
+                            "(was the adapter trained on another base model?)")  # fmt: skip
+            continue
         pairs.setdefault(name, {"module": module})[part] = value
     if problems:
-        raise GGUFError(f"{adapter}: cannot be written as a LoRA GGUF for llama.cpp: {'; '.join(problems)}")
+        said = "; ".join(dict.fromkeys(problems))  # once each (an embedding has an A and a B)
+        raise GGUFError(f"{adapter}: cannot be written as a LoRA GGUF for llama.cpp: {said}")
     return {name: (p["A"], p["B"], p["module"]) for name, p in pairs.items()}
 
 
 def _lora_key(key: str) -> tuple[str, str | None]:
-    """(module, "A" | "B" | None) of a PEFT tensor name.
+    """(module, "A" | "B" | "embedding" | None) of a PEFT tensor name.
 
     >>> _lora_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")
     ('model.layers.0.self_attn.q_proj', 'A')
@@ -579,6 +606,10 @@ def _lora_key(key: str) -> tuple[str, str | None]:
         suffix = f".lora_{part}.weight"
         if key.endswith(suffix):
             return key.removesuffix(suffix), part
+        if key.endswith(f".lora_embedding_{part}"):
+            return key.removesuffix(f".lora_embedding_{part}"), "embedding"
+    if key.endswith(".base_layer.weight"):  # PEFT saves the embedding it adapts too
+        return key.removesuffix(".base_layer.weight"), "embedding"
     return key, None
 
 

@@ -164,7 +164,7 @@ def test_gguf_from_an_adapter_merges_first(tmp_path, adapter, tiny_model_dir):
     fields = GGUFReader(path).fields
     assert fields["general.name"].contents() == "all-linear" and fields["general.architecture"].contents() == "llama"
     assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # the tiny tokenizer adds no BOS
-    assert fields["tokenizer.ggml.pre"].contents() == "gpt2"  # plain byte-level splitting
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"  # plain byte-level splitting, as llama.cpp names it
 
 
 def test_gguf_refuses_other_architectures(tmp_path, tiny_model_dir):
@@ -183,7 +183,7 @@ def test_gguf_refuses_other_architectures(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize(
     ("pre", "name"),
     [
-        ({"type": "ByteLevel", "use_regex": True}, "gpt2"),
+        ({"type": "ByteLevel", "use_regex": True}, "gpt-2"),
         ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}]},
          "smollm"),
         ({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": r"(?i:'s|'t)|\p{N}{1,3}| ?"}},
