@@ -295,7 +295,10 @@ def _write_general(writer: Any, meta: Meta, n_params: int, kind: str) -> None:
 
     writer.add_type(kind)
     writer.add_name(meta.name)
-    full, org, basename, _fine, version, label = Metadata.get_model_id_components(meta.base_hub_id, n_params)
+    # the Hub id's size ("135M") is used when it is near the weights counted here (negative: an adapter's, which
+    # may be far smaller), as the converter decides; else the count's own label
+    counted = -n_params if kind == "adapter" else n_params
+    full, org, basename, _fine, version, label = Metadata.get_model_id_components(meta.base_hub_id, counted)
     writer.add_basename(basename or meta.name)
     if meta.finetune:
         writer.add_finetune(meta.finetune)

@@ -5,7 +5,10 @@ GGUF loader."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,6 +168,47 @@ def test_gguf_from_an_adapter_merges_first(tmp_path, adapter, tiny_model_dir):
     assert fields["general.name"].contents() == "all-linear" and fields["general.architecture"].contents() == "llama"
     assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # the tiny tokenizer adds no BOS
     assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"  # plain byte-level splitting, as llama.cpp names it
+
+
+# ---- llama.cpp's quants (K-quants and legacy) ----------------------------------------------------------------
+def test_llamacpp_quants_from_an_f16_file(llama_cpp, tmp_path, merged):
+    from app import llamacpp
+
+    said: list[str] = []
+    path = export_gguf(merged, tmp_path, "q4_k_m", progress=lambda f, m: said.append(m))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "model-q4_k_m.gguf", EXPORT_MARKER]  # no F16
+    assert GGUFReader(path).fields["general.file_type"].contents() == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert any(m.startswith("1/2: writing") for m in said) and any("2/2: quantizing" in m for m in said)
+    # the tiny model's rows are 64 and 128 values wide: none fits a 256-value K-quant block
+    (note,) = [m for m in said if "not a multiple of the 256" in m]
+    assert "llama.cpp stored them as" in note and "Q4_K" not in note.split("as")[-1], note
+    assert "FROM ./model-q4_k_m.gguf" in (tmp_path / "Modelfile").read_text(encoding="utf-8")
+    ids = AutoTokenizer.from_pretrained(merged)(TEXTS[0]).input_ids
+    with llamacpp.open_model(path) as model:
+        assert model.tokenize(TEXTS[0]) == ids and len(model.greedy(ids, 4)) >= 1
+    legacy = export_gguf(merged, tmp_path, "q5_0", keep_f16=True, progress=lambda f, m: None)
+    assert GGUFReader(legacy).fields["general.file_type"].contents() == 8  # LLAMA_FTYPE_MOSTLY_Q5_0
+    kept = GGUFReader(tmp_path / "model-f16.gguf")  # kept: the file the quant was made from
+    assert kept.fields["general.file_type"].contents() == 1
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_llamacpp_quant_without_llamacpp_writes_nothing(tmp_path, merged):
+    """Where llama-cpp-python is not installed (it cannot be imported), a K-quant is refused with what to install,
+    before the output folder is made."""
+    out = tmp_path / "out"
+    code = (
+        "import sys; sys.modules['llama_cpp'] = None  # import llama_cpp now raises ImportError\n"
+        "from app.export import ExportError, export_gguf\n"
+        f"try:\n    export_gguf({str(merged)!r}, {str(out)!r}, 'q4_k_m')\n"
+        "except ExportError as exc:\n    print('refused:', exc)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    assert done.stdout.startswith("refused: q4_k_m is made by llama.cpp's quantizer"), done.stdout + done.stderr
+    assert "pip install" in done.stdout and "tunedesk[gguf]" in done.stdout
+    assert not out.exists()
 
 
 def test_gguf_refuses_other_architectures(tmp_path, tiny_model_dir):
