@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from app import hub
+from app.adapters import AdapterError
 from app.commands import PushConfig
 from app.config import ConfigError
 from app.hub import HubError
@@ -43,6 +44,7 @@ they name local folders, so they stay here."""
 SKIPPED = ("*.tmp", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin")
 """Never uploaded: unfinished writes, and the trainer state a checkpoint folder carries beside its adapter."""
 CARD = "README.md"
+NAME_RULE = "letters, digits, '-', '_' and '.' only, up to 96 characters, no '--' or '..'"
 WRITE_HELP = "save a token with WRITE access in the Model tab or `hf auth login`"
 
 
@@ -124,8 +126,8 @@ def plan_upload(folder: Path, what: str, card: str) -> Upload:
         _public_adapter_config(up)
     if "Modelfile" in up.files and isinstance(up.files["Modelfile"], Path):
         text = up.files["Modelfile"].read_text(encoding="utf-8")
-        for local in {str(folder), str(folder.resolve())}:
-            text = text.replace(f"cd {local} ", "cd . ")
+        for local in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
+            text = text.replace(local, ".")
         up.files["Modelfile"] = text.encode("utf-8")
     return up
 
@@ -157,46 +159,38 @@ class Facts:
     """What the card says, gathered from the folder, its merge record, the run and its saved evaluations."""
 
     what: str
-    name: str
     base: str | None = None
-    adapter: Path | None = None
     dtype: str | None = None
     run: dict[str, Any] = field(default_factory=dict)
     adapter_config: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     train_examples: int | None = None
     gguf_files: list[tuple[str, int]] = field(default_factory=list)
+    modelfile: bool = False
     license: str | None = None
 
 
 def gather(folder: Path, what: str, source: Path | None = None) -> Facts:
-    """The card's facts for `folder`. `source`: the adapter or merged folder a GGUF folder was exported from
-    (a GGUF folder does not record it)."""
-    from app.adapters import display_name
+    """The card's facts for `folder`. `source`: the adapter or merged folder a GGUF folder was exported from (a
+    GGUF folder does not record it; without it the card has the GGUF files' facts only)."""
+    from app.adapters import base_of, read_adapter_config
+    from app.export import read_run
 
-    facts = Facts(what, display_name(folder))
-    adapter = _adapter_of(folder, what, source)
-    merge = _merge_record(source if what == "gguf" and source else folder)
-    if adapter is not None:
-        from app.adapters import base_of, read_adapter_config
-        from app.export import read_run
-
-        facts.adapter, facts.name = adapter, display_name(adapter)
-        facts.adapter_config = read_adapter_config(adapter)
-        facts.base = base_of(adapter)
-        facts.run = read_run(adapter)
-    elif what != "gguf":
-        from app.export import read_run
-
-        facts.run = read_run(folder)  # a full/freeze run's model/ folder
-    facts.base = (
-        merge.get("base_name") or facts.base or (facts.run.get("config") or {}).get("model", {}).get("name_or_path")
-    )
-    facts.dtype = merge.get("dtype")
+    facts = Facts(what)
     if what == "gguf":
         facts.gguf_files = [(p.name, p.stat().st_size) for p in sorted(folder.glob("*.gguf"))]
-        facts.base = facts.base or _gguf_base(folder)
-    facts.license = _license(merge.get("base"))
+        facts.modelfile = (folder / "Modelfile").is_file()
+    origin = source if what == "gguf" and source else folder
+    adapter, merge = _adapter_of(origin, what), _merge_record(origin)
+    if adapter is not None:
+        facts.adapter_config, facts.base = read_adapter_config(adapter), base_of(adapter)
+        facts.run = read_run(adapter)
+    elif what != "gguf" or source:
+        facts.run = read_run(origin)  # a full/freeze run's model/ folder
+    run_base = ((facts.run.get("config") or {}).get("model") or {}).get("name_or_path")
+    facts.base = merge.get("base_name") or facts.base or run_base or (_gguf_base(folder) if what == "gguf" else None)
+    facts.dtype = merge.get("dtype")
+    facts.license = _license(merge.get("base") or facts.base)
     if facts.run.get("run_dir"):
         facts.evaluation, facts.train_examples = _latest_evaluation(Path(facts.run["run_dir"])), _examples(facts.run)
     return facts
@@ -210,11 +204,10 @@ def _merge_record(folder: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _adapter_of(folder: Path, what: str, source: Path | None) -> Path | None:
-    """The adapter behind the folder: itself, the one its merge record names, or the GGUF's source's."""
+def _adapter_of(origin: Path, what: str) -> Path | None:
+    """The adapter behind a folder: itself, or the one its merge record names."""
     if what == "adapter":
-        return folder
-    origin = source if what == "gguf" and source else folder
+        return origin
     if (origin / "adapter_config.json").is_file():
         return origin
     named = _merge_record(origin).get("adapter")
@@ -235,11 +228,14 @@ def _gguf_base(folder: Path) -> str | None:
     return "/".join(parts[-2:]) if url.startswith("http") and len(parts) >= 5 else None
 
 
-def _license(base_folder: str | None) -> str | None:
-    """The license in the base model folder's README.md front matter, when it has one."""
-    if not base_folder:
+def _license(base: str | None) -> str | None:
+    """The license in the base model's README.md front matter (its folder, or the Hub cache's copy), if any."""
+    if not base:
         return None
-    meta = _front_matter(Path(base_folder) / CARD)
+    card = Path(base).expanduser() / CARD
+    if not card.is_file():
+        card = hub.cached_file(base, CARD) or card
+    meta = _front_matter(card)
     value = meta.get("license")
     return str(value) if value else None
 
@@ -281,7 +277,8 @@ def model_card(facts: Facts, repo_id: str) -> str:
         *([f"license: {facts.license}"] if facts.license else []),
     ]
     meta += {"adapter": ["library_name: peft"], "merged": ["library_name: transformers"], "gguf": []}[facts.what]
-    tags = ["tunedesk", method] + {"adapter": ["lora"], "merged": ["merged"], "gguf": ["gguf"]}[facts.what]
+    kind_tag = {"adapter": "lora", "merged": "merged", "gguf": "gguf"}[facts.what]
+    tags = ["tunedesk", *([method] if method else []), kind_tag]
     meta += ["tags:", *[f"- {t}" for t in dict.fromkeys(tags)], "---", ""]
     title = {"adapter": "a LoRA adapter", "merged": "a merged model", "gguf": "GGUF files"}[facts.what]
     lines = [f"# {repo_id.split('/')[1]}", "", f"{title[0].upper()}{title[1:]} trained with TuneDesk."]
@@ -290,9 +287,12 @@ def model_card(facts: Facts, repo_id: str) -> str:
     return "\n".join(meta + lines) + "\n"
 
 
-def _method(facts: Facts) -> str:
+def _method(facts: Facts) -> str | None:
+    """The run's method; for an adapter without a run, what its config says; None when nothing says."""
     cfg = facts.run.get("config") or {}
-    return str(cfg.get("method") or ("dora" if facts.adapter_config.get("use_dora") else "lora"))
+    if cfg.get("method"):
+        return str(cfg["method"])
+    return ("dora" if facts.adapter_config.get("use_dora") else "lora") if facts.adapter_config else None
 
 
 def _training_section(facts: Facts, method: str, base_id: str | None) -> list[str]:
@@ -301,7 +301,7 @@ def _training_section(facts: Facts, method: str, base_id: str | None) -> list[st
     targets = acfg.get("target_modules")
     targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
     detail = f" (r={acfg.get('r')}, alpha={acfg.get('lora_alpha')}, targets: {targets})" if acfg else ""
-    rows = [("Base model", f"`{base_id}`" if base_id else "unknown"), ("Method", f"{method}{detail}")]
+    rows = [("Base model", f"`{base_id}`" if base_id else "unknown"), ("Method", f"{method or 'unknown'}{detail}")]
     from app import methods
 
     if method in methods.TABLE and methods.TABLE[method].quantized:
@@ -368,13 +368,24 @@ def _usage_section(facts: Facts, repo_id: str, base_id: str | None) -> list[str]
         lines += [f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")']
         lines += [f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")', "```"]
     else:
-        first = facts.gguf_files[0][0] if facts.gguf_files else "model.gguf"
-        lines += ["```sh", f"hf download {repo_id} {first} --local-dir .", f"llama-cli -m {first} -cnv"]
-        lines += [f"ollama run hf.co/{repo_id}", "```"]
-        lines += [
-            "",
-            "Or with the Modelfile in this repo: `ollama create my-model -f Modelfile && ollama run my-model`.",
-        ]
+        lines += _gguf_usage(facts, repo_id)
+    return lines
+
+
+def _gguf_usage(facts: Facts, repo_id: str) -> list[str]:
+    names = [n for n, _ in facts.gguf_files]
+    base = next((n for n in names if n.startswith("base-")), None)
+    lora = next((n for n in names if n.startswith("adapter-")), None)
+    if base and lora:  # a LoRA as GGUF: llama.cpp applies it over the base at load time
+        run = [f"hf download {repo_id} {base} {lora} --local-dir .", f"llama-cli -m {base} --lora {lora} -cnv"]
+    else:  # the smallest file: the most quantized one
+        first = min(facts.gguf_files, key=lambda f: f[1])[0] if facts.gguf_files else "model.gguf"
+        run = [f"hf download {repo_id} {first} --local-dir .", f"llama-cli -m {first} -cnv"]
+        run.append(f"ollama run hf.co/{repo_id}")
+    lines = ["```sh", *run, "```"]
+    if facts.modelfile:
+        lines += ["", "Or with the Modelfile in this repo, beside the GGUF files:"]
+        lines += ["", "```sh", "ollama create my-model -f Modelfile && ollama run my-model", "```"]
     return lines
 
 
@@ -413,12 +424,17 @@ def push(
     problems = cfg.validate() + check_folder(folder, cfg.what)
     if not cfg.repo_id.strip():
         problems.insert(0, "repo_id: empty; name the Hub repo to push to as owner/name (--repo you/my-model)")
+    elif not any(p.startswith("repo_id") for p in problems) and hub.valid_id(cfg.repo_id) is None:
+        problems.insert(0, f"repo_id: {cfg.repo_id.strip()!r} is not a valid Hub name: {NAME_RULE}")
     if problems:
         raise HubError("invalid", "cannot push: " + "; ".join(problems))
     repo_id = cfg.repo_id.strip()
     token = _token()
-    facts = gather(folder, cfg.what, Path(source).expanduser() if source else None)
-    upload = plan_upload(folder, cfg.what, model_card(facts, repo_id))
+    try:
+        facts = gather(folder, cfg.what, Path(source).expanduser() if source else None)
+        upload = plan_upload(folder, cfg.what, model_card(facts, repo_id))
+    except (AdapterError, OSError, ValueError) as exc:  # a damaged adapter_config.json, an unreadable file
+        raise HubError("invalid", f"cannot push {folder}: {hub.first_line(exc)}") from None
     hub.require_reachable()
     try:
         return _send(upload, repo_id, cfg, token, say, cancel)

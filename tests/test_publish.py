@@ -210,12 +210,16 @@ def test_push_gguf_folder_with_its_source_run(pushing, gguf_dir, merged, trained
     assert set(down) == {*expected, "README.md", ".gitattributes"}
     ggufs = [k for k in expected if k.endswith(".gguf")]
     assert ggufs and all(down[k] == expected[k] for k in ggufs)
-    assert down["Modelfile"].decode().replace("cd . ", f"cd {gguf_dir} ") == expected["Modelfile"].decode()
+    assert down["Modelfile"].decode() == expected["Modelfile"].decode().replace(str(gguf_dir), ".")
     assert_no_local_paths(down, gguf_dir, merged, trained)
     card = down["README.md"].decode()
     assert "gguf" in front_matter(card)["tags"] and "## Evaluation" in card
     assert f"| {ggufs[0]} |" in card and f"llama-cli -m {ggufs[0]}" in card
     assert "ollama run hf.co/tunedesk-tester/tiny-GGUF" in card
+
+    alone = publish.model_card(publish.gather(gguf_dir, "gguf"), "tunedesk-tester/tiny-GGUF")  # no source given
+    assert front_matter(alone)["tags"] == ["tunedesk", "gguf"] and "| Method | unknown |" in alone
+    assert "## Evaluation" not in alone and f"| {ggufs[0]} |" in alone
 
 
 # ---- refusals and errors ---------------------------------------------------------------------------------------
@@ -226,6 +230,8 @@ def test_wrong_folder_and_empty_repo_are_refused_together_before_any_request(pus
     message = str(err.value)
     assert err.value.kind == "invalid" and "repo_id: empty" in message and "no .gguf file" in message
     assert "--what adapter" in message
+    with pytest.raises(HubError, match="not a valid Hub name"):
+        publish.push(trained / runs.ADAPTER, PushConfig(repo_id="you/my model", what="adapter"))
     with pytest.raises(HubError, match="not owner/name") as err:
         publish.push(tmp_path / "missing", PushConfig(repo_id="no-owner"))
     assert "not found or not a folder" in str(err.value)
@@ -321,3 +327,26 @@ def test_cli_prints_the_url_and_fails_with_one_line(pushing, trained, tmp_path):
     bad = subprocess.run(other, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: the saved token cannot write to someone-else")
+
+
+def test_a_gguf_names_its_base_model_as_llama_cpp_writes_it(tmp_path):
+    import gguf
+
+    writer = gguf.GGUFWriter(tmp_path / "model-q8_0.gguf", "llama")
+    writer.add_string("general.base_model.0.repo_url", "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    card = publish.model_card(publish.gather(tmp_path, "gguf"), "you/x-GGUF")
+    assert front_matter(card)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "| model-q8_0.gguf |" in card and "llama-cli -m model-q8_0.gguf -cnv" in card
+
+
+def test_a_damaged_adapter_config_is_refused_with_its_file_named(pushing, trained, tmp_path):
+    adapter = shutil.copytree(trained / runs.ADAPTER, tmp_path / "damaged")
+    (adapter / "adapter_config.json").write_text("{not json")
+    with pytest.raises(HubError) as err:
+        publish.push(adapter, PushConfig(repo_id="tunedesk-tester/damaged", what="adapter"))
+    assert err.value.kind == "invalid" and "adapter_config.json" in str(err.value)
+    assert pushing.writes() == []
