@@ -13,7 +13,7 @@ tunedesk_source.json: they hold local paths), hidden and .tmp files and a checkp
 the model card built here (base model, method, data, hyper-parameters, final losses, the run's latest Evaluate
 table, usage). Local absolute paths never reach the Hub: the card names files, not /home/... paths; an adapter's
 base_model_name_or_path that is a local folder becomes the base's Hub id (or its folder name when it has none), and
-the Modelfile's `cd FOLDER` comment becomes `cd .`.
+the Modelfile names "." where it named the export folder (its `cd FOLDER` comment).
 
 No gradio, no torch.
 """
