@@ -721,7 +721,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "merge") -> None:
     lora.add_argument("--keep-f16", action="store_true", help=commands.field_docs(ExportConfig)["keep_f16"])
     lora.add_argument("--allow-pickle", action="store_true", help=commands.field_docs(ExportConfig)["allow_pickle"])
     check = formats.add_parser("check", help="compare a GGUF with its source model in llama.cpp (parity check)")
-    gguf_check.add_check_arguments(check)
+    gguf_check.add_arguments(check)  # the GGUF file, --base and the check's options
     # `python -m app export --help` shows each format's options (and their defaults) too
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "\n".join(p.format_help() for p in (model, lora, check))

@@ -273,6 +273,19 @@ def test_cli_merge_and_export(tmp_path, adapter, capsys):
     assert "full model folder" in capsys.readouterr().err
 
 
+def test_cli_export_check_runs_the_parity_check(llama_cpp, tmp_path, merged, capsys):
+    """`export check` is app.gguf_check's command: the GGUF decoded in llama.cpp against its source folder."""
+    from app.__main__ import main
+
+    assert main(["export", "gguf", str(merged), "--out", str(tmp_path), "--quant", "f32"]) == 0
+    path = capsys.readouterr().out.strip()
+    code = main(["export", "check", path, "--against", str(merged), "--prompt", "hi", "--max-new-tokens", "4",
+                 "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["problems"] == [], report
+    assert Path(report["gguf"]) == Path(path) and len(report["rows"]) == 1 and report["agreement"] == 1.0
+
+
 # ---- the default model (slow) -------------------------------------------------------------------------------
 PROMPTS = [
     "What is the capital of France?",
