@@ -179,4 +179,5 @@ def test_push_sends_the_gguf_folder_to_a_private_repo(export_ctx, adapter_dir, h
     assert status.startswith("✅") and f"{hub.user}/ui-pushed" in status, status
     down = Path(snapshot_download(f"{hub.user}/ui-pushed", token=hub.token, local_dir=tmp_path / "down"))
     assert (down / "model-q8_0.gguf").read_bytes() == (gguf_out / "model-q8_0.gguf").read_bytes()
-    assert (down / "README.md").is_file()
+    card = (down / "README.md").read_text(encoding="utf-8")
+    assert "gguf" in card.split("---")[1] and "model-q8_0.gguf" in card, card

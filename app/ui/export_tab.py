@@ -596,7 +596,9 @@ def push_export(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     if not folder or not Path(folder).expanduser().exists():
         return "❌ " + i18n.t("export.no_folder", lang, what=what, folder=folder or "?")
     try:
-        result = publish.push(Path(folder).expanduser(), cfg, _progress(progress))
+        # a GGUF folder's card takes the run's facts from the model or adapter it was exported from
+        source = _gguf_source(h, values) if what == "gguf" else None
+        result = publish.push(Path(folder).expanduser(), cfg, _progress(progress), source=source or None)
     except (hub.HubError, RuntimeError, OSError, ValueError) as exc:
         return "❌ " + i18n.t("export.error", lang, msg=_one_line(exc))
     return i18n.t("export.pushed", lang, n=len(result.files), repo=result.repo_id, url=result.url)
