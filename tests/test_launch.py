@@ -28,6 +28,24 @@ def test_launch_options_are_split_from_app_options():
     assert setup_only and extras == "test" and rest == ["--port", "7861", "--no-browser"]
 
 
+def test_the_gguf_extra_is_built_the_same_way_by_launch_the_export_tab_and_make_test():
+    """launch.py (before the app is importable), app.llamacpp (the Export tab's Install) and make test's
+    background build (tests/llamacpp_build.py) pin the same llama-cpp-python and build it with the same settings."""
+    import llamacpp_build
+
+    from app import llamacpp
+
+    launch = _launch_module()
+    assert llamacpp_build.requirement() == llamacpp.REQUIREMENT
+    for env in (
+        {},
+        {"CMAKE_ARGS": "-DGGML_CUDA=on"},
+        {"CMAKE_ARGS": "-DLLAVA_BUILD=ON", "CMAKE_BUILD_PARALLEL_LEVEL": "1"},
+    ):
+        assert launch.build_env(env) == llamacpp.build_env(env)
+    assert "-DLLAVA_BUILD=OFF" in launch.build_env({})["CMAKE_ARGS"]
+
+
 def test_install_stamp_changes_with_extras_and_pyproject():
     launch = _launch_module()
     assert launch._stamp_value("") != launch._stamp_value("test")
