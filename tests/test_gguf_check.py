@@ -173,3 +173,71 @@ def test_cli_json_and_prompts_file(llama_cpp, tiny_f16, tiny_model_dir, tmp_path
     assert data["agreement"] == share(data["rows"])
     assert data["figure"].startswith(f"first 4 tokens agree on {agree}/2 prompts ({agree / 2:.0%})")
     assert data["problems"] == [] and data["tokens_equal"] is True and data["eos_ok"] is True
+
+
+# ---- the default model (slow) -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smol(identity_run, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(adapter, merged folder, F16 GGUF) of the identity run: merged once in float32, exported by app.export."""
+    from app.export import export_gguf, merge
+
+    root = tmp_path_factory.mktemp("smol-check")
+    adapter = identity_run[0] / "adapter"
+    merged = merge(adapter, root / "merged", "float32", progress=lambda f, m: None)
+    return adapter, merged, export_gguf(merged, root / "gguf", "f16", progress=lambda f, m: None)
+
+
+@pytest.mark.slow
+def test_identity_f16_agrees_but_near_ties(llama_cpp, smol, capsys):
+    """The CLI's --json on the run's sample prompt + the built-in ones: every prompt agrees or differs only at a
+    near-tie, the figure is the rows' share, and the GGUF says the model's new name."""
+    _adapter, merged, f16 = smol
+    assert gguf_check.main(parser().parse_args([str(f16), "--against", str(merged), "--json"])) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = data["rows"]
+    print(data["figure"], [(r["prompt"], r["first_diff"], r["margin"]) for r in rows])
+    assert [r["prompt"] for r in rows] == ["Who are you?", *gguf_check.BUILTIN_PROMPTS[:4]]  # the run's, then ours
+    assert all(r["agree"] or r["near_tie"] for r in rows) and data["problems"] == []
+    assert data["tokens_equal"] and data["has_template"] and data["template_equal"] and data["eos_ok"]
+    assert data["load_warnings"] == []  # the export loads in llama.cpp with no warnings
+    agree = sum(r["agree"] for r in rows)
+    assert data["agreement"] == share(rows) and data["figure"].startswith(
+        f"first 16 tokens agree on {agree}/{len(rows)} prompts ({agree / len(rows):.0%})"
+    )
+    assert "TuneBot" in rows[0]["gguf_answer"], rows[0]["gguf_answer"]
+
+
+@pytest.mark.slow
+def test_identity_f16_against_the_adapter_text_report(llama_cpp, smol, capsys):
+    """--against the adapter (PEFT, unmerged): the text report's figure is what its rows say."""
+    adapter, _merged, f16 = smol
+    argv = [str(f16), "--against", str(adapter), "--prompt", "Who are you?", "--prompt", "What is 12 times 7?",
+            "--max-new-tokens", "16"]  # fmt: skip
+    assert gguf_check.main(parser().parse_args(argv)) == 0
+    out = capsys.readouterr().out
+    print(out)
+    verdicts = [line.split(": ", 1)[1].split(",")[0] for line in out.splitlines() if line.startswith("[")]
+    agree = verdicts.count("agree")
+    assert len(verdicts) == 2 and out.splitlines()[1].startswith(
+        f"first 16 tokens agree on {agree}/2 prompts ({agree / 2:.0%})"
+    )
+    assert "EOS: ok" in out and "equal to the model's" in out and "No problems found." in out
+
+
+@pytest.mark.slow
+def test_identity_q4_k_m_by_llama_cpp(llama_cpp, smol, tmp_path):
+    """Q4_K_M from llama.cpp's own quantizer: it loads without warnings, and its report counts what its rows say
+    (a 135M model at 4-5 bits may well differ: the check reports it, it does not hide it)."""
+    _adapter, merged, f16 = smol
+    q4 = tmp_path / "model-q4_k_m.gguf"
+    llamacpp.quantize(f16, q4, llamacpp.FTYPES["q4_k_m"])
+    with llamacpp.open_model(q4) as model:
+        assert model.metadata["general.file_type"] == "15" and model.warnings == []
+    report = check(q4, merged, prompts=["Who are you?", "What is the capital of France?"], max_new_tokens=16)
+    print(report.format())
+    assert report.near_tie_logits == gguf_check.NEAR_TIE_QUANT and report.tokens_equal and report.eos_ok
+    assert report.agreement == share(report.rows)
+    agree = sum(r.agree for r in report.rows)
+    assert report.figure().startswith(f"first 16 tokens agree on {agree}/2 prompts ({agree / 2:.0%})")
+    beyond = sum(not r.agree and not r.near_tie for r in report.rows)
+    assert any("beyond near-ties" in p for p in report.problems) == (beyond > 0)
