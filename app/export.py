@@ -436,8 +436,9 @@ def fallback_note(path: Path, quant: str) -> str | None:
     if not odd:
         return None
     types = sorted({t.tensor_type.name for t in odd})
+    widths = " or ".join(str(w) for w in sorted({int(t.shape[0]) for t in odd}))
     return (
-        f"{len(odd)} tensors have rows of {int(odd[0].shape[0])} values, not a multiple of the 256 of a K-quant "
+        f"{len(odd)} tensors have rows of {widths} values, not a multiple of the 256 of a K-quant "
         f"block: llama.cpp stored them as {', '.join(types)} instead; {path.name} is "
         f"{path.stat().st_size / 1e6:.0f} MB"
     )
