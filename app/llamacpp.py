@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.gguf import GGUF_TYPES
+
 REQUIREMENT = "llama-cpp-python==0.3.36"
 """The pin pip installs (pyproject's optional extra `gguf` holds the same string)."""
 
-FTYPES: dict[str, int] = {"q8_0": 7, "q4_0": 2, "q5_0": 8, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
-"""llama.cpp's llama_ftype numbers (LLAMA_FTYPE_MOSTLY_*) for the types its quantizer writes."""
+FTYPES: dict[str, int] = {name: kind.ftype for name, kind in GGUF_TYPES.items() if name not in ("f16", "f32")}
+"""llama.cpp's llama_ftype numbers (LLAMA_FTYPE_MOSTLY_*) of the quantized types, from app.gguf's one table of GGUF
+types (a test checks each against llama_cpp's own constant)."""
 
 REPACKING_NOTE = (
     "llama.cpp's extra CPU buffer types (weight repacking, e.g. AMX) are off when TuneDesk loads a GGUF: with them "

@@ -66,9 +66,11 @@ def test_install_cancel_kills_pip():
 
 
 # ---- quantize, load, decode -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "ftype"), [("q8_0", 7), ("q4_0", 2)])
+@pytest.mark.parametrize(("name", "ftype"), [("q8_0", 7), ("q4_0", 2), ("q5_0", 8)])
 def test_quantize_writes_a_file_that_loads(llama_cpp, tiny_f16, tmp_path, name, ftype):
     assert FTYPES[name] == ftype == getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name.upper()}")
+    for quant, number in FTYPES.items():  # the whole table, K-quants included, as llama.cpp numbers them
+        assert number == getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}"), quant
     out = tmp_path / f"model-{name}.gguf"
     llamacpp.quantize(tiny_f16, out, FTYPES[name])
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # the temporary file was renamed
