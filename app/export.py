@@ -49,7 +49,7 @@ from app.adapters import (
     run_dir_of,
     system_prompt_of,
 )
-from app.commands import DTYPES, ExportConfig, MergeConfig
+from app.commands import DTYPES, ChatConfig, ExportConfig, MergeConfig
 from app.config import ConfigError, ModelConfig
 
 MERGE_INFO = "tunedesk_merge.json"
@@ -332,8 +332,10 @@ def export_gguf(
     base: str | None = None,
     allow_pickle: bool = False,
     keep_f16: bool = ExportConfig.keep_f16,
+    chat: ChatConfig | None = None,
 ) -> Path:
-    """Write `model-<quant>.gguf` and an Ollama Modelfile into out_dir; returns the .gguf path.
+    """Write `model-<quant>.gguf` and an Ollama Modelfile into out_dir; returns the .gguf path. The Modelfile's
+    sampling PARAMETERs are `chat`'s (the Chat tab's settings; ChatConfig's defaults when None).
 
     `src` is a merged/full model folder, or an adapter (then merged first, in float32, into a temporary folder).
     f16 / q8_0 / f32 are written by app.gguf; the K-quants and legacy quants (GGUF_TYPES[quant].writer
@@ -354,11 +356,11 @@ def export_gguf(
     out.mkdir(parents=True, exist_ok=True)
     mark_export(out, "gguf")
     if kind == "model":
-        return _export_folder(folder, out, quant, progress, keep_f16)
+        return _export_folder(folder, out, quant, progress, keep_f16, chat)
     with tempfile.TemporaryDirectory(prefix=".merge-", dir=out) as tmp:
         sub = (lambda f, m: _say(progress, 0.4 * f, m)) if progress else None
         merged = merge(folder, Path(tmp) / "merged", GGUF_MERGE_DTYPE, base, sub, allow_pickle=allow_pickle)
-        return _export_folder(merged, out, quant, progress, keep_f16)
+        return _export_folder(merged, out, quant, progress, keep_f16, chat)
 
 
 def _require_llamacpp(quant: str) -> None:
@@ -376,11 +378,13 @@ def _check_gguf(folder: Path) -> None:
         raise ExportError(str(exc)) from None
 
 
-def _export_folder(folder: Path, out: Path, quant: str, progress: Progress | None, keep_f16: bool) -> Path:
+def _export_folder(
+    folder: Path, out: Path, quant: str, progress: Progress | None, keep_f16: bool, chat: ChatConfig | None = None
+) -> Path:
     path, template = _write_model(folder, out, quant, progress, keep_f16, _meta(folder), "model")
     origin = _origin(folder)[0]
     system = system_prompt_of(origin) if origin is not None else ""
-    gguf.write_modelfile(path, template, out, system=system, name=ollama_name(folder))
+    gguf.write_modelfile(path, template, out, system=system, name=ollama_name(folder), chat=chat)
     _say(progress, 1.0, f"wrote {path} and {out / 'Modelfile'}")
     return path
 
@@ -509,6 +513,7 @@ def export_lora_gguf(
     *,
     allow_pickle: bool = False,
     keep_f16: bool = ExportConfig.keep_f16,
+    chat: ChatConfig | None = None,
 ) -> Path:
     """Write a LoRA adapter as `adapter-f16.gguf` (f32 when base_quant is f32), its unmerged base as
     `base-<base_quant>.gguf` and a Modelfile (FROM the base, ADAPTER the LoRA) into out_dir; returns the adapter's
@@ -554,7 +559,13 @@ def export_lora_gguf(
     base_path, template = _write_model(base_folder, out, base_quant, progress, keep_f16, base_meta, stem="base")
     template = _adapter_template(folder) or template
     gguf.write_modelfile(
-        base_path, template, out, system=system_prompt_of(folder), name=gguf.ollama_safe(name), adapter=path
+        base_path,
+        template,
+        out,
+        system=system_prompt_of(folder),
+        name=gguf.ollama_safe(name),
+        adapter=path,
+        chat=chat,
     )
     _say(progress, 1.0, f"wrote {path}, {base_path} and {out / 'Modelfile'}")
     return path

@@ -181,3 +181,21 @@ def test_push_sends_the_gguf_folder_to_a_private_repo(export_ctx, adapter_dir, h
     assert (down / "model-q8_0.gguf").read_bytes() == (gguf_out / "model-q8_0.gguf").read_bytes()
     card = (down / "README.md").read_text(encoding="utf-8")
     assert "gguf" in card.split("---")[1] and "model-q8_0.gguf" in card, card
+
+
+def test_modelfile_parameters_are_the_chat_tabs_settings(tiny_model_dir, adapter_dir, tmp_path):
+    """In an app with a Chat tab, Export GGUF receives its sampling settings (exactly the wired inputs) and the
+    Modelfile's PARAMETERs are them; the chat box's system prompt is not the run's and stays out."""
+    _demo, ctx = tab_context(["chat", "export"], str(tiny_model_dir))
+    h, chat = ctx.handles["export"], ctx.handles["chat"].settings
+    fn, values = wired(ctx, "export_gguf")
+    assert chat["temperature"] in values and chat["system_prompt"] not in values
+    values.update({h.picker.adapters: str(adapter_dir), h.gguf_out: str(tmp_path / "gguf"), h.quant: "f16",
+                   chat["temperature"]: 0.7, chat["top_k"]: 20.0, chat["max_new_tokens"]: 64.0})  # fmt: skip
+    out = fn(values)
+    assert out[h.gguf_status].startswith("✅"), out[h.gguf_status]
+    lines = out[h.modelfile].splitlines()
+    assert {"PARAMETER temperature 0.7", "PARAMETER top_k 20", "PARAMETER num_predict 64"} <= set(lines)
+    assert not any(line.startswith("SYSTEM") for line in lines)  # the run had no system prompt
+    values[chat["top_p"]] = 0.0  # not a valid top_p: the Chat tab says so; the Modelfile takes the defaults
+    assert export_tab.chat_settings(ctx, values) is None

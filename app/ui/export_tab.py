@@ -17,6 +17,7 @@ waits for the user's explicit choice to share it (a run on the GPU is not touche
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ import gradio as gr
 import pandas as pd
 
 from app import adapters, commands, devices, export, gguf, gguf_check, history, hub, llamacpp, paths, publish
-from app.commands import ExportConfig, MergeConfig, PushConfig
+from app.commands import ChatConfig, ExportConfig, MergeConfig, PushConfig
 from app.ui import i18n, pickers
 
 if TYPE_CHECKING:
@@ -375,7 +376,8 @@ def _wire(ctx: AppContext, h: ExportHandles) -> None:
     for selector in lang:
         selector.change(llama_note, inputs=selector, outputs=h.llama, show_progress="hidden", api_visibility="private")
     one = {"concurrency_id": "export", "concurrency_limit": 1}
-    gguf_inputs = {p.base, p.adapters, h.gguf_src, h.quant, h.gguf_out, h.keep_f16, h.share_cpu, *lang}
+    chat = set(chat_widgets(ctx).values())  # the Modelfile's PARAMETERs are the Chat tab's settings
+    gguf_inputs = {p.base, p.adapters, h.gguf_src, h.quant, h.gguf_out, h.keep_f16, h.share_cpu, *chat, *lang}
     gguf_outputs = [h.gguf_status, h.modelfile, h.ollama_name, h.artifacts]
     merge_inputs = {p.base, p.adapters, h.dtype, h.out_dir, h.overwrite, h.share_cpu, *lang}
     merge_outputs = [h.status, h.files, h.gguf_src, h.gguf_out, h.artifacts]
@@ -473,8 +475,8 @@ def export_gguf(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     quant = values.get(h.quant) or ExportConfig.quant
     try:
         with _exclusive(lang):
-            path = export.export_gguf(src, out, quant, _progress(progress), base=base,
-                                      keep_f16=bool(values.get(h.keep_f16)))  # fmt: skip
+            keep, chat = bool(values.get(h.keep_f16)), chat_settings(ctx, values)
+            path = export.export_gguf(src, out, quant, _progress(progress), base=base, keep_f16=keep, chat=chat)
         modelfile = (path.parent / "Modelfile").read_text(encoding="utf-8")
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.gguf_status: "❌ " + i18n.t("export.error", lang, msg=_one_line(exc)), h.modelfile: ""}
@@ -499,7 +501,8 @@ def export_lora(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     base = str(values.get(h.picker.base) or "").strip() or None
     try:
         with _exclusive(lang):
-            path = export.export_lora_gguf(adapter, lora_folder(out), progress=_progress(progress), base=base)
+            path = export.export_lora_gguf(adapter, lora_folder(out), progress=_progress(progress), base=base,
+                                           chat=chat_settings(ctx, values))  # fmt: skip
         modelfile = (path.parent / "Modelfile").read_text(encoding="utf-8")
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.gguf_status: "❌ " + i18n.t("export.error", lang, msg=_one_line(exc)), h.modelfile: ""}
@@ -511,6 +514,25 @@ def export_lora(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
         h.ollama_name: export.ollama_name(path.parent),
         h.artifacts: artifacts_update(values, h, lang),
     }
+
+
+def chat_widgets(ctx: AppContext) -> dict[str, Any]:
+    """The Chat tab's sampling widgets by ChatConfig field ({} where no Chat tab is built); its system prompt box is
+    left out: the Modelfile's SYSTEM is the run's own prompt, as training rendered it."""
+    chat = ctx.handles.get("chat")
+    return {k: w for k, w in (chat.settings if chat is not None else {}).items() if k != "system_prompt"}
+
+
+def chat_settings(ctx: AppContext, values: dict[Any, Any]) -> ChatConfig | None:
+    """ChatConfig from the Chat tab's settings as the export received them; None (ChatConfig's defaults) without a
+    Chat tab or when they do not validate (the Chat tab says what is wrong with them)."""
+    fields = {f.name: f.default for f in dataclasses.fields(ChatConfig)}
+    given = {k: values[w] for k, w in chat_widgets(ctx).items() if w in values and values[w] not in (None, "")}
+    try:
+        cfg = ChatConfig(**{k: type(fields[k])(v) for k, v in given.items()})
+    except (TypeError, ValueError):
+        return None
+    return None if not given or cfg.validate() else cfg
 
 
 def lora_folder(gguf_out: str | Path) -> Path:
