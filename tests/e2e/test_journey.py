@@ -249,9 +249,20 @@ def test_7_export_merges_the_adapter(journey, shot):
     assert merged == adapter.parent / "export" / "merged-float16"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     expect(page.locator("#export-files")).to_contain_text("config.json")
+    artifacts = page.locator("#export-artifacts")
+    expect(artifacts).to_contain_text("AutoModelForCausalLM.from_pretrained")
     STATE["merged"] = merged
     top(page)
     shot(page, "export", readme=True)
+    # GGUF from the merged folder (filled in by the merge), the types' sizes for this model shown before export
+    expect(page.locator("#export-types")).to_contain_text("q4_k_m")
+    expect(page.locator("#export-types")).to_contain_text("MiB")
+    page.locator("#export-gguf").click()
+    expect(md(page, "export-gguf-status")).to_contain_text("model-q8_0.gguf", timeout=SLOW)
+    assert (merged.with_name(merged.name + "-gguf") / "model-q8_0.gguf").is_file()
+    expect(artifacts).to_contain_text("llama-cli -m")
+    expect(artifacts).to_contain_text("ollama create")
+    expect(page.locator("#export-modelfile")).to_contain_text("FROM ./model-q8_0.gguf")
 
 
 def test_8_chinese_relabels_and_keeps_results(journey, shot):
