@@ -226,11 +226,14 @@ def test_identity_f16_against_the_adapter_text_report(llama_cpp, smol, capsys):
 
 @pytest.mark.slow
 def test_identity_q4_k_m_by_llama_cpp(llama_cpp, smol, tmp_path):
-    """Q4_K_M from llama.cpp's own quantizer: it loads without warnings, and its report counts what its rows say
-    (a 135M model at 4-5 bits may well differ: the check reports it, it does not hide it)."""
-    _adapter, merged, f16 = smol
-    q4 = tmp_path / "model-q4_k_m.gguf"
-    llamacpp.quantize(f16, q4, llamacpp.FTYPES["q4_k_m"])
+    """Q4_K_M as the Export tab writes it (app.export: F16, then llama.cpp's own quantizer, F16 removed): it loads
+    without warnings, and the figure its report prints is the one its rows give (a 135M model at 4-5 bits may well
+    differ: the check reports it, it does not hide it)."""
+    from app.export import export_gguf
+
+    _adapter, merged, _f16 = smol
+    q4 = export_gguf(merged, tmp_path / "gguf", "q4_k_m", progress=lambda f, m: None)
+    assert q4.name == "model-q4_k_m.gguf" and sorted(p.name for p in q4.parent.glob("*.gguf")) == [q4.name]
     with llamacpp.open_model(q4) as model:
         assert model.metadata["general.file_type"] == "15" and model.warnings == []
     report = check(q4, merged, prompts=["Who are you?", "What is the capital of France?"], max_new_tokens=16)
@@ -239,5 +242,6 @@ def test_identity_q4_k_m_by_llama_cpp(llama_cpp, smol, tmp_path):
     assert report.agreement == share(report.rows)
     agree = sum(r.agree for r in report.rows)
     assert report.figure().startswith(f"first 16 tokens agree on {agree}/2 prompts ({agree / 2:.0%})")
+    assert report.format().splitlines()[1] == report.figure()  # what it prints is what it computed
     beyond = sum(not r.agree and not r.near_tie for r in report.rows)
     assert any("beyond near-ties" in p for p in report.problems) == (beyond > 0)
