@@ -420,6 +420,16 @@ def _guard(h: ExportHandles, values: dict[Any, Any], lang: str) -> str | None:
     return i18n.t("export.cpu_busy", lang, run=holder.run)
 
 
+def _adapter(h: ExportHandles, values: dict[Any, Any]) -> str | None:
+    """The adapter picked (one: the Export tab's picker is single-choice), or None."""
+    return next(iter(pickers.selected(values.get(h.picker.adapters))), None)
+
+
+def _base(h: ExportHandles, values: dict[Any, Any]) -> str | None:
+    """The base model field, None when empty (the adapter's own base is used)."""
+    return str(values.get(h.picker.base) or "").strip() or None
+
+
 def _not_ready(h: ExportHandles, values: dict[Any, Any], lang: str, src: Any, out: str) -> str | None:
     """The status line when an export cannot start (no source, no output folder, the CPU busy), else None."""
     if not src or not out:
@@ -432,12 +442,12 @@ def merge_adapter(ctx: AppContext, values: dict[Any, Any], progress: Any = None)
     """Merge: the adapter into its base, saved in the output folder; lists the folder's files. Never raises."""
     h = ctx.export
     lang = ctx.lang(values)
-    adapter = next(iter(pickers.selected(values.get(h.picker.adapters))), None)
+    adapter = _adapter(h, values)
     out = str(values.get(h.out_dir) or "").strip()
     refused = _not_ready(h, values, lang, adapter, out)
     if refused:
         return {h.status: refused}
-    base = str(values.get(h.picker.base) or "").strip() or None
+    base = _base(h, values)
     try:
         with _exclusive(lang):
             path = export.merge(
@@ -471,7 +481,7 @@ def export_gguf(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     refused = _not_ready(h, values, lang, src, out)
     if refused:
         return {h.gguf_status: refused}
-    base = str(values.get(h.picker.base) or "").strip() or None
+    base = _base(h, values)
     quant = values.get(h.quant) or ExportConfig.quant
     try:
         with _exclusive(lang):
@@ -493,12 +503,12 @@ def export_lora(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     """Export the adapter as a LoRA GGUF with its base GGUF and an ADAPTER Modelfile, in `<GGUF folder>-lora`."""
     h = ctx.export
     lang = ctx.lang(values)
-    adapter = next(iter(pickers.selected(values.get(h.picker.adapters))), None)
+    adapter = _adapter(h, values)
     out = str(values.get(h.gguf_out) or "").strip()
     refused = _not_ready(h, values, lang, adapter, out)
     if refused:
         return {h.gguf_status: refused}
-    base = str(values.get(h.picker.base) or "").strip() or None
+    base = _base(h, values)
     try:
         with _exclusive(lang):
             path = export.export_lora_gguf(adapter, lora_folder(out), progress=_progress(progress), base=base,
@@ -553,7 +563,7 @@ def check_gguf(ctx: AppContext, values: dict[Any, Any], progress: Any = None) ->
     path = Path(out).expanduser() / gguf.file_name(values.get(h.quant) or ExportConfig.quant)
     if not path.is_file():
         return {h.check_status: "❌ " + i18n.t("export.no_gguf", lang, file=path.name, folder=path.parent)}
-    base = str(values.get(h.picker.base) or "").strip() or None
+    base = _base(h, values)
     try:
         with _exclusive(lang):
             if progress is not None:
@@ -586,7 +596,7 @@ def check_rows(report: Any, lang: str = "en") -> pd.DataFrame:
 
 def _gguf_source(h: ExportHandles, values: dict[Any, Any]) -> str:
     """The model folder field, else the adapter picked (merged first)."""
-    chosen = next(iter(pickers.selected(values.get(h.picker.adapters))), "")
+    chosen = _adapter(h, values) or ""
     return str(values.get(h.gguf_src) or "").strip() or chosen
 
 
@@ -628,7 +638,7 @@ def push_export(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
 
 def _push_folder(h: ExportHandles, values: dict[Any, Any], what: str) -> str:
     if what == "adapter":
-        return next(iter(pickers.selected(values.get(h.picker.adapters))), "")
+        return _adapter(h, values) or ""
     if what == "gguf":
         return str(values.get(h.gguf_out) or "").strip()
     return str(values.get(h.gguf_src) or values.get(h.out_dir) or "").strip()
