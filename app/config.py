@@ -102,7 +102,8 @@ class ModelConfig:
     allow_pickle: bool = False
     """Allow loading pickle-based .bin weights (can execute code). Off: safetensors only."""
     attn_implementation: str = "sdpa"
-    """Attention kernel: sdpa (PyTorch fused, default), eager (reference), flash_attention_2 (CUDA, if installed)."""
+    """Attention kernel: sdpa (PyTorch fused, default), eager (reference), flash_attention_2 (CUDA GPUs of compute
+    capability 8.0+ with flash-attn installed, bf16/fp16; sdpa elsewhere, with a message)."""
 
 
 @dataclass
@@ -222,7 +223,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this value (0 = off)."""
     optimizer: str = "adamw_torch"
-    """adamw_torch (8 B/param of state), adamw_8bit (~2 B/param), paged_adamw_8bit / paged_adamw_32bit (CUDA only)."""
+    """adamw_torch (8 B/param of state), adamw_8bit (~2 B/param), paged_adamw_8bit / paged_adamw_32bit (CUDA: state
+    pages to CPU RAM under memory pressure; on the CPU adamw_8bit / adamw_torch, with a message)."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less memory, ~30% slower."""
     precision: str = "auto"
@@ -233,6 +235,11 @@ class TrainConfig:
     """Batch examples of similar length together: less padding, faster steps."""
     packing: bool = False
     """Pack several examples into one sequence (attention kept separate per example)."""
+    liger_kernel: bool = False
+    """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy) on CUDA: less memory and
+    faster steps; needs `pip install liger-kernel`; ignored with a message on the CPU."""
+    torch_compile: bool = False
+    """torch.compile the model: faster steps after a compile of tens of seconds; on CPU too."""
     logging_steps: int = 1
     """Write a loss point every N optimizer steps."""
     save_steps: int = 100

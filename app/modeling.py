@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from app import catalog, consent, devices, libs, methods, paths
+from app import accel, catalog, consent, devices, libs, methods, paths
 from app.config import DEFAULT_MODEL, ModelConfig, QuantConfig
 
 libs.load()  # transformers and peft, fully, before any thread uses them (see app/libs.py)
@@ -344,10 +344,13 @@ def load_model(
     if sharded and qcfg is not None and quant.bits == 4:
         dtype = compute_dtype(quant, dev)
     _say(progress, 0.5, f"loading {Path(path).name} on {dev} ({str(dtype).replace('torch.', '')})")
+    attn, why = accel.attention(model_cfg.attn_implementation, dev, str(dtype).replace("torch.", ""))
+    if why:
+        _say(progress, 0.5, why)  # flash_attention_2 where it cannot run: sdpa, and the reason
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "trust_remote_code": model_cfg.trust_remote_code,
-        "attn_implementation": model_cfg.attn_implementation,
+        "attn_implementation": attn,
         "use_safetensors": None if model_cfg.allow_pickle else True,
     }
     if qcfg is not None:

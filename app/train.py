@@ -38,7 +38,18 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback  # noqa: E402
 
-from app import devices, history, learned, methods, modeling, objectives, preference_train, runs, tracking  # noqa: E402
+from app import (  # noqa: E402
+    accel,
+    devices,
+    history,
+    learned,
+    methods,
+    modeling,
+    objectives,
+    preference_train,
+    runs,
+    tracking,
+)
 from app.objectives import LabelGather  # noqa: E402
 from app.threads import configure_threads  # noqa: E402
 from app.train_events import EventsCallback, peak_memory  # noqa: E402
@@ -50,18 +61,15 @@ log = logging.getLogger("tunedesk.train")
 
 # ---- checks before anything is loaded ------------------------------------------------------------------------
 def preflight(cfg: RunConfig) -> list[str]:
-    """Every problem that makes the run impossible, found without loading anything (config, device, optimizer)."""
+    """Every problem that makes the run impossible, found without loading anything (config, device, precision).
+    Options this machine cannot run but has a stand-in for (flash attention, Liger, paged optimizers) are not
+    problems: app.accel plans the stand-in and build() logs why."""
     problems = cfg.validate() + tracking.problems(cfg)
     try:
         on_cpu = devices.resolve(cfg.train.device) == devices.CPU
     except devices.DeviceError as exc:
         problems.append(f"train.device: {exc}")
         on_cpu = True
-    if on_cpu and cfg.train.optimizer.startswith("paged_"):
-        problems.append(
-            f"train.optimizer: {cfg.train.optimizer} pages optimizer state through CUDA unified memory and needs "
-            "a CUDA GPU; on the CPU use adamw_torch (or adamw_8bit to save memory)"
-        )
     if on_cpu and cfg.train.precision == "fp16":
         problems.append("train.precision: fp16 training needs a CUDA GPU; on the CPU use auto (float32)")
     found = (_model_problem(cfg.model.name_or_path), *_data_problems(cfg), _output_problem(cfg))
@@ -359,6 +367,9 @@ def build(
     if stop.is_set():
         return None
     loaded = load_for_training(cfg, device, dist.sharded)
+    plan = accel.plan(cfg, device, loaded.dtype)  # what modeling and the trainer use of the GPU options asked for
+    for message in plan.messages if dist.main else ():
+        log.warning("%s", message)
     model = modeling.prepare_for_method(loaded, cfg, dist.sharded)
     trainable, total = modeling.count_params(model)
     facts = preference_train.session_facts(data.facts) if objective.preference else data.facts
@@ -372,7 +383,7 @@ def build(
         total_params=total,
         world_size=dist.world,
         threads=torch.get_num_threads(),
-        memory=memory_estimate(cfg, device),
+        memory=memory_estimate(plan.apply(cfg), device),
         **facts,
     )
     callback = EventsCallback(run_dir, cfg, stop, started, dist.main)

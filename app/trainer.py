@@ -34,7 +34,7 @@ libs.load()  # transformers, whole, under the lock another thread's first use wa
 
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-from app import devices, history, modeling, objectives, tracking  # noqa: E402
+from app import accel, devices, history, modeling, objectives, tracking  # noqa: E402
 from app import metrics as text_metrics  # noqa: E402
 from app.objectives import LabelGather, Objective  # noqa: E402
 from app.train_events import evaluating, greedy_answer, peak_memory  # noqa: E402
@@ -62,9 +62,13 @@ def training_arguments(
 def training_kwargs(cfg: RunConfig, run_dir: Path, device: str, progress: bool, evaluate: bool) -> dict[str, Any]:
     """The TrainingArguments fields a run sets from its config: one table that TRL's preference configs (subclasses
     of TrainingArguments, app.preference_train) are built from too, so steps, saving, evaluation, precision and
-    trackers mean the same whatever the objective."""
+    trackers mean the same whatever the objective. Liger kernels, torch.compile and the optimizer are app.accel's
+    plan for this device (transformers applies the first two: use_liger_kernel patches the model's RMSNorm, SwiGLU
+    and RoPE; our loss already computes logits only at label positions, so Liger's fused linear cross-entropy, which
+    runs when labels go into the model, is not the one sft uses)."""
     t = cfg.train
     dtype = modeling.resolve_dtype(t.precision, device)
+    plan = accel.plan(cfg, device)
     save_steps = t.save_steps if t.save_steps > 0 else None
     eval_steps = t.eval_steps or save_steps or 10**9  # 10**9: only the evaluation at the end
     keep_best = evaluate and t.load_best_at_end
@@ -83,7 +87,9 @@ def training_kwargs(cfg: RunConfig, run_dir: Path, device: str, progress: bool, 
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of the total steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        optim=OPTIMIZERS[t.optimizer],
+        optim=OPTIMIZERS[plan.optimizer],
+        use_liger_kernel=plan.liger_kernel,
+        torch_compile=plan.torch_compile,
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         save_strategy="steps" if save_steps else "no",

@@ -155,16 +155,16 @@ def test_stop_saves_adapter_and_resume_continues_exactly(tiny_model_dir, data_fi
     assert runs.run_status(run_dir) == "finished"
 
 
-def test_paged_optimizer_on_cpu_fails_with_a_clear_message_before_loading(tiny_model_dir, data_file, runs_tmp):
+def test_paged_optimizer_on_cpu_trains_with_the_unpaged_one_and_says_so(tiny_model_dir, data_file, runs_tmp, caplog):
+    """A paged optimizer pages state through CUDA unified memory; on the CPU app.accel plans adamw_8bit instead
+    (the run used to be refused), and the run's log says so."""
     cfg = tiny_config(tiny_model_dir, data_file, "lora", **{"train.optimizer": "paged_adamw_8bit"})
     run_dir = runs.create_run(cfg)
-    t0 = time.perf_counter()
-    assert train.run(cfg, run_dir) == "failed"
-    assert time.perf_counter() - t0 < 5  # nothing was loaded
-    (failed,) = events_of(run_dir, "failed")
-    assert "paged_adamw_8bit" in failed["message"] and "CUDA" in failed["message"]
-    assert "adamw_torch" in failed["message"]  # says what to use instead
-    assert not events_of(run_dir, "started") and runs.run_status(run_dir) == "failed"
+    with caplog.at_level("WARNING", logger="tunedesk.train"):
+        assert train.run(cfg, run_dir) == "finished"
+    assert "paged_adamw_8bit not used" in caplog.text and "CUDA unified memory" in caplog.text
+    assert "(adamw_8bit here)" in caplog.text
+    assert runs.run_status(run_dir) == "finished" and len(events_of(run_dir, "log")) == 3
 
 
 def test_missing_model_and_bad_data_end_as_failed_with_a_message(tiny_model_dir, data_file, runs_tmp, tmp_path):

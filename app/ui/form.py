@@ -68,7 +68,8 @@ FIELDS: tuple[Field, ...] = (
         "dropdown",
         "Attention kernel",
         "注意力实现",
-        "sdpa：PyTorch 融合内核（默认）；eager：参考实现。",
+        "sdpa：PyTorch 融合内核（默认）；eager：参考实现；flash_attention_2：CUDA（算力 8.0+、已安装 flash-attn），"
+        "其他情况改用 sdpa。",
         C.ATTN_IMPLS,
         moves_memory=True,
     ),
@@ -350,7 +351,7 @@ FIELDS: tuple[Field, ...] = (
         "dropdown",
         "Optimizer",
         "优化器",
-        "adamw_torch（每参数 8 B 状态）、adamw_8bit（约 2 B）、paged_*（仅 CUDA）。",
+        "adamw_torch（每参数 8 B 状态）、adamw_8bit（约 2 B）、paged_*（CUDA；CPU 上改用 adamw_8bit / adamw_torch）。",
         C.OPTIMIZERS,
         moves_memory=True,
     ),
@@ -443,6 +444,21 @@ FIELDS: tuple[Field, ...] = (
         "把长度相近的样本放进同一批：填充更少，步更快。",
     ),
     F("train.packing", "checkbox", "Packing", "样本打包", "把多个样本拼进一条序列（各样本注意力保持隔离）。"),
+    F(
+        "train.liger_kernel",
+        "checkbox",
+        "Liger kernels",
+        "Liger 内核",
+        "Liger 的融合 Triton 内核（RMSNorm、SwiGLU、RoPE、融合线性交叉熵），仅 CUDA：显存更少、步更快；"
+        "需要 pip install liger-kernel；CPU 上忽略并给出提示。",
+    ),
+    F(
+        "train.torch_compile",
+        "checkbox",
+        "torch.compile",
+        "torch.compile 编译",
+        "用 torch.compile 编译模型：先编译几十秒，之后每步更快；CPU 上也可用。",
+    ),
     F("train.logging_steps", "number", "Logging steps", "日志间隔", "每 N 个优化步记录一个损失点。"),
     F(
         "train.save_steps",
