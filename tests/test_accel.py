@@ -6,7 +6,10 @@ train with; the "selected" branch is decide() with a GPU's facts passed in."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -182,3 +185,34 @@ def test_torch_compile_on_the_cpu_is_handed_to_the_trainers_accelerator(tiny_mod
     assert session.trainer.args.torch_compile is True
     plugin = session.trainer.accelerator.state.dynamo_plugin
     assert str(plugin.backend).lower().endswith("inductor")  # accelerate compiles the model when train() prepares it
+
+
+# ---- python -m bench.gpu ------------------------------------------------------------------------------------------
+def test_the_gpu_benchmark_exits_3_saying_why_without_cuda():
+    from bench import common
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu"], cwd=common.ROOT, env=common.child_env(), capture_output=True, text=True
+    )
+    assert done.returncode == common.SKIP_EXIT, done.stderr[-2000:]
+    assert "no CUDA GPU here" in done.stderr and "NVIDIA GPU" in done.stderr
+
+
+@pytest.mark.parametrize("case", ["default", "8b-qlora"])
+def test_the_gpu_benchmark_cases_are_their_presets_for_exactly_the_steps_asked(case, tmp_path):
+    from bench import gpu
+
+    args = argparse.Namespace(steps=7, data=tmp_path / "d.json", model=None, attn="flash_attention_2", liger=True,
+                              compile=False)  # fmt: skip
+    cfg = gpu.case_config(case, args, tmp_path)
+    preset = RunConfig.from_preset(gpu.PRESETS[case])
+    assert cfg.validate() == [] and cfg.method == preset.method and cfg.lora.rank == preset.lora.rank
+    assert cfg.data.max_samples == 7 * preset.train.batch_size * preset.train.grad_accum and cfg.data.val_size == 0
+    assert (cfg.train.device, cfg.train.epochs, cfg.train.max_steps, cfg.train.liger_kernel) == (
+        "cuda",
+        1.0,
+        None,
+        True,
+    )
+    plan = accel.decide(cfg, "cuda", H100, "bfloat16")
+    assert plan.messages == [] and plan.attn_implementation == "flash_attention_2"
