@@ -232,6 +232,8 @@ class Session:
     from_step: int | None = None
     objective: str | None = None
     """sft, dpo, orpo, simpo or kto; None in runs from before objectives."""
+    train_examples: int | None = None
+    """Training records the session counted (a pushed model's card says how many it learned from)."""
 
 
 @dataclass
@@ -382,6 +384,7 @@ class RunHistory:
             estimated_memory_bytes=int(gib * 2**30) if gib else None,
             from_step=_field(event, "from_step") if kind == "resumed" else None,
             objective=_field(event, "objective"),
+            train_examples=_field(event, "train_examples"),
         )
         self.sessions.append(session)
         self.outcome = "open"

@@ -262,8 +262,8 @@ def _examples(run: dict[str, Any]) -> int | None:
     """Training records the run's last session counted (its `started`/`resumed` event's train_examples)."""
     from app import history
 
-    sessions = [e for e in history.load_events(run["run_dir"]) if e.get("type") in ("started", "resumed")]
-    value = sessions[-1].get("train_examples") if sessions else None
+    sessions = history.read(run["run_dir"]).sessions
+    value = sessions[-1].train_examples if sessions else None
     return value if isinstance(value, int) else None
 
 
