@@ -178,7 +178,8 @@ def test_the_fallbacks_train_exactly_as_the_options_they_stand_in_for(tiny_model
 
 def test_torch_compile_on_the_cpu_is_handed_to_the_trainers_accelerator(tiny_model_dir, data_file, runs_tmp):
     """Selection only: compiling the tiny model's two steps on this 2-core machine took 113-145 s (under load), so
-    the loss comparison is not a suite test; run by hand, the compiled losses equalled the eager ones within 1e-4."""
+    the loss comparison is not a suite test. Run by hand (2026-12-04): on this CPU the compiled losses of 2 steps
+    equalled the eager ones within rel 1e-4; on an H200 in bf16, 4 steps within 1.3e-5 (Liger: 8.1e-6)."""
     cfg = _two_steps(tiny_model_dir, data_file, **{"train.torch_compile": True})
     session = train.build(cfg, runs.create_run(cfg), threading.Event(), "cpu", Dist())
     session.gather.remove()
