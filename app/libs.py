@@ -24,6 +24,7 @@ NAMES: dict[str, tuple[str, ...]] = {
         "AutoTokenizer",
         "BitsAndBytesConfig",
         "EarlyStoppingCallback",
+        "GenerationConfig",
         "RepetitionPenaltyLogitsProcessor",
         "StoppingCriteria",
         "StoppingCriteriaList",
