@@ -44,7 +44,7 @@ SERIES = (
 _SESSION_FIELDS = (
     "total_steps", "method", "objective", "model", "device", "dtype", "trainable_params", "total_params",
     "world_size", "threads", "memory", "train_examples", "val_examples", "train_rows", "skipped_records", "truncated",
-    "tokens_per_epoch", "label_tokens_per_epoch", "template",
+    "tokens_per_epoch", "label_tokens_per_epoch", "template", "message",
 )
 _END_FIELDS = (
     "step", "total_steps", "loss", "eval_loss", "best_eval_loss", "best_step", "artifact_step", "stop_reason",

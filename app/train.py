@@ -384,6 +384,7 @@ def build(
         world_size=dist.world,
         threads=torch.get_num_threads(),
         memory=memory_estimate(plan.apply(cfg), device),
+        message="; ".join(plan.messages) or None,  # the GPU options that fell back, and why: shown in the run's log
         **facts,
     )
     callback = EventsCallback(run_dir, cfg, stop, started, dist.main)

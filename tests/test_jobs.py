@@ -75,7 +75,7 @@ def test_start_returns_at_once_and_resume_continues_the_same_folder(manager, tin
 
 
 def test_a_config_that_cannot_run_is_refused_before_any_folder(manager, tiny_model_dir, data_file, runs_tmp):
-    cfg = tiny_config(tiny_model_dir, data_file, **{"train.optimizer": "paged_adamw_32bit", "lora.rank": 0})
+    cfg = tiny_config(tiny_model_dir, data_file, **{"train.precision": "fp16", "lora.rank": 0})
     with pytest.raises(ConfigError) as info:
         manager.start(cfg)
     assert any("CUDA" in p for p in info.value.problems) and any("lora.rank" in p for p in info.value.problems)

@@ -165,6 +165,8 @@ def test_paged_optimizer_on_cpu_trains_with_the_unpaged_one_and_says_so(tiny_mod
     assert "paged_adamw_8bit not used" in caplog.text and "CUDA unified memory" in caplog.text
     assert "(adamw_8bit here)" in caplog.text
     assert runs.run_status(run_dir) == "finished" and len(events_of(run_dir, "log")) == 3
+    started = events_of(run_dir, "started")[0]  # and the Train tab's log shows it (its event line prints message)
+    assert "paged_adamw_8bit not used" in started["message"] and "(adamw_8bit here)" in started["message"]
 
 
 def test_missing_model_and_bad_data_end_as_failed_with_a_message(tiny_model_dir, data_file, runs_tmp, tmp_path):

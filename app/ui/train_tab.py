@@ -286,6 +286,7 @@ SCHEDULE_ROWS = (
 SPEED_ROWS = (
     ("train.optimizer", "train.precision", "train.device"),
     ("train.gradient_checkpointing", "train.group_by_length", "train.packing"),
+    ("train.liger_kernel", "train.torch_compile"),
 )
 LOGGING_ROWS = (
     ("train.logging_steps", "train.save_steps", "train.eval_steps"),
