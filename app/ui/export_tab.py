@@ -491,12 +491,7 @@ def export_gguf(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
     except (RuntimeError, OSError, ValueError) as exc:
         return {h.gguf_status: "❌ " + i18n.t("export.error", lang, msg=_one_line(exc)), h.modelfile: ""}
     text = i18n.t("export.gguf_done", lang, path=path, size=_size(path.stat().st_size))
-    return {
-        h.gguf_status: "✅ " + text,
-        h.modelfile: modelfile,
-        h.ollama_name: export.ollama_name(path.parent),
-        h.artifacts: artifacts_update(values, h, lang),
-    }
+    return _gguf_written(h, values, lang, path, text, modelfile)
 
 
 def export_lora(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -> dict[Any, Any]:
@@ -518,6 +513,14 @@ def export_lora(ctx: AppContext, values: dict[Any, Any], progress: Any = None) -
         return {h.gguf_status: "❌ " + i18n.t("export.error", lang, msg=_one_line(exc)), h.modelfile: ""}
     bases = sorted(p.name for p in path.parent.glob("base-*.gguf"))
     text = i18n.t("export.lora_done", lang, path=path, size=_size(path.stat().st_size), base=", ".join(bases))
+    return _gguf_written(h, values, lang, path, text, modelfile)
+
+
+def _gguf_written(
+    h: ExportHandles, values: dict[Any, Any], lang: str, path: Path, text: str, modelfile: str
+) -> dict[Any, Any]:
+    """What a GGUF or LoRA GGUF export shows once written: its status line, the folder's Modelfile, the Ollama name
+    that folder suggests, and every artifact of the form's folders."""
     return {
         h.gguf_status: "✅ " + text,
         h.modelfile: modelfile,
