@@ -266,7 +266,7 @@ def _run_facts(found: Any) -> dict[str, Any]:
     return facts
 
 
-def _hub_id(base_name: str) -> str | None:
+def hub_id(base_name: str) -> str | None:
     """A hub id for the card's base_model field: the default model's, or a name that looks like owner/model."""
     from app.modeling import DEFAULT_ALIASES, default_model_dir
 
@@ -297,11 +297,11 @@ def model_card(adapter_dir: Path, base_name: str, dtype: str) -> str:
         ("Method", f"{method} (r={acfg.get('r')}, alpha={acfg.get('lora_alpha')}, targets: {targets})"),
         ("Data", f"`{(cfg.get('data') or {}).get('path', 'unknown (not trained by TuneDesk)')}`"),
         ("Steps", run.get("steps", "unknown")),
-        ("Final train loss", _num(run.get("train_loss"))),
-        ("Final eval loss", _num(run.get("eval_loss"))),
+        ("Final train loss", loss_text(run.get("train_loss"))),
+        ("Final eval loss", loss_text(run.get("eval_loss"))),
         ("Adapter", f"`{adapter_dir}`"),
     ]
-    hub = _hub_id(base_name)
+    hub = hub_id(base_name)
     lines = ["---", *([f"base_model: {hub}"] if hub else []), "library_name: transformers"]
     lines += [f"tags: [tunedesk, {method}, merged]", "---", "", f"# {display_name(adapter_dir)} (merged)", ""]
     lines += [f"A LoRA adapter merged into its base model with TuneDesk (`python -m app merge`), saved in {dtype}."]
@@ -318,8 +318,9 @@ def model_card(adapter_dir: Path, base_name: str, dtype: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "unknown"
+def loss_text(value: Any) -> str:
+    """A loss for a model card: 4 places, "unknown" when the run did not say (None, or not a number)."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "unknown"
 
 
 # ---- GGUF ----------------------------------------------------------------------------------------------------
@@ -466,10 +467,10 @@ def _meta(folder: Path) -> gguf.Meta:
     origin, base_name = _origin(folder)
     sources = list(_provenance(folder))
     if origin is None:
-        return gguf.Meta(name=folder.name, base_hub_id=_hub_id(str(folder)), sources=sources)
+        return gguf.Meta(name=folder.name, base_hub_id=hub_id(str(folder)), sources=sources)
     tags = ("tunedesk", _method(origin))
     name = display_name(origin)
-    return gguf.Meta(name=name, finetune=name, base_hub_id=_hub_id(base_name or ""), tags=tags, sources=sources)
+    return gguf.Meta(name=name, finetune=name, base_hub_id=hub_id(base_name or ""), tags=tags, sources=sources)
 
 
 def _method(folder: Path) -> str:
@@ -545,15 +546,14 @@ def export_lora_gguf(
     mark_export(out, "gguf")
     lora_quant = "f32" if base_quant == "f32" else "f16"
     path = out / gguf.file_name(lora_quant, "adapter")
-    name = display_name(folder)
-    meta = gguf.Meta(name=name, finetune=name, base_hub_id=_hub_id(base_name), tags=("tunedesk", _method(folder)))
+    name, hub = display_name(folder), hub_id(base_name)
+    meta = gguf.Meta(name=name, finetune=name, base_hub_id=hub, tags=("tunedesk", _method(folder)))
     _say(progress, 0.05, f"writing {path.name} from {folder}")
     try:
         count = gguf.write_lora(folder, weights, base_folder, path, lora_quant, meta)
     except gguf.GGUFError as exc:
         raise ExportError(str(exc)) from None
     _say(progress, 0.1, f"{path.name}: {count} adapted weights; writing the base {base_name}")
-    hub = _hub_id(base_name)
     base_meta = gguf.Meta(name=hub.split("/")[-1] if hub else base_folder.name, base_hub_id=hub,
                           sources=list(_provenance(base_folder)))  # fmt: skip
     base_path, template = _write_model(base_folder, out, base_quant, progress, keep_f16, base_meta, stem="base")

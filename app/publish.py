@@ -148,9 +148,9 @@ def _is_local(value: str) -> bool:
 
 def _public_name(base: str) -> str:
     """The Hub id of a base model (the default model's, or an owner/name id), else its folder's name."""
-    from app.export import _hub_id
+    from app.export import hub_id
 
-    return _hub_id(base) or Path(base).name
+    return hub_id(base) or Path(base).name
 
 
 # ---- the model card ------------------------------------------------------------------------------------------
@@ -296,6 +296,8 @@ def _method(facts: Facts) -> str | None:
 
 
 def _training_section(facts: Facts, method: str, base_id: str | None) -> list[str]:
+    from app.export import loss_text
+
     cfg = facts.run.get("config") or {}
     train, data, acfg = cfg.get("train") or {}, cfg.get("data") or {}, facts.adapter_config
     targets = acfg.get("target_modules")
@@ -317,8 +319,8 @@ def _training_section(facts: Facts, method: str, base_id: str | None) -> list[st
     if facts.run:
         rows += [("Steps trained", facts.run.get("steps", "unknown"))]
         rows += [
-            ("Final train loss", _num(facts.run.get("train_loss"))),
-            ("Final eval loss", _num(facts.run.get("eval_loss"))),
+            ("Final train loss", loss_text(facts.run.get("train_loss"))),
+            ("Final eval loss", loss_text(facts.run.get("eval_loss"))),
         ]
     if facts.dtype:
         rows.append(("Merged in", facts.dtype))
@@ -399,10 +401,6 @@ def _metric(name: str, value: Any) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
     return f"{value:.4f}" if name == "loss" else f"{value:.2f}" if name == "perplexity" else f"{value:.1f}"
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "unknown"
 
 
 # ---- the push ------------------------------------------------------------------------------------------------
