@@ -13,6 +13,11 @@ Each option is used where it can run and otherwise falls back with a message the
     train.optimizer paged_adamw_8bit / _32bit     CUDA (the state pages through CUDA unified memory); on the CPU
                                                   adamw_8bit / adamw_torch, the same update without paging
 
+And one CPU decision: a supervised micro-batch on the CPU runs in chunks of rows of at most CPU_CHUNK_TOKENS padded
+tokens, each chunk's forward and backward before the next (`chunk_tokens`, `row_splits`). The gradient is the same
+sum over label tokens; the activations held at once are one chunk's, not the whole batch's (a quarter at batch 4 x
+512), and each chunk is padded only to its own longest row. app.trainer splits by it, app.memory estimates by it.
+
 The one home of these decisions: app.modeling asks `attention()` for the kernel every model load uses (training,
 chat, export), app.trainer builds TrainingArguments from the plan (transformers' own `use_liger_kernel`,
 `torch_compile` and `optim`), app.train logs the plan's messages when the run starts. Pure: torch is imported only
@@ -36,6 +41,10 @@ FLASH_CAPABILITY = (8, 0)
 UNPAGED = {"paged_adamw_8bit": "adamw_8bit", "paged_adamw_32bit": "adamw_torch"}
 """A paged optimizer -> the same update without paging, which the CPU runs."""
 HALF = ("float16", "bfloat16")
+CPU_CHUNK_TOKENS = 512
+"""Padded tokens per forward of a chunked CPU micro-batch (at least one row). fp32 GEMMs with 512+ rows run at
+the CPU's square-GEMM rate (bench/mfu.py), so smaller chunks cost no speed, and a 135M model's activations are
+~1.3 MB a token: 0.6 GiB a chunk instead of 2.6 GiB for 4 rows of 512."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,29 @@ def decide(cfg: RunConfig, device: str, facts: Facts, dtype: str | None = None) 
     optimizer, note = _optimizer(cfg.train.optimizer, facts)
     messages += [note] if note else []
     return AccelPlan(attn, liger, cfg.train.torch_compile, optimizer, messages)
+
+
+def chunk_tokens(device: str) -> int:
+    """Padded tokens per forward when a supervised micro-batch trains on `device` in chunks; 0: the whole batch at
+    once (CUDA, where a larger batch is faster and memory is the estimate's batch)."""
+    return CPU_CHUNK_TOKENS if devices.kind(device) == devices.CPU else 0
+
+
+def row_splits(rows: int, width: int, budget: int) -> list[int]:
+    """Rows per chunk when a micro-batch of `rows` rows padded to `width` tokens runs in chunks of at most
+    `budget` tokens: as few chunks as the budget allows (never fewer rows than one per chunk), rows spread evenly,
+    larger chunks first. budget 0: one chunk.
+
+    >>> row_splits(4, 512, 512), row_splits(4, 200, 512), row_splits(4, 100, 512), row_splits(4, 512, 0)
+    ([1, 1, 1, 1], [2, 2], [4], [4])
+    >>> row_splits(5, 300, 512), row_splits(1, 2048, 512)
+    ([1, 1, 1, 1, 1], [1])
+    """
+    if rows <= 1 or budget <= 0 or rows * width <= budget:
+        return [rows] if rows else []
+    chunks = min(rows, -(-rows // max(budget // max(width, 1), 1)))
+    base, extra = divmod(rows, chunks)
+    return [base + (i < extra) for i in range(chunks)]
 
 
 def attention(requested: str, device: str, dtype: str | None = None) -> tuple[str, str | None]:

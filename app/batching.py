@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from app import accel
+
 IGNORE = -100
 MEGABATCH = 50
 """Length grouping sorts within windows of 50 batches: batches are near-uniform in length, order stays random."""
@@ -172,7 +174,8 @@ class Collator:
     Unpacked: input_ids, labels, attention_mask (B x T). Packed: input_ids, labels, position_ids restarting at 0
     per example and no attention mask (transformers derives the block-diagonal mask from the restarts); the
     first token of each packed example gets label -100 so the previous example never learns to predict it.
-    `num_tokens` (real, unpadded tokens) is for throughput figures; the trainer pops it before the forward.
+    `num_tokens` (real, unpadded tokens) is for throughput figures and `row_tokens` (B) the real tokens of each row,
+    for `split_batch`; the loss drops both before the forward.
     """
 
     def __init__(self, store: TokenStore, pad_id: int, packed: bool, pad_to_multiple_of: int = 1):
@@ -201,7 +204,39 @@ class Collator:
             mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
             batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
         batch["num_tokens"] = int(sum(lengths))
+        batch["row_tokens"] = torch.tensor(lengths, dtype=torch.int64)
         return batch
+
+
+NOT_MODEL_INPUTS = ("labels", "num_tokens", "row_tokens")
+"""Collator keys the loss takes itself or that are bookkeeping; the rest go into the model's forward."""
+
+
+def split_batch(batch: dict[str, Any], budget: int) -> list[dict[str, Any]]:
+    """A Collator batch as chunks of rows of at most `budget` padded tokens (app.accel.row_splits), each cropped to
+    its own longest row, with its own num_tokens / row_tokens: training chunk by chunk, with the loss of every
+    chunk divided by the label count of the whole batch, gives the whole batch's gradient. [batch] when it fits.
+
+    >>> store = TokenStore.from_examples([([1, 2, 3, 4], [-100, 2, 3, 4]), ([5, 6], [-100, 6])])
+    >>> b = Collator(store, 0, False)([[0], [1]])
+    >>> [(c["input_ids"].tolist(), c["num_tokens"]) for c in split_batch(b, 4)]
+    [([[1, 2, 3, 4]], 4), ([[5, 6]], 2)]
+    """
+    rows, width = batch["input_ids"].shape
+    sizes = accel.row_splits(rows, width, budget)
+    if len(sizes) <= 1:
+        return [batch]
+    lengths = batch["row_tokens"]
+    chunks, at = [], 0
+    for size in sizes:
+        part = slice(at, at + size)
+        keep = int(lengths[part].max())
+        chunk = {k: v[part, :keep] for k, v in batch.items() if torch.is_tensor(v) and v.dim() == 2}
+        chunk["row_tokens"] = lengths[part]
+        chunk["num_tokens"] = int(lengths[part].sum())
+        chunks.append(chunk)
+        at += size
+    return chunks
 
 
 def longest_batch(lengths: Sequence[int], batch_size: int, max_len: int, packing: bool) -> tuple[int, int]:

@@ -12,7 +12,9 @@ really keeps, written from the shapes in config.json, not a fitted curve:
 * activations autograd keeps per token per decoder layer: fp32 norm inputs, q/k/v/out for SDPA (plus the
   heads x seq probabilities for eager attention), gate/up/act for the MLP, LoRA inputs and dropout masks, the
   inputs of trainable Linear layers. With gradient checkpointing only each layer's input is kept, plus one layer
-  recomputed during backward.
+  recomputed during backward. On the CPU the supervised trainer runs a micro-batch in chunks of rows of at most
+  Stack.cpu_chunk_tokens tokens (app.accel.row_splits), so activations, logits and backward buffers are one
+  chunk's: batch 4 x 512 tokens holds one row's at a time.
 * logits and loss: batch x seq x vocab, upcast to fp32 for the loss: 12 B per logit at the loss peak
   (saved log-softmax, its gradient and the nll gradient). Often the largest term for a small model with a big vocab.
 * CUDA context and allocator cache (on CPU, the baseline RSS of Python + torch + libraries, and glibc's retained
@@ -43,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app import devices, methods, objective_table
+from app import accel, devices, methods, objective_table
 from app.architecture import (  # noqa: F401  (architecture_from, EstimateError: what callers of the estimate use)
     Architecture,
     EstimateError,
@@ -119,9 +121,18 @@ def _plan(cfg: RunConfig, device: str, stack: Stack) -> _Plan:
         kbit_upcast=bits is not None and method.kbit_prep and stack.kbit_upcast,
         trainable_bytes=(stack.adapter_bytes if w == 2 else 4) if method.adapter else w,
         seq=cfg.data.max_seq_len,
-        batch=t.batch_size,
+        batch=_rows_at_once(cfg, device, stack),
         stack=stack,
     )
+
+
+def _rows_at_once(cfg: RunConfig, device: str, stack: Stack) -> int:
+    """Rows of max_seq_len tokens in one forward: the batch, or on the CPU the largest chunk the supervised trainer
+    splits it into (app.accel.row_splits); TRL's preference trainers run the whole batch."""
+    rows = cfg.train.batch_size
+    if device != "cpu" or objective_table.of(cfg).preference:
+        return rows
+    return max(accel.row_splits(rows, cfg.data.max_seq_len, stack.cpu_chunk_tokens))
 
 
 # ---- trainable parameters ------------------------------------------------------------------------------------

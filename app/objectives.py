@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from app import modeling, objective_table
-from app.batching import IGNORE, Collator, RowDataset, TokenStore
+from app.batching import IGNORE, NOT_MODEL_INPUTS, Collator, RowDataset, TokenStore
 from app.config import RunConfig
 
 
@@ -72,7 +72,7 @@ def label_loss(model: Any, batch: dict[str, Any], gather: LabelGather, num_items
     `num_items` (the label count of the whole accumulated batch, from the Trainer) or by its own label count.
     Equals the model's own causal-LM loss, without ever making batch x seq x vocab logits."""
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "num_tokens")}
+    inputs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
     keep = labels[:, 1:] != IGNORE
     targets = labels[:, 1:][keep]
     with gather.only(F.pad(keep, (0, 1), value=False)):

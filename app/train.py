@@ -430,6 +430,7 @@ def _trainer(
         eval_collator=data.eval_collator,
         objective=objective,
         eval_generations=cfg.train.eval_generations,
+        chunk_tokens=accel.chunk_tokens(device),
     )
     return trainer, gather
 

@@ -8,8 +8,9 @@ table of TrainingArguments fields from the config, which TRL's configs are built
 
 `TuneTrainer` (supervised fine-tuning) also takes its batches from `app.batching`'s `EpochSampler` (length-grouped,
 or packed with per-example position_ids); its loss is the objective's (`app.objectives`), which computes logits only
-where the shifted label is not -100; and each evaluation also answers a few validation prompts and scores them
-(ROUGE-L, exact match) beside the eval loss.
+where the shifted label is not -100; on the CPU it trains each micro-batch in chunks of rows (app.accel.row_splits:
+the same gradient, a chunk's activations at a time); and each evaluation also answers a few validation prompts and
+scores them (ROUGE-L, exact match) beside the eval loss.
 
 Early stopping (`EarlyStoppingCallback`) and load_best_at_end are transformers' own, on eval_loss; this module
 lines saving up with evaluation for them and keeps the best checkpoint out of the rotation.
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from app import libs
-from app.batching import IGNORE, EpochSampler, TokenStore
+from app.batching import IGNORE, EpochSampler, TokenStore, split_batch
 from app.config import RunConfig
 
 libs.load()  # transformers, whole, under the lock another thread's first use waits on (see app/libs.py)
@@ -237,10 +238,12 @@ class TuneTrainer(RunTrainer, Trainer):
         eval_collator: Any = None,
         objective: Objective | None = None,
         eval_generations: int = 0,
+        chunk_tokens: int = 0,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.sampler, self.gather, self.eval_collator = sampler, gather, eval_collator
+        self.chunk_tokens = chunk_tokens if self.args.world_size == 1 else 0  # DDP syncs once per backward
         self.objective = objective or objectives.get(objectives.DEFAULT)
         self.eval_generations = eval_generations
         self._generation_set: list[tuple[np.ndarray, str, int]] | None = None
@@ -285,6 +288,18 @@ class TuneTrainer(RunTrainer, Trainer):
         answers = greedy_answers(self.model, self.processing_class, prompts)
         scores = text_metrics.score(answers, [reference for _, reference, _ in self._generation_set])
         return {name: round(scores[name], 2) for name in history.GENERATION_METRICS}
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """The Trainer's step, once per chunk of rows when the batch is wider than chunk_tokens (app.accel
+        .row_splits): each chunk's loss is divided by the label count of the whole step, so the gradients summed
+        over the chunks' backward passes and the returned loss are the whole batch's."""
+        chunks = split_batch(inputs, self.chunk_tokens) if self.chunk_tokens else [inputs]
+        if len(chunks) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if num_items_in_batch is None:
+            num_items_in_batch = int((inputs["labels"][:, 1:] != IGNORE).sum())
+        del inputs
+        return sum(super(TuneTrainer, self).training_step(model, c, num_items_in_batch) for c in chunks)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, count = self.objective.loss(model, inputs, self.gather, num_items_in_batch)

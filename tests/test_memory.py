@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app import __main__ as cli
-from app import devices, estimate, memory, objective_table
+from app import accel, devices, estimate, memory, objective_table
 from app.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +163,31 @@ def test_raising_rank_batch_or_seq_never_lowers_the_estimate(model, method, ckpt
     ):
         totals = [memory.estimate(arch, cfg.replace(**{key: v}), device).total_bytes for v in values]
         assert totals == sorted(totals), f"{key}: {totals}"
-        if method in ("lora", "qlora"):  # (full fine-tuning of 8B can be bound by the optimizer step instead)
+        chunked = device == "cpu" and key == "train.batch_size"  # rows of max_seq_len: one per chunk on the CPU
+        if method in ("lora", "qlora") and not chunked:  # (full fine-tuning of 8B can be bound by the optimizer step)
             assert totals[-1] > totals[0], f"{key} should matter for {method}"
+
+
+def test_the_cpu_estimate_holds_one_chunk_of_rows_at_a_time():
+    """On the CPU the supervised trainer runs a batch in chunks of at most Stack.cpu_chunk_tokens tokens: batch 4
+    of 512-token rows holds one row's activations and logits at a time, batch 4 of 128-token rows all four (one
+    chunk), batch 8 of 128 two chunks of four; a GPU run, a preference run and a stack without chunks hold the whole
+    batch."""
+    arch = memory.architecture_from("smollm2-135m-instruct")
+    cfg = _cfg("smollm2-135m-instruct", method="lora")
+
+    def dynamic(batch: int, seq: int, device: str = "cpu", stack=None, **changes) -> int:
+        est = memory.estimate(arch, cfg.replace(**{"train.batch_size": batch, "data.max_seq_len": seq, **changes}),
+                              device, stack=stack)  # fmt: skip
+        return est.breakdown["activations"] + est.breakdown["logits"]
+
+    assert memory.Stack().cpu_chunk_tokens == accel.CPU_CHUNK_TOKENS
+    assert dynamic(4, 512) == dynamic(1, 512)
+    assert dynamic(4, 128) == dynamic(1, 512) > dynamic(2, 128)
+    assert dynamic(8, 128) == dynamic(4, 128)
+    assert dynamic(4, 512, "cuda") > 3 * dynamic(1, 512, "cuda")
+    assert dynamic(4, 512, stack=memory.Stack(cpu_chunk_tokens=0)) > 3 * dynamic(1, 512)
+    assert dynamic(4, 512, objective="dpo") > 3 * dynamic(1, 512, objective="dpo")
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -223,7 +246,10 @@ def test_cpu_allocator_term_is_glibc_retention_and_leaves_cuda_alone():
     assert memory.estimate(arch, cfg, "cuda", stack=no_retention) == memory.estimate(arch, cfg, "cuda")
     assert memory.estimate(arch, cfg, "cpu", stack=no_retention).breakdown["allocator"] == 0
     sizes = [
-        memory.estimate(arch, cfg.replace(**{"train.batch_size": b}), "cpu").breakdown["allocator"] for b in (1, 4, 8)
+        memory.estimate(arch, cfg.replace(**{"train.batch_size": b, "data.max_seq_len": 64}), "cpu").breakdown[
+            "allocator"
+        ]
+        for b in (1, 4, 8)  # 8 x 64 tokens: still one chunk on the CPU
     ]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
@@ -251,9 +277,12 @@ def test_logits_grow_with_vocab_times_tokens():
     small = memory.architecture_from("smollm2-135m-instruct")
     cfg = _cfg("smollm2-135m-instruct", **{"train.batch_size": 4, "data.max_seq_len": 256})
     est = memory.estimate(small, cfg, "cpu")
-    # 4 x 256 tokens x 49,152 vocab x 12 B = 604 MB at the loss peak, the largest term for a 135M model
-    assert est.breakdown["logits"] == 4 * 256 * 49152 * 12
-    assert est.breakdown["logits"] > est.breakdown["weights"]
+    # one chunk of 2 x 256 tokens (4 x 256 runs as two on the CPU) x 49,152 vocab x 12 B = 302 MB at the loss peak,
+    # the largest term for a 135M model; on a GPU the whole batch's 604 MB
+    assert est.breakdown["logits"] == 2 * 256 * 49152 * 12
+    gpu = memory.estimate(small, cfg, "cuda")
+    assert gpu.breakdown["logits"] == 4 * 256 * 49152 * 12
+    assert gpu.breakdown["logits"] > gpu.breakdown["weights"]
 
 
 # ---- presets, fixes, comparison -------------------------------------------------------------------------------
@@ -383,17 +412,22 @@ def test_dpo_exceeds_sft_by_exactly_the_reference_forward_and_the_doubled_sequen
     arch = memory.architecture_from(model)
     sft = _cfg(model, method=method, **{"quant.bits": 4 if method == "qlora" else None})
     sft = sft.replace(**{"train.gradient_checkpointing": ckpt, "train.batch_size": 2, "freeze.trainable_layers": 2})
-    base, dpo = memory.estimate(arch, sft, device), memory.estimate(arch, sft.replace(objective="dpo"), device)
+    whole = memory.Stack(cpu_chunk_tokens=0)  # the supervised step as TRL runs it: the whole batch at once
+
+    def estimate(cfg: RunConfig) -> memory.MemoryEstimate:
+        return memory.estimate(arch, cfg, device, stack=whole)
+
+    base, dpo = estimate(sft), estimate(sft.replace(objective="dpo"))
     assert base.breakdown["reference"] == base.breakdown["pairs"] == 0  # SFT: unchanged, no preference terms
     same = [k for k in memory.BREAKDOWN_KEYS if k not in OBJECTIVE_KEYS]
     assert {k: dpo.breakdown[k] for k in same} == {k: base.breakdown[k] for k in same}
     assert dpo.total_bytes - base.total_bytes == dpo.breakdown["reference"] + dpo.breakdown["pairs"] > 0
     # the doubled sequences: what the same SFT step costs with twice the rows (chosen and rejected of 2 pairs)
-    doubled = memory.estimate(arch, sft.replace(**{"train.batch_size": 4}), device)
+    doubled = estimate(sft.replace(**{"train.batch_size": 4}))
     assert dpo.breakdown["pairs"] == pytest.approx(_dynamic(doubled) - _dynamic(base), abs=4)
     # the reference: a frozen copy of the weights for full/freeze, none for an adapter (its base with it off)
     # kto runs one sequence per example through the same reference (copy + L), dpo two (copy + 2 L)
-    copy = 2 * memory.estimate(arch, sft.replace(objective="kto"), device).breakdown["reference"]
+    copy = 2 * estimate(sft.replace(objective="kto")).breakdown["reference"]
     copy -= dpo.breakdown["reference"]
     if method in ("full", "freeze"):
         assert copy == pytest.approx(base.breakdown["weights"], abs=4)
