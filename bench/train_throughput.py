@@ -26,7 +26,9 @@ What is measured, identically on both sides (each run in its own subprocess, so 
   losses         = the last logged step loss, the mean of logged step losses, and (first repeat only) the
                    token-weighted mean loss of the trained model over ALL label tokens of the N records, the same
                    tokens for both: the check that the faster path learns as well.
-Runs are interleaved A B A B (--repeats 2) and medians quoted.
+Runs are interleaved A B A B (--repeats 2) and medians quoted. `--arms tunedesk tunedesk-whole baseline` adds
+TuneDesk with its CPU chunking off (each micro-batch in one forward, as before app.accel.CPU_CHUNK_TOKENS): the
+before / after of that change in the same run.
 
     python -m bench.train_throughput                  # 128 records, 32 steps (one epoch), 2 repeats
     python -m bench.train_throughput --quick          # 16 records, 4 steps, 1 repeat
@@ -47,7 +49,12 @@ if __package__ in (None, ""):  # run as `python bench/train_throughput.py`
 
 from bench import common  # noqa: E402
 
-IMPLS = ("tunedesk", "baseline")
+IMPLS = ("tunedesk", "baseline", "tunedesk-whole")
+"""tunedesk-whole: TuneDesk with its CPU chunking off (app.accel.CPU_CHUNK_TOKENS 0), each micro-batch in one forward
+as before that change: the before arm of the chunking A/B."""
+ARMS = ("tunedesk", "baseline")
+NAMES = {"tunedesk": "TuneDesk", "baseline": "Trainer+PEFT baseline", "tunedesk-whole": "TuneDesk, whole batches"}
+COMPARE = (("tunedesk", "baseline"), ("tunedesk-whole", "baseline"), ("tunedesk", "tunedesk-whole"))
 BATCH, LR, SEED, MAX_LEN = 4, 2.0e-4, 42, 512
 LORA = {"rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 
@@ -136,7 +143,10 @@ def heldin_loss(model: Any, examples: list[Any], pad_id: int, batch: int = BATCH
 
 # ---- child: TuneDesk ------------------------------------------------------------------------------------------
 def child_tunedesk(args: argparse.Namespace) -> dict[str, Any]:
-    from app import history, runs, train
+    from app import accel, history, runs, train
+
+    if args.child == "tunedesk-whole":
+        accel.CPU_CHUNK_TOKENS = 0  # what accel.chunk_tokens reads when the trainer is built
 
     with tempfile.TemporaryDirectory(prefix="tunedesk-bench-") as tmp:
         cfg = tunedesk_config(args, tmp)
@@ -156,7 +166,7 @@ def child_tunedesk(args: argparse.Namespace) -> dict[str, Any]:
         if not args.packing and end["step"] == math.ceil(started["train_rows"] / BATCH):
             useful = int(started["label_tokens_per_epoch"])  # exactly one epoch: its exact count of the same tokens
         result = {
-            "impl": "tunedesk",
+            "impl": args.child,
             "steps": end["step"],
             "useful_tokens": useful,
             "step_s": train_s,
@@ -278,19 +288,32 @@ def add_rates(r: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out = {}
-    for impl in IMPLS:
+    arms = [impl for impl in IMPLS if any(r["impl"] == impl for r in results)]
+    for impl in arms:
         rs = [r for r in results if r["impl"] == impl]
         keys = ("useful_tokens_per_s", "useful_tokens_per_wall_s", "peak_rss_bytes", "final_loss",
-                "mean_logged_loss", "useful_tokens", "step_s", "wall_s", "steps", "threads")  # fmt: skip
+                "mean_logged_loss", "useful_tokens", "step_s", "wall_s", "steps", "threads", "run_call_s")  # fmt: skip
         out[impl] = {k: common.median(r.get(k) for r in rs) for k in keys}
         out[impl]["heldin_loss"] = next((r["heldin_loss"] for r in rs if "heldin_loss" in r), None)
-    td, bl = out["tunedesk"], out["baseline"]
-    out["ratio"] = {
-        "useful_tokens_per_s": _ratio(td["useful_tokens_per_s"], bl["useful_tokens_per_s"]),
-        "useful_tokens_per_wall_s": _ratio(td["useful_tokens_per_wall_s"], bl["useful_tokens_per_wall_s"]),
-        "peak_rss": _ratio(td["peak_rss_bytes"], bl["peak_rss_bytes"]),
-    }
+    out["ratios"] = {}
+    for a, b in COMPARE:
+        if a in out and b in out:
+            x, y = out[a], out[b]
+            out["ratios"][f"{a}/{b}"] = {
+                "useful_tokens_per_s": _ratio(x["useful_tokens_per_s"], y["useful_tokens_per_s"]),
+                "useful_tokens_per_wall_s": _ratio(x["useful_tokens_per_wall_s"], y["useful_tokens_per_wall_s"]),
+                "peak_rss": _ratio(x["peak_rss_bytes"], y["peak_rss_bytes"]),
+                "pairs_useful_tokens_per_s": _pair_ratios(results, a, b),
+            }
+    out["ratio"] = out["ratios"].get("tunedesk/baseline")
     return out
+
+
+def _pair_ratios(results: list[dict[str, Any]], a: str, b: str) -> list[float | None]:
+    """Tokens/s of arm a over arm b within each repeat (runs interleaved in the same minutes)."""
+    xs = [r["useful_tokens_per_s"] for r in results if r["impl"] == a]
+    ys = [r["useful_tokens_per_s"] for r in results if r["impl"] == b]
+    return [_ratio(x, y) for x, y in zip(xs, ys, strict=False)]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -298,25 +321,30 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def render(s: dict[str, Any], args: argparse.Namespace) -> str:
-    td, bl, ratio = s["tunedesk"], s["baseline"], s["ratio"]
+    arms = [a for a in IMPLS if a in s]
+    pairs = list(s["ratios"])
 
-    def row(label: str, key: str, fmt=lambda v: v, r: float | None = None) -> list[Any]:
-        return [label, fmt(td[key]), fmt(bl[key]), f"{r:.2f}x" if r is not None else ""]
+    def row(label: str, key: str, fmt=lambda v: v, ratio_key: str | None = None) -> list[Any]:
+        ratios = [s["ratios"][p][ratio_key] if ratio_key else None for p in pairs]
+        cells = [fmt(s[a][key]) if s[a][key] is not None else "" for a in arms]
+        return [label, *cells, *(f"{r:.2f}x" if r is not None else "" for r in ratios)]
 
     rows = [
-        row("useful tokens/s (step time)", "useful_tokens_per_s", r=ratio["useful_tokens_per_s"]),
-        row("useful tokens/s (wall)", "useful_tokens_per_wall_s", r=ratio["useful_tokens_per_wall_s"]),
-        row("peak RSS", "peak_rss_bytes", common.fmt_bytes, ratio["peak_rss"]),
+        row("useful tokens/s (step time)", "useful_tokens_per_s", ratio_key="useful_tokens_per_s"),
+        row("useful tokens/s (wall)", "useful_tokens_per_wall_s", ratio_key="useful_tokens_per_wall_s"),
+        row("peak RSS", "peak_rss_bytes", common.fmt_bytes, "peak_rss"),
         row("useful tokens trained", "useful_tokens"),
         row("optimizer steps", "steps"),
         row("final step loss", "final_loss"),
         row("mean logged step loss", "mean_logged_loss"),
         row("held-in loss, all label tokens of the N records", "heldin_loss"),
         row("torch threads", "threads"),
+        row("seconds in app.train.run (TuneDesk: load, data, steps, checks, save)", "run_call_s"),
     ]
     title = (f"Training throughput: {args.records} records, {args.steps} steps, batch {BATCH}, "
              f"median of {args.repeats}{', packing' if args.packing else ''}")  # fmt: skip
-    return title + "\n\n" + common.markdown_table(["", "TuneDesk", "Trainer+PEFT baseline", "ratio"], rows)
+    header = ["", *(NAMES[a] for a in arms), *pairs]
+    return title + "\n\n" + common.markdown_table(header, rows)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -330,6 +358,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-heldin", dest="heldin", action="store_false",
                         help="skip the held-in loss pass after training")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="16 records, 4 steps, 1 repeat (smoke test)")
+    arms_help = ("what runs, interleaved in this order each repeat (default: tunedesk baseline); tunedesk-whole is "
+                 "TuneDesk without its CPU chunking, the before arm of that change")  # fmt: skip
+    parser.add_argument("--arms", nargs="+", choices=IMPLS, default=list(ARMS), help=arms_help)
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child run")
     parser.add_argument("--threads", type=common.threads_arg, default="cores", help=common.THREADS_HELP)
@@ -343,17 +374,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.child:
-        payload = child_tunedesk(args) if args.child == "tunedesk" else child_baseline(args)
+        payload = child_baseline(args) if args.child == "baseline" else child_tunedesk(args)
         common.emit_json(payload)
         return 0
     common.require("app.train", "run")
     common.require("app.data", "prepare")
-    common.require("app.runs", "create_run", "load_events")
+    common.require("app.runs", "create_run")
+    common.require("app.history", "load_events")
     if not args.data.is_file():
         raise common.Skip(f"{args.data} is absent (the real Alpaca data lives in ../shared/data); pass --data FILE")
     results = []
     for rep in range(args.repeats):
-        for impl in IMPLS:  # interleaved A B A B: a burst of load on the machine hits both alike
+        for impl in args.arms:  # interleaved A B A B: a burst of load on the machine hits both alike
             print(f"[train_throughput] repeat {rep + 1}/{args.repeats}: {impl}", file=sys.stderr, flush=True)
             argv = child_argv(args, impl, args.heldin and rep == 0)
             child = common.run_json_child(argv, args.timeout, impl, args.threads)

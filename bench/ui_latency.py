@@ -103,11 +103,11 @@ def _run_appears(runs: Path, timeout: float) -> bool:
 
 def log_events(runs: Path) -> list[dict[str, Any]]:
     """Every `log` event of every run under `runs` (there is one run)."""
-    from app import runs as runs_mod
+    from app import history
 
     events: list[dict[str, Any]] = []
-    for events_file in runs.glob(f"*/{runs_mod.EVENTS}"):
-        events += [e for e in runs_mod.load_events(events_file.parent) if e.get("type") in ("log", "failed")]
+    for events_file in runs.glob(f"*/{history.EVENTS}"):
+        events += [e for e in history.load_events(events_file.parent) if e.get("type") in ("log", "failed")]
     return events
 
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     common.require("app.ui.app", "main")
     common.require("gradio_client", "Client")
     if args.train_via != "none":
-        common.require("app.runs", "load_events", "EVENTS")
+        common.require("app.history", "load_events", "EVENTS")
     with tempfile.TemporaryDirectory(prefix="tunedesk-ui-latency-") as tmp:
         result = measure(args, Path(tmp) / "runs")
     path = common.write_result("ui_latency", result)
