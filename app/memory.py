@@ -14,7 +14,7 @@ really keeps, written from the shapes in config.json, not a fitted curve:
   inputs of trainable Linear layers. With gradient checkpointing only each layer's input is kept, plus one layer
   recomputed during backward. On the CPU the supervised trainer runs a micro-batch in chunks of rows of at most
   Stack.cpu_chunk_tokens tokens (app.accel.row_splits), so activations, logits and backward buffers are one
-  chunk's: batch 4 x 512 tokens holds one row's at a time.
+  chunk's: batch 4 x 512 tokens holds one row's at a time (counted as one row of up to 512 tokens).
 * logits and loss: batch x seq x vocab, upcast to fp32 for the loss: 12 B per logit at the loss peak
   (saved log-softmax, its gradient and the nll gradient). Often the largest term for a small model with a big vocab.
 * CUDA context and allocator cache (on CPU, the baseline RSS of Python + torch + libraries, and glibc's retained
@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app import accel, devices, methods, objective_table
+from app import devices, methods, objective_table
 from app.architecture import (  # noqa: F401  (architecture_from, EstimateError: what callers of the estimate use)
     Architecture,
     EstimateError,
@@ -110,6 +110,7 @@ def _plan(cfg: RunConfig, device: str, stack: Stack) -> _Plan:
     autocast = (not fp32) if stack.autocast is None else stack.autocast
     method = methods.of(cfg)
     bits = cfg.quant.bits if method.quantized else None  # the trainer loads a k-bit base for these methods only
+    at_once = _tokens_at_once(cfg, device, stack)
     return _Plan(
         device=device,
         w=w,
@@ -120,19 +121,21 @@ def _plan(cfg: RunConfig, device: str, stack: Stack) -> _Plan:
         double_quant=cfg.quant.double_quant,
         kbit_upcast=bits is not None and method.kbit_prep and stack.kbit_upcast,
         trainable_bytes=(stack.adapter_bytes if w == 2 else 4) if method.adapter else w,
-        seq=cfg.data.max_seq_len,
-        batch=_rows_at_once(cfg, device, stack),
+        seq=at_once[1],
+        batch=at_once[0],
         stack=stack,
     )
 
 
-def _rows_at_once(cfg: RunConfig, device: str, stack: Stack) -> int:
-    """Rows of max_seq_len tokens in one forward: the batch, or on the CPU the largest chunk the supervised trainer
-    splits it into (app.accel.row_splits); TRL's preference trainers run the whole batch."""
-    rows = cfg.train.batch_size
-    if device != "cpu" or objective_table.of(cfg).preference:
-        return rows
-    return max(accel.row_splits(rows, cfg.data.max_seq_len, stack.cpu_chunk_tokens))
+def _tokens_at_once(cfg: RunConfig, device: str, stack: Stack) -> tuple[int, int]:
+    """(rows, tokens per row) of the largest forward: the micro-batch, batch_size x max_seq_len; on the CPU the
+    supervised trainer runs it in chunks of rows (app.accel.row_splits) that hold at most
+    Stack.cpu_chunk_tokens tokens, or one row when a row is longer: counted as one row of that many tokens (any
+    batch of the run, not only the widest, can fill a chunk). TRL's preference trainers run the whole batch."""
+    rows, seq, budget = cfg.train.batch_size, cfg.data.max_seq_len, stack.cpu_chunk_tokens
+    if device != "cpu" or budget <= 0 or objective_table.of(cfg).preference or rows * seq <= max(budget, seq):
+        return rows, seq
+    return 1, max(seq, budget)
 
 
 # ---- trainable parameters ------------------------------------------------------------------------------------

@@ -171,8 +171,9 @@ def test_raising_rank_batch_or_seq_never_lowers_the_estimate(model, method, ckpt
 def test_the_cpu_estimate_holds_one_chunk_of_rows_at_a_time():
     """On the CPU the supervised trainer runs a batch in chunks of at most Stack.cpu_chunk_tokens tokens: batch 4
     of 512-token rows holds one row's activations and logits at a time, batch 4 of 128-token rows all four (one
-    chunk), batch 8 of 128 two chunks of four; a GPU run, a preference run and a stack without chunks hold the whole
-    batch."""
+    chunk), batch 8 of 128 two chunks of four; a row longer than a chunk is its own chunk; batch 3 of 200-token rows
+    is counted as a full chunk (any batch of the run may fill one); a GPU run, a preference run and a stack without
+    chunks hold the whole batch."""
     arch = memory.architecture_from("smollm2-135m-instruct")
     cfg = _cfg("smollm2-135m-instruct", method="lora")
 
@@ -185,6 +186,8 @@ def test_the_cpu_estimate_holds_one_chunk_of_rows_at_a_time():
     assert dynamic(4, 512) == dynamic(1, 512)
     assert dynamic(4, 128) == dynamic(1, 512) > dynamic(2, 128)
     assert dynamic(8, 128) == dynamic(4, 128)
+    assert dynamic(3, 200) == dynamic(1, 512) > max(accel.row_splits(3, 200, 512)) * dynamic(1, 200)
+    assert dynamic(4, 1024) == dynamic(1, 1024) > dynamic(1, 512)
     assert dynamic(4, 512, "cuda") > 3 * dynamic(1, 512, "cuda")
     assert dynamic(4, 512, stack=memory.Stack(cpu_chunk_tokens=0)) > 3 * dynamic(1, 512)
     assert dynamic(4, 512, objective="dpo") > 3 * dynamic(1, 512, objective="dpo")
