@@ -42,9 +42,11 @@ UNPAGED = {"paged_adamw_8bit": "adamw_8bit", "paged_adamw_32bit": "adamw_torch"}
 """A paged optimizer -> the same update without paging, which the CPU runs."""
 HALF = ("float16", "bfloat16")
 CPU_CHUNK_TOKENS = 512
-"""Padded tokens per forward of a chunked CPU micro-batch (at least one row). fp32 GEMMs with 512+ rows run at
-the CPU's square-GEMM rate (bench/mfu.py), so smaller chunks cost no speed, and a 135M model's activations are
-~1.3 MB a token: 0.6 GiB a chunk instead of 2.6 GiB for 4 rows of 512."""
+"""Padded tokens per forward of a chunked CPU micro-batch (at least one row). A 135M model's activations are
+~1.3 MB a token: 0.6 GiB a chunk instead of 2.6 GiB for 4 rows of 512. The price is one forward and backward per
+chunk: on the default benchmark, where length grouping leaves little padding, 8% of step speed (77 passes in the
+epoch instead of 32); 1,024 tokens gave most of that back for 3.2 GiB of peak RAM instead of 2.1 (BENCHMARKS.md,
+"CPU memory and speed, round two")."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.accel import CPU_CHUNK_TOKENS
+
 GIB = 1 << 30
 
 
@@ -62,10 +64,10 @@ class Stack:
     transient without checkpointing (batch 1-4, 1 or 2 threads; ~0.25 at batch 8) and 0.47-0.68 with it (1 / 2
     threads): the retained heap follows the tokens per micro-batch more than the transient size. 0.40 has the
     smallest worst error over those runs: -12% (checkpointing, 2 threads) to +11% (batch 8)."""
-    cpu_chunk_tokens: int = 512
+    cpu_chunk_tokens: int = CPU_CHUNK_TOKENS
     """CPU: a supervised micro-batch trains in chunks of rows of at most this many padded tokens, one chunk's
-    activations at a time (app.accel.CPU_CHUNK_TOKENS, which a test holds this equal to); 0 for a stack that runs
-    the whole batch at once (a plain Trainer script)."""
+    activations at a time (this app's trainer: app.accel.CPU_CHUNK_TOKENS); 0 for a stack that runs the whole batch
+    at once (a plain Trainer script)."""
     process_baseline: int = int(0.45 * GIB)
     """CPU: RSS of Python + torch + transformers + peft before the model loads: 0.38 GiB for those imports alone,
     0.46 GiB once app.train (Trainer, accelerate) is imported; the UI process adds gradio."""
