@@ -89,9 +89,11 @@ def _launch_env(runs_dir: Path) -> dict:
 
 
 CANARY = """
+import os
 from accelerate import Accelerator
 state = Accelerator(cpu=True).state
-print("TYPE", state.distributed_type.value, getattr(state, "fsdp_plugin", None) is not None)
+line = f"TYPE {state.distributed_type.value} {getattr(state, 'fsdp_plugin', None) is not None}\\n"
+os.write(1, line.encode())  # one write per process: the two ranks' lines cannot interleave on the shared pipe
 """
 
 
