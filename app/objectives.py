@@ -67,12 +67,32 @@ class LabelGather:
         self.handle.remove()
 
 
+def padding_mask_is_redundant(model: Any, inputs: dict[str, Any]) -> bool:
+    """True when the batch's attention mask only marks right padding, so the forward can go without it.
+
+    Under a causal mask a real token attends to itself and earlier positions only, and right padding comes after
+    every real token of its row, so no real position ever sees a pad: its values, and with them the loss and the
+    gradients, are the same with the padding mask or without it. Without it the model runs its causal path (SDPA's
+    is_causal), which skips the attention blocks above the diagonal instead of computing and masking them: about
+    half of the attention kernel's time on the CPU (BENCHMARKS.md, "Kernel-level changes"). Kept for left padding,
+    packed rows (position_ids), and FlashAttention-2, whose varlen path uses the mask to skip the padding itself."""
+    mask = inputs.get("attention_mask")
+    if mask is None or "position_ids" in inputs or mask.dim() != 2:
+        return False
+    config = getattr(modeling.base_model(model), "config", None)
+    if getattr(config, "_attn_implementation", None) == "flash_attention_2":
+        return False
+    return bool((mask[:, 1:] <= mask[:, :-1]).all() and mask[:, 0].all())
+
+
 def label_loss(model: Any, batch: dict[str, Any], gather: LabelGather, num_items: Any = None) -> tuple[Any, int]:
     """(loss, label count): summed cross-entropy over positions whose next-token label is not -100, divided by
     `num_items` (the label count of the whole accumulated batch, from the Trainer) or by its own label count.
     Equals the model's own causal-LM loss, without ever making batch x seq x vocab logits."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
+    if padding_mask_is_redundant(model, inputs):
+        del inputs["attention_mask"]
     keep = labels[:, 1:] != IGNORE
     targets = labels[:, 1:][keep]
     with gather.only(F.pad(keep, (0, 1), value=False)):

@@ -108,3 +108,53 @@ def test_label_only_loss_equals_the_models_own_loss(tiny, packed):
     assert count == store.label_count()
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
     assert plain_logits.shape[1] == batch["input_ids"].shape[1]  # outside label_loss the hook changes nothing
+
+
+def test_right_padding_trains_without_the_padding_mask_to_the_same_loss_and_gradients(tiny, monkeypatch):
+    from app import objectives
+    from app.objectives import LabelGather, label_loss
+
+    store = TokenStore.from_examples(_examples(4, seed=5))
+    batch = Collator(store, pad_id=0, packed=False)([[i] for i in range(4)])
+    assert not batch["attention_mask"].all()  # rows of different lengths: there is padding to leave unmasked
+    seen = []
+    hook = tiny.register_forward_pre_hook(lambda m, a, kw: seen.append("attention_mask" in kw), with_kwargs=True)
+    results = {}
+    for kind in ("without", "with"):
+        if kind == "with":
+            monkeypatch.setattr(objectives, "padding_mask_is_redundant", lambda model, inputs: False)
+        gather = LabelGather(tiny)
+        tiny.zero_grad()
+        try:
+            loss, _ = label_loss(tiny, batch, gather)
+            loss.backward()
+        finally:
+            gather.remove()
+        grads = {n: p.grad.clone() for n, p in tiny.named_parameters() if p.grad is not None}
+        results[kind] = (float(loss), grads)
+    hook.remove()
+    assert seen == [False, True]  # the first forward went without the mask, the second with it
+    assert results["without"][0] == pytest.approx(results["with"][0], rel=1e-5)
+    for name, grad in results["with"][1].items():
+        torch.testing.assert_close(results["without"][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    tiny.zero_grad(set_to_none=True)
+
+
+def test_the_padding_mask_is_kept_where_it_is_not_only_right_padding(tiny):
+    from app.objectives import padding_mask_is_redundant
+
+    right = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    assert padding_mask_is_redundant(tiny, {"input_ids": right, "attention_mask": right})
+    left = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    assert not padding_mask_is_redundant(tiny, {"input_ids": left, "attention_mask": left})
+    holes = torch.tensor([[1, 0, 1]])
+    assert not padding_mask_is_redundant(tiny, {"input_ids": holes, "attention_mask": holes})
+    packed = {"input_ids": right, "attention_mask": right, "position_ids": torch.tensor([[0, 1, 0], [0, 1, 2]])}
+    assert not padding_mask_is_redundant(tiny, packed)
+    assert not padding_mask_is_redundant(tiny, {"input_ids": right})
+    impl = tiny.config._attn_implementation
+    try:
+        tiny.config._attn_implementation = "flash_attention_2"  # its varlen path skips the padding by the mask
+        assert not padding_mask_is_redundant(tiny, {"input_ids": right, "attention_mask": right})
+    finally:
+        tiny.config._attn_implementation = impl
