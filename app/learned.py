@@ -275,16 +275,17 @@ def measure(model: Any, tokenizer: Any, data_cfg: DataConfig, examples: list[Any
     """(greedy answer, loss per reference token or None, reference tokens) of each example, in eval mode."""
     from app.eval_data import encode_for_eval
     from app.evaluate import response_nll
-    from app.train_events import evaluating, greedy_answer
+    from app.train_events import SAMPLE_TOKENS, evaluating, greedy_answers
 
-    out = []
+    prompts, losses = [], []
     with evaluating(model):
         for example in examples:
             prompt_ids, ids, labels = encode_for_eval(example, tokenizer, data_cfg)
             nll, n = response_nll(model, ids, labels)
-            loss = nll / n if n and math.isfinite(nll) else None
-            out.append((greedy_answer(model, tokenizer, prompt_ids), loss, n))
-    return out
+            losses.append((nll / n if n and math.isfinite(nll) else None, n))
+            prompts.append((prompt_ids, SAMPLE_TOKENS))
+        answers = greedy_answers(model, tokenizer, prompts)
+    return [(answer, loss, n) for answer, (loss, n) in zip(answers, losses, strict=True)]
 
 
 def _example_json(example: Any) -> dict[str, Any]:

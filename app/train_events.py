@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunedesk.train")
 
 SAMPLE_TOKENS = 48
+ANSWER_BATCH = 4
+"""Prompts per generate call in greedy_answers (samples, evaluation answers, the did-it-learn check)."""
 """New tokens per sample generation: enough for a sentence, ~1 s on the default model on a CPU."""
 TRL_METRICS = dict(
     zip(
@@ -171,12 +173,10 @@ def render_prompt(tokenizer: Any, cfg: RunConfig, prompt: str) -> str:
 
 def generate_samples(model: Any, tokenizer: Any, cfg: RunConfig, prompts: list[str]) -> list[dict]:
     """Greedy answers (48 new tokens) to a few prompts, in eval mode; the model is put back in train mode."""
-    out = []
+    rows = [tokenizer(render_prompt(tokenizer, cfg, p), add_special_tokens=False)["input_ids"] for p in prompts]
     with evaluating(model):
-        for prompt in prompts:
-            ids = tokenizer(render_prompt(tokenizer, cfg, prompt), add_special_tokens=False)["input_ids"]
-            out.append({"prompt": prompt, "answer": greedy_answer(model, tokenizer, ids)})
-    return out
+        answers = greedy_answers(model, tokenizer, [(ids, SAMPLE_TOKENS) for ids in rows])
+    return [{"prompt": prompt, "answer": answer} for prompt, answer in zip(prompts, answers, strict=True)]
 
 
 @contextlib.contextmanager
@@ -192,19 +192,50 @@ def evaluating(model: Any) -> Iterator[Any]:
 
 @torch.no_grad()
 def greedy_answer(model: Any, tokenizer: Any, prompt_ids: Any, max_new_tokens: int = SAMPLE_TOKENS) -> str:
-    """The greedy answer to one tokenized prompt, in whatever mode the model is (use `evaluating`). Samples, the
-    evaluation's scored answers (app.trainer) and the "did it learn?" check (app.learned) answer with it."""
-    ids = torch.as_tensor(prompt_ids, device=next(model.parameters()).device)[None]
+    """The greedy answer to one tokenized prompt, in whatever mode the model is (use `evaluating`)."""
+    return greedy_answers(model, tokenizer, [(prompt_ids, max_new_tokens)])[0]
+
+
+@torch.no_grad()
+def greedy_answers(model: Any, tokenizer: Any, prompts: list[tuple[Any, int]], batch: int = ANSWER_BATCH) -> list[str]:
+    """Greedy answers to tokenized prompts, each with its own new-token budget, `batch` prompts per `generate`
+    call (left-padded, with their attention mask), in whatever mode the model is (use `evaluating`). Samples, the
+    evaluation's scored answers (app.trainer) and the "did it learn?" check (app.learned) answer with it.
+
+    One call for several prompts reads the weights once per new token for all of them: decoding a small model on
+    a CPU is bound by reading its weights, so 4 answers take about the time of one (BENCHMARKS.md, "Where a run's
+    other time goes"). A row that ends (end-of-sequence) is cut there; each keeps at most its own budget."""
+    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    gen = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        use_cache=True,
-        pad_token_id=pad,
-    )
-    return tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    stops = _stop_ids(model, tokenizer)
+    out: list[str] = []
+    for start in range(0, len(prompts), max(batch, 1)):
+        part = [(torch.as_tensor(p, dtype=torch.long).reshape(-1), int(n)) for p, n in prompts[start : start + batch]]
+        width = max(len(ids) for ids, _ in part)
+        ids = torch.full((len(part), width), pad if pad is not None else 0, dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        for row, (prompt, _) in enumerate(part):
+            ids[row, width - len(prompt) :], mask[row, width - len(prompt) :] = prompt, 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max(n for _, n in part),
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=pad,
+        )
+        for row, (_, budget) in enumerate(part):
+            new = gen[row, width:][:budget].tolist()
+            cut = next((k for k, token in enumerate(new) if token in stops), len(new))
+            out.append(tokenizer.decode(new[: cut + 1], skip_special_tokens=True).strip())
+    return out
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a generated answer: the generation config's end-of-sequence ids and the tokenizer's."""
+    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(found if isinstance(found, list | tuple) else [found]) | {tokenizer.eos_token_id}
+    return {int(i) for i in ids if i is not None}
 
 
 def peak_memory() -> dict:

@@ -38,7 +38,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from app import accel, devices, history, modeling, objectives, tracking  # noqa: E402
 from app import metrics as text_metrics  # noqa: E402
 from app.objectives import LabelGather, Objective  # noqa: E402
-from app.train_events import evaluating, greedy_answer, peak_memory  # noqa: E402
+from app.train_events import evaluating, greedy_answers, peak_memory  # noqa: E402
 
 OPTIMIZERS = {  # config name -> transformers OptimizerNames
     "adamw_torch": "adamw_torch",
@@ -285,7 +285,8 @@ class TuneTrainer(RunTrainer, Trainer):
         if not self._generation_set:
             return {}
         prompts = [(ids, budget) for ids, _, budget in self._generation_set]
-        answers = greedy_answers(self.model, self.processing_class, prompts)
+        with evaluating(self.model):
+            answers = greedy_answers(self.model, self.processing_class, prompts)
         scores = text_metrics.score(answers, [reference for _, reference, _ in self._generation_set])
         return {name: round(scores[name], 2) for name in history.GENERATION_METRICS}
 
@@ -377,11 +378,3 @@ def generation_set(store: TokenStore, tokenizer: Any, count: int) -> list[tuple[
         if len(out) == count:
             break
     return out
-
-
-@torch.no_grad()
-def greedy_answers(model: Any, tokenizer: Any, prompts: list[tuple[np.ndarray, int]]) -> list[str]:
-    """Greedy answers to tokenized prompts, each with its own new-token budget, in eval mode; the model is put
-    back in the mode it was in."""
-    with evaluating(model):
-        return [greedy_answer(model, tokenizer, ids, budget) for ids, budget in prompts]
