@@ -147,6 +147,8 @@ def child_tunedesk(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.child == "tunedesk-whole":
         accel.CPU_CHUNK_TOKENS = 0  # what accel.chunk_tokens reads when the trainer is built
+    elif args.chunk_tokens is not None:
+        accel.CPU_CHUNK_TOKENS = args.chunk_tokens
 
     with tempfile.TemporaryDirectory(prefix="tunedesk-bench-") as tmp:
         cfg = tunedesk_config(args, tmp)
@@ -277,6 +279,8 @@ def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
 def child_argv(args: argparse.Namespace, impl: str, heldin: bool) -> list[str]:
     argv = ["bench.train_throughput", "--child", impl, "--records", str(args.records), "--steps", str(args.steps),
             "--data", str(args.data), "--val-size", str(args.val_size)]  # fmt: skip
+    if args.chunk_tokens is not None:
+        argv += ["--chunk-tokens", str(args.chunk_tokens)]
     return argv + (["--packing"] if args.packing else []) + ([] if heldin else ["--no-heldin"])
 
 
@@ -361,6 +365,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     arms_help = ("what runs, interleaved in this order each repeat (default: tunedesk baseline); tunedesk-whole is "
                  "TuneDesk without its CPU chunking, the before arm of that change")  # fmt: skip
     parser.add_argument("--arms", nargs="+", choices=IMPLS, default=list(ARMS), help=arms_help)
+    chunk_help = "the tunedesk arm's CPU chunk size in padded tokens (default: app.accel.CPU_CHUNK_TOKENS)"
+    parser.add_argument("--chunk-tokens", type=int, default=None, help=chunk_help)
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child run")
     parser.add_argument("--threads", type=common.threads_arg, default="cores", help=common.THREADS_HELP)
@@ -368,6 +374,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.records, args.steps, args.repeats = 16, args.steps or 4, 1
     args.steps = args.steps or math.ceil(args.records / BATCH)
+    if args.chunk_tokens is not None and args.chunk_tokens < 0:
+        parser.error("--chunk-tokens must be 0 (whole batches) or more")
     return args
 
 
@@ -400,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"records": args.records, "steps": args.steps, "repeats": args.repeats, "data": str(args.data),
-            "val_size": args.val_size,
+            "val_size": args.val_size, "chunk_tokens": args.chunk_tokens,
             "packing": args.packing, "batch_size": BATCH, "grad_accum": 1, "learning_rate": LR,
             "lr_scheduler": "constant", "max_seq_len": MAX_LEN, "seed": SEED, "lora": LORA, "dtype": "float32",
             "device": "cpu", "gradient_checkpointing": False, "threads": args.threads or "auto"}  # fmt: skip
