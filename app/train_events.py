@@ -202,9 +202,10 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: list[tuple[Any, int]], b
     call (left-padded, with their attention mask), in whatever mode the model is (use `evaluating`). Samples, the
     evaluation's scored answers (app.trainer) and the "did it learn?" check (app.learned) answer with it.
 
-    One call for several prompts reads the weights once per new token for all of them: decoding a small model on
-    a CPU is bound by reading its weights, so 4 answers take about the time of one (BENCHMARKS.md, "Where a run's
-    other time goes"). A row that ends (end-of-sequence) is cut there; each keeps at most its own budget."""
+    One call for several prompts reads the weights once per new token for all of them, and decoding a small model
+    on a CPU is bound by reading its weights: 4 answers of the default model took 6.2 s instead of 14.4 s one by
+    one (BENCHMARKS.md, "After: the padding mask and batched answers"). A row that ends (end-of-sequence) is cut
+    there; each keeps at most its own budget."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = _stop_ids(model, tokenizer)
