@@ -15,7 +15,9 @@ rates they sustain. This counts the FLOPs (bench.common.lora_train_flops, the fo
 Then, from a `bench.train_throughput` result (--result, default the newest), the model FLOP/s TuneDesk would
 have to sustain for --target times the plain script's useful tokens/s, as a share of this machine's fp32 GEMM
 peak (square GEMMs, as bench.mfu) and of the GEMM rate at the model's own shapes. That share is an MFU: a speed
-target above the FLOP ratio is an MFU target in disguise.
+target above the FLOP ratio is an MFU target in disguise. The peak is measured now and the plain script's rate
+comes from the result file: on a machine whose speed drifts, run this right after the benchmark. The ratio that
+does not drift: N times the plain script's tokens/s = N / (plain FLOPs / floor FLOPs) times its FLOP rate.
 
     python -m bench.ceiling                    # 128 records (the default benchmark), target 3x
     python -m bench.ceiling --records 32 --result bench/results/train_throughput-....json
