@@ -210,8 +210,9 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: list[tuple[Any, int]], b
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = _stop_ids(model, tokenizer)
     out: list[str] = []
-    for start in range(0, len(prompts), max(batch, 1)):
-        part = [(torch.as_tensor(p, dtype=torch.long).reshape(-1), int(n)) for p, n in prompts[start : start + batch]]
+    step = max(int(batch), 1)
+    for start in range(0, len(prompts), step):
+        part = [(torch.as_tensor(p, dtype=torch.long).reshape(-1), int(n)) for p, n in prompts[start : start + step]]
         width = max(len(ids) for ids, _ in part)
         ids = torch.full((len(part), width), pad if pad is not None else 0, dtype=torch.long)
         mask = torch.zeros((len(part), width), dtype=torch.long)
