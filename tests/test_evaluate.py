@@ -38,6 +38,7 @@ def make_adapter(base_dir: Path, out_dir: Path, seed: int = 1, std: float = 1.0)
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(seed)  # lora_A's initialisation draws from the global generator
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(base_dir), PeftLoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
     )
