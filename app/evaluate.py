@@ -245,15 +245,24 @@ def response_nll(model: Any, input_ids: list[int], labels: list[int]) -> tuple[f
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, cancel: threading.Event | None = None
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int | Sequence[int],
+    cancel: threading.Event | None = None,
 ) -> list[str]:
     """Greedy answers to a batch of tokenized prompts (left-padded), through the Decoder chat uses too; stops at
-    end-of-turn or when `cancel` is set (then the answers are cut short; callers discard them)."""
+    end-of-turn or when `cancel` is set (then the answers are cut short; callers discard them). `max_new_tokens`:
+    one budget for all, or one per prompt (the batch decodes to the largest; each answer keeps its own)."""
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else [int(n) for n in max_new_tokens]
+    longest = max(budgets, default=1)
     limit = getattr(model.config, "max_position_embeddings", None) or UNCUT
-    prompts = [p[-max(1, limit - max_new_tokens) :] for p in prompts]  # keep the end: the question is there
-    settings = GenSettings(max_new_tokens=max_new_tokens)  # temperature 0: greedy
+    prompts = [p[-max(1, limit - longest) :] for p in prompts]  # keep the end: the question is there
+    settings = GenSettings(max_new_tokens=longest)  # temperature 0: greedy
     decoder = Decoder(model, tokenizer, prompts, settings, stop_ids(model, tokenizer), cancel=cancel)
-    return [text.strip() for text in decoder.run()]
+    decoder.run()
+    rows = zip(decoder.rows, budgets, strict=True)
+    return [tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in rows]
 
 
 def pair_score(model: Any, pair: PairItem) -> PairScore:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from app import libs
@@ -32,9 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunedesk.train")
 
 SAMPLE_TOKENS = 48
-ANSWER_BATCH = 4
-"""Prompts per generate call in greedy_answers (samples, evaluation answers, the did-it-learn check)."""
 """New tokens per sample generation: enough for a sentence, ~1 s on the default model on a CPU."""
+ANSWER_BATCH = 4
+"""Prompts decoded together by greedy_answers (samples, evaluation answers, the did-it-learn check)."""
 TRL_METRICS = dict(
     zip(
         history.PREFERENCE_METRICS,
@@ -190,54 +191,30 @@ def evaluating(model: Any) -> Iterator[Any]:
         model.train(was_training)
 
 
-@torch.no_grad()
 def greedy_answer(model: Any, tokenizer: Any, prompt_ids: Any, max_new_tokens: int = SAMPLE_TOKENS) -> str:
     """The greedy answer to one tokenized prompt, in whatever mode the model is (use `evaluating`)."""
     return greedy_answers(model, tokenizer, [(prompt_ids, max_new_tokens)])[0]
 
 
-@torch.no_grad()
 def greedy_answers(model: Any, tokenizer: Any, prompts: list[tuple[Any, int]], batch: int = ANSWER_BATCH) -> list[str]:
-    """Greedy answers to tokenized prompts, each with its own new-token budget, `batch` prompts per `generate`
-    call (left-padded, with their attention mask), in whatever mode the model is (use `evaluating`). Samples, the
-    evaluation's scored answers (app.trainer) and the "did it learn?" check (app.learned) answer with it.
+    """Greedy answers to tokenized prompts, each with its own new-token budget, `batch` prompts decoded together
+    (app.evaluate.generate_answers: left-padded, the Decoder chat and the Evaluate tab answer with), in whatever
+    mode the model is (use `evaluating`). Samples, the evaluation's scored answers (app.trainer) and the "did it
+    learn?" check (app.learned) answer with it.
 
-    One call for several prompts reads the weights once per new token for all of them, and decoding a small model
-    on a CPU is bound by reading its weights: 4 answers of the default model took 6.2 s instead of 14.4 s one by
-    one (BENCHMARKS.md, "After: the padding mask and batched answers"). A row that ends (end-of-sequence) is cut
-    there; each keeps at most its own budget."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stops = _stop_ids(model, tokenizer)
-    out: list[str] = []
+    Decoding several prompts together reads the weights once per new token for all of them, and decoding a small
+    model on a CPU is bound by reading its weights: 4 answers of the default model took 6.2 s instead of 14.4 s
+    one by one (measured with transformers' generate; BENCHMARKS.md, "After: the padding mask and batched
+    answers")."""
+    from app.evaluate import generate_answers
+
+    rows = [(np.asarray(ids, dtype=np.int64).reshape(-1).tolist(), int(n)) for ids, n in prompts]
     step = max(int(batch), 1)
-    for start in range(0, len(prompts), step):
-        part = [(torch.as_tensor(p, dtype=torch.long).reshape(-1), int(n)) for p, n in prompts[start : start + step]]
-        width = max(len(ids) for ids, _ in part)
-        ids = torch.full((len(part), width), pad if pad is not None else 0, dtype=torch.long)
-        mask = torch.zeros((len(part), width), dtype=torch.long)
-        for row, (prompt, _) in enumerate(part):
-            ids[row, width - len(prompt) :], mask[row, width - len(prompt) :] = prompt, 1
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max(n for _, n in part),
-            do_sample=False,
-            use_cache=True,
-            pad_token_id=pad,
-        )
-        for row, (_, budget) in enumerate(part):
-            new = gen[row, width:][:budget].tolist()
-            cut = next((k for k, token in enumerate(new) if token in stops), len(new))
-            out.append(tokenizer.decode(new[: cut + 1], skip_special_tokens=True).strip())
+    out: list[str] = []
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        out += generate_answers(model, tokenizer, [ids for ids, _ in part], [n for _, n in part])
     return out
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Token ids that end a generated answer: the generation config's end-of-sequence ids and the tokenizer's."""
-    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(found if isinstance(found, list | tuple) else [found]) | {tokenizer.eos_token_id}
-    return {int(i) for i in ids if i is not None}
 
 
 def peak_memory() -> dict:
